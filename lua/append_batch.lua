@@ -1,0 +1,65 @@
+-- append_batch.lua: append one batch of records to a stream, atomically and exactly once.
+--
+-- KEYS[1]  the stream's counter key `<namespace>:<stream>` (a string integer, absent = 0)
+-- KEYS[2]  the batch token key of this (stream, run): the last sequence number applied
+-- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
+-- ARGV[2]  the record key prefix, `<counter key>:`
+-- ARGV[3]  the token key's time to live, in seconds
+-- ARGV[4..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
+--
+-- Returns the id of the batch's last record when the batch was applied now, or -1 when this batch
+-- had been applied before (a resend after a lost reply). Errors, all raised before the first write
+-- so that a batch is never applied in part:
+--   ABSEQ      the sequence number is not the next one (a batch overtook another)
+--   ABCOUNTER  the counter key does not hold an integer
+--   ABEXISTS   a record key of the new id range already exists (the counter was lost or reset)
+--   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
+--   ABARGS     the arguments are malformed
+-- Invariant: ids of a stream are 1..N without gap or duplicate; each record hash has the fields
+-- _airbyte_ab_id (its id), _airbyte_emitted_at and _airbyte_data.
+local seq = tonumber(ARGV[1])
+local nargs = #ARGV - 3
+if seq == nil or nargs < 2 or nargs % 2 ~= 0 then
+  return redis.error_reply('ABARGS malformed batch arguments')
+end
+local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
+if seq <= applied then
+  return -1
+end
+if seq ~= applied + 1 then
+  return redis.error_reply('ABSEQ batch ' .. seq .. ' arrived before batch ' .. (applied + 1))
+end
+local raw = redis.call('GET', KEYS[1])
+local last = 0
+if raw then
+  last = tonumber(raw)
+  if last == nil or last < 0 or last ~= math.floor(last) then
+    return redis.error_reply('ABCOUNTER ' .. KEYS[1])
+  end
+end
+local n = nargs / 2
+local prefix = ARGV[2]
+local first = last + 1
+if redis.call('EXISTS', prefix .. first) == 1 then
+  return redis.error_reply('ABEXISTS ' .. prefix .. first)
+end
+if n > 1 and redis.call('EXISTS', prefix .. (last + n)) == 1 then
+  return redis.error_reply('ABEXISTS ' .. prefix .. (last + n))
+end
+if redis.acl_check_cmd then
+  if not (redis.acl_check_cmd('INCRBY', KEYS[1], '1')
+      and redis.acl_check_cmd('HSET', prefix .. first, 'f', 'v')
+      and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')) then
+    return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records or ' .. KEYS[2])
+  end
+end
+redis.call('INCRBY', KEYS[1], n)
+for i = 1, n do
+  local id = last + i
+  redis.call('HSET', prefix .. id,
+    '_airbyte_ab_id', id,
+    '_airbyte_emitted_at', ARGV[2 + 2 * i],
+    '_airbyte_data', ARGV[3 + 2 * i])
+end
+redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
+return last + n

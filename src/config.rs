@@ -1,0 +1,375 @@
+//! The connector configuration: read once, validated once, turned into [`Settings`].
+//!
+//! The raw config is the JSON object Airbyte passes with `--config`; its fields are described by the
+//! SPEC document in [`crate::spec`]. Saved configs of the Java connector must keep loading, so the
+//! reader is lenient in the ways those configs need: booleans and integers may be strings
+//! (`"ssl": "false"`), unknown fields are reported as warnings rather than refused, and `username`
+//! may be present against a server without ACL users. Nothing downstream re-validates.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::Failure;
+
+/// Default number of records in one batch (one script call).
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Default byte cap of one batch's record data.
+pub const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Default connect (and `check` reply) timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
+/// Default time an open batch may wait for more records before it is sent anyway.
+pub const DEFAULT_BATCH_LINGER_MS: u64 = 100;
+/// Default number of batches that may be sent and not yet acknowledged.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+
+/// Fields this version understands; anything else is logged as ignored.
+const KNOWN_FIELDS: &[&str] = &[
+    "host",
+    "port",
+    "username",
+    "password",
+    "db",
+    "ssl",
+    "ssl_mode",
+    "cache_type",
+    "tunnel_method",
+    "connect_timeout_ms",
+    "batch_size",
+    "batch_bytes",
+    "batch_linger_ms",
+    "max_batches_in_flight",
+    "truncate_refreshes",
+];
+
+/// A configuration problem, naming the field and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The path given with `--config`.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not a JSON object.
+    #[error("the config file {path} is not a JSON object: {reason}")]
+    NotJson {
+        /// The path given with `--config`.
+        path: String,
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// A field is missing or has a wrong value.
+    #[error("config.{field}: {reason}")]
+    Field {
+        /// The field's name (dotted for nested fields).
+        field: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+}
+
+impl From<ConfigError> for Failure {
+    fn from(err: ConfigError) -> Self {
+        let message = format!("Invalid configuration: {err}.");
+        Failure::config(message, &err)
+    }
+}
+
+/// Validated settings of one run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Host name or address of the Redis server.
+    pub host: String,
+    /// TCP port of the Redis server.
+    pub port: u16,
+    /// ACL user name; `None` means one-argument AUTH (or none).
+    pub username: Option<String>,
+    /// Password; `None` means no AUTH.
+    pub password: Option<Secret>,
+    /// Database index to SELECT.
+    pub db: i64,
+    /// Timeout for connecting and for each reply during connection setup and `check`.
+    pub connect_timeout: Duration,
+    /// Records per batch.
+    pub batch_size: NonZeroUsize,
+    /// Record-data bytes per batch (a larger single record travels alone).
+    pub batch_bytes: NonZeroUsize,
+    /// How long an open batch waits for more records before it is sent.
+    pub batch_linger: Duration,
+    /// Batches sent and not yet acknowledged, at most.
+    pub max_in_flight: NonZeroUsize,
+    /// Whether `minimum_generation_id == generation_id > 0` makes an append stream a truncate refresh.
+    pub truncate_refreshes: bool,
+    /// Fields present in the config that this version ignores (reported as a warning).
+    pub ignored_fields: Vec<String>,
+}
+
+/// A secret string: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value, for the one place that sends it to the server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Settings {
+    /// Reads and validates the config file at `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| ConfigError::NotJson {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        match value {
+            Value::Object(map) => Self::from_map(&map),
+            _ => Err(ConfigError::NotJson {
+                path: path.display().to_string(),
+                reason: "expected an object".into(),
+            }),
+        }
+    }
+
+    /// Validates a config object.
+    pub fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
+        let host = string_field(map, "host")?
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| {
+                field(
+                    "host",
+                    "is required: the Redis server's host name or address",
+                )
+            })?;
+        if host.contains(',') {
+            return Err(field(
+                "host",
+                "holds a list of hosts; give one host (cluster and sentinel topologies are not supported yet)",
+            ));
+        }
+        let port = int_field(map, "port")?.unwrap_or(6379);
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| field("port", "must be between 1 and 65535"))?;
+        let username = string_field(map, "username")?.filter(|u| !u.is_empty());
+        let password = string_field(map, "password")?
+            .filter(|p| !p.is_empty())
+            .map(Secret);
+        let db = int_field(map, "db")?.unwrap_or(0);
+        if !(0..=1_000_000).contains(&db) {
+            return Err(field("db", "must be a database index of 0 or more"));
+        }
+        if let Some(cache_type) = string_field(map, "cache_type")? {
+            if !cache_type.eq_ignore_ascii_case("hash") {
+                return Err(field(
+                    "cache_type",
+                    "must be \"hash\" (the only layout supported)",
+                ));
+            }
+        }
+        if bool_field(map, "ssl")?.unwrap_or(false) {
+            return Err(field(
+                "ssl",
+                "TLS is not supported by this version yet; set \"ssl\": false or connect through a TLS proxy",
+            ));
+        }
+        if let Some(method) = map.get("tunnel_method").filter(|v| !v.is_null()) {
+            let kind = method
+                .get("tunnel_method")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or("NO_TUNNEL");
+            if kind != "NO_TUNNEL" {
+                return Err(field(
+                    "tunnel_method",
+                    "SSH tunnels are not supported by this version yet; use \"NO_TUNNEL\"",
+                ));
+            }
+        }
+        let connect_timeout_ms =
+            int_field(map, "connect_timeout_ms")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS as i64);
+        if !(1..=600_000).contains(&connect_timeout_ms) {
+            return Err(field(
+                "connect_timeout_ms",
+                "must be between 1 and 600000 milliseconds",
+            ));
+        }
+        let batch_size = positive(map, "batch_size", DEFAULT_BATCH_SIZE, 100_000)?;
+        let batch_bytes = positive(map, "batch_bytes", DEFAULT_BATCH_BYTES, 512 * 1024 * 1024)?;
+        let batch_linger_ms =
+            int_field(map, "batch_linger_ms")?.unwrap_or(DEFAULT_BATCH_LINGER_MS as i64);
+        if !(0..=60_000).contains(&batch_linger_ms) {
+            return Err(field(
+                "batch_linger_ms",
+                "must be between 0 and 60000 milliseconds",
+            ));
+        }
+        let max_in_flight = positive(map, "max_batches_in_flight", DEFAULT_MAX_IN_FLIGHT, 1024)?;
+        let truncate_refreshes = bool_field(map, "truncate_refreshes")?.unwrap_or(true);
+        let ignored_fields = map
+            .keys()
+            .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        Ok(Settings {
+            host,
+            port,
+            username,
+            password,
+            db,
+            connect_timeout: Duration::from_millis(connect_timeout_ms as u64),
+            batch_size,
+            batch_bytes,
+            batch_linger: Duration::from_millis(batch_linger_ms as u64),
+            max_in_flight,
+            truncate_refreshes,
+            ignored_fields,
+        })
+    }
+
+    /// `host:port` as shown to users (IPv6 addresses in brackets).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn field(name: &str, reason: &str) -> ConfigError {
+    ConfigError::Field {
+        field: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A string field; absent or null is `None`. Numbers are accepted as their text.
+fn string_field(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ConfigError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(field(name, "must be a string")),
+    }
+}
+
+/// An integer field; strings holding an integer are accepted (saved Java configs have them).
+fn int_field(map: &Map<String, Value>, name: &str) -> Result<Option<i64>, ConfigError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| field(name, "must be a whole number")),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| field(name, "must be a whole number")),
+        Some(_) => Err(field(name, "must be a whole number")),
+    }
+}
+
+/// A boolean field; `"true"`/`"false"` strings are accepted (saved Java configs have them).
+fn bool_field(map: &Map<String, Value>, name: &str) -> Result<Option<bool>, ConfigError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" | "" => Ok(Some(false)),
+            _ => Err(field(name, "must be true or false")),
+        },
+        Some(_) => Err(field(name, "must be true or false")),
+    }
+}
+
+fn positive(
+    map: &Map<String, Value>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<NonZeroUsize, ConfigError> {
+    let value = int_field(map, name)?.unwrap_or(default as i64);
+    usize::try_from(value)
+        .ok()
+        .filter(|v| *v <= max)
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| ConfigError::Field {
+            field: name.to_string(),
+            reason: format!("must be between 1 and {max}"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(v: Value) -> Result<Settings, ConfigError> {
+        match v {
+            Value::Object(m) => Settings::from_map(&m),
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn saved_java_config_loads() {
+        let s = settings(
+            json!({"host": "localhost", "port": "6380", "username": "default",
+            "password": "pw", "cache_type": "hash", "ssl": "false",
+            "ssl_mode": {"mode": "disable"}, "extra": 1}),
+        )
+        .unwrap();
+        assert_eq!(s.port, 6380);
+        assert_eq!(s.username.as_deref(), Some("default"));
+        assert_eq!(s.password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(s.ignored_fields, vec!["extra".to_string()]);
+        assert_eq!(s.batch_size.get(), DEFAULT_BATCH_SIZE);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = settings(json!({"host": "h", "port": 70000})).unwrap_err();
+        assert!(err.to_string().starts_with("config.port:"), "{err}");
+        let err = settings(json!({"port": 1})).unwrap_err();
+        assert!(err.to_string().starts_with("config.host:"), "{err}");
+        let err = settings(json!({"host": "h", "db": -1})).unwrap_err();
+        assert!(err.to_string().starts_with("config.db:"), "{err}");
+        let err = settings(json!({"host": "h", "batch_size": 0})).unwrap_err();
+        assert!(err.to_string().starts_with("config.batch_size:"), "{err}");
+        let err = settings(json!({"host": "h", "ssl": "maybe"})).unwrap_err();
+        assert!(err.to_string().starts_with("config.ssl:"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_hides_the_value() {
+        let s = settings(json!({"host": "h", "password": "hunter2"})).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn empty_username_and_password_mean_none() {
+        let s = settings(json!({"host": "h", "username": "", "password": ""})).unwrap();
+        assert!(s.username.is_none() && s.password.is_none());
+    }
+}

@@ -1,0 +1,116 @@
+//! Redis and connection errors → one sentence for the user and an Airbyte failure type.
+//!
+//! The table follows DESIGN.md: credentials, permissions, memory, wrong key types and collisions
+//! with existing records are the user's to fix (`config_error`); refused or lost connections,
+//! timeouts and a server that is loading or busy may pass (`transient_error`); anything else is
+//! unexpected (`system_error`). The raw error always goes to `internal_message`.
+
+use std::io::ErrorKind as IoKind;
+
+use redis::RedisError;
+
+use crate::config::Settings;
+use crate::error::Failure;
+
+/// Where an error happened, for the message.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `host:port` of the server.
+    pub address: String,
+    /// The host alone, for resolution errors.
+    pub host: String,
+    /// What was being done, e.g. "while writing stream \"ns\".\"users\"".
+    pub during: String,
+    /// Keys involved, if known (named in WRONGTYPE messages).
+    pub keys: Option<String>,
+}
+
+impl Context {
+    /// A context for an operation on the configured server.
+    pub fn new(settings: &Settings, during: impl Into<String>) -> Self {
+        Context {
+            address: settings.address(),
+            host: settings.host.clone(),
+            during: during.into(),
+            keys: None,
+        }
+    }
+
+    /// The same context naming the keys involved.
+    pub fn with_keys(mut self, keys: impl Into<String>) -> Self {
+        self.keys = Some(keys.into());
+        self
+    }
+}
+
+/// Maps a redis-rs error to a [`Failure`].
+pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
+    let raw = err.to_string();
+    let at = &ctx.address;
+    let during = &ctx.during;
+    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+        return classify_io(err, ctx, raw);
+    }
+    let code = err.code().unwrap_or("");
+    let keys = ctx.keys.as_deref().unwrap_or("its keys");
+    match code {
+        "WRONGPASS" => Failure::config(format!("Redis at {at} refused the credentials: check \"username\" and \"password\"."), raw),
+        "ERR" if raw.contains("invalid password") || raw.contains("invalid username-password") => {
+            Failure::config(format!("Redis at {at} refused the password: check \"password\"."), raw)
+        }
+        "NOAUTH" => Failure::config(format!("Redis at {at} requires authentication: set \"password\" (and \"username\" for an ACL user)."), raw),
+        "NOPERM" | "ABNOPERM" => Failure::config(
+            format!("The Redis user lacks a permission {during} ({}): grant it with ACL SETUSER, e.g. +@write +@read +@scripting and a key pattern covering the streams' keys and _airbyte_redis:*.", err.detail().unwrap_or(code)),
+            raw,
+        ),
+        "OOM" => Failure::config(format!("Redis at {at} is out of memory (maxmemory reached) {during}: raise maxmemory, free memory, or use an eviction-free policy; no part of the refused batch was written."), raw),
+        "WRONGTYPE" => Failure::config(format!("A key the destination writes holds another type of value {during} ({keys}): delete or rename that key, or write to another namespace or database."), raw),
+        "ABCOUNTER" => Failure::config(format!("The counter key {} does not hold a whole number {during}: it is not a stream counter of this destination; delete or rename it.", err.detail().unwrap_or(keys)), raw),
+        "ABEXISTS" => Failure::config(
+            format!("Record key {} already exists although the stream's counter says it is free {during}: the counter was deleted, evicted or reset. Set the counter to the highest record id (or delete the stream's records) before syncing again; nothing was overwritten.", err.detail().unwrap_or(keys)),
+            raw,
+        ),
+        "READONLY" => Failure::config(format!("Redis at {at} is a read-only replica: point \"host\" at the master."), raw),
+        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => Failure::transient(format!("Redis at {at} is temporarily unable to serve {during} ({code}); retry the sync."), raw),
+        "ERR" if raw.contains("DB index is out of range") => Failure::config(format!("Redis at {at} has no database of that index: lower \"db\" (the server's \"databases\" setting limits it)."), raw),
+        "ERR" if raw.contains("unknown command") => Failure::config(format!("Redis at {at} does not know a command the destination needs {during}: it may be disabled or renamed on this server."), raw),
+        _ => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
+    }
+}
+
+fn classify_io(err: &RedisError, ctx: &Context, raw: String) -> Failure {
+    let at = &ctx.address;
+    if raw.contains("failed to lookup address") || raw.contains("Name or service not known") {
+        return Failure::config(
+            format!("The host {:?} does not resolve: check \"host\".", ctx.host),
+            raw,
+        );
+    }
+    if err.is_connection_refusal() || err.kind() == redis::ErrorKind::Io && raw.contains("refused")
+    {
+        return Failure::transient(
+            format!("Could not connect to Redis at {at}: the connection was refused. Check \"host\" and \"port\", and that the server is running."),
+            raw,
+        );
+    }
+    let io_kind = std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    if err.is_timeout() || matches!(io_kind, Some(IoKind::TimedOut | IoKind::WouldBlock)) {
+        return Failure::transient(
+            format!("Redis at {at} did not answer in time {}: check that host and port lead to a Redis server and that it is not overloaded, or raise \"connect_timeout_ms\".", ctx.during),
+            raw,
+        );
+    }
+    Failure::transient(
+        format!(
+            "The connection to Redis at {at} failed {}; retry the sync.",
+            ctx.during
+        ),
+        raw,
+    )
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

@@ -1,0 +1,103 @@
+//! Making a connection to Redis: TCP with timeouts, AUTH in the form the server accepts, SELECT.
+//!
+//! AUTH rules: no password means no AUTH; a username sends the two-argument (ACL) form and falls
+//! back to the one-argument form when the server is older than 6.0; a password sent to a server
+//! that has none is accepted with a warning (saved Java configs carry one). Every failure becomes a
+//! [`Failure`] through [`classify`].
+
+pub mod classify;
+
+use std::time::Duration;
+
+use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+use crate::config::Settings;
+use crate::error::Failure;
+pub use classify::{classify, Context};
+
+/// A ready connection, and what the user should hear about how it was made.
+pub struct Connected {
+    /// The connection, authenticated, on the configured database.
+    pub con: redis::Connection,
+    /// Warnings to log (e.g. a password the server does not need).
+    pub warnings: Vec<String>,
+}
+
+/// Connects, authenticates and selects the database. Replies are awaited at most `reply_timeout`.
+pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected, Failure> {
+    let ctx = Context::new(settings, "while connecting");
+    let info = ConnectionAddr::Tcp(settings.host.clone(), settings.port)
+        .into_connection_info()
+        .map_err(|e| classify(&e, &ctx))?
+        .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
+    let client = Client::open(info).map_err(|e| classify(&e, &ctx))?;
+    let mut con = client
+        .get_connection_with_timeout(settings.connect_timeout)
+        .map_err(|e| classify(&e, &ctx))?;
+    con.set_read_timeout(Some(reply_timeout))
+        .and_then(|()| con.set_write_timeout(Some(reply_timeout)))
+        .map_err(|e| classify(&e, &ctx))?;
+    let mut warnings = Vec::new();
+    authenticate(&mut con, settings, &mut warnings)?;
+    if settings.db != 0 {
+        redis::cmd("SELECT")
+            .arg(settings.db)
+            .query::<()>(&mut con)
+            .map_err(|e| classify(&e, &Context::new(settings, "selecting the database")))?;
+    }
+    // Lets operators see the destination in CLIENT LIST; refused by some ACLs, which is harmless.
+    let _ = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("destination-redis")
+        .query::<()>(&mut con);
+    Ok(Connected { con, warnings })
+}
+
+fn authenticate(
+    con: &mut redis::Connection,
+    settings: &Settings,
+    warnings: &mut Vec<String>,
+) -> Result<(), Failure> {
+    let Some(password) = &settings.password else {
+        return Ok(());
+    };
+    let ctx = Context::new(settings, "authenticating");
+    let one_arg =
+        |con: &mut redis::Connection| redis::cmd("AUTH").arg(password.expose()).query::<()>(con);
+    let result = match &settings.username {
+        Some(user) => {
+            let two = redis::cmd("AUTH")
+                .arg(user)
+                .arg(password.expose())
+                .query::<()>(con);
+            match two {
+                Err(e) if detail_has(&e, "wrong number of arguments") => {
+                    warnings.push(format!(
+                        "The server at {} is older than Redis 6 and has no ACL users; the username {user:?} is ignored.",
+                        settings.address()
+                    ));
+                    one_arg(con)
+                }
+                other => other,
+            }
+        }
+        None => one_arg(con),
+    };
+    match result {
+        Err(e)
+            if detail_has(&e, "without any password configured")
+                || detail_has(&e, "no password is set") =>
+        {
+            warnings.push(format!(
+                "The server at {} has no password, but one is configured; it was not needed.",
+                settings.address()
+            ));
+            Ok(())
+        }
+        other => other.map_err(|e| classify(&e, &ctx)),
+    }
+}
+
+fn detail_has(err: &redis::RedisError, needle: &str) -> bool {
+    err.to_string().contains(needle)
+}

@@ -1,0 +1,140 @@
+//! The key layout in Redis: the one place that names keys.
+//!
+//! Compatible with the Java connector: a stream's counter is `<namespace>:<stream>` (a null
+//! namespace is the empty string) and its record `N` is the hash `<namespace>:<stream>:<N>`. This
+//! layout is not injective, so [`check_catalog`] refuses catalogs whose streams would share keys.
+//! Bookkeeping keys (batch tokens, the `check` probe) live under [`RESERVED_PREFIX`], which no
+//! namespace may use.
+
+use std::collections::HashSet;
+
+use crate::protocol::StreamDescriptor;
+
+/// The first component of every bookkeeping key.
+pub const RESERVED_PREFIX: &str = "_airbyte_redis";
+
+/// Time to live of a batch token key: long enough for any sync, gone a week later.
+pub const TOKEN_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The keys of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKeys {
+    /// The counter: the id of the stream's last record.
+    pub counter: String,
+    /// What precedes a record's id in its key: `<counter>:`.
+    pub record_prefix: String,
+}
+
+impl StreamKeys {
+    /// The keys of `stream`.
+    pub fn new(stream: &StreamDescriptor) -> Self {
+        let counter = format!(
+            "{}:{}",
+            stream.namespace.as_deref().unwrap_or(""),
+            stream.name
+        );
+        let record_prefix = format!("{counter}:");
+        StreamKeys {
+            counter,
+            record_prefix,
+        }
+    }
+
+    /// The key of record `id`.
+    pub fn record(&self, id: u64) -> String {
+        format!("{}{id}", self.record_prefix)
+    }
+
+    /// The batch token key of this stream in run `run_id`.
+    pub fn token(&self, run_id: &str) -> String {
+        format!("{RESERVED_PREFIX}:token:{run_id}:{}", self.counter)
+    }
+}
+
+/// The key `check` writes and removes to prove write rights.
+pub fn probe_counter(run_id: &str) -> String {
+    format!("{RESERVED_PREFIX}:check:{run_id}")
+}
+
+/// Refuses streams whose keys would collide with each other or with the bookkeeping keys.
+///
+/// Two streams collide when their counter keys are equal, or when one counter key is the other's
+/// followed by `:` and digits (then it is one of the other stream's record keys).
+pub fn check_catalog(streams: &[StreamDescriptor]) -> Result<(), String> {
+    for s in streams {
+        if let Some(ns) = &s.namespace {
+            if ns == RESERVED_PREFIX || ns.starts_with(&format!("{RESERVED_PREFIX}:")) {
+                return Err(format!(
+                    "stream {s}: the namespace {ns:?} is reserved for the destination's bookkeeping keys; choose another namespace"
+                ));
+            }
+        }
+    }
+    let counters: Vec<String> = streams.iter().map(|s| StreamKeys::new(s).counter).collect();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, c) in counters.iter().enumerate() {
+        if let Some(&j) = seen.get(c.as_str()) {
+            return Err(collision(&streams[j], &streams[i], c));
+        }
+        seen.insert(c, i);
+    }
+    let all: HashSet<&str> = counters.iter().map(String::as_str).collect();
+    for (i, c) in counters.iter().enumerate() {
+        for (pos, _) in c.match_indices(':') {
+            let (head, tail) = (&c[..pos], &c[pos + 1..]);
+            if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) && all.contains(head) {
+                let j = seen[head];
+                return Err(collision(&streams[j], &streams[i], c));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn collision(a: &StreamDescriptor, b: &StreamDescriptor, key: &str) -> String {
+    format!(
+        "streams {a} and {b} would share the Redis key {key:?} (keys are <namespace>:<stream>); rename one of them or give them different namespaces"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(ns: Option<&str>, name: &str) -> StreamDescriptor {
+        StreamDescriptor {
+            name: name.into(),
+            namespace: ns.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn java_layout() {
+        let k = StreamKeys::new(&d(Some("public"), "users"));
+        assert_eq!(k.counter, "public:users");
+        assert_eq!(k.record(7), "public:users:7");
+        assert_eq!(StreamKeys::new(&d(None, "users")).counter, ":users");
+        assert_eq!(k.token("r1"), "_airbyte_redis:token:r1:public:users");
+    }
+
+    #[test]
+    fn collisions_are_refused() {
+        assert!(check_catalog(&[d(Some("a:b"), "c"), d(Some("a"), "b:c")]).is_err());
+        assert!(check_catalog(&[d(None, "s"), d(Some(""), "s")]).is_err());
+        let err = check_catalog(&[d(Some("n"), "users"), d(Some("n"), "users:2024")]).unwrap_err();
+        assert!(err.contains("n:users:2024"), "{err}");
+        assert!(check_catalog(&[d(Some(RESERVED_PREFIX), "x")]).is_err());
+    }
+
+    #[test]
+    fn near_misses_are_fine() {
+        assert!(check_catalog(&[
+            d(Some("n"), "users"),
+            d(Some("n"), "users:x"),
+            d(Some("n"), "users2"),
+            d(Some("m"), "users"),
+            d(None, "users"),
+        ])
+        .is_ok());
+    }
+}

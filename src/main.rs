@@ -1,0 +1,69 @@
+//! Entry point: parse the command line, run the command, map the outcome to messages and an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use destination_redis::cli::{Cli, Command};
+use destination_redis::config::Settings;
+use destination_redis::error::Failure;
+use destination_redis::protocol::output::{self, Level, Output};
+use destination_redis::{check, spec, write};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output::start(std::io::stdout());
+    let code = match cli.command {
+        Command::Spec => {
+            out.send(output::spec_line(spec::spec()));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => {
+            let result = Settings::from_file(&config)
+                .map_err(Failure::from)
+                .and_then(|s| {
+                    log_ignored_fields(&s, &out);
+                    check::run(&s)
+                });
+            match &result {
+                Ok(warnings) => warnings.iter().for_each(|w| out.log(Level::Warn, w)),
+                Err(f) => out.log(
+                    Level::Warn,
+                    format!("Check failed: {} ({})", f.message, f.internal),
+                ),
+            }
+            out.send(output::connection_status_line(&result.map(|_| ())));
+            ExitCode::SUCCESS
+        }
+        Command::Write { config, catalog } => {
+            let result = Settings::from_file(&config)
+                .map_err(Failure::from)
+                .and_then(|s| {
+                    log_ignored_fields(&s, &out);
+                    write::run(&s, &catalog, std::io::stdin(), &out)
+                });
+            match result {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(f) => {
+                    out.send(output::trace_error_line(&f));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
+    if out.finish().is_err() {
+        return ExitCode::FAILURE;
+    }
+    code
+}
+
+fn log_ignored_fields(settings: &Settings, out: &Output) {
+    if !settings.ignored_fields.is_empty() {
+        out.log(
+            Level::Warn,
+            format!(
+                "Ignoring config fields this version does not use: {}.",
+                settings.ignored_fields.join(", ")
+            ),
+        );
+    }
+}

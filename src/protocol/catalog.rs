@@ -1,0 +1,186 @@
+//! The configured catalog (`--catalog`): which streams to write, and how.
+//!
+//! Only the fields that decide where and how records are written are read; everything else in the
+//! file (json_schema, cursor fields, ...) is ignored. Absent or null generation ids count as 0.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::StreamDescriptor;
+use crate::error::Failure;
+
+/// A problem with the catalog file, naming the stream or field.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The file could not be read.
+    #[error("cannot read the catalog file {path}: {source}")]
+    Read {
+        /// The path given with `--catalog`.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a configured catalog.
+    #[error("the catalog file {path} is not a configured catalog: {reason}")]
+    Shape {
+        /// The path given with `--catalog`.
+        path: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A stream cannot be written as configured.
+    #[error("stream {stream}: {reason}")]
+    Stream {
+        /// The stream.
+        stream: StreamDescriptor,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}
+
+impl From<CatalogError> for Failure {
+    fn from(err: CatalogError) -> Self {
+        Failure::config(format!("Invalid catalog: {err}."), &err)
+    }
+}
+
+/// How a stream's records reach Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Records are appended after the stream's existing records.
+    Append,
+}
+
+/// One configured stream, as the writer needs it.
+#[derive(Debug, Clone)]
+pub struct ConfiguredStream {
+    /// The stream's identity.
+    pub descriptor: StreamDescriptor,
+    /// How its records are written.
+    pub mode: SyncMode,
+}
+
+#[derive(Deserialize)]
+struct RawCatalog {
+    streams: Vec<RawConfiguredStream>,
+}
+
+#[derive(Deserialize)]
+struct RawConfiguredStream {
+    stream: StreamDescriptor,
+    #[serde(default)]
+    destination_sync_mode: Option<String>,
+    #[serde(default)]
+    generation_id: Option<i64>,
+    #[serde(default)]
+    minimum_generation_id: Option<i64>,
+}
+
+/// Reads the catalog file and decides each stream's mode.
+pub fn load(path: &Path, truncate_refreshes: bool) -> Result<Vec<ConfiguredStream>, CatalogError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, truncate_refreshes).map_err(|err| match err {
+        CatalogError::Shape { reason, .. } => CatalogError::Shape {
+            path: path.display().to_string(),
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Parses catalog text (see [`load`]).
+pub fn parse(text: &str, truncate_refreshes: bool) -> Result<Vec<ConfiguredStream>, CatalogError> {
+    let raw: RawCatalog = serde_json::from_str(text).map_err(|e| CatalogError::Shape {
+        path: String::new(),
+        reason: e.to_string(),
+    })?;
+    raw.streams
+        .into_iter()
+        .map(|s| configure(s, truncate_refreshes))
+        .collect()
+}
+
+fn configure(
+    raw: RawConfiguredStream,
+    truncate_refreshes: bool,
+) -> Result<ConfiguredStream, CatalogError> {
+    let generation = raw.generation_id.unwrap_or(0);
+    let minimum = raw.minimum_generation_id.unwrap_or(0);
+    let refuse = |reason: String| CatalogError::Stream {
+        stream: raw.stream.clone(),
+        reason,
+    };
+    let mode = raw.destination_sync_mode.as_deref().unwrap_or("append");
+    match mode {
+        "append" => {}
+        "overwrite" => {
+            return Err(refuse(
+                "destination sync mode \"overwrite\" is not supported by this version yet; use \"append\"".into(),
+            ))
+        }
+        "append_dedup" => {
+            return Err(refuse(
+                "destination sync mode \"append_dedup\" is not supported; use \"append\" (in PyAirbyte, write_strategy=\"append\")".into(),
+            ))
+        }
+        other => {
+            return Err(refuse(format!(
+                "destination sync mode {other:?} is not supported; use \"append\""
+            )))
+        }
+    }
+    if minimum > 0 && minimum < generation {
+        return Err(refuse(format!(
+            "minimum_generation_id {minimum} is between 0 and generation_id {generation}; deleting older generations is not supported"
+        )));
+    }
+    if truncate_refreshes && minimum > 0 && minimum == generation {
+        return Err(refuse(format!(
+            "minimum_generation_id == generation_id == {generation} asks for a truncate refresh, which this version cannot do yet; to append instead, set the config field \"truncate_refreshes\": false"
+        )));
+    }
+    Ok(ConfiguredStream {
+        descriptor: raw.stream,
+        mode: SyncMode::Append,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(stream_json: &str, truncate: bool) -> Result<Vec<ConfiguredStream>, CatalogError> {
+        parse(&format!(r#"{{"streams":[{stream_json}]}}"#), truncate)
+    }
+
+    #[test]
+    fn append_with_nulls() {
+        let s = one(r#"{"stream":{"name":"u","namespace":null,"json_schema":{}},"destination_sync_mode":"append","generation_id":null,"sync_id":null}"#, true).unwrap();
+        assert_eq!(s[0].descriptor.name, "u");
+        assert_eq!(s[0].descriptor.namespace, None);
+        assert_eq!(s[0].mode, SyncMode::Append);
+    }
+
+    #[test]
+    fn refused_modes_name_the_fix() {
+        let err = one(
+            r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup"}"#,
+            true,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("append_dedup"), "{err}");
+        let err = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append","generation_id":1,"minimum_generation_id":1}"#, true).unwrap_err();
+        assert!(err.to_string().contains("truncate_refreshes"), "{err}");
+        assert!(one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append","generation_id":1,"minimum_generation_id":1}"#, false).is_ok());
+        let err = one(
+            r#"{"stream":{"name":"u"},"generation_id":3,"minimum_generation_id":2}"#,
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("minimum_generation_id 2"), "{err}");
+    }
+}

@@ -1,0 +1,269 @@
+//! Parsing one line of `write`'s stdin.
+//!
+//! Lenient where the protocol asks for it: blank lines, unknown fields, unknown message types and
+//! explicit nulls are accepted, and LOG, TRACE, CONTROL and the like are ignored. Strict where data
+//! could be lost: a line that is not a JSON object, a RECORD without a readable `stream` or whose
+//! `data` is not an object is an [`InputError`] naming the line. The record's `data` is kept as its
+//! own text ([`RawValue`]), never parsed into a value and re-serialized, so key order, number text
+//! and escapes survive exactly.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::Failure;
+
+/// One parsed input line.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// A RECORD.
+    Record(Record<'a>),
+    /// A STATE, with its own text.
+    State(&'a RawValue),
+    /// Anything this destination does not act on (LOG, TRACE, CONTROL, unknown types).
+    Ignored,
+}
+
+/// A RECORD's fields, borrowed from the line where possible.
+#[derive(Debug)]
+pub struct Record<'a> {
+    /// The stream's name.
+    pub stream: Cow<'a, str>,
+    /// The stream's namespace (absent or null is `None`).
+    pub namespace: Option<Cow<'a, str>>,
+    /// Epoch milliseconds.
+    pub emitted_at: i64,
+    /// The text of `data`, a JSON object, exactly as it came.
+    pub data: &'a RawValue,
+}
+
+/// A line of input this destination cannot accept.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line} of the input {reason}")]
+pub struct InputError {
+    /// 1-based line number on stdin.
+    pub line: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl From<InputError> for Failure {
+    fn from(err: InputError) -> Self {
+        Failure::system(
+            format!("Invalid input: {err}; the sync stopped there after committing every record before it."),
+            &err,
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    record: Option<RecordFields<'a>>,
+    #[serde(borrow, default)]
+    state: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RecordFields<'a> {
+    #[serde(borrow, default)]
+    stream: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(default)]
+    emitted_at: Option<serde_json::Number>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Parses one line (without its `\n`). Blank lines give `Ok(None)`.
+pub fn parse_line(
+    line: &str,
+    line_no: u64,
+    now_ms: i64,
+) -> Result<Option<Message<'_>>, InputError> {
+    let text = line.trim_end_matches('\r');
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let fail = |reason: String| InputError {
+        line: line_no,
+        reason,
+    };
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        let what = if e.is_data() {
+            "is not a valid Airbyte message"
+        } else {
+            "is not valid JSON"
+        };
+        fail(format!("{what} ({e})"))
+    })?;
+    match envelope.kind.as_deref() {
+        Some("RECORD") => {
+            let record = envelope
+                .record
+                .ok_or_else(|| fail("is a RECORD without a \"record\" object".into()))?;
+            let stream = record
+                .stream
+                .ok_or_else(|| fail("is a RECORD without a \"stream\" name".into()))?;
+            let data = record.data.ok_or_else(|| {
+                fail(format!("is a RECORD of stream {stream:?} without \"data\""))
+            })?;
+            if !data.get().starts_with('{') {
+                return Err(fail(format!(
+                    "is a RECORD of stream {stream:?} whose \"data\" is not a JSON object"
+                )));
+            }
+            let emitted_at = match record.emitted_at {
+                None => now_ms,
+                Some(n) => epoch_ms(&n).ok_or_else(|| {
+                    fail(format!(
+                        "is a RECORD whose \"emitted_at\" ({n}) is not epoch milliseconds"
+                    ))
+                })?,
+            };
+            Ok(Some(Message::Record(Record {
+                stream,
+                namespace: record.namespace,
+                emitted_at,
+                data,
+            })))
+        }
+        Some("STATE") => match envelope.state {
+            Some(state) if state.get().starts_with('{') => Ok(Some(Message::State(state))),
+            _ => Err(fail("is a STATE without a \"state\" object".into())),
+        },
+        _ => Ok(Some(Message::Ignored)),
+    }
+}
+
+/// Integer or float milliseconds (floats are truncated); `None` when out of range.
+fn epoch_ms(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f.abs() < 9.2e18).then_some(f.trunc() as i64)
+}
+
+/// Appends `json` to `out` without insignificant whitespace; everything else (key order, escapes,
+/// number text, duplicate keys) is kept byte for byte. `json` must be valid JSON.
+pub fn minify_into(json: &str, out: &mut Vec<u8>) {
+    let bytes = json.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            out.extend_from_slice(&bytes[start..i]);
+            start = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(line: &str) -> Record<'_> {
+        match parse_line(line, 1, 7).unwrap() {
+            Some(Message::Record(r)) => r,
+            other => panic!("not a record: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn record_keeps_data_text() {
+        let r = record(
+            r#"{"type":"RECORD","record":{"stream":"s","namespace":null,"emitted_at":5,"data":{"b":1.10, "a":1e400},"meta":null},"log":null}"#,
+        );
+        assert_eq!(r.stream, "s");
+        assert!(r.namespace.is_none());
+        assert_eq!(r.emitted_at, 5);
+        assert_eq!(r.data.get(), r#"{"b":1.10, "a":1e400}"#);
+    }
+
+    #[test]
+    fn float_and_missing_emitted_at() {
+        let r = record(
+            r#"{"type":"RECORD","record":{"stream":"s","emitted_at":1795420728479.851,"data":{}}}"#,
+        );
+        assert_eq!(r.emitted_at, 1795420728479);
+        let r = record(r#"{"type":"RECORD","record":{"stream":"s","data":{}}}"#);
+        assert_eq!(r.emitted_at, 7);
+    }
+
+    #[test]
+    fn lenient_lines() {
+        assert!(parse_line("", 1, 0).unwrap().is_none());
+        assert!(parse_line("  \r", 1, 0).unwrap().is_none());
+        for line in [
+            r#"{"type":"LOG","log":{"level":"INFO","message":"hi"}}"#,
+            r#"{"type":"TRACE","trace":{"type":"STREAM_STATUS"}}"#,
+            r#"{"type":"SOMETHING_NEW","x":1}"#,
+            r#"{"type":"LOG","record":{"stream":"s","data":5}}"#,
+        ] {
+            assert!(
+                matches!(parse_line(line, 1, 0).unwrap(), Some(Message::Ignored)),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_lines_name_the_line() {
+        for (line, needle) in [
+            ("not json", "not valid JSON"),
+            (
+                r#"{"type":"RECORD","record":{"stream":"s","emitted_at":1,"data":[1]}}"#,
+                "not a JSON object",
+            ),
+            (
+                r#"{"type":"RECORD","record":{"stream":"s","emitted_at":1,"data":null}}"#,
+                "without \"data\"",
+            ),
+            (
+                r#"{"type":"RECORD","record":{"stream":5,"emitted_at":1,"data":{}}}"#,
+                "not a valid Airbyte message",
+            ),
+            (
+                r#"{"type":"RECORD","record":{"stream":"s","emitted_at":"x","data":{}}}"#,
+                "not a valid Airbyte message",
+            ),
+            (r#"{"type":"RECORD"}"#, "without a \"record\""),
+            (r#"[1,2]"#, "not a valid Airbyte message"),
+            (r#"{"type":"STATE","state":null}"#, "STATE without"),
+        ] {
+            let err = parse_line(line, 42, 0).unwrap_err();
+            assert_eq!(err.line, 42);
+            assert!(err.to_string().contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn minify_keeps_strings_and_numbers() {
+        let mut out = Vec::new();
+        minify_into(
+            "{ \"a b\" : [ 1.10 ,\n\t\"x\\\" y\" ], \"c\":1e400 }",
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a b":[1.10,"x\" y"],"c":1e400}"#
+        );
+    }
+}

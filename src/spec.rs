@@ -1,0 +1,214 @@
+//! The SPEC document: the connection specification Airbyte shows to users.
+//!
+//! It keeps every field of the Java connector (`host`, `port`, `username`, `password`, `ssl`,
+//! `ssl_mode`, `cache_type`, `tunnel_method`; same names and shapes) so saved configs keep working,
+//! and adds `db`, `connect_timeout_ms`, the batch limits and `truncate_refreshes`. Secrets carry
+//! `airbyte_secret`. `supported_destination_sync_modes` lists only what this version implements.
+
+use serde_json::{json, Value};
+
+use crate::config;
+
+/// Destination sync modes this version writes.
+pub const SUPPORTED_SYNC_MODES: &[&str] = &["append"];
+
+/// The `spec` field of the SPEC message.
+pub fn spec() -> Value {
+    json!({
+        "documentationUrl": "https://docs.airbyte.com/integrations/destinations/redis",
+        "supportsIncremental": true,
+        "supportsNormalization": false,
+        "supportsDBT": false,
+        "supported_destination_sync_modes": SUPPORTED_SYNC_MODES,
+        "connectionSpecification": connection_specification(),
+    })
+}
+
+fn connection_specification() -> Value {
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Redis Destination Spec",
+        "type": "object",
+        "required": ["host", "port"],
+        "additionalProperties": true,
+        "properties": {
+            "host": {
+                "title": "Host", "type": "string", "order": 0,
+                "description": "Redis host to connect to.",
+                "examples": ["localhost", "127.0.0.1"]
+            },
+            "port": {
+                "title": "Port", "type": "integer", "order": 1,
+                "description": "Port of the Redis server.",
+                "minimum": 1, "maximum": 65535, "default": 6379
+            },
+            "username": {
+                "title": "Username", "type": "string", "order": 2,
+                "description": "ACL user name (Redis 6+). Leave empty for password-only servers."
+            },
+            "password": {
+                "title": "Password", "type": "string", "order": 3, "airbyte_secret": true,
+                "description": "Password of the user, or the server's requirepass."
+            },
+            "db": {
+                "title": "Database", "type": "integer", "order": 4, "minimum": 0, "default": 0,
+                "description": "Database index to write to (SELECT)."
+            },
+            "ssl": {
+                "title": "SSL Connection", "type": "boolean", "order": 5, "default": false,
+                "description": "Encrypt the connection with TLS."
+            },
+            "ssl_mode": ssl_mode(),
+            "cache_type": {
+                "title": "Cache type", "type": "string", "order": 7,
+                "enum": ["hash"], "default": "hash",
+                "description": "How records are stored: one hash per record."
+            },
+            "connect_timeout_ms": {
+                "title": "Connect timeout (ms)", "type": "integer", "order": 8,
+                "minimum": 1, "maximum": 600000, "default": config::DEFAULT_CONNECT_TIMEOUT_MS,
+                "description": "How long to wait for the server when connecting."
+            },
+            "batch_size": {
+                "title": "Batch size (records)", "type": "integer", "order": 9,
+                "minimum": 1, "maximum": 100000, "default": config::DEFAULT_BATCH_SIZE,
+                "description": "Records written by one atomic script call."
+            },
+            "batch_bytes": {
+                "title": "Batch size (bytes)", "type": "integer", "order": 10,
+                "minimum": 1, "default": config::DEFAULT_BATCH_BYTES,
+                "description": "Record bytes per atomic script call; a larger record travels alone."
+            },
+            "batch_linger_ms": {
+                "title": "Batch linger (ms)", "type": "integer", "order": 11,
+                "minimum": 0, "maximum": 60000, "default": config::DEFAULT_BATCH_LINGER_MS,
+                "description": "How long a batch waits for more records before it is sent."
+            },
+            "max_batches_in_flight": {
+                "title": "Batches in flight", "type": "integer", "order": 12,
+                "minimum": 1, "maximum": 1024, "default": config::DEFAULT_MAX_IN_FLIGHT,
+                "description": "Batches sent to Redis and not yet acknowledged, at most."
+            },
+            "truncate_refreshes": {
+                "title": "Truncate refreshes", "type": "boolean", "order": 13, "default": true,
+                "description": "Treat an append stream whose minimum_generation_id equals its generation_id (> 0) as a truncate refresh. Set false to let only the destination sync mode decide (PyAirbyte sends 1/1 for every stream)."
+            },
+            "tunnel_method": tunnel_method(),
+        }
+    })
+}
+
+fn ssl_mode() -> Value {
+    json!({
+        "title": "SSL Modes", "type": "object", "order": 6,
+        "description": "TLS verification mode.",
+        "oneOf": [
+            {
+                "title": "disable", "additionalProperties": false,
+                "description": "Disable SSL.",
+                "required": ["mode"],
+                "properties": {"mode": {"type": "string", "const": "disable", "enum": ["disable"], "default": "disable", "order": 0}}
+            },
+            {
+                "title": "verify-full", "additionalProperties": false,
+                "description": "Verify-full SSL mode.",
+                "required": ["mode", "ca_certificate", "client_certificate", "client_key"],
+                "properties": {
+                    "mode": {"type": "string", "const": "verify-full", "enum": ["verify-full"], "default": "verify-full", "order": 0},
+                    "ca_certificate": {"type": "string", "title": "CA Certificate", "description": "CA certificate (PEM).", "airbyte_secret": true, "multiline": true, "order": 1},
+                    "client_certificate": {"type": "string", "title": "Client Certificate", "description": "Client certificate (PEM).", "airbyte_secret": true, "multiline": true, "order": 2},
+                    "client_key": {"type": "string", "title": "Client Key", "description": "Client key (PEM).", "airbyte_secret": true, "multiline": true, "order": 3},
+                    "client_key_password": {"type": "string", "title": "Client key password", "description": "Password of an encrypted client key.", "airbyte_secret": true, "order": 4}
+                }
+            }
+        ]
+    })
+}
+
+fn tunnel_method() -> Value {
+    let common = |method: &str| {
+        json!({
+            "tunnel_method": {"description": "Connect through a jump server tunnel host using username and ssh key", "type": "string", "const": method, "order": 0},
+            "tunnel_host": {"title": "SSH Tunnel Jump Server Host", "description": "Hostname of the jump server host that allows inbound ssh tunnel.", "type": "string", "order": 1},
+            "tunnel_port": {"title": "SSH Connection Port", "description": "Port on the proxy/jump server that accepts inbound ssh connections.", "type": "integer", "minimum": 0, "maximum": 65536, "default": 22, "examples": ["22"], "order": 2},
+            "tunnel_user": {"title": "SSH Login Username", "description": "OS-level username for logging into the jump server host.", "type": "string", "order": 3}
+        })
+    };
+    let mut key_auth = common("SSH_KEY_AUTH");
+    key_auth["ssh_key"] = json!({"title": "SSH Private Key", "description": "OS-level user account ssh key credentials in RSA PEM format ( created with ssh-keygen -t rsa -m PEM -f myuser_rsa )", "type": "string", "airbyte_secret": true, "multiline": true, "order": 4});
+    let mut password_auth = common("SSH_PASSWORD_AUTH");
+    password_auth["tunnel_user_password"] = json!({"title": "Password", "description": "OS-level password for logging into the jump server host", "type": "string", "airbyte_secret": true, "order": 4});
+    json!({
+        "type": "object", "title": "SSH Tunnel Method",
+        "description": "Whether to initiate an SSH tunnel before connecting to the database, and if so, which kind of authentication to use.",
+        "oneOf": [
+            {"title": "No Tunnel", "required": ["tunnel_method"], "properties": {"tunnel_method": {"description": "No ssh tunnel needed to connect to database", "type": "string", "const": "NO_TUNNEL", "order": 0}}},
+            {"title": "SSH Key Authentication", "required": ["tunnel_method", "tunnel_host", "tunnel_port", "tunnel_user", "ssh_key"], "properties": key_auth},
+            {"title": "Password Authentication", "required": ["tunnel_method", "tunnel_host", "tunnel_port", "tunnel_user", "tunnel_user_password"], "properties": password_auth}
+        ]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every property whose name suggests a secret must be marked `airbyte_secret`.
+    fn check_secrets(v: &Value, path: &str, found: &mut Vec<String>) {
+        if let Some(props) = v.get("properties").and_then(Value::as_object) {
+            for (name, p) in props {
+                let secretish = ["password", "key", "certificate"]
+                    .iter()
+                    .any(|w| name.contains(w));
+                if secretish && p.get("type") == Some(&json!("string")) {
+                    assert_eq!(p.get("airbyte_secret"), Some(&json!(true)), "{path}.{name}");
+                    found.push(name.clone());
+                }
+                check_secrets(p, &format!("{path}.{name}"), found);
+            }
+        }
+        if let Some(alts) = v.get("oneOf").and_then(Value::as_array) {
+            for alt in alts {
+                check_secrets(alt, path, found);
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_are_marked() {
+        let mut found = Vec::new();
+        check_secrets(&spec()["connectionSpecification"], "", &mut found);
+        for name in [
+            "password",
+            "ssh_key",
+            "tunnel_user_password",
+            "client_key",
+            "client_key_password",
+        ] {
+            assert!(
+                found.iter().any(|f| f == name),
+                "{name} not found among {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn java_fields_are_kept() {
+        let props = &spec()["connectionSpecification"]["properties"];
+        for f in [
+            "host",
+            "port",
+            "username",
+            "password",
+            "ssl",
+            "ssl_mode",
+            "cache_type",
+            "tunnel_method",
+            "db",
+        ] {
+            assert!(props.get(f).is_some(), "{f} missing");
+        }
+        let required = &spec()["connectionSpecification"]["required"];
+        assert!(!required.as_array().unwrap().contains(&json!("username")));
+    }
+}

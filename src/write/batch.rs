@@ -1,0 +1,89 @@
+//! A batch: the records of one stream that one script call writes, and the call that writes them.
+
+use super::resp;
+use crate::keys::{StreamKeys, TOKEN_TTL_SECONDS};
+use crate::scripts::LuaScript;
+
+/// A sealed batch of one stream's records, ready to send.
+#[derive(Debug)]
+pub struct Batch {
+    /// Index of the stream in the catalog.
+    pub stream: usize,
+    /// The batch's sequence number within this run and stream (1, 2, ...).
+    pub seq: u64,
+    /// Number of records.
+    pub records: usize,
+    /// Input ordinal of the batch's first record: its identity for the checkpoint.
+    pub first_ordinal: u64,
+    /// The records' ARGV, RESP-encoded: emitted_at and data per record.
+    pub body: Vec<u8>,
+}
+
+/// The unchanging parts of a stream's script call, encoded once.
+#[derive(Debug, Clone)]
+pub struct StreamCall {
+    /// `EVALSHA sha 2 counter token` without the array header.
+    head: Vec<u8>,
+    /// The record prefix and the token TTL.
+    tail: Vec<u8>,
+    /// The keys, for error messages.
+    pub keys: StreamKeys,
+}
+
+impl StreamCall {
+    /// The call of `script` for a stream with `keys` in run `run_id`.
+    pub fn new(script: &LuaScript, keys: StreamKeys, run_id: &str) -> Self {
+        let mut head = Vec::new();
+        resp::bulk(&mut head, b"EVALSHA");
+        resp::bulk(&mut head, script.sha.as_bytes());
+        resp::bulk(&mut head, b"2");
+        resp::bulk(&mut head, keys.counter.as_bytes());
+        resp::bulk(&mut head, keys.token(run_id).as_bytes());
+        let mut tail = Vec::new();
+        resp::bulk(&mut tail, keys.record_prefix.as_bytes());
+        resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
+        StreamCall { head, tail, keys }
+    }
+
+    /// Appends the whole EVALSHA call of `batch` to `out`.
+    pub fn encode(&self, batch: &Batch, out: &mut Vec<u8>) {
+        resp::array_header(out, 8 + 2 * batch.records);
+        out.extend_from_slice(&self.head);
+        resp::bulk_int(out, batch.seq as i64);
+        out.extend_from_slice(&self.tail);
+        out.extend_from_slice(&batch.body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StreamDescriptor;
+    use crate::scripts::APPEND_BATCH;
+
+    #[test]
+    fn call_has_keys_then_argv() {
+        let keys = StreamKeys::new(&StreamDescriptor {
+            name: "u".into(),
+            namespace: Some("n".into()),
+        });
+        let call = StreamCall::new(&APPEND_BATCH, keys, "run");
+        let mut body = Vec::new();
+        resp::bulk_int(&mut body, 5);
+        resp::bulk(&mut body, b"{}");
+        let batch = Batch {
+            stream: 0,
+            seq: 3,
+            records: 1,
+            first_ordinal: 0,
+            body,
+        };
+        let mut out = Vec::new();
+        call.encode(&batch, &mut out);
+        let expected = format!(
+            "*10\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
+            APPEND_BATCH.sha
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+}

@@ -1,0 +1,150 @@
+//! Decides when each STATE may be echoed, and with which `recordCount`.
+//!
+//! Every record gets an ordinal (its position among all records of the input). A state that arrives
+//! after `P` records may be echoed once no batch holding any of those records is still open or
+//! unacknowledged. A batch is known by its first record's ordinal, so "the smallest first-ordinal of
+//! the batches not yet committed" is all it takes: the state is ready when that is ≥ `P` (or there
+//! is none). States leave in input order, each once.
+
+use std::collections::{BTreeSet, VecDeque};
+
+/// Which records a state counts (resolved against the catalog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateScope {
+    /// A STREAM state of the catalog stream with this index.
+    Stream(usize),
+    /// A STREAM state of a stream the catalog does not have: it counts no records.
+    UnknownStream,
+    /// A GLOBAL or LEGACY state.
+    Global,
+}
+
+/// The states waiting for their records, and the counts they will carry.
+pub struct Checkpoint {
+    records_seen: u64,
+    uncommitted: BTreeSet<u64>,
+    waiting: VecDeque<(u64, String)>,
+    stream_counts: Vec<u64>,
+    global_count: u64,
+}
+
+impl Checkpoint {
+    /// A checkpoint for `streams` catalog streams.
+    pub fn new(streams: usize) -> Self {
+        Checkpoint {
+            records_seen: 0,
+            uncommitted: BTreeSet::new(),
+            waiting: VecDeque::new(),
+            stream_counts: vec![0; streams],
+            global_count: 0,
+        }
+    }
+
+    /// Counts a record of `stream` and returns its ordinal.
+    pub fn record(&mut self, stream: usize) -> u64 {
+        self.stream_counts[stream] += 1;
+        self.global_count += 1;
+        self.records_seen += 1;
+        self.records_seen - 1
+    }
+
+    /// A batch whose first record has `first_ordinal` was opened.
+    pub fn batch_opened(&mut self, first_ordinal: u64) {
+        self.uncommitted.insert(first_ordinal);
+    }
+
+    /// The batch whose first record has `first_ordinal` is committed in Redis.
+    pub fn batch_committed(&mut self, first_ordinal: u64) {
+        self.uncommitted.remove(&first_ordinal);
+    }
+
+    /// The record count a state of `scope` carries now; resets that scope's count.
+    pub fn take_count(&mut self, scope: StateScope) -> u64 {
+        match scope {
+            StateScope::Stream(i) => std::mem::take(&mut self.stream_counts[i]),
+            StateScope::UnknownStream => 0,
+            StateScope::Global => std::mem::take(&mut self.global_count),
+        }
+    }
+
+    /// Queues a state's echo line; it waits for the records that came before it.
+    pub fn push_state(&mut self, line: String) {
+        self.waiting.push_back((self.records_seen, line));
+    }
+
+    /// Takes the echo lines that are ready, in input order.
+    pub fn take_ready(&mut self, out: &mut Vec<String>) {
+        let horizon = self.uncommitted.first().copied().unwrap_or(u64::MAX);
+        while let Some((before, _)) = self.waiting.front() {
+            if *before > horizon {
+                break;
+            }
+            if let Some((_, line)) = self.waiting.pop_front() {
+                out.push(line);
+            }
+        }
+    }
+
+    /// Whether every opened batch is committed.
+    pub fn all_committed(&self) -> bool {
+        self.uncommitted.is_empty()
+    }
+
+    /// States still waiting.
+    pub fn waiting_states(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_waits_for_every_earlier_batch() {
+        let mut c = Checkpoint::new(2);
+        let a = c.record(0); // batch A of stream 0 opens with record 0
+        c.batch_opened(a);
+        let b = c.record(1); // batch B of stream 1 opens with record 1
+        c.batch_opened(b);
+        assert_eq!(c.take_count(StateScope::Global), 2);
+        c.push_state("s1".into());
+        c.record(0); // record 2 joins batch A
+        assert_eq!(c.take_count(StateScope::Stream(0)), 2);
+        c.push_state("s2".into());
+        let mut out = Vec::new();
+        c.batch_committed(b);
+        c.take_ready(&mut out);
+        assert!(out.is_empty(), "batch A is still open");
+        c.batch_committed(a);
+        c.take_ready(&mut out);
+        assert_eq!(out, vec!["s1".to_string(), "s2".to_string()]);
+    }
+
+    #[test]
+    fn state_before_any_record_is_ready_at_once() {
+        let mut c = Checkpoint::new(1);
+        c.push_state("s0".into());
+        let r = c.record(0);
+        c.batch_opened(r);
+        c.push_state("s1".into());
+        let mut out = Vec::new();
+        c.take_ready(&mut out);
+        assert_eq!(out, vec!["s0".to_string()]);
+        assert_eq!(c.waiting_states(), 1);
+    }
+
+    #[test]
+    fn a_later_batch_does_not_hold_back_an_earlier_state() {
+        let mut c = Checkpoint::new(1);
+        let r0 = c.record(0);
+        c.batch_opened(r0);
+        c.push_state("s".into());
+        c.batch_committed(r0);
+        let r1 = c.record(0);
+        c.batch_opened(r1);
+        let mut out = Vec::new();
+        c.take_ready(&mut out);
+        assert_eq!(out, vec!["s".to_string()]);
+    }
+}

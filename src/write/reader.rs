@@ -1,0 +1,149 @@
+//! The stdin reader thread: lines → routed records and states, handed over in chunks.
+//!
+//! Parsing, routing and removing whitespace from `data` happen here, off the thread that batches,
+//! so the two share the work. Records are copied into one arena per chunk (no allocation per
+//! record). A chunk is handed over when it is full or when stdin has nothing more buffered, so a
+//! quiet source's records are never held back waiting for more input.
+
+use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use serde_json::value::RawValue;
+
+use super::checkpoint::StateScope;
+use super::router::Router;
+use crate::error::Failure;
+use crate::protocol::input::{self, InputError, Message};
+use crate::protocol::output::now_ms;
+use crate::protocol::state::{self, Scope};
+
+const CHUNK_ITEMS: usize = 1024;
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// One input item, in input order.
+#[derive(Debug)]
+pub enum Item {
+    /// A record of catalog stream `stream`; its minified data is `arena[data]`.
+    Record {
+        /// Catalog index of the stream.
+        stream: usize,
+        /// Epoch milliseconds.
+        emitted_at: i64,
+        /// Where its data is in the chunk's arena.
+        data: Range<usize>,
+    },
+    /// A state and the records it counts.
+    State {
+        /// The state object's own text.
+        text: Box<RawValue>,
+        /// Which records it counts.
+        scope: StateScope,
+    },
+    /// The input cannot be accepted past this point.
+    Failed(Failure),
+}
+
+/// A run of input items and the bytes their records point into.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// The items, in input order.
+    pub items: Vec<Item>,
+    /// Minified record data.
+    pub arena: Vec<u8>,
+}
+
+/// Reads `input` to its end (or to the first bad line), sending chunks to `tx`.
+pub fn read_all<R: Read>(mut input: BufReader<R>, router: Arc<Router>, tx: Sender<Chunk>) {
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+    let mut chunk = Chunk::default();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                let f = Failure::transient(
+                    format!("Reading the input failed after line {line_no}: {e}."),
+                    &e,
+                );
+                chunk.items.push(Item::Failed(f));
+                break;
+            }
+        }
+        line_no += 1;
+        if let Err(f) = parse_into(&line, line_no, &router, &mut chunk) {
+            chunk.items.push(Item::Failed(f));
+            break;
+        }
+        // Nothing more buffered: the next read may block, so hand over what we have.
+        let idle = input.buffer().is_empty();
+        if idle || chunk.items.len() >= CHUNK_ITEMS || chunk.arena.len() >= CHUNK_BYTES {
+            if tx.send(std::mem::take(&mut chunk)).is_err() {
+                return;
+            }
+        }
+    }
+    if !chunk.items.is_empty() {
+        let _ = tx.send(chunk);
+    }
+}
+
+fn parse_into(
+    line: &[u8],
+    line_no: u64,
+    router: &Router,
+    chunk: &mut Chunk,
+) -> Result<(), Failure> {
+    let bad = |reason: String| {
+        Failure::from(InputError {
+            line: line_no,
+            reason,
+        })
+    };
+    let text = std::str::from_utf8(line).map_err(|e| bad(format!("is not valid UTF-8 ({e})")))?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    match input::parse_line(text, line_no, now_ms())? {
+        None | Some(Message::Ignored) => Ok(()),
+        Some(Message::Record(r)) => {
+            let stream = router
+                .route(r.namespace.as_deref(), &r.stream)
+                .ok_or_else(|| {
+                    let ns = match &r.namespace {
+                        Some(ns) => format!("namespace {ns:?}"),
+                        None => "no namespace".to_string(),
+                    };
+                    bad(format!(
+                        "is a RECORD of stream {:?} ({ns}), which is not in the configured catalog",
+                        r.stream
+                    ))
+                })?;
+            let start = chunk.arena.len();
+            input::minify_into(r.data.get(), &mut chunk.arena);
+            chunk.items.push(Item::Record {
+                stream,
+                emitted_at: r.emitted_at,
+                data: start..chunk.arena.len(),
+            });
+            Ok(())
+        }
+        Some(Message::State(raw)) => {
+            let scope = match state::scope_of(raw)
+                .map_err(|e| bad(format!("is a STATE that cannot be read: {e}")))?
+            {
+                Scope::Global => StateScope::Global,
+                Scope::Stream(d) => match router.route(d.namespace.as_deref(), &d.name) {
+                    Some(i) => StateScope::Stream(i),
+                    None => StateScope::UnknownStream,
+                },
+            };
+            chunk.items.push(Item::State {
+                text: raw.to_owned(),
+                scope,
+            });
+            Ok(())
+        }
+    }
+}

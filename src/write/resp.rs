@@ -1,0 +1,42 @@
+//! RESP encoding of the calls the writer sends: arrays of bulk strings, written into reused buffers.
+
+use std::io::Write;
+
+/// Appends an array header `*<n>\r\n`.
+pub fn array_header(out: &mut Vec<u8>, n: usize) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "*{n}\r\n");
+}
+
+/// Appends one bulk string `$<len>\r\n<bytes>\r\n`.
+pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    let _ = write!(out, "${}\r\n", bytes.len());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an integer as a bulk string.
+pub fn bulk_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut cursor = std::io::Cursor::new(&mut digits[..]);
+    let _ = write!(cursor, "{n}");
+    let len = cursor.position() as usize;
+    bulk(out, &digits[..len]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_like_redis_expects() {
+        let mut out = Vec::new();
+        array_header(&mut out, 2);
+        bulk(&mut out, b"PING");
+        bulk_int(&mut out, -42);
+        assert_eq!(out, b"*2\r\n$4\r\nPING\r\n$3\r\n-42\r\n");
+        let mut out = Vec::new();
+        bulk(&mut out, b"");
+        assert_eq!(out, b"$0\r\n\r\n");
+    }
+}
