@@ -28,6 +28,8 @@ pub struct StreamCall {
     tail: Vec<u8>,
     /// The keys, for error messages.
     pub keys: StreamKeys,
+    /// This run's token key of the stream.
+    pub token: String,
 }
 
 impl StreamCall {
@@ -38,11 +40,17 @@ impl StreamCall {
         resp::bulk(&mut head, script.sha.as_bytes());
         resp::bulk(&mut head, b"2");
         resp::bulk(&mut head, keys.counter.as_bytes());
-        resp::bulk(&mut head, keys.token(run_id).as_bytes());
+        let token = keys.token(run_id);
+        resp::bulk(&mut head, token.as_bytes());
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
-        StreamCall { head, tail, keys }
+        StreamCall {
+            head,
+            tail,
+            keys,
+            token,
+        }
     }
 
     /// Appends the whole EVALSHA call of `batch` to `out`.

@@ -137,7 +137,7 @@ mod tests {
             }
             b.seal_all(&mut sealed);
             let mut seen: Vec<Vec<i64>> = vec![Vec::new(); 3];
-            let mut seqs = vec![0u64; 3];
+            let mut seqs = [0u64; 3];
             for batch in &sealed {
                 prop_assert_eq!(batch.seq, seqs[batch.stream] + 1);
                 seqs[batch.stream] = batch.seq;

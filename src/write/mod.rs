@@ -175,6 +175,11 @@ impl Coordinator {
         let mut input_open = true;
         let mut input_failure: Option<Failure> = None;
         loop {
+            // Checked on every turn: under steady input the timeout arm below never fires, and a
+            // quiet stream's batch (and every state behind it) must not wait for a busy one.
+            if let Some(cutoff) = Instant::now().checked_sub(self.linger) {
+                self.batcher.seal_opened_before(cutoff, &mut self.sealed);
+            }
             for batch in self.sealed.drain(..) {
                 if batches.send(batch).is_err() {
                     // The writer stopped: its failure is waiting in `acks`.
@@ -222,9 +227,7 @@ impl Coordinator {
                         return Err(Failure::system("The Redis writer stopped unexpectedly.", "writer thread ended"));
                     }
                 },
-                default(timeout) => {
-                    self.batcher.seal_opened_before(Instant::now(), &mut self.sealed);
-                }
+                default(timeout) => {}
             }
         }
     }

@@ -80,10 +80,9 @@ pub fn read_all<R: Read>(mut input: BufReader<R>, router: Arc<Router>, tx: Sende
         }
         // Nothing more buffered: the next read may block, so hand over what we have.
         let idle = input.buffer().is_empty();
-        if idle || chunk.items.len() >= CHUNK_ITEMS || chunk.arena.len() >= CHUNK_BYTES {
-            if tx.send(std::mem::take(&mut chunk)).is_err() {
-                return;
-            }
+        let full = chunk.items.len() >= CHUNK_ITEMS || chunk.arena.len() >= CHUNK_BYTES;
+        if (idle || full) && tx.send(std::mem::take(&mut chunk)).is_err() {
+            return;
         }
     }
     if !chunk.items.is_empty() {

@@ -71,6 +71,13 @@ impl Writer {
             }
             group.clear();
         }
+        // Every batch is acknowledged and none will be resent: this run's tokens have done their job.
+        let mut del = redis::cmd("DEL");
+        for call in self.calls.iter() {
+            del.arg(&call.token);
+        }
+        // Best effort: every record is committed already, and tokens expire after a week anyway.
+        let _ = del.query::<()>(&mut self.con);
     }
 
     /// Sends `group`, acknowledging each batch as its reply arrives.

@@ -1,0 +1,450 @@
+//! Test harness: real `redis-server` processes on free loopback ports, the built binary driven
+//! through pipes, message builders, and a counting TCP proxy.
+#![allow(dead_code)]
+
+mod proxy;
+mod server;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub use proxy::CountingProxy;
+pub use server::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_destination-redis");
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a run of the binary printed, and how it ended.
+pub struct RunOutput {
+    /// Exit code (None when killed by a signal).
+    pub code: Option<i32>,
+    /// Everything printed on stdout.
+    pub stdout: String,
+    /// Everything printed on stderr.
+    pub stderr: String,
+    /// Every stdout line, parsed.
+    pub messages: Vec<Value>,
+}
+
+impl RunOutput {
+    fn new(code: Option<i32>, stdout: String, stderr: String) -> Self {
+        let messages = stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("stdout line is not JSON ({e}): {l}\nstderr: {stderr}")
+                })
+            })
+            .collect();
+        RunOutput {
+            code,
+            stdout,
+            stderr,
+            messages,
+        }
+    }
+
+    fn of_type(&self, t: &str) -> Vec<&Value> {
+        self.messages.iter().filter(|m| m["type"] == t).collect()
+    }
+
+    /// The STATE messages, in order.
+    pub fn states(&self) -> Vec<&Value> {
+        self.of_type("STATE")
+    }
+
+    /// The TRACE ERROR messages.
+    pub fn traces(&self) -> Vec<&Value> {
+        self.of_type("TRACE")
+            .into_iter()
+            .filter(|m| m["trace"]["type"] == "ERROR")
+            .collect()
+    }
+
+    /// The CONNECTION_STATUS messages.
+    pub fn statuses(&self) -> Vec<&Value> {
+        self.of_type("CONNECTION_STATUS")
+    }
+
+    /// Everything, for assertion messages (long stdout is cut).
+    pub fn dump(&self) -> String {
+        let cut = |s: &str| {
+            if s.len() > 4000 {
+                let end = (0..=4000)
+                    .rev()
+                    .find(|i| s.is_char_boundary(*i))
+                    .unwrap_or(0);
+                format!("{}… ({} bytes)", &s[..end], s.len())
+            } else {
+                s.to_string()
+            }
+        };
+        format!(
+            "exit: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code,
+            cut(&self.stdout),
+            cut(&self.stderr)
+        )
+    }
+}
+
+/// Spawns the binary with piped stdio.
+fn spawn(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn destination-redis")
+}
+
+fn read_to_string_thread<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Waits for the child at most `timeout`; kills it (and panics) past that.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("destination-redis did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the binary with `args`, writing `stdin` from its own thread while stdout is read.
+pub fn run(args: &[&str], stdin: &str) -> RunOutput {
+    run_bytes(args, stdin.as_bytes().to_vec())
+}
+
+/// [`run`] with arbitrary stdin bytes.
+pub fn run_bytes(args: &[&str], stdin: Vec<u8>) -> RunOutput {
+    let mut child = spawn(args);
+    let mut input = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = read_to_string_thread(child.stdout.take().expect("stdout"));
+    let err = read_to_string_thread(child.stderr.take().expect("stderr"));
+    let code = wait_bounded(&mut child, RUN_TIMEOUT);
+    let _ = writer.join();
+    RunOutput::new(
+        code,
+        out.join().expect("stdout"),
+        err.join().expect("stderr"),
+    )
+}
+
+/// Files for one run: config and catalog in a fresh temp dir.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new(config: &Value, catalog: Option<&Value>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+        if let Some(c) = catalog {
+            std::fs::write(dir.path().join("catalog.json"), c.to_string()).expect("catalog");
+        }
+        Files { dir }
+    }
+    fn config(&self) -> String {
+        self.dir.path().join("config.json").display().to_string()
+    }
+    fn catalog(&self) -> String {
+        self.dir.path().join("catalog.json").display().to_string()
+    }
+}
+
+/// Runs `write` with this config, catalog and stdin.
+pub fn write_sync(config: &Value, catalog: &Value, stdin: &str) -> RunOutput {
+    run_bytes_write(config, catalog, stdin.as_bytes())
+}
+
+/// Runs `write` with arbitrary stdin bytes.
+pub fn run_bytes_write(config: &Value, catalog: &Value, stdin: &[u8]) -> RunOutput {
+    let f = Files::new(config, Some(catalog));
+    run_bytes(
+        &["write", "--config", &f.config(), "--catalog", &f.catalog()],
+        stdin.to_vec(),
+    )
+}
+
+/// Runs `check` with this config.
+pub fn check(config: &Value) -> RunOutput {
+    let f = Files::new(config, None);
+    run(&["check", "--config", &f.config()], "")
+}
+
+/// Runs `spec`.
+pub fn spec() -> RunOutput {
+    run(&["spec"], "")
+}
+
+/// Writes ALL of stdin and closes it before reading any stdout: proves the binary never stops
+/// reading stdin because nobody reads its stdout.
+pub fn write_all_then_read(
+    config: &Value,
+    catalog: &Value,
+    stdin: &str,
+    timeout: Duration,
+) -> RunOutput {
+    let f = Files::new(config, Some(catalog));
+    let mut child = spawn(&["write", "--config", &f.config(), "--catalog", &f.catalog()]);
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.as_bytes().to_vec();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = input.write_all(&data);
+        drop(input);
+        let _ = done_tx.send(r.is_ok());
+    });
+    match done_rx.recv_timeout(timeout) {
+        Ok(true) => {}
+        Ok(false) => panic!("stdin write failed (the binary exited early?)"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("deadlock: stdin not consumed while stdout unread");
+        }
+    }
+    let out = read_to_string_thread(child.stdout.take().expect("stdout"));
+    let err = read_to_string_thread(child.stderr.take().expect("stderr"));
+    let code = wait_bounded(&mut child, timeout);
+    RunOutput::new(
+        code,
+        out.join().expect("stdout"),
+        err.join().expect("stderr"),
+    )
+}
+
+/// A running `write` fed line by line, whose stdout is read as it comes.
+pub struct Interactive {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: std::thread::JoinHandle<String>,
+    _files: Files,
+}
+
+impl Interactive {
+    /// Starts `write` with this config and catalog.
+    pub fn start(config: &Value, catalog: &Value) -> Self {
+        let files = Files::new(config, Some(catalog));
+        let mut child = spawn(&[
+            "write",
+            "--config",
+            &files.config(),
+            "--catalog",
+            &files.catalog(),
+        ]);
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let stderr = read_to_string_thread(child.stderr.take().expect("stderr"));
+        Interactive {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+            stderr,
+            _files: files,
+        }
+    }
+
+    /// Writes lines to stdin (a write error means the process already exited; `finish` tells).
+    pub fn send(&mut self, lines: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin
+                .write_all(lines.as_bytes())
+                .and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Waits until `n` STATE messages have been printed in total; returns them.
+    pub fn wait_for_states(&mut self, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states: Vec<Value> = self
+                .seen
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|m| m["type"] == "STATE")
+                .collect();
+            if states.len() >= n {
+                return states;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!(
+                    "{} of {n} states after {timeout:?}; stdout so far:\n{}",
+                    states.len(),
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Closes stdin, waits for the exit (60 s at most) and returns everything printed.
+    pub fn finish(mut self) -> RunOutput {
+        drop(self.stdin.take());
+        let code = wait_bounded(&mut self.child, Duration::from_secs(60));
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(l);
+        }
+        let mut stdout = self.seen.join("\n");
+        if !stdout.is_empty() {
+            stdout.push('\n');
+        }
+        RunOutput::new(code, stdout, self.stderr.join().expect("stderr"))
+    }
+}
+
+/// An append catalog of these (namespace, name) streams.
+pub fn catalog(streams: &[(Option<&str>, &str)]) -> Value {
+    let streams: Vec<Value> = streams
+        .iter()
+        .map(|(ns, name)| {
+            let mut stream = json!({"name": name, "json_schema": {}, "supported_sync_modes": ["full_refresh", "incremental"]});
+            if let Some(ns) = ns {
+                stream["namespace"] = json!(ns);
+            }
+            json!({"stream": stream, "sync_mode": "incremental", "destination_sync_mode": "append"})
+        })
+        .collect();
+    json!({ "streams": streams })
+}
+
+fn descriptor_fields(ns: Option<&str>, stream: &str) -> String {
+    let name = serde_json::to_string(stream).expect("name");
+    match ns {
+        Some(ns) => format!(
+            r#""stream":{name},"namespace":{}"#,
+            serde_json::to_string(ns).expect("ns")
+        ),
+        None => format!(r#""stream":{name}"#),
+    }
+}
+
+/// A RECORD line whose `data` is `data` verbatim (raw JSON text).
+pub fn record(ns: Option<&str>, stream: &str, data: &str, emitted_at: i64) -> String {
+    format!(
+        r#"{{"type":"RECORD","record":{{{},"emitted_at":{emitted_at},"data":{data}}}}}"#,
+        descriptor_fields(ns, stream)
+    )
+}
+
+/// A STREAM state line; `state` is the raw JSON of `stream_state`.
+pub fn stream_state(ns: Option<&str>, stream: &str, state: &str) -> String {
+    let descriptor = match ns {
+        Some(ns) => json!({"name": stream, "namespace": ns}),
+        None => json!({"name": stream}),
+    };
+    format!(
+        r#"{{"type":"STATE","state":{{"type":"STREAM","stream":{{"stream_descriptor":{descriptor},"stream_state":{state}}}}}}}"#
+    )
+}
+
+/// A GLOBAL state line; `shared` is the raw JSON of `shared_state`.
+pub fn global_state(shared: &str) -> String {
+    format!(
+        r#"{{"type":"STATE","state":{{"type":"GLOBAL","global":{{"shared_state":{shared},"stream_states":[]}}}}}}"#
+    )
+}
+
+/// A typeless (LEGACY) state line; `data` is raw JSON.
+pub fn legacy_state(data: &str) -> String {
+    format!(r#"{{"type":"STATE","state":{{"data":{data}}}}}"#)
+}
+
+fn counter_key(ns: Option<&str>, stream: &str) -> String {
+    format!("{}:{stream}", ns.unwrap_or(""))
+}
+
+/// The stream's counter and its records 1..=counter in id order (a missing hash is an empty map).
+pub fn read_stream(
+    con: &mut redis::Connection,
+    ns: Option<&str>,
+    stream: &str,
+) -> (Option<i64>, Vec<HashMap<String, String>>) {
+    let key = counter_key(ns, stream);
+    let counter: Option<i64> = redis::cmd("GET").arg(&key).query(con).expect("GET counter");
+    let n = counter.unwrap_or(0);
+    let mut pipe = redis::pipe();
+    for id in 1..=n {
+        pipe.cmd("HGETALL").arg(format!("{key}:{id}"));
+    }
+    let records: Vec<HashMap<String, String>> = if n > 0 {
+        pipe.query(con).expect("HGETALL")
+    } else {
+        Vec::new()
+    };
+    (counter, records)
+}
+
+/// How many keys are the stream's prefix followed by digits only (found with a bounded SCAN).
+pub fn count_record_keys(con: &mut redis::Connection, ns: Option<&str>, stream: &str) -> usize {
+    let prefix = format!("{}:", counter_key(ns, stream));
+    let pattern: String = prefix
+        .chars()
+        .flat_map(|c| match c {
+            '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .chain("*".chars())
+        .collect();
+    let mut cursor = 0u64;
+    let mut count = 0;
+    for _ in 0..100_000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)
+            .expect("SCAN");
+        count += keys
+            .iter()
+            .filter(|k| {
+                let tail = &k[prefix.len()..];
+                !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit())
+            })
+            .count();
+        cursor = next;
+        if cursor == 0 {
+            return count;
+        }
+    }
+    panic!("SCAN did not finish");
+}

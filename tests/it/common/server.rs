@@ -1,0 +1,189 @@
+//! A real `redis-server` on a free loopback port in a temp dir, stopped on drop.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A running redis-server.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    password: Option<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl RedisServer {
+    /// Starts a server with default settings.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra arguments (e.g. `["--requirepass", "pw"]`).
+    pub fn start_with(args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let password = args
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| args.get(i + 1))
+            .cloned();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            args,
+            password,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn_and_wait() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start; log:\n{}", server.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Spawns on `self.port` and waits until it answers PING (false if the process exited).
+    fn spawn_and_wait(&mut self) -> bool {
+        let port = self.port.to_string();
+        let dir = self.dir.path().display().to_string();
+        let log = self.dir.path().join("redis.log").display().to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--dir", &dir, "--logfile", &log, "--daemonize", "no"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (is it installed?)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            if self.pings() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    fn pings(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            // +PONG, or -NOAUTH when a password is set: either way the server is up.
+            Ok(n) if n > 0 => buf[0] == b'+' || buf[..n].starts_with(b"-NOAUTH"),
+            _ => false,
+        }
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's address.
+    pub fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+
+    /// A connection (authenticated when the server has a password).
+    pub fn conn(&self) -> redis::Connection {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connect to test server");
+        if let Some(pw) = &self.password {
+            redis::cmd("AUTH")
+                .arg(pw)
+                .query::<()>(&mut con)
+                .expect("AUTH");
+        }
+        con
+    }
+
+    /// A config for the destination pointing at this server.
+    pub fn config(&self) -> Value {
+        let mut c = json!({"host": "127.0.0.1", "port": self.port});
+        if let Some(pw) = &self.password {
+            c["password"] = json!(pw);
+        }
+        c
+    }
+
+    /// Runs redis-cli against the server and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(pw) = &self.password {
+            cmd.args(["-a", pw, "--no-auth-warning"]);
+        }
+        let out = cmd.args(args).output().expect("run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Kills the server now (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.spawn_and_wait(),
+            "restart failed; log:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,498 @@
+//! `write` in append mode against real servers: keys, fields, data text, ids, states, errors.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::{self, catalog, global_state, legacy_state, record, stream_state, RedisServer};
+
+fn state_counts(out: &common::RunOutput) -> Vec<f64> {
+    out.states()
+        .iter()
+        .map(|s| {
+            s["state"]["destinationStats"]["recordCount"]
+                .as_f64()
+                .expect("recordCount")
+        })
+        .collect()
+}
+
+#[test]
+fn writes_exact_keys_fields_and_data_text() {
+    let server = RedisServer::start();
+    let datas = [
+        r#"{"b":1.10,"a":12345678901234567890123,"c":1e400}"#,
+        r#"{ "spaced" : [ 1 , 2 ],  "s": "keep  inner  spaces\n", "u":"\u00e9\u2028" }"#,
+        r#"{"z":null,"y":{"nested":{"deep":[true,false,-0.0]}},"dup":1,"dup":2}"#,
+    ];
+    let input: String = datas
+        .iter()
+        .enumerate()
+        .map(|(i, d)| record(Some("ns"), "users", d, 1_700_000_000_000 + i as i64) + "\n")
+        .collect();
+    let out = common::write_sync(&server.config(), &catalog(&[(Some("ns"), "users")]), &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let mut con = server.conn();
+    let (counter, records) = common::read_stream(&mut con, Some("ns"), "users");
+    assert_eq!(counter, Some(3));
+    let expected_data = [
+        r#"{"b":1.10,"a":12345678901234567890123,"c":1e400}"#,
+        r#"{"spaced":[1,2],"s":"keep  inner  spaces\n","u":"\u00e9\u2028"}"#,
+        r#"{"z":null,"y":{"nested":{"deep":[true,false,-0.0]}},"dup":1,"dup":2}"#,
+    ];
+    for (i, r) in records.iter().enumerate() {
+        let expected: HashMap<String, String> = [
+            ("_airbyte_ab_id".to_string(), (i + 1).to_string()),
+            (
+                "_airbyte_emitted_at".to_string(),
+                (1_700_000_000_000 + i as i64).to_string(),
+            ),
+            ("_airbyte_data".to_string(), expected_data[i].to_string()),
+        ]
+        .into();
+        assert_eq!(r, &expected, "record {}", i + 1);
+    }
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec!["ns:users", "ns:users:1", "ns:users:2", "ns:users:3"],
+        "tokens are removed at the end"
+    );
+}
+
+#[test]
+fn two_syncs_continue_the_ids() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(Some("ns"), "s")]);
+    for round in 0..2 {
+        let input: String = (0..5)
+            .map(|i| {
+                record(
+                    Some("ns"),
+                    "s",
+                    &format!(r#"{{"round":{round},"i":{i}}}"#),
+                    1,
+                ) + "\n"
+            })
+            .collect();
+        let out = common::write_sync(&server.config(), &cat, &input);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+    }
+    let (counter, records) = common::read_stream(&mut server.conn(), Some("ns"), "s");
+    assert_eq!(counter, Some(10));
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["_airbyte_ab_id"], (i + 1).to_string());
+        assert_eq!(
+            r["_airbyte_data"],
+            format!(r#"{{"round":{},"i":{}}}"#, i / 5, i % 5)
+        );
+    }
+}
+
+#[test]
+fn unusual_names_and_null_namespace() {
+    let server = RedisServer::start();
+    let streams: Vec<(Option<&str>, &str)> = vec![
+        (None, "plain"),
+        (Some("a:b"), "c d"),
+        (Some("accént"), "stréam 😀"),
+        (Some(""), "empty-ns"),
+        (Some("x"), "with*glob?[chars]\\"),
+    ];
+    let cat = catalog(&streams);
+    let input: String = streams
+        .iter()
+        .flat_map(|(ns, s)| {
+            (0..3).map(move |i| record(*ns, s, &format!(r#"{{"i":{i}}}"#), 5) + "\n")
+        })
+        .collect();
+    let out = common::write_sync(&server.config(), &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let mut con = server.conn();
+    for (ns, s) in &streams {
+        let (counter, records) = common::read_stream(&mut con, *ns, s);
+        assert_eq!(counter, Some(3), "{ns:?} {s:?}");
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[2]["_airbyte_data"], r#"{"i":2}"#);
+    }
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(":plain:1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        exists, 1,
+        "null namespace is the empty string, as the Java connector did"
+    );
+}
+
+#[test]
+fn states_are_echoed_in_order_with_counts() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(None, "a"), (None, "b")]);
+    let mut input = String::new();
+    input += &(record(None, "a", "{}", 1) + "\n");
+    input += &(record(None, "b", "{}", 1) + "\n");
+    input += &(record(None, "a", "{}", 1) + "\n");
+    input += &(stream_state(None, "a", r#"{"cursor":1.10}"#) + "\n");
+    input += &(global_state(r#"{"lsn":12345678901234567890}"#) + "\n");
+    input += "\n";
+    input +=
+        r#"{"type":"LOG","log":{"level":"INFO","message":"forwarded"},"record":null,"state":null}"#;
+    input += "\n";
+    input += r#"{"type":"TRACE","trace":{"type":"STREAM_STATUS","emitted_at":1.5,"stream_status":{"stream_descriptor":{"name":"a"},"status":"COMPLETE"}}}"#;
+    input += "\n";
+    input += &(record(None, "b", "{}", 1) + "\n");
+    input += &(stream_state(None, "b", "null") + "\n");
+    input += &(legacy_state(r#"{"x":1}"#) + "\n");
+    input += &(stream_state(None, "not-in-catalog", "{}") + "\n");
+    let out = common::write_sync(&server.config(), &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(state_counts(&out), vec![2.0, 3.0, 2.0, 1.0, 0.0]);
+    let states = out.states();
+    assert_eq!(
+        states[0]["state"]["stream"]["stream_state"],
+        json!({"cursor": 1.10})
+    );
+    assert!(
+        out.stdout.contains(r#""stream_state":{"cursor":1.10}"#),
+        "state text kept: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(r#"{"lsn":12345678901234567890}"#),
+        "big number kept"
+    );
+    assert!(
+        states[3]["state"].get("type").is_none(),
+        "no type added to a LEGACY state"
+    );
+    assert!(out
+        .stdout
+        .contains(r#""destinationStats":{"recordCount":2.0}"#));
+}
+
+#[test]
+fn unknown_stream_fails_after_committing_everything_before_it() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(Some("ns"), "s")]);
+    let mut input = String::new();
+    for i in 0..10 {
+        input += &(record(Some("ns"), "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n");
+    }
+    input += &(stream_state(Some("ns"), "s", "1") + "\n");
+    input += &(record(Some("ns"), "s", "{}", 1) + "\n");
+    input += &(record(Some("other"), "s", "{}", 1) + "\n");
+    input += &(record(Some("ns"), "s", "{}", 1) + "\n");
+    let out = common::write_sync(&server.config(), &cat, &input);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert_eq!(state_counts(&out), vec![10.0]);
+    let traces = out.traces();
+    assert_eq!(traces.len(), 1, "{}", out.dump());
+    let err = &traces[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "system_error");
+    assert!(
+        err["message"].as_str().unwrap().contains("line 13"),
+        "{err}"
+    );
+    let (counter, _) = common::read_stream(&mut server.conn(), Some("ns"), "s");
+    assert_eq!(
+        counter,
+        Some(11),
+        "the record before the bad line is committed, the one after is not"
+    );
+}
+
+#[test]
+fn bad_lines_end_the_sync_naming_the_line() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(None, "s")]);
+    for (bad, needle) in [
+        ("this is not json", "not valid JSON"),
+        (
+            r#"{"type":"RECORD","record":{"stream":"s","emitted_at":1,"data":[1,2]}}"#,
+            "not a JSON object",
+        ),
+        (
+            r#"{"type":"RECORD","record":{"stream":"s","emitted_at":1,"data":"text"}}"#,
+            "not a JSON object",
+        ),
+        (
+            r#"{"type":"RECORD","record":{"stream":"s","emitted_at":"soon","data":{}}}"#,
+            "not a valid Airbyte message",
+        ),
+        (
+            r#"{"type":"RECORD","record":{"stream":"s","emitted_at":1,"data":{"a":1}"#,
+            "not valid JSON",
+        ),
+    ] {
+        server.cli(&["FLUSHALL"]);
+        let input = format!(
+            "{}\n{}\n{bad}\n{}\n",
+            record(None, "s", "{}", 1),
+            legacy_state("1"),
+            record(None, "s", "{}", 1)
+        );
+        let out = common::write_sync(&server.config(), &cat, &input);
+        assert_eq!(out.code, Some(1), "{bad}\n{}", out.dump());
+        assert_eq!(state_counts(&out), vec![1.0], "{bad}");
+        let msg = out.traces()[0]["trace"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("line 3") && msg.contains(needle),
+            "{bad}: {msg}"
+        );
+        assert_eq!(
+            out.traces()[0]["trace"]["error"]["failure_type"],
+            "system_error"
+        );
+        let (counter, _) = common::read_stream(&mut server.conn(), None, "s");
+        assert_eq!(counter, Some(1));
+    }
+}
+
+#[test]
+fn invalid_utf8_line_is_named() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(None, "s")]);
+    let mut input = (record(None, "s", "{}", 1) + "\n").into_bytes();
+    input.extend_from_slice(b"{\"type\":\"LOG\",\"x\":\"\xff\xfe\"}\n");
+    let out = common::run_bytes_write(&server.config(), &cat, &input);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let msg = out.traces()[0]["trace"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("line 2") && msg.contains("UTF-8"), "{msg}");
+}
+
+#[test]
+fn bad_config_and_catalog_are_config_errors() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config["batch_size"] = json!("many");
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), "");
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        out.traces()[0]["trace"]["error"]["failure_type"],
+        "config_error"
+    );
+    assert!(out.traces()[0]["trace"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("config.batch_size"));
+
+    let colliding = catalog(&[(Some("a:b"), "c"), (Some("a"), "b:c")]);
+    let out = common::write_sync(&server.config(), &colliding, "");
+    assert_eq!(out.code, Some(1));
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("would share the Redis key"),
+        "{err}"
+    );
+
+    let mut dedup = catalog(&[(None, "s")]);
+    dedup["streams"][0]["destination_sync_mode"] = json!("append_dedup");
+    let out = common::write_sync(&server.config(), &dedup, "");
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        out.traces()[0]["trace"]["error"]["failure_type"],
+        "config_error"
+    );
+    assert_eq!(server.cli(&["DBSIZE"]).trim(), "0");
+}
+
+#[test]
+fn state_is_not_echoed_when_redis_dies_before_its_records_commit() {
+    let mut server = RedisServer::start();
+    let cat = catalog(&[(None, "s")]);
+    let mut config = server.config();
+    config["batch_linger_ms"] = json!(20);
+    let mut proc = common::Interactive::start(&config, &cat);
+    let first: String = (0..50)
+        .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+        .collect::<String>()
+        + &legacy_state(r#"{"n":1}"#)
+        + "\n";
+    proc.send(&first);
+    let states = proc.wait_for_states(1, Duration::from_secs(20));
+    assert_eq!(
+        states[0]["state"]["destinationStats"]["recordCount"],
+        json!(50.0)
+    );
+    server.kill();
+    let second: String = (0..50)
+        .map(|i| record(None, "s", &format!(r#"{{"j":{i}}}"#), 1) + "\n")
+        .collect::<String>()
+        + &legacy_state(r#"{"n":2}"#)
+        + "\n";
+    proc.send(&second);
+    let out = proc.finish();
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert_eq!(
+        out.states().len(),
+        1,
+        "the second state must not be echoed\n{}",
+        out.dump()
+    );
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "transient_error", "{err}");
+}
+
+#[test]
+fn script_flush_mid_sync_loses_and_repeats_nothing() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(None, "s")]);
+    let mut config = server.config();
+    config["batch_size"] = json!(10);
+    config["batch_linger_ms"] = json!(20);
+    let mut proc = common::Interactive::start(&config, &cat);
+    let mut n = 0;
+    for round in 0..5 {
+        let chunk: String = (0..25)
+            .map(|_| {
+                n += 1;
+                record(None, "s", &format!(r#"{{"n":{n}}}"#), 1) + "\n"
+            })
+            .collect::<String>()
+            + &legacy_state(&round.to_string())
+            + "\n";
+        proc.send(&chunk);
+        proc.wait_for_states(round + 1, Duration::from_secs(20));
+        server.cli(&["SCRIPT", "FLUSH"]);
+    }
+    let out = proc.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(state_counts(&out), vec![25.0; 5]);
+    let (counter, records) = common::read_stream(&mut server.conn(), None, "s");
+    assert_eq!(counter, Some(125));
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(
+            r["_airbyte_data"],
+            format!(r#"{{"n":{}}}"#, i + 1),
+            "id {}",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn several_batches_are_in_flight_at_once() {
+    let server = RedisServer::start();
+    let proxy = common::CountingProxy::start(server.port());
+    let mut config = server.config();
+    config["port"] = json!(proxy.port());
+    config["batch_size"] = json!(50);
+    let input: String = (0..20_000)
+        .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+        .collect();
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        proxy.evalsha_count() >= 400,
+        "{} EVALSHA",
+        proxy.evalsha_count()
+    );
+    assert!(
+        proxy.max_in_flight() >= 2,
+        "batches were sent one at a time (max in flight {})",
+        proxy.max_in_flight()
+    );
+    assert_eq!(
+        common::read_stream(&mut server.conn(), None, "s").0,
+        Some(20_000)
+    );
+}
+
+#[test]
+fn stdin_is_read_to_the_end_while_stdout_is_not_read() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(None, "s")]);
+    // 20,000 states make about 2 MB of echoes: far more than a pipe holds.
+    let mut input = String::new();
+    for i in 0..20_000 {
+        input += &record(None, "s", &format!(r#"{{"i":{i}}}"#), 1);
+        input += "\n";
+        input += &legacy_state(&format!(r#"{{"padding":"{}","i":{i}}}"#, "x".repeat(40)));
+        input += "\n";
+    }
+    let out = common::write_all_then_read(&server.config(), &cat, &input, Duration::from_secs(120));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{}",
+        &out.dump()[..2000.min(out.dump().len())]
+    );
+    assert_eq!(out.states().len(), 20_000);
+    assert_eq!(
+        common::read_stream(&mut server.conn(), None, "s").0,
+        Some(20_000)
+    );
+}
+
+#[test]
+fn ids_count_from_an_existing_counter_and_never_overwrite() {
+    let server = RedisServer::start();
+    let cat = catalog(&[(Some("n"), "s")]);
+    server.cli(&["SET", "n:s", "7"]);
+    let out = common::write_sync(
+        &server.config(),
+        &cat,
+        &(record(Some("n"), "s", "{}", 1) + "\n"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(server.cli(&["HGET", "n:s:8", "_airbyte_ab_id"]).trim(), "8");
+    // The counter is lost while the records remain: refuse instead of overwriting record 1.
+    server.cli(&["HSET", "n:s:1", "_airbyte_data", "{\"old\":true}"]);
+    server.cli(&["DEL", "n:s"]);
+    let out = common::write_sync(
+        &server.config(),
+        &cat,
+        &(record(Some("n"), "s", "{}", 1) + "\n"),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error");
+    assert!(err["message"].as_str().unwrap().contains("n:s:1"), "{err}");
+    assert_eq!(
+        server.cli(&["HGET", "n:s:1", "_airbyte_data"]).trim(),
+        "{\"old\":true}"
+    );
+}
+
+#[test]
+fn wrongtype_at_the_counter_is_a_config_error_naming_the_key() {
+    let server = RedisServer::start();
+    server.cli(&["LPUSH", "n:s", "x"]);
+    let out = common::write_sync(
+        &server.config(),
+        &catalog(&[(Some("n"), "s")]),
+        &(record(Some("n"), "s", "{}", 1) + "\n"),
+    );
+    assert_eq!(out.code, Some(1));
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("n:s"), "{err}");
+}
+
+#[test]
+fn writes_to_the_configured_db() {
+    let server = RedisServer::start();
+    let mut config: Value = server.config();
+    config["db"] = json!(5);
+    let out = common::write_sync(
+        &config,
+        &catalog(&[(None, "s")]),
+        &(record(None, "s", "{}", 1) + "\n"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(server.cli(&["-n", "5", "GET", ":s"]).trim(), "1");
+    assert_eq!(server.cli(&["-n", "0", "DBSIZE"]).trim(), "0");
+}
