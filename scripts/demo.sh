@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# A real demo load, end to end, on a fresh Debian machine (as root):
+# installs redis-server/redis-tools if missing, builds the release binary, starts its own redis-server
+# on a free loopback port (unless REDIS_HOST/REDIS_PORT are set), loads N generated Airbyte records
+# (default 100,000) over 3 streams with a state every 1,000 records, and prints what it wrote, how
+# fast, the destination's peak memory, and a few records read back.
+#   bash scripts/demo.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-100000}
+
+phase_start=$(date +%s.%N)
+phase() { # phase NAME: prints the previous phase's duration, then the new name
+  local now; now=$(date +%s.%N)
+  [ -n "${current_phase:-}" ] && printf '    (%s: %.1f s)\n' "$current_phase" "$(echo "$now - $phase_start" | bc)"
+  current_phase=$1; phase_start=$now
+  echo "=== $1"
+}
+
+phase "install packages"
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+[ -x /usr/bin/time ] || need+=(time)
+command -v bc >/dev/null 2>&1 || need+=(bc)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+phase "build (release)"
+cargo build --release --locked --bin destination-redis --example gen_records 2>&1 | tail -1
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+phase "start redis-server"
+if [ -n "${REDIS_HOST:-}" ]; then
+  host=$REDIS_HOST; port=${REDIS_PORT:-6379}
+  echo "using the server at $host:$port"
+else
+  host=127.0.0.1
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 16379)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+    --logfile "$work/redis.log" --daemonize no &
+  server_pid=$!
+  for _ in $(seq 1 250); do
+    redis-cli -h "$host" -p "$port" PING >/dev/null 2>&1 && break
+    sleep 0.02
+  done
+  redis-cli -h "$host" -p "$port" PING >/dev/null || { cat "$work/redis.log"; exit 1; }
+  echo "redis-server $(redis-server --version | grep -o 'v=[0-9.]*') on $host:$port (persistence off)"
+fi
+cli() { redis-cli -h "$host" -p "$port" "$@"; }
+
+cat > "$work/config.json" <<JSON
+{"host": "$host", "port": $port}
+JSON
+cat > "$work/catalog.json" <<'JSON'
+{"streams": [
+  {"stream": {"name": "users", "namespace": "demo", "json_schema": {}}, "sync_mode": "incremental", "destination_sync_mode": "append"},
+  {"stream": {"name": "orders", "namespace": "demo", "json_schema": {}}, "sync_mode": "incremental", "destination_sync_mode": "append"},
+  {"stream": {"name": "events", "namespace": "demo", "json_schema": {}}, "sync_mode": "incremental", "destination_sync_mode": "append"}
+]}
+JSON
+
+phase "generate $N records"
+before=0
+for s in users orders events; do before=$(( before + $(cli GET "demo:$s" | grep -o '[0-9]*' || echo 0) )); done
+target/release/examples/gen_records "$N" --streams 3 --state-every 1000 > "$work/input.jsonl"
+input_bytes=$(stat -c %s "$work/input.jsonl")
+echo "$(wc -l < "$work/input.jsonl") lines, $((input_bytes / 1024 / 1024)) MiB"
+
+phase "write"
+start=$(date +%s.%N)
+/usr/bin/time -v -o "$work/time.txt" target/release/destination-redis write \
+  --config "$work/config.json" --catalog "$work/catalog.json" < "$work/input.jsonl" > "$work/output.jsonl"
+end=$(date +%s.%N)
+
+phase "report"
+secs=$(echo "$end - $start" | bc)
+after=0
+for s in users orders events; do after=$(( after + $(cli GET "demo:$s") )); done
+written=$(( after - before ))
+rss_kb=$(grep 'Maximum resident set size' "$work/time.txt" | grep -o '[0-9]*$')
+states=$(grep -c '"type":"STATE"' "$work/output.jsonl" || true)
+printf 'records written:   %d (counters: users %s, orders %s, events %s)\n' "$written" \
+  "$(cli GET demo:users)" "$(cli GET demo:orders)" "$(cli GET demo:events)"
+printf 'time:              %.2f s\n' "$secs"
+printf 'throughput:        %.0f records/s, %.1f MB/s of input\n' "$(echo "$written / $secs" | bc -l)" \
+  "$(echo "$input_bytes / 1000000 / $secs" | bc -l)"
+printf 'peak RSS:          %.1f MiB (destination process)\n' "$(echo "$rss_kb / 1024" | bc -l)"
+printf 'states echoed:     %d\n' "$states"
+[ "$written" -eq "$N" ] || { echo "expected $N records, found $written"; exit 1; }
+echo "--- a few records read back:"
+for key in demo:users:1 demo:orders:2 "demo:events:$(cli GET demo:events)"; do
+  echo "HGETALL $key"
+  cli HGETALL "$key" | sed 's/^/    /'
+done
+phase "done"
