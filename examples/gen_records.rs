@@ -85,11 +85,11 @@ fn main() -> std::io::Result<()> {
             rng.below(10),
             rng.below(100),
         )?;
-        if (i + 1) % state_every == 0 {
+        if (i + 1).is_multiple_of(state_every) {
             writeln!(out, "{}", state(&names[s], i))?;
         }
     }
-    if n % state_every != 0 {
+    if !n.is_multiple_of(state_every) {
         writeln!(out, "{}", state(&names[last_stream], n))?;
     }
     for name in &names {
