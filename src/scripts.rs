@@ -28,9 +28,13 @@ impl LuaScript {
 pub static APPEND_BATCH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("append_batch.lua", include_str!("../lua/append_batch.lua")));
 
+/// `lua/check_rights.lua`: checks a stream's ACL rights without writing.
+pub static CHECK_RIGHTS: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("check_rights.lua", include_str!("../lua/check_rights.lua")));
+
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 1] {
-    [&APPEND_BATCH]
+pub fn all() -> [&'static LuaScript; 2] {
+    [&APPEND_BATCH, &CHECK_RIGHTS]
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::keys::{self, StreamKeys};
 use crate::protocol::catalog;
 use crate::protocol::output::{Level, Output};
 use crate::protocol::state;
-use crate::scripts::APPEND_BATCH;
+use crate::scripts::{APPEND_BATCH, CHECK_RIGHTS};
 use batch::{Batch, StreamCall};
 use batcher::Batcher;
 use checkpoint::Checkpoint;
@@ -85,6 +85,7 @@ pub fn run<R: Read + Send + 'static>(
         .iter()
         .map(|d| StreamCall::new(&APPEND_BATCH, StreamKeys::new(d), &run_id))
         .collect();
+    check_rights(&mut con, &calls, &ctx)?;
     out.log(
         Level::Info,
         format!(
@@ -289,6 +290,37 @@ impl Coordinator {
             out.send(line);
         }
     }
+}
+
+/// Fails before any data moves when the user may not write some stream's keys (Redis 7+).
+fn check_rights(
+    con: &mut redis::Connection,
+    calls: &[StreamCall],
+    ctx: &Context,
+) -> Result<(), Failure> {
+    let mut pipe = redis::pipe();
+    for call in calls {
+        pipe.cmd("EVALSHA")
+            .arg(&CHECK_RIGHTS.sha)
+            .arg(2)
+            .arg(&call.keys.counter)
+            .arg(&call.token)
+            .arg(&call.keys.record_prefix);
+    }
+    let replies: Vec<redis::Value> = pipe
+        .ignore_errors()
+        .query(con)
+        .map_err(|e| connect::classify(&e, ctx))?;
+    for (call, reply) in calls.iter().zip(replies) {
+        if let redis::Value::ServerError(e) = reply {
+            let ctx = Context {
+                during: format!("checking the rights on stream key {:?}", call.keys.counter),
+                ..ctx.clone()
+            };
+            return Err(connect::classify(&redis::RedisError::from(e), &ctx));
+        }
+    }
+    Ok(())
 }
 
 /// A random id for this run's batch tokens (never derived from the input).

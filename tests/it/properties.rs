@@ -46,7 +46,7 @@ fn any_interleaving_gives_ids_in_order_and_exact_states() {
         1usize..4,
         20usize..2000,
     );
-    runner(24, "proptest-regressions/it/properties-interleaving.txt")
+    runner(24, "proptest-regressions/it-properties-interleaving.txt")
         .run(&strategy, |(ops, batch_size, in_flight, batch_bytes)| {
             let ns = format!("p{}", case.fetch_add(1, Ordering::SeqCst));
             let names: Vec<String> = (0..STREAMS).map(|i| format!("s{i}")).collect();
@@ -145,7 +145,7 @@ fn two_concurrent_writers_share_one_gapless_sequence() {
     let server = RedisServer::start();
     let case = AtomicUsize::new(0);
     let strategy = (1usize..400, 1usize..400, 1usize..50, 1usize..50);
-    runner(8, "proptest-regressions/it/properties-concurrent.txt")
+    runner(8, "proptest-regressions/it-properties-concurrent.txt")
         .run(&strategy, |(n1, n2, b1, b2)| {
             let ns = format!("c{}", case.fetch_add(1, Ordering::SeqCst));
             let cat = catalog(&[(Some(ns.as_str()), "shared")]);

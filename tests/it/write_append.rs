@@ -496,3 +496,106 @@ fn writes_to_the_configured_db() {
     assert_eq!(server.cli(&["-n", "5", "GET", ":s"]).trim(), "1");
     assert_eq!(server.cli(&["-n", "0", "DBSIZE"]).trim(), "0");
 }
+
+#[test]
+fn a_stream_outside_the_users_acl_fails_before_any_data_moves() {
+    let server = RedisServer::start();
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "loader",
+        "on",
+        ">loader-pw-77",
+        "~allowed:*",
+        "~_airbyte_redis:*",
+        "+@all",
+    ]);
+    let mut config = server.config();
+    config["username"] = json!("loader");
+    config["password"] = json!("loader-pw-77");
+    let cat = catalog(&[(Some("allowed"), "s"), (Some("denied"), "s")]);
+    let input =
+        record(Some("allowed"), "s", "{}", 1) + "\n" + &record(Some("denied"), "s", "{}", 1) + "\n";
+    let out = common::write_sync(&config, &cat, &input);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("denied:s") && message.contains("permission"),
+        "{message}"
+    );
+    assert_eq!(
+        server.cli(&["DBSIZE"]).trim(),
+        "0",
+        "nothing may be written, not even the allowed stream"
+    );
+    assert!(!out.stdout.contains("loader-pw-77") && !out.stderr.contains("loader-pw-77"));
+}
+
+#[test]
+fn secrets_never_appear_in_output() {
+    let server = RedisServer::start_with(&["--requirepass", "the-real-pw-4242"]);
+    let cat = catalog(&[(None, "s")]);
+    let input = record(None, "s", "{}", 1) + "\n" + &legacy_state("1") + "\n";
+    let ok = common::write_sync(&server.config(), &cat, &input);
+    assert_eq!(ok.code, Some(0), "{}", ok.dump());
+    let mut wrong = server.config();
+    wrong["password"] = json!("a-wrong-pw-1717");
+    let failed = common::write_sync(&wrong, &cat, &input);
+    assert_eq!(failed.code, Some(1));
+    assert_eq!(
+        failed.traces()[0]["trace"]["error"]["failure_type"],
+        "config_error"
+    );
+    for out in [&ok, &failed] {
+        for secret in ["the-real-pw-4242", "a-wrong-pw-1717"] {
+            assert!(
+                !out.stdout.contains(secret) && !out.stderr.contains(secret),
+                "{secret} leaked:\n{}",
+                out.dump()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_record_larger_than_the_batch_byte_cap_travels_alone() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config["batch_bytes"] = json!(100_000);
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(3_000_000));
+    let input = record(None, "s", "{}", 1)
+        + "\n"
+        + &record(None, "s", &big, 2)
+        + "\n"
+        + &record(None, "s", "{}", 3)
+        + "\n";
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let (counter, records) = common::read_stream(&mut server.conn(), None, "s");
+    assert_eq!(counter, Some(3));
+    assert_eq!(records[1]["_airbyte_data"], big);
+    assert_eq!(records[2]["_airbyte_emitted_at"], "3");
+}
+
+#[test]
+fn debug_flag_is_accepted() {
+    let server = RedisServer::start();
+    let out = common::run(&["spec", "--debug"], "");
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.messages.len(), 1);
+    let f = tempfile::tempdir().unwrap();
+    let path = f.path().join("c.json");
+    std::fs::write(&path, server.config().to_string()).unwrap();
+    let out = common::run(
+        &["--debug", "check", "--config", path.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(
+        out.statuses()[0]["connectionStatus"]["status"],
+        "SUCCEEDED",
+        "{}",
+        out.dump()
+    );
+}
