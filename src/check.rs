@@ -11,7 +11,6 @@ use crate::config::Settings;
 use crate::connect::{self, classify, Context};
 use crate::error::Failure;
 use crate::keys::{self, StreamKeys, TOKEN_TTL_SECONDS};
-use crate::protocol::StreamDescriptor;
 use crate::scripts::APPEND_BATCH;
 use crate::write::writer::load_scripts;
 
@@ -25,6 +24,11 @@ pub fn run(settings: &Settings) -> Result<Vec<String>, Failure> {
         .query::<()>(&mut con)
         .map_err(|e| classify(&e, &ctx))?;
     load_scripts(&mut con, &ctx)?;
+    for counter in crate::write::overwrite::recover(&mut con, &ctx)? {
+        warnings.push(format!(
+            "Finished the publish of stream key {counter:?} that an earlier sync left under way."
+        ));
+    }
     probe_write(&mut con, &ctx)?;
     if let Some(w) = eviction_warning(&mut con) {
         warnings.push(w);
@@ -36,16 +40,11 @@ fn probe_write(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| Failure::system("No randomness for the probe key.", e))?;
     let run: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let probe = StreamDescriptor {
-        name: run.clone(),
-        namespace: None,
-    };
     // The probe stream's counter is `_airbyte_redis:check:<run>`; written through the real script.
     let keys = StreamKeys {
         counter: keys::probe_counter(&run),
         record_prefix: format!("{}:", keys::probe_counter(&run)),
     };
-    let _ = probe;
     let token = keys.token(&run);
     let ctx = Context {
         during: "while probing write rights".into(),

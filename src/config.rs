@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::error::Failure;
 
 /// Default number of records in one batch (one script call).
-pub const DEFAULT_BATCH_SIZE: usize = 1000;
+pub const DEFAULT_BATCH_SIZE: usize = 500;
 /// Default byte cap of one batch's record data.
 pub const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Default connect (and `check` reply) timeout.
@@ -42,6 +42,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "batch_linger_ms",
     "max_batches_in_flight",
     "truncate_refreshes",
+    "sweep_leftovers",
 ];
 
 /// A configuration problem, naming the field and what is wrong with it.
@@ -105,6 +106,9 @@ pub struct Settings {
     pub max_in_flight: NonZeroUsize,
     /// Whether `minimum_generation_id == generation_id > 0` makes an append stream a truncate refresh.
     pub truncate_refreshes: bool,
+    /// Whether every publish sweeps the stream's keys with SCAN for leftover records above the new
+    /// count (otherwise only when a probe finds one right above it).
+    pub sweep_leftovers: bool,
     /// Fields present in the config that this version ignores (reported as a warning).
     pub ignored_fields: Vec<String>,
 }
@@ -223,6 +227,7 @@ impl Settings {
         }
         let max_in_flight = positive(map, "max_batches_in_flight", DEFAULT_MAX_IN_FLIGHT, 1024)?;
         let truncate_refreshes = bool_field(map, "truncate_refreshes")?.unwrap_or(true);
+        let sweep_leftovers = bool_field(map, "sweep_leftovers")?.unwrap_or(false);
         let ignored_fields = map
             .keys()
             .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
@@ -240,6 +245,7 @@ impl Settings {
             batch_linger: Duration::from_millis(batch_linger_ms as u64),
             max_in_flight,
             truncate_refreshes,
+            sweep_leftovers,
             ignored_fields,
         })
     }

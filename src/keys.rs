@@ -51,6 +51,55 @@ impl StreamKeys {
     }
 }
 
+/// The set of stream counter keys whose publish is under way (its members have a publish marker).
+pub fn publish_registry() -> String {
+    format!("{RESERVED_PREFIX}:publishing")
+}
+
+/// The keys of a stream's staged generation (overwrite and truncate refreshes) and its publish.
+///
+/// All live under [`RESERVED_PREFIX`], so no reader of `<counter>:<id>` can mistake a staged record
+/// for a record, and no stream's keys can match them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagingKeys {
+    /// The staging counter: how many records are staged.
+    pub counter: String,
+    /// What precedes a staged record's id.
+    pub record_prefix: String,
+    /// Hash with the staged generation.
+    pub meta: String,
+    /// List of staged positions at which states were echoed (ascending).
+    pub marks: String,
+    /// Hash recording a publish under way.
+    pub marker: String,
+}
+
+impl StagingKeys {
+    /// The staging keys of the stream whose counter key is `counter`.
+    pub fn for_counter(counter: &str) -> Self {
+        let base = format!("{RESERVED_PREFIX}:staging:{counter}");
+        StagingKeys {
+            record_prefix: format!("{base}:"),
+            counter: base,
+            meta: format!("{RESERVED_PREFIX}:staging-meta:{counter}"),
+            marks: format!("{RESERVED_PREFIX}:staging-marks:{counter}"),
+            marker: format!("{RESERVED_PREFIX}:publish:{counter}"),
+        }
+    }
+}
+
+/// `text` with every glob character of Redis's MATCH (`* ? [ ] \`) escaped.
+pub fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The key `check` writes and removes to prove write rights.
 pub fn probe_counter(run_id: &str) -> String {
     format!("{RESERVED_PREFIX}:check:{run_id}")
@@ -115,6 +164,15 @@ mod tests {
         assert_eq!(k.record(7), "public:users:7");
         assert_eq!(StreamKeys::new(&d(None, "users")).counter, ":users");
         assert_eq!(k.token("r1"), "_airbyte_redis:token:r1:public:users");
+    }
+
+    #[test]
+    fn staging_keys_are_reserved_and_never_record_shaped() {
+        let k = StagingKeys::for_counter("n:users");
+        assert_eq!(k.counter, "_airbyte_redis:staging:n:users");
+        assert_eq!(k.record_prefix, "_airbyte_redis:staging:n:users:");
+        assert!(k.marker.starts_with(RESERVED_PREFIX));
+        assert_eq!(escape_glob(r"a*b?[c]\d"), r"a\*b\?\[c\]\\d");
     }
 
     #[test]

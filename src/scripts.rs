@@ -32,9 +32,45 @@ pub static APPEND_BATCH: LazyLock<LuaScript> =
 pub static CHECK_RIGHTS: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("check_rights.lua", include_str!("../lua/check_rights.lua")));
 
+/// `lua/delete_range.lua`: unlinks a bounded range of record keys, checking each.
+pub static DELETE_RANGE: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("delete_range.lua", include_str!("../lua/delete_range.lua")));
+
+/// `lua/publish_begin.lua`: records a publish marker.
+pub static PUBLISH_BEGIN: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "publish_begin.lua",
+        include_str!("../lua/publish_begin.lua"),
+    )
+});
+
+/// `lua/publish_step.lua`: moves a bounded range of staged records into place.
+pub static PUBLISH_STEP: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("publish_step.lua", include_str!("../lua/publish_step.lua")));
+
+/// `lua/publish_finish.lua`: sets the counter and removes the publish's bookkeeping.
+pub static PUBLISH_FINISH: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "publish_finish.lua",
+        include_str!("../lua/publish_finish.lua"),
+    )
+});
+
+/// `lua/scan_delete.lua`: one SCAN step deleting a stream's leftover records.
+pub static SCAN_DELETE: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("scan_delete.lua", include_str!("../lua/scan_delete.lua")));
+
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 2] {
-    [&APPEND_BATCH, &CHECK_RIGHTS]
+pub fn all() -> [&'static LuaScript; 7] {
+    [
+        &APPEND_BATCH,
+        &CHECK_RIGHTS,
+        &DELETE_RANGE,
+        &PUBLISH_BEGIN,
+        &PUBLISH_STEP,
+        &PUBLISH_FINISH,
+        &SCAN_DELETE,
+    ]
 }
 
 #[cfg(test)]

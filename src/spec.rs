@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::config;
 
 /// Destination sync modes this version writes.
-pub const SUPPORTED_SYNC_MODES: &[&str] = &["append"];
+pub const SUPPORTED_SYNC_MODES: &[&str] = &["overwrite", "append"];
 
 /// The `spec` field of the SPEC message.
 pub fn spec() -> Value {
@@ -92,6 +92,10 @@ fn connection_specification() -> Value {
             "truncate_refreshes": {
                 "title": "Truncate refreshes", "type": "boolean", "order": 13, "default": true,
                 "description": "Treat an append stream whose minimum_generation_id equals its generation_id (> 0) as a truncate refresh. Set false to let only the destination sync mode decide (PyAirbyte sends 1/1 for every stream)."
+            },
+            "sweep_leftovers": {
+                "title": "Sweep leftovers on overwrite", "type": "boolean", "order": 14, "default": false,
+                "description": "On every overwrite, also SCAN the stream's keys for records above the new count (left by other tools). Without it the sweep runs only when a record is found right above the old count."
             },
             "tunnel_method": tunnel_method(),
         }

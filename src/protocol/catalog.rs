@@ -50,6 +50,11 @@ impl From<CatalogError> for Failure {
 pub enum SyncMode {
     /// Records are appended after the stream's existing records.
     Append,
+    /// Records are staged, and replace the stream's records once the stream completes.
+    Overwrite {
+        /// The generation being written (0 when the platform sends none).
+        generation: i64,
+    },
 }
 
 /// One configured stream, as the writer needs it.
@@ -115,37 +120,34 @@ fn configure(
         reason,
     };
     let mode = raw.destination_sync_mode.as_deref().unwrap_or("append");
-    match mode {
-        "append" => {}
-        "overwrite" => {
-            return Err(refuse(
-                "destination sync mode \"overwrite\" is not supported by this version yet; use \"append\"".into(),
-            ))
-        }
+    let overwrite = match mode {
+        "append" => false,
+        "overwrite" => true,
         "append_dedup" => {
             return Err(refuse(
-                "destination sync mode \"append_dedup\" is not supported; use \"append\" (in PyAirbyte, write_strategy=\"append\")".into(),
+                "destination sync mode \"append_dedup\" is not supported; use \"append\" or \"overwrite\" (in PyAirbyte, write_strategy=\"append\" or \"replace\")".into(),
             ))
         }
         other => {
             return Err(refuse(format!(
-                "destination sync mode {other:?} is not supported; use \"append\""
+                "destination sync mode {other:?} is not supported; use \"append\" or \"overwrite\""
             )))
         }
-    }
+    };
     if minimum > 0 && minimum < generation {
         return Err(refuse(format!(
             "minimum_generation_id {minimum} is between 0 and generation_id {generation}; deleting older generations is not supported"
         )));
     }
-    if truncate_refreshes && minimum > 0 && minimum == generation {
-        return Err(refuse(format!(
-            "minimum_generation_id == generation_id == {generation} asks for a truncate refresh, which this version cannot do yet; to append instead, set the config field \"truncate_refreshes\": false"
-        )));
-    }
+    let truncate_refresh = truncate_refreshes && minimum > 0 && minimum == generation;
+    let mode = if overwrite || truncate_refresh {
+        SyncMode::Overwrite { generation }
+    } else {
+        SyncMode::Append
+    };
     Ok(ConfiguredStream {
         descriptor: raw.stream,
-        mode: SyncMode::Append,
+        mode,
     })
 }
 
@@ -166,16 +168,21 @@ mod tests {
     }
 
     #[test]
-    fn refused_modes_name_the_fix() {
+    fn modes_and_refreshes() {
+        let s = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"overwrite","generation_id":7,"minimum_generation_id":0}"#, true).unwrap();
+        assert_eq!(s[0].mode, SyncMode::Overwrite { generation: 7 });
+        let refresh = r#"{"stream":{"name":"u"},"destination_sync_mode":"append","generation_id":1,"minimum_generation_id":1}"#;
+        assert_eq!(
+            one(refresh, true).unwrap()[0].mode,
+            SyncMode::Overwrite { generation: 1 }
+        );
+        assert_eq!(one(refresh, false).unwrap()[0].mode, SyncMode::Append);
         let err = one(
             r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup"}"#,
             true,
         )
         .unwrap_err();
         assert!(err.to_string().contains("append_dedup"), "{err}");
-        let err = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append","generation_id":1,"minimum_generation_id":1}"#, true).unwrap_err();
-        assert!(err.to_string().contains("truncate_refreshes"), "{err}");
-        assert!(one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append","generation_id":1,"minimum_generation_id":1}"#, false).is_ok());
         let err = one(
             r#"{"stream":{"name":"u"},"generation_id":3,"minimum_generation_id":2}"#,
             false,

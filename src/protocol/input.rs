@@ -21,6 +21,13 @@ pub enum Message<'a> {
     Record(Record<'a>),
     /// A STATE, with its own text.
     State(&'a RawValue),
+    /// A TRACE STREAM_STATUS: a stream started, is running, completed or did not complete.
+    StreamStatus {
+        /// The stream (its namespace may be absent even when the catalog's has one).
+        stream: crate::protocol::StreamDescriptor,
+        /// `STARTED`, `RUNNING`, `COMPLETE` or `INCOMPLETE`.
+        status: String,
+    },
     /// Anything this destination does not act on (LOG, TRACE, CONTROL, unknown types).
     Ignored,
 }
@@ -65,6 +72,22 @@ struct Envelope<'a> {
     record: Option<RecordFields<'a>>,
     #[serde(borrow, default)]
     state: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    trace: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct TraceFields {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    stream_status: Option<StatusFields>,
+}
+
+#[derive(Deserialize)]
+struct StatusFields {
+    stream_descriptor: crate::protocol::StreamDescriptor,
+    status: String,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +159,21 @@ pub fn parse_line(
             Some(state) if state.get().starts_with('{') => Ok(Some(Message::State(state))),
             _ => Err(fail("is a STATE without a \"state\" object".into())),
         },
+        Some("TRACE") => {
+            // A malformed trace is ignored like any other message this destination does not act on.
+            let status = envelope
+                .trace
+                .and_then(|t| serde_json::from_str::<TraceFields>(t.get()).ok())
+                .filter(|t| t.kind.as_deref() == Some("STREAM_STATUS"))
+                .and_then(|t| t.stream_status);
+            Ok(Some(match status {
+                Some(s) => Message::StreamStatus {
+                    stream: s.stream_descriptor,
+                    status: s.status,
+                },
+                None => Message::Ignored,
+            }))
+        }
         _ => Ok(Some(Message::Ignored)),
     }
 }
@@ -214,6 +252,7 @@ mod tests {
         for line in [
             r#"{"type":"LOG","log":{"level":"INFO","message":"hi"}}"#,
             r#"{"type":"TRACE","trace":{"type":"STREAM_STATUS"}}"#,
+            r#"{"type":"TRACE","trace":{"type":"ERROR","error":{"message":"x"}}}"#,
             r#"{"type":"SOMETHING_NEW","x":1}"#,
             r#"{"type":"LOG","record":{"stream":"s","data":5}}"#,
         ] {
@@ -221,6 +260,18 @@ mod tests {
                 matches!(parse_line(line, 1, 0).unwrap(), Some(Message::Ignored)),
                 "{line}"
             );
+        }
+    }
+
+    #[test]
+    fn stream_status_is_read() {
+        let line = r#"{"type":"TRACE","trace":{"type":"STREAM_STATUS","emitted_at":1.0,"stream_status":{"stream_descriptor":{"name":"u","namespace":null},"status":"COMPLETE"}}}"#;
+        match parse_line(line, 1, 0).unwrap() {
+            Some(Message::StreamStatus { stream, status }) => {
+                assert_eq!(stream.name, "u");
+                assert_eq!(status, "COMPLETE");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -71,6 +71,11 @@ impl Batcher {
         opened
     }
 
+    /// Seals the stream's open batch, if any.
+    pub fn seal_stream(&mut self, stream: usize, sealed: &mut Vec<Batch>) {
+        self.seal(stream, sealed);
+    }
+
     /// Seals every open batch.
     pub fn seal_all(&mut self, sealed: &mut Vec<Batch>) {
         for stream in 0..self.open.len() {

@@ -19,11 +19,21 @@ pub enum StateScope {
     Global,
 }
 
+/// A state ready to leave: its echo line, and the staging marks to record first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyState {
+    /// The STATE line to print.
+    pub line: String,
+    /// For each overwrite stream in the state's scope: (stream, its records in this run before the
+    /// state), recorded as staging marks before the echo.
+    pub marks: Vec<(usize, u64)>,
+}
+
 /// The states waiting for their records, and the counts they will carry.
 pub struct Checkpoint {
     records_seen: u64,
     uncommitted: BTreeSet<u64>,
-    waiting: VecDeque<(u64, String)>,
+    waiting: VecDeque<(u64, ReadyState)>,
     stream_counts: Vec<u64>,
     global_count: u64,
 }
@@ -67,20 +77,21 @@ impl Checkpoint {
         }
     }
 
-    /// Queues a state's echo line; it waits for the records that came before it.
-    pub fn push_state(&mut self, line: String) {
-        self.waiting.push_back((self.records_seen, line));
+    /// Queues a state; it waits for the records that came before it.
+    pub fn push_state(&mut self, line: String, marks: Vec<(usize, u64)>) {
+        self.waiting
+            .push_back((self.records_seen, ReadyState { line, marks }));
     }
 
-    /// Takes the echo lines that are ready, in input order.
-    pub fn take_ready(&mut self, out: &mut Vec<String>) {
+    /// Takes the states that are ready, in input order.
+    pub fn take_ready(&mut self, out: &mut Vec<ReadyState>) {
         let horizon = self.uncommitted.first().copied().unwrap_or(u64::MAX);
         while let Some((before, _)) = self.waiting.front() {
             if *before > horizon {
                 break;
             }
-            if let Some((_, line)) = self.waiting.pop_front() {
-                out.push(line);
+            if let Some((_, state)) = self.waiting.pop_front() {
+                out.push(state);
             }
         }
     }
@@ -100,6 +111,10 @@ impl Checkpoint {
 mod tests {
     use super::*;
 
+    fn lines(states: &[ReadyState]) -> Vec<&str> {
+        states.iter().map(|s| s.line.as_str()).collect()
+    }
+
     #[test]
     fn state_waits_for_every_earlier_batch() {
         let mut c = Checkpoint::new(2);
@@ -108,29 +123,29 @@ mod tests {
         let b = c.record(1); // batch B of stream 1 opens with record 1
         c.batch_opened(b);
         assert_eq!(c.take_count(StateScope::Global), 2);
-        c.push_state("s1".into());
+        c.push_state("s1".into(), vec![]);
         c.record(0); // record 2 joins batch A
         assert_eq!(c.take_count(StateScope::Stream(0)), 2);
-        c.push_state("s2".into());
-        let mut out = Vec::new();
+        c.push_state("s2".into(), vec![]);
+        let mut out: Vec<ReadyState> = Vec::new();
         c.batch_committed(b);
         c.take_ready(&mut out);
         assert!(out.is_empty(), "batch A is still open");
         c.batch_committed(a);
         c.take_ready(&mut out);
-        assert_eq!(out, vec!["s1".to_string(), "s2".to_string()]);
+        assert_eq!(lines(&out), ["s1", "s2"]);
     }
 
     #[test]
     fn state_before_any_record_is_ready_at_once() {
         let mut c = Checkpoint::new(1);
-        c.push_state("s0".into());
+        c.push_state("s0".into(), vec![]);
         let r = c.record(0);
         c.batch_opened(r);
-        c.push_state("s1".into());
-        let mut out = Vec::new();
+        c.push_state("s1".into(), vec![]);
+        let mut out: Vec<ReadyState> = Vec::new();
         c.take_ready(&mut out);
-        assert_eq!(out, vec!["s0".to_string()]);
+        assert_eq!(lines(&out), ["s0"]);
         assert_eq!(c.waiting_states(), 1);
     }
 
@@ -139,12 +154,12 @@ mod tests {
         let mut c = Checkpoint::new(1);
         let r0 = c.record(0);
         c.batch_opened(r0);
-        c.push_state("s".into());
+        c.push_state("s".into(), vec![]);
         c.batch_committed(r0);
         let r1 = c.record(0);
         c.batch_opened(r1);
-        let mut out = Vec::new();
+        let mut out: Vec<ReadyState> = Vec::new();
         c.take_ready(&mut out);
-        assert_eq!(out, vec!["s".to_string()]);
+        assert_eq!(lines(&out), ["s"]);
     }
 }

@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod batcher;
 pub mod checkpoint;
+pub mod overwrite;
 pub mod reader;
 pub mod resp;
 pub mod router;
@@ -31,16 +32,18 @@ use crate::config::Settings;
 use crate::connect::{self, Context};
 use crate::error::Failure;
 use crate::keys::{self, StreamKeys};
-use crate::protocol::catalog;
+use crate::protocol::catalog::{self, SyncMode};
 use crate::protocol::output::{Level, Output};
 use crate::protocol::state;
+use crate::protocol::StreamDescriptor;
 use crate::scripts::{APPEND_BATCH, CHECK_RIGHTS};
 use batch::{Batch, StreamCall};
 use batcher::Batcher;
-use checkpoint::Checkpoint;
+use checkpoint::{Checkpoint, ReadyState, StateScope};
+use overwrite::OverwriteStream;
 use reader::{Chunk, Item};
 use router::Router;
-use writer::{Ack, Writer};
+use writer::{Ack, Work, Writer};
 
 /// Chunks waiting between the reader and the coordinator, at most.
 const CHUNKS_IN_QUEUE: usize = 8;
@@ -79,17 +82,42 @@ pub fn run<R: Read + Send + 'static>(
     let mut con = connected.con;
     let ctx = Context::new(settings, "while writing");
     writer::load_scripts(&mut con, &ctx)?;
+    for counter in overwrite::recover(&mut con, &ctx)? {
+        out.log(Level::Info, format!("Finished the publish of stream key {counter:?} that an earlier run left under way."));
+    }
 
     let run_id = new_run_id()?;
+    let overwrites: Vec<Option<OverwriteStream>> = streams
+        .iter()
+        .map(|s| match s.mode {
+            SyncMode::Append => None,
+            SyncMode::Overwrite { generation } => Some(OverwriteStream::new(
+                StreamKeys::new(&s.descriptor),
+                generation,
+            )),
+        })
+        .collect();
     let calls: Vec<StreamCall> = descriptors
+        .iter()
+        .zip(&overwrites)
+        .map(|(d, ow)| {
+            let target = ow
+                .as_ref()
+                .map_or_else(|| StreamKeys::new(d), OverwriteStream::staging_as_stream);
+            StreamCall::new(&APPEND_BATCH, target, &run_id)
+        })
+        .collect();
+    let live_calls: Vec<StreamCall> = descriptors
         .iter()
         .map(|d| StreamCall::new(&APPEND_BATCH, StreamKeys::new(d), &run_id))
         .collect();
+    check_rights(&mut con, &live_calls, &ctx)?;
     check_rights(&mut con, &calls, &ctx)?;
+    let overwrite_count = overwrites.iter().flatten().count();
     out.log(
         Level::Info,
         format!(
-            "Writing {} stream(s) to Redis at {} db {} (run {run_id}, batches of up to {} records, {} in flight).",
+            "Writing {} stream(s) ({overwrite_count} by overwrite) to Redis at {} db {} (run {run_id}, batches of up to {} records, {} in flight).",
             calls.len(),
             settings.address(),
             settings.db,
@@ -108,15 +136,24 @@ pub fn run<R: Read + Send + 'static>(
         )
     });
 
-    let (batch_tx, batch_rx) = bounded::<Batch>(settings.max_in_flight.get());
+    let (work_tx, work_rx) = bounded::<Work>(settings.max_in_flight.get());
     let (ack_tx, ack_rx) = unbounded::<Ack>();
+    let stream_state: Vec<StreamProgress> = overwrites
+        .iter()
+        .map(|ow| StreamProgress {
+            overwrite: ow.is_some(),
+            ..StreamProgress::default()
+        })
+        .collect();
     let writer = Writer {
         con,
         calls: Arc::new(calls),
+        overwrite: overwrites,
+        sweep: settings.sweep_leftovers,
         ctx,
         max_group: settings.max_in_flight.get(),
     };
-    let writer_thread = std::thread::spawn(move || writer.run(batch_rx, ack_tx));
+    let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
 
     let mut coordinator = Coordinator {
         batcher: Batcher::new(
@@ -127,13 +164,20 @@ pub fn run<R: Read + Send + 'static>(
         checkpoint: Checkpoint::new(descriptors.len()),
         linger: settings.batch_linger,
         sealed: Vec::new(),
+        outbox: Vec::new(),
         ready: Vec::new(),
+        streams: stream_state,
+        descriptors,
+        any_status: false,
+        awaiting: 0,
+        writer_failed: false,
         summary: Summary::default(),
     };
-    let result = coordinator.drive(chunk_rx, &batch_tx, &ack_rx, out);
-    drop(batch_tx);
-    if result.is_ok() {
-        // Every batch was acknowledged; the writer is only waiting for the channel to close.
+    let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, out);
+    drop(work_tx);
+    if !coordinator.writer_failed {
+        // Everything sent was acknowledged (the sync succeeded, or stopped at bad input): the writer
+        // only waits for the channel to close, then removes this run's tokens.
         let _ = writer_thread.join();
     }
     let summary = coordinator.summary;
@@ -153,23 +197,41 @@ pub fn run<R: Read + Send + 'static>(
     result.map(|()| summary)
 }
 
+/// Where one catalog stream stands in this run.
+#[derive(Debug, Default, Clone)]
+struct StreamProgress {
+    overwrite: bool,
+    prepared: bool,
+    records: u64,
+    status_seen: bool,
+    published: bool,
+}
+
 struct Coordinator {
     batcher: Batcher,
     checkpoint: Checkpoint,
     linger: Duration,
     sealed: Vec<Batch>,
-    ready: Vec<String>,
+    outbox: Vec<Work>,
+    ready: Vec<ReadyState>,
+    streams: Vec<StreamProgress>,
+    descriptors: Vec<StreamDescriptor>,
+    any_status: bool,
+    /// Prepare, state and publish work sent and not yet acknowledged.
+    awaiting: usize,
+    /// Whether the writer reported a failure (then it is not waited for).
+    writer_failed: bool,
     summary: Summary,
 }
 
 impl Coordinator {
-    /// Moves input to the writer and commits to the output until the input ends and every batch is
-    /// committed, or something fails. Input failures are returned only after everything before the
-    /// bad line is committed and its states echoed.
+    /// Moves input to the writer and commits to the output until the input ends and every piece of
+    /// work is acknowledged, or something fails. Input failures are returned only after everything
+    /// before the bad line is committed and its states echoed.
     fn drive(
         &mut self,
         chunks: Receiver<Chunk>,
-        batches: &crossbeam_channel::Sender<Batch>,
+        work: &crossbeam_channel::Sender<Work>,
         acks: &Receiver<Ack>,
         out: &Output,
     ) -> Result<(), Failure> {
@@ -180,15 +242,20 @@ impl Coordinator {
             // quiet stream's batch (and every state behind it) must not wait for a busy one.
             if let Some(cutoff) = Instant::now().checked_sub(self.linger) {
                 self.batcher.seal_opened_before(cutoff, &mut self.sealed);
+                self.move_sealed();
             }
-            for batch in self.sealed.drain(..) {
-                if batches.send(batch).is_err() {
+            self.queue_ready_states(out);
+            for item in self.outbox.drain(..) {
+                if work.send(item).is_err() {
                     // The writer stopped: its failure is waiting in `acks`.
                     break;
                 }
             }
-            self.echo_ready(out);
-            if !input_open && self.checkpoint.all_committed() {
+            if !input_open
+                && self.checkpoint.all_committed()
+                && self.awaiting == 0
+                && self.checkpoint.waiting_states() == 0
+            {
                 return match input_failure {
                     Some(f) => Err(f),
                     None => Ok(()),
@@ -205,25 +272,16 @@ impl Coordinator {
                         if let Some(f) = self.take_chunk(chunk) {
                             input_failure = Some(f);
                             input_open = false;
-                            self.batcher.seal_all(&mut self.sealed);
+                            self.end_of_input(false, out);
                         }
                     }
                     Err(_) => {
                         input_open = false;
-                        self.batcher.seal_all(&mut self.sealed);
+                        self.end_of_input(true, out);
                     }
                 },
                 recv(acks) -> ack => match ack {
-                    Ok(Ack::Committed { first_ordinal, records }) => {
-                        self.checkpoint.batch_committed(first_ordinal);
-                        self.summary.records += records as u64;
-                        self.summary.batches += 1;
-                    }
-                    Ok(Ack::Failed(f)) => {
-                        self.drain_commits(acks);
-                        self.echo_ready(out);
-                        return Err(f);
-                    }
+                    Ok(ack) => self.take_ack(ack, out)?,
                     Err(_) => {
                         return Err(Failure::system("The Redis writer stopped unexpectedly.", "writer thread ended"));
                     }
@@ -231,6 +289,53 @@ impl Coordinator {
                 default(timeout) => {}
             }
         }
+    }
+
+    fn take_ack(&mut self, ack: Ack, out: &Output) -> Result<(), Failure> {
+        match ack {
+            Ack::Committed {
+                first_ordinal,
+                records,
+            } => {
+                self.checkpoint.batch_committed(first_ordinal);
+                self.summary.records += records as u64;
+                self.summary.batches += 1;
+            }
+            Ack::Prepared => self.awaiting -= 1,
+            Ack::Echo(line) => {
+                self.awaiting -= 1;
+                self.summary.states += 1;
+                out.send(line);
+            }
+            Ack::Published { stream, report } => {
+                self.awaiting -= 1;
+                out.log(
+                    Level::Info,
+                    format!(
+                        "Published stream {}: {} records replaced {} in {} ms ({} script calls).",
+                        self.descriptors[stream],
+                        report.published,
+                        report.old,
+                        report.millis,
+                        report.calls
+                    ),
+                );
+                if report.skipped > 0 {
+                    out.log(
+                        Level::Warn,
+                        format!(
+                            "Stream {}: {} keys under its record prefix are not records of this destination and were left alone.",
+                            self.descriptors[stream], report.skipped
+                        ),
+                    );
+                }
+            }
+            Ack::Failed(f) => {
+                self.writer_failed = true;
+                return Err(f);
+            }
+        }
+        Ok(())
     }
 
     /// Feeds a chunk to the batcher and checkpoint; returns the input failure it ends with, if any.
@@ -243,51 +348,137 @@ impl Coordinator {
                     emitted_at,
                     data,
                 } => {
+                    let data = &chunk.arena[data];
+                    let progress = &mut self.streams[stream];
+                    if progress.published {
+                        return Some(Failure::system(
+                            format!("A record of stream {} arrived after its COMPLETE status; the stream was already published.", self.descriptors[stream]),
+                            "record after COMPLETE",
+                        ));
+                    }
+                    progress.records += 1;
+                    if progress.overwrite && !progress.prepared {
+                        progress.prepared = true;
+                        self.move_sealed();
+                        self.outbox.push(Work::Prepare {
+                            stream,
+                            first_data: Some(data.to_vec()),
+                        });
+                        self.awaiting += 1;
+                    }
                     let ordinal = self.checkpoint.record(stream);
-                    let opened = self.batcher.push(
-                        stream,
-                        emitted_at,
-                        &chunk.arena[data],
-                        ordinal,
-                        now,
-                        &mut self.sealed,
-                    );
-                    if opened {
+                    if self
+                        .batcher
+                        .push(stream, emitted_at, data, ordinal, now, &mut self.sealed)
+                    {
                         self.checkpoint.batch_opened(ordinal);
                     }
                 }
                 Item::State { text, scope } => {
                     let count = self.checkpoint.take_count(scope);
+                    let marks = self.marks_for(scope);
                     match state::echo_line(&text, count) {
-                        Ok(line) => self.checkpoint.push_state(line),
+                        Ok(line) => self.checkpoint.push_state(line, marks),
                         Err(e) => {
                             return Some(Failure::system("A STATE message could not be echoed.", e))
+                        }
+                    }
+                }
+                Item::Status { streams, complete } => {
+                    self.any_status = true;
+                    for stream in streams {
+                        self.streams[stream].status_seen = true;
+                        if complete {
+                            self.publish(stream);
                         }
                     }
                 }
                 Item::Failed(f) => return Some(f),
             }
         }
+        self.move_sealed();
         None
     }
 
-    fn drain_commits(&mut self, acks: &Receiver<Ack>) {
-        while let Ok(Ack::Committed {
-            first_ordinal,
-            records,
-        }) = acks.try_recv()
-        {
-            self.checkpoint.batch_committed(first_ordinal);
-            self.summary.records += records as u64;
-            self.summary.batches += 1;
+    /// The staging marks a state of `scope` records: its overwrite streams' records so far.
+    fn marks_for(&self, scope: StateScope) -> Vec<(usize, u64)> {
+        let mark = |i: usize| {
+            let p = &self.streams[i];
+            (p.overwrite && p.prepared).then_some((i, p.records))
+        };
+        match scope {
+            StateScope::Stream(i) => mark(i).into_iter().collect(),
+            StateScope::Global => (0..self.streams.len()).filter_map(mark).collect(),
+            StateScope::UnknownStream => Vec::new(),
         }
     }
 
-    fn echo_ready(&mut self, out: &Output) {
+    /// Seals the stream's batch and queues its publish (once), after everything it wrote.
+    fn publish(&mut self, stream: usize) {
+        let p = &mut self.streams[stream];
+        if !p.overwrite || p.published {
+            return;
+        }
+        p.published = true;
+        let prepare = !p.prepared;
+        p.prepared = true;
+        self.batcher.seal_stream(stream, &mut self.sealed);
+        self.move_sealed();
+        if prepare {
+            self.outbox.push(Work::Prepare {
+                stream,
+                first_data: None,
+            });
+            self.awaiting += 1;
+        }
+        self.outbox.push(Work::Publish { stream });
+        self.awaiting += 1;
+    }
+
+    /// The input ended: seal everything; at a clean end, publish the overwrite streams of a source
+    /// that sent no stream statuses at all (older sources).
+    fn end_of_input(&mut self, clean: bool, out: &Output) {
+        self.batcher.seal_all(&mut self.sealed);
+        self.move_sealed();
+        if !clean {
+            return;
+        }
+        for stream in 0..self.streams.len() {
+            let p = &self.streams[stream];
+            if !p.overwrite || p.published {
+                continue;
+            }
+            if !self.any_status {
+                self.publish(stream);
+            } else {
+                out.log(
+                    Level::Warn,
+                    format!(
+                        "Stream {} did not report COMPLETE: its new records stay staged and its old records are unchanged.",
+                        self.descriptors[stream]
+                    ),
+                );
+            }
+        }
+    }
+
+    fn move_sealed(&mut self) {
+        self.outbox.extend(self.sealed.drain(..).map(Work::Batch));
+    }
+
+    /// Echoes ready states, or, when overwrite streams need their marks recorded first, queues them
+    /// for the writer (which hands them back in order).
+    fn queue_ready_states(&mut self, out: &Output) {
         self.checkpoint.take_ready(&mut self.ready);
-        for line in self.ready.drain(..) {
-            self.summary.states += 1;
-            out.send(line);
+        let through_writer = self.streams.iter().any(|p| p.overwrite);
+        for state in self.ready.drain(..) {
+            if through_writer {
+                self.awaiting += 1;
+                self.outbox.push(Work::State(state));
+            } else {
+                self.summary.states += 1;
+                out.send(state.line);
+            }
         }
     }
 }

@@ -41,6 +41,14 @@ pub enum Item {
         /// Which records it counts.
         scope: StateScope,
     },
+    /// A stream status for these catalog streams (exact match, or every stream of that name when
+    /// the status has no namespace and none matches exactly).
+    Status {
+        /// Catalog indexes.
+        streams: Vec<usize>,
+        /// Whether the status is COMPLETE (anything else means: not complete).
+        complete: bool,
+    },
     /// The input cannot be accepted past this point.
     Failed(Failure),
 }
@@ -106,6 +114,16 @@ fn parse_into(
     let text = text.strip_suffix('\n').unwrap_or(text);
     match input::parse_line(text, line_no, now_ms())? {
         None | Some(Message::Ignored) => Ok(()),
+        Some(Message::StreamStatus { stream, status }) => {
+            let streams = router.route_status(stream.namespace.as_deref(), &stream.name);
+            if !streams.is_empty() {
+                chunk.items.push(Item::Status {
+                    streams,
+                    complete: status == "COMPLETE",
+                });
+            }
+            Ok(())
+        }
         Some(Message::Record(r)) => {
             let stream = router
                 .route(r.namespace.as_deref(), &r.stream)

@@ -32,6 +32,20 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The catalog streams a STREAM_STATUS applies to: the exact match, or, when there is none and
+    /// the status has no namespace, every catalog stream of that name.
+    pub fn route_status(&self, namespace: Option<&str>, name: &str) -> Vec<usize> {
+        if let Some(i) = self.route(namespace, name) {
+            return vec![i];
+        }
+        match (namespace, self.by_name.get(name)) {
+            (None, Some(all)) => all.iter().map(|(_, i)| *i).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +62,8 @@ mod tests {
         assert_eq!(r.route(Some("y"), "a"), None);
         assert_eq!(r.route(None, "b"), None);
         assert_eq!(r.route(Some(""), "b"), Some(2));
+        assert_eq!(r.route_status(None, "a"), vec![0]);
+        assert_eq!(r.route_status(None, "b"), vec![2]);
+        assert_eq!(r.route_status(Some("z"), "b"), Vec::<usize>::new());
     }
 }

@@ -13,6 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 use redis::{RedisError, Value};
 
 use super::batch::{Batch, StreamCall};
+use super::checkpoint::ReadyState;
+use super::overwrite::{self, OverwriteStream, PublishReport};
 use crate::connect::{classify, Context};
 use crate::error::Failure;
 use crate::scripts;
@@ -21,6 +23,27 @@ use crate::scripts;
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
 /// How often a group is resent after NOSCRIPT before giving up.
 const NOSCRIPT_ATTEMPTS: usize = 3;
+
+/// What the coordinator asks of the writer, in order.
+#[derive(Debug)]
+pub enum Work {
+    /// Write a sealed batch (consecutive batches are pipelined together).
+    Batch(Batch),
+    /// Ready an overwrite stream's staging, before its first batch (see `overwrite::prepare`).
+    Prepare {
+        /// Catalog index.
+        stream: usize,
+        /// The stream's first record's data in this run, if it has one.
+        first_data: Option<Vec<u8>>,
+    },
+    /// Record the staging marks of a ready state, then hand the state back for echo.
+    State(ReadyState),
+    /// Publish an overwrite stream whose batches were all sent before this.
+    Publish {
+        /// Catalog index.
+        stream: usize,
+    },
+}
 
 /// What the writer tells the coordinator.
 #[derive(Debug)]
@@ -32,6 +55,17 @@ pub enum Ack {
         /// Its number of records.
         records: usize,
     },
+    /// A stream's staging is ready.
+    Prepared,
+    /// A state's marks are recorded: echo it.
+    Echo(String),
+    /// A stream was published.
+    Published {
+        /// Catalog index.
+        stream: usize,
+        /// What the publish did.
+        report: PublishReport,
+    },
     /// Writing failed; nothing after this is committed.
     Failed(Failure),
 }
@@ -40,8 +74,12 @@ pub enum Ack {
 pub struct Writer {
     /// The connection, authenticated and on the right database.
     pub con: redis::Connection,
-    /// Per catalog stream, its script call.
+    /// Per catalog stream, its script call (into staging for overwrite streams).
     pub calls: Arc<Vec<StreamCall>>,
+    /// Per catalog stream, its overwrite keys when it is an overwrite stream.
+    pub overwrite: Vec<Option<OverwriteStream>>,
+    /// Whether publishes always sweep for leftover records with SCAN.
+    pub sweep: bool,
     /// Context for error messages.
     pub ctx: Context,
     /// Batches per pipelined group, at most.
@@ -49,27 +87,76 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Runs until `batches` is closed and drained, or a failure (which is sent as the last ack).
-    pub fn run(mut self, batches: Receiver<Batch>, acks: Sender<Ack>) {
+    /// Runs until `work` is closed and drained, or a failure (which is sent as the last ack).
+    pub fn run(mut self, work: Receiver<Work>, acks: Sender<Ack>) {
         let mut group: Vec<Batch> = Vec::with_capacity(self.max_group);
         let mut buf = Vec::new();
-        while let Ok(first) = batches.recv() {
-            let mut bytes = first.body.len();
-            group.push(first);
-            while group.len() < self.max_group && bytes < GROUP_BYTES {
-                match batches.try_recv() {
-                    Ok(b) => {
-                        bytes += b.body.len();
-                        group.push(b);
-                    }
+        let mut offsets = vec![0u64; self.calls.len()];
+        let mut published = vec![false; self.calls.len()];
+        let mut held: Option<Work> = None;
+        loop {
+            let next = match held.take() {
+                Some(w) => w,
+                None => match work.recv() {
+                    Ok(w) => w,
                     Err(_) => break,
+                },
+            };
+            let result = match next {
+                Work::Batch(first) => {
+                    let mut bytes = first.body.len();
+                    group.push(first);
+                    while group.len() < self.max_group && bytes < GROUP_BYTES {
+                        match work.try_recv() {
+                            Ok(Work::Batch(b)) => {
+                                bytes += b.body.len();
+                                group.push(b);
+                            }
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let r = self.send_group(&group, &mut buf, &acks);
+                    group.clear();
+                    r
                 }
-            }
-            if let Err(f) = self.send_group(&group, &mut buf, &acks) {
+                Work::Prepare { stream, first_data } => match &self.overwrite[stream] {
+                    Some(ow) => {
+                        overwrite::prepare(&mut self.con, ow, first_data.as_deref(), &self.ctx).map(
+                            |kept| {
+                                offsets[stream] = kept;
+                                let _ = acks.send(Ack::Prepared);
+                            },
+                        )
+                    }
+                    None => {
+                        let _ = acks.send(Ack::Prepared);
+                        Ok(())
+                    }
+                },
+                Work::State(state) => self.record_marks(&state, &offsets, &published).map(|()| {
+                    let _ = acks.send(Ack::Echo(state.line));
+                }),
+                Work::Publish { stream } => match &self.overwrite[stream] {
+                    Some(ow) if !std::mem::replace(&mut published[stream], true) => {
+                        overwrite::publish(&mut self.con, ow, self.sweep, &self.ctx).map(|report| {
+                            let _ = acks.send(Ack::Published { stream, report });
+                        })
+                    }
+                    _ => {
+                        let report = PublishReport::default();
+                        let _ = acks.send(Ack::Published { stream, report });
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(f) = result {
                 let _ = acks.send(Ack::Failed(f));
                 return;
             }
-            group.clear();
         }
         // Every batch is acknowledged and none will be resent: this run's tokens have done their job.
         let mut del = redis::cmd("DEL");
@@ -78,6 +165,28 @@ impl Writer {
         }
         // Best effort: every record is committed already, and tokens expire after a week anyway.
         let _ = del.query::<()>(&mut self.con);
+    }
+
+    /// Records the state's staging marks; a stream published already needs none (its staging is gone).
+    fn record_marks(
+        &mut self,
+        state: &ReadyState,
+        offsets: &[u64],
+        published: &[bool],
+    ) -> Result<(), Failure> {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (stream, records) in &state.marks {
+            if let (Some(ow), false) = (&self.overwrite[*stream], published[*stream]) {
+                overwrite::mark(&mut pipe, ow, offsets[*stream] + records);
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        pipe.query::<()>(&mut self.con)
+            .map_err(|e| classify(&e, &self.ctx))
     }
 
     /// Sends `group`, acknowledging each batch as its reply arrives.

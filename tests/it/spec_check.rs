@@ -24,12 +24,15 @@ fn status(out: &common::RunOutput) -> (String, String) {
 }
 
 #[test]
-fn spec_is_one_message_with_java_fields_and_only_append() {
+fn spec_is_one_message_with_java_fields_and_the_modes_that_work() {
     let out = common::spec();
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.messages.len(), 1, "{}", out.dump());
     let spec = &out.messages[0]["spec"];
-    assert_eq!(spec["supported_destination_sync_modes"], json!(["append"]));
+    assert_eq!(
+        spec["supported_destination_sync_modes"],
+        json!(["overwrite", "append"])
+    );
     assert_eq!(spec["supportsIncremental"], json!(true));
     let props = &spec["connectionSpecification"]["properties"];
     for f in [

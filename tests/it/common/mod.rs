@@ -315,6 +315,18 @@ impl Interactive {
         }
     }
 
+    /// Kills the process with SIGKILL and returns what it printed.
+    pub fn kill(mut self) -> RunOutput {
+        let _ = self.child.kill();
+        let code = wait_bounded(&mut self.child, Duration::from_secs(10));
+        drop(self.stdin.take());
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(l);
+        }
+        let stdout = self.seen.iter().map(|l| format!("{l}\n")).collect();
+        RunOutput::new(code, stdout, self.stderr.join().expect("stderr"))
+    }
+
     /// Closes stdin, waits for the exit (60 s at most) and returns everything printed.
     pub fn finish(mut self) -> RunOutput {
         drop(self.stdin.take());
@@ -328,6 +340,40 @@ impl Interactive {
         }
         RunOutput::new(code, stdout, self.stderr.join().expect("stderr"))
     }
+}
+
+/// A catalog of these streams with one destination sync mode and generation ids.
+pub fn catalog_with(
+    streams: &[(Option<&str>, &str)],
+    mode: &str,
+    generation: i64,
+    minimum: i64,
+) -> Value {
+    let mut c = catalog(streams);
+    for s in c["streams"].as_array_mut().expect("streams") {
+        s["destination_sync_mode"] = json!(mode);
+        s["generation_id"] = json!(generation);
+        s["minimum_generation_id"] = json!(minimum);
+    }
+    c
+}
+
+/// A TRACE STREAM_STATUS line.
+pub fn status(ns: Option<&str>, stream: &str, status: &str) -> String {
+    let descriptor = match ns {
+        Some(ns) => json!({"name": stream, "namespace": ns}),
+        None => json!({"name": stream}),
+    };
+    json!({"type": "TRACE", "trace": {"type": "STREAM_STATUS", "emitted_at": 1.0,
+        "stream_status": {"stream_descriptor": descriptor, "status": status}}})
+    .to_string()
+}
+
+/// Every key of the database (small test databases only).
+pub fn all_keys(con: &mut redis::Connection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(con).expect("KEYS");
+    keys.sort();
+    keys
 }
 
 /// An append catalog of these (namespace, name) streams.

@@ -1,0 +1,446 @@
+//! Overwrite and truncate refreshes: a stream's new generation is staged, then published.
+//!
+//! * **Prepare** (before a stream's first staged batch): staging of another generation is discarded;
+//!   staging of the same generation (a failed attempt being retried) is kept and trimmed to where the
+//!   source restarted: the new attempt's first record is compared with the staged record at position
+//!   1 and after each mark (a mark is the staged position of an echoed state); the latest equal one
+//!   tells the restart point, and without one staging is trimmed to the last mark.
+//! * **Publish** (the stream completed): a roll-forward series of short calls. A marker records
+//!   (n, old counter); staged records 1..n are RENAMEd over records 1..n; records n+1..old are deleted
+//!   by range; leftovers above that are swept with SCAN only when a probe finds one; the counter
+//!   becomes n and the bookkeeping goes. Any run that finds a marker finishes the publish first, so
+//!   after any failure plus recovery a stream holds exactly its old or exactly its new records.
+
+use std::time::Instant;
+
+use redis::Value;
+
+use crate::connect::{classify, Context};
+use crate::error::Failure;
+use crate::keys::{self, StagingKeys, StreamKeys};
+use crate::scripts::{
+    LuaScript, DELETE_RANGE, PUBLISH_BEGIN, PUBLISH_FINISH, PUBLISH_STEP, SCAN_DELETE,
+};
+
+/// Keys per publish or delete call: each call stays in the low milliseconds.
+pub const CHUNK: u64 = 500;
+/// SCAN COUNT hint of one sweep step.
+const SCAN_COUNT: u64 = 1000;
+/// Sweep steps at most (a bound on the loop; a sweep of a huge keyspace ends here with a warning).
+const MAX_SCAN_STEPS: u64 = 10_000_000;
+
+/// A stream written by overwrite: its live keys, its staging keys, its generation.
+#[derive(Debug, Clone)]
+pub struct OverwriteStream {
+    /// The stream's own keys.
+    pub live: StreamKeys,
+    /// Its staging keys.
+    pub staging: StagingKeys,
+    /// The generation being written.
+    pub generation: i64,
+}
+
+impl OverwriteStream {
+    /// The overwrite keys of a stream with these live keys.
+    pub fn new(live: StreamKeys, generation: i64) -> Self {
+        let staging = StagingKeys::for_counter(&live.counter);
+        OverwriteStream {
+            live,
+            staging,
+            generation,
+        }
+    }
+
+    /// The keys the append script writes for this stream: the staging counter and records.
+    pub fn staging_as_stream(&self) -> StreamKeys {
+        StreamKeys {
+            counter: self.staging.counter.clone(),
+            record_prefix: self.staging.record_prefix.clone(),
+        }
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Default)]
+pub struct PublishReport {
+    /// Records the stream holds now.
+    pub published: u64,
+    /// Records it held before.
+    pub old: u64,
+    /// Keys under the stream's prefix that were not records and were left alone.
+    pub skipped: u64,
+    /// Script calls the publish made.
+    pub calls: u64,
+    /// How long it took, in milliseconds.
+    pub millis: u128,
+}
+
+fn eval(
+    con: &mut redis::Connection,
+    script: &LuaScript,
+    keys: &[&str],
+    args: &[&str],
+    ctx: &Context,
+) -> Result<Value, Failure> {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(&script.sha).arg(keys.len());
+    for k in keys {
+        cmd.arg(*k);
+    }
+    for a in args {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(con) {
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(script.body)
+                .query::<String>(con)
+                .map_err(|e| classify(&e, ctx))?;
+            cmd.query(con).map_err(|e| classify(&e, ctx))
+        }
+        other => other.map_err(|e| classify(&e, ctx)),
+    }
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::Int(n) => *n,
+                Value::BulkString(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                _ => 0,
+            })
+            .collect(),
+        Value::Int(n) => vec![*n],
+        _ => Vec::new(),
+    }
+}
+
+/// Deletes records `from..=to` under `prefix` in chunks; returns the keys left alone (not records).
+fn delete_range(
+    con: &mut redis::Connection,
+    prefix: &str,
+    from: u64,
+    to: u64,
+    ctx: &Context,
+    calls: &mut u64,
+) -> Result<u64, Failure> {
+    let mut skipped = 0;
+    let mut start = from;
+    while start <= to {
+        let end = (start + CHUNK - 1).min(to);
+        let r = eval(
+            con,
+            &DELETE_RANGE,
+            &[],
+            &[prefix, &start.to_string(), &end.to_string()],
+            ctx,
+        )?;
+        *calls += 1;
+        skipped += ints(&r).get(1).copied().unwrap_or(0) as u64;
+        start = end + 1;
+    }
+    Ok(skipped)
+}
+
+/// Readies a stream's staging for this run; returns how many staged records are kept (the offset of
+/// this run's records in staging).
+pub fn prepare(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    first_data: Option<&[u8]>,
+    ctx: &Context,
+) -> Result<u64, Failure> {
+    let ctx = &Context {
+        during: format!("preparing the staging of stream key {:?}", s.live.counter),
+        ..ctx.clone()
+    };
+    let q = |e: redis::RedisError| classify(&e, ctx);
+    let (generation, count): (Option<i64>, Option<u64>) = redis::pipe()
+        .cmd("HGET")
+        .arg(&s.staging.meta)
+        .arg("generation")
+        .cmd("GET")
+        .arg(&s.staging.counter)
+        .query(con)
+        .map_err(q)?;
+    let count = count.unwrap_or(0);
+    let mut calls = 0;
+    if generation != Some(s.generation) {
+        delete_range(con, &s.staging.record_prefix, 1, count, ctx, &mut calls)?;
+        redis::pipe()
+            .cmd("DEL")
+            .arg(&s.staging.counter)
+            .arg(&s.staging.marks)
+            .ignore()
+            .cmd("HSET")
+            .arg(&s.staging.meta)
+            .arg("generation")
+            .arg(s.generation)
+            .ignore()
+            .query::<()>(con)
+            .map_err(q)?;
+        return Ok(0);
+    }
+    let mut marks: Vec<u64> = redis::cmd("LRANGE")
+        .arg(&s.staging.marks)
+        .arg(0)
+        .arg(-1)
+        .query(con)
+        .map_err(q)?;
+    marks.retain(|m| *m <= count);
+    marks.sort_unstable();
+    marks.dedup();
+    let last_mark = marks.last().copied().unwrap_or(0);
+    let keep = match first_data {
+        Some(first) => {
+            let mut candidates = vec![0];
+            candidates.extend(marks.iter().copied().filter(|m| *m > 0));
+            candidates.retain(|c| *c < count);
+            let mut pipe = redis::pipe();
+            for c in &candidates {
+                pipe.cmd("HGET")
+                    .arg(format!("{}{}", s.staging.record_prefix, c + 1))
+                    .arg("_airbyte_data");
+            }
+            let staged: Vec<Option<Vec<u8>>> = if candidates.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query(con).map_err(q)?
+            };
+            // The latest match: a source restarting from its last state is the common case, and
+            // taking an earlier match on duplicate data would drop records the source will not resend.
+            candidates
+                .iter()
+                .zip(staged)
+                .filter(|(_, d)| d.as_deref() == Some(first))
+                .map(|(c, _)| *c)
+                .max()
+                .unwrap_or(last_mark)
+        }
+        None => last_mark,
+    };
+    if keep < count {
+        delete_range(
+            con,
+            &s.staging.record_prefix,
+            keep + 1,
+            count,
+            ctx,
+            &mut calls,
+        )?;
+    }
+    let mut pipe = redis::pipe();
+    if keep > 0 {
+        pipe.cmd("SET").arg(&s.staging.counter).arg(keep).ignore();
+    } else {
+        pipe.cmd("DEL").arg(&s.staging.counter).ignore();
+    }
+    pipe.cmd("DEL").arg(&s.staging.marks).ignore();
+    let kept: Vec<u64> = marks.into_iter().filter(|m| *m <= keep).collect();
+    if !kept.is_empty() {
+        pipe.cmd("RPUSH").arg(&s.staging.marks).arg(&kept).ignore();
+    }
+    pipe.query::<()>(con).map_err(q)?;
+    Ok(keep)
+}
+
+/// Records that a state was echoed when `position` records of the stream were staged.
+pub fn mark(pipe: &mut redis::Pipeline, s: &OverwriteStream, position: u64) {
+    pipe.cmd("RPUSH")
+        .arg(&s.staging.marks)
+        .arg(position)
+        .ignore();
+}
+
+/// Publishes a stream's staged generation (see the module documentation).
+pub fn publish(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    sweep: bool,
+    ctx: &Context,
+) -> Result<PublishReport, Failure> {
+    let started = Instant::now();
+    let ctx = &Context {
+        during: format!("publishing stream key {:?}", s.live.counter),
+        ..ctx.clone()
+    };
+    let registry = keys::publish_registry();
+    let r = eval(
+        con,
+        &PUBLISH_BEGIN,
+        &[
+            &s.live.counter,
+            &s.staging.counter,
+            &s.staging.marker,
+            &registry,
+        ],
+        &[&s.generation.to_string()],
+        ctx,
+    )?;
+    let v = ints(&r);
+    let (n, old) = (
+        v.first().copied().unwrap_or(0) as u64,
+        v.get(1).copied().unwrap_or(0) as u64,
+    );
+    let mut report = finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?;
+    report.calls += 1;
+    report.millis = started.elapsed().as_millis();
+    Ok(report)
+}
+
+/// Steps 2 to 4 of a publish whose marker says (n, old); idempotent.
+fn finish_publish(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    staging: &StagingKeys,
+    n: u64,
+    old: u64,
+    sweep: bool,
+    ctx: &Context,
+) -> Result<PublishReport, Failure> {
+    let mut report = PublishReport {
+        published: n,
+        old,
+        ..PublishReport::default()
+    };
+    let mut start = 1;
+    while start <= n {
+        let end = (start + CHUNK - 1).min(n);
+        eval(
+            con,
+            &PUBLISH_STEP,
+            &[],
+            &[
+                &staging.record_prefix,
+                &live.record_prefix,
+                &start.to_string(),
+                &end.to_string(),
+            ],
+            ctx,
+        )?;
+        report.calls += 1;
+        start = end + 1;
+    }
+    if old > n {
+        report.skipped +=
+            delete_range(con, &live.record_prefix, n + 1, old, ctx, &mut report.calls)?;
+    }
+    let probe = live.record(n.max(old) + 1);
+    let stray: bool = redis::cmd("EXISTS")
+        .arg(&probe)
+        .query(con)
+        .map_err(|e| classify(&e, ctx))?;
+    if sweep || stray {
+        report.skipped += sweep_leftovers(con, live, n, ctx, &mut report.calls)?;
+    }
+    let registry = keys::publish_registry();
+    eval(
+        con,
+        &PUBLISH_FINISH,
+        &[
+            &live.counter,
+            &staging.counter,
+            &staging.marker,
+            &registry,
+            &staging.meta,
+            &staging.marks,
+        ],
+        &[],
+        ctx,
+    )?;
+    report.calls += 1;
+    Ok(report)
+}
+
+/// SCANs the stream's record keys and deletes the records with ids above `keep`.
+pub fn sweep_leftovers(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    keep: u64,
+    ctx: &Context,
+    calls: &mut u64,
+) -> Result<u64, Failure> {
+    let pattern = format!("{}*", keys::escape_glob(&live.record_prefix));
+    let mut cursor = "0".to_string();
+    let mut skipped = 0;
+    for _ in 0..MAX_SCAN_STEPS {
+        let r = eval(
+            con,
+            &SCAN_DELETE,
+            &[],
+            &[
+                &cursor,
+                &pattern,
+                &live.record_prefix,
+                &keep.to_string(),
+                &SCAN_COUNT.to_string(),
+            ],
+            ctx,
+        )?;
+        *calls += 1;
+        let Value::Array(items) = r else {
+            return Err(Failure::system(
+                "The leftover sweep answered unexpectedly.",
+                format!("{r:?}"),
+            ));
+        };
+        cursor = match items.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => {
+                return Err(Failure::system(
+                    "The leftover sweep answered unexpectedly.",
+                    format!("{other:?}"),
+                ))
+            }
+        };
+        skipped += ints(&Value::Array(items)).get(2).copied().unwrap_or(0) as u64;
+        if cursor == "0" {
+            break;
+        }
+    }
+    Ok(skipped)
+}
+
+/// Finishes every publish a failed or killed run left under way. Returns the streams it finished.
+pub fn recover(con: &mut redis::Connection, ctx: &Context) -> Result<Vec<String>, Failure> {
+    let ctx = &Context {
+        during: "finishing an interrupted publish".into(),
+        ..ctx.clone()
+    };
+    let counters: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::publish_registry())
+        .query(con)
+        .map_err(|e| classify(&e, ctx))?;
+    for counter in &counters {
+        let staging = StagingKeys::for_counter(counter);
+        let (n, old): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(&staging.marker)
+            .arg("n")
+            .arg("old")
+            .query(con)
+            .map_err(|e| classify(&e, ctx))?;
+        let live = StreamKeys {
+            counter: counter.clone(),
+            record_prefix: format!("{counter}:"),
+        };
+        match (n, old) {
+            (Some(n), Some(old)) => {
+                finish_publish(con, &live, &staging, n, old, false, ctx)?;
+            }
+            _ => {
+                redis::cmd("SREM")
+                    .arg(keys::publish_registry())
+                    .arg(counter)
+                    .query::<()>(con)
+                    .map_err(|e| classify(&e, ctx))?;
+            }
+        }
+    }
+    Ok(counters)
+}
