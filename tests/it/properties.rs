@@ -198,3 +198,109 @@ fn two_concurrent_writers_share_one_gapless_sequence() {
         })
         .unwrap();
 }
+
+#[derive(Debug, Clone)]
+enum Ending {
+    /// COMPLETE arrives and the input ends cleanly.
+    Complete,
+    /// A bad line after this many new records (the sync fails before COMPLETE).
+    BadLineAfter(usize),
+    /// The input ends with an INCOMPLETE status instead of COMPLETE.
+    Incomplete,
+}
+
+#[test]
+fn overwrite_ends_with_exactly_the_old_or_exactly_the_new_records() {
+    let server = RedisServer::start();
+    let case = AtomicUsize::new(0);
+    let ending = prop_oneof![
+        2 => Just(Ending::Complete),
+        1 => (0usize..60).prop_map(Ending::BadLineAfter),
+        1 => Just(Ending::Incomplete),
+    ];
+    let strategy = (0usize..60, 0usize..60, 1usize..9, ending, 0usize..15);
+    runner(24, "proptest-regressions/it-properties-overwrite.txt")
+        .run(
+            &strategy,
+            |(n_old, n_new, batch_size, ending, state_every)| {
+                let ns = format!("o{}", case.fetch_add(1, Ordering::SeqCst));
+                let streams = [(Some(ns.as_str()), "s")];
+                let old: Vec<String> = (0..n_old).map(|i| format!(r#"{{"old":{i}}}"#)).collect();
+                let new: Vec<String> = (0..n_new).map(|i| format!(r#"{{"new":{i}}}"#)).collect();
+                let lines = |data: &[String]| -> String {
+                    data.iter()
+                        .enumerate()
+                        .map(|(i, d)| {
+                            let mut l = record(Some(&ns), "s", d, 1) + "\n";
+                            if state_every > 0 && i % state_every == state_every - 1 {
+                                l += &(legacy_state(&i.to_string()) + "\n");
+                            }
+                            l
+                        })
+                        .collect()
+                };
+                let out = common::write_sync(&server.config(), &catalog(&streams), &lines(&old));
+                prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+
+                let mut config = server.config();
+                config["batch_size"] = json!(batch_size);
+                let cat = common::catalog_with(&streams, "overwrite", 3, 3);
+                let complete = common::status(Some(&ns), "s", "COMPLETE") + "\n";
+                let input = match &ending {
+                    Ending::Complete => lines(&new) + &complete,
+                    Ending::BadLineAfter(k) => {
+                        lines(&new[..(*k).min(n_new)]) + "{broken\n" + &complete
+                    }
+                    Ending::Incomplete => {
+                        lines(&new) + &common::status(Some(&ns), "s", "INCOMPLETE") + "\n"
+                    }
+                };
+                let out = common::write_sync(&config, &cat, &input);
+                let mut con = server.conn();
+                let (counter, records) = common::read_stream(&mut con, Some(&ns), "s");
+                let stored: Vec<String> = records
+                    .iter()
+                    .map(|r| r.get("_airbyte_data").cloned().unwrap_or_default())
+                    .collect();
+                let ids_ok = records
+                    .iter()
+                    .enumerate()
+                    .all(|(i, r)| r.get("_airbyte_ab_id") == Some(&(i + 1).to_string()));
+                prop_assert!(ids_ok, "ids are not 1..N");
+                let (want, code) = match ending {
+                    Ending::Complete => (&new, 0),
+                    Ending::BadLineAfter(_) => (&old, 1),
+                    Ending::Incomplete => (&old, 0),
+                };
+                prop_assert_eq!(out.code, Some(code), "{}", out.dump());
+                prop_assert_eq!(&stored, want);
+                prop_assert_eq!(counter.unwrap_or(0) as usize, want.len());
+                prop_assert_eq!(
+                    common::count_record_keys(&mut con, Some(&ns), "s"),
+                    want.len()
+                );
+
+                // A rerun of the same generation from the start always ends with exactly the new records.
+                let out = common::write_sync(&config, &cat, &(lines(&new) + &complete));
+                prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+                let (counter, records) = common::read_stream(&mut con, Some(&ns), "s");
+                let stored: Vec<String> = records
+                    .iter()
+                    .map(|r| r.get("_airbyte_data").cloned().unwrap_or_default())
+                    .collect();
+                prop_assert_eq!(&stored, &new);
+                prop_assert_eq!(counter.unwrap_or(0) as usize, n_new);
+                let staging: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("_airbyte_redis:*{ns}*"))
+                    .query(&mut con)
+                    .expect("KEYS");
+                prop_assert_eq!(
+                    staging,
+                    Vec::<String>::new(),
+                    "bookkeeping left after success"
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+}
