@@ -22,6 +22,8 @@ pub const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
 /// Default time an open batch may wait for more records before it is sent anyway.
 pub const DEFAULT_BATCH_LINGER_MS: u64 = 100;
+/// Default time to recover from one lost connection, restart or busy server before failing.
+pub const DEFAULT_RETRY_BUDGET_MS: u64 = 60_000;
 /// Default number of batches that may be sent and not yet acknowledged.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
@@ -43,6 +45,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "max_batches_in_flight",
     "truncate_refreshes",
     "sweep_leftovers",
+    "retry_budget_ms",
 ];
 
 /// A configuration problem, naming the field and what is wrong with it.
@@ -106,6 +109,8 @@ pub struct Settings {
     pub max_in_flight: NonZeroUsize,
     /// Whether `minimum_generation_id == generation_id > 0` makes an append stream a truncate refresh.
     pub truncate_refreshes: bool,
+    /// How long one incident (lost connection, restart, LOADING/BUSY) may take to recover.
+    pub retry_budget: Duration,
     /// Whether every publish sweeps the stream's keys with SCAN for leftover records above the new
     /// count (otherwise only when a probe finds one right above it).
     pub sweep_leftovers: bool,
@@ -228,6 +233,14 @@ impl Settings {
         let max_in_flight = positive(map, "max_batches_in_flight", DEFAULT_MAX_IN_FLIGHT, 1024)?;
         let truncate_refreshes = bool_field(map, "truncate_refreshes")?.unwrap_or(true);
         let sweep_leftovers = bool_field(map, "sweep_leftovers")?.unwrap_or(false);
+        let retry_budget_ms =
+            int_field(map, "retry_budget_ms")?.unwrap_or(DEFAULT_RETRY_BUDGET_MS as i64);
+        if !(0..=3_600_000).contains(&retry_budget_ms) {
+            return Err(field(
+                "retry_budget_ms",
+                "must be between 0 and 3600000 milliseconds",
+            ));
+        }
         let ignored_fields = map
             .keys()
             .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
@@ -246,6 +259,7 @@ impl Settings {
             max_in_flight,
             truncate_refreshes,
             sweep_leftovers,
+            retry_budget: Duration::from_millis(retry_budget_ms as u64),
             ignored_fields,
         })
     }

@@ -97,6 +97,11 @@ fn connection_specification() -> Value {
                 "title": "Sweep leftovers on overwrite", "type": "boolean", "order": 14, "default": false,
                 "description": "On every overwrite, also SCAN the stream's keys for records above the new count (left by other tools). Without it the sweep runs only when a record is found right above the old count."
             },
+            "retry_budget_ms": {
+                "title": "Retry budget (ms)", "type": "integer", "order": 15,
+                "minimum": 0, "maximum": 3600000, "default": config::DEFAULT_RETRY_BUDGET_MS,
+                "description": "How long to keep reconnecting and resending after a lost connection, a restart or a busy server before the sync fails. Batches are never applied twice."
+            },
             "tunnel_method": tunnel_method(),
         }
     })

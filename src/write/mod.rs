@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod overwrite;
 pub mod reader;
 pub mod resp;
+pub mod retry;
 pub mod router;
 pub mod writer;
 
@@ -30,7 +31,7 @@ use crossbeam_channel::{bounded, never, select, unbounded, Receiver};
 
 use crate::config::Settings;
 use crate::connect::{self, Context};
-use crate::error::Failure;
+use crate::error::{Failure, FailureType};
 use crate::keys::{self, StreamKeys};
 use crate::protocol::catalog::{self, SyncMode};
 use crate::protocol::output::{Level, Output};
@@ -42,6 +43,7 @@ use batcher::Batcher;
 use checkpoint::{Checkpoint, ReadyState, StateScope};
 use overwrite::OverwriteStream;
 use reader::{Chunk, Item};
+use retry::Retry;
 use router::Router;
 use writer::{Ack, Work, Writer};
 
@@ -75,17 +77,7 @@ pub fn run<R: Read + Send + 'static>(
         .map_err(|m| Failure::config(format!("Invalid catalog: {m}."), &m))?;
 
     let reply_timeout = WRITE_REPLY_TIMEOUT.max(settings.connect_timeout);
-    let connected = connect::connect(settings, reply_timeout)?;
-    for w in &connected.warnings {
-        out.log(Level::Warn, w);
-    }
-    let mut con = connected.con;
     let ctx = Context::new(settings, "while writing");
-    writer::load_scripts(&mut con, &ctx)?;
-    for counter in overwrite::recover(&mut con, &ctx)? {
-        out.log(Level::Info, format!("Finished the publish of stream key {counter:?} that an earlier run left under way."));
-    }
-
     let run_id = new_run_id()?;
     let overwrites: Vec<Option<OverwriteStream>> = streams
         .iter()
@@ -111,8 +103,31 @@ pub fn run<R: Read + Send + 'static>(
         .iter()
         .map(|d| StreamCall::new(&APPEND_BATCH, StreamKeys::new(d), &run_id))
         .collect();
-    check_rights(&mut con, &live_calls, &ctx)?;
-    check_rights(&mut con, &calls, &ctx)?;
+    // Setup rides through a restarting or briefly unreachable server like the writes do.
+    let mut retry = Retry::new(settings.retry_budget);
+    let con = loop {
+        let attempt = connect::connect(settings, reply_timeout).and_then(|connected| {
+            let mut con = connected.con;
+            writer::load_scripts(&mut con, &ctx)?;
+            let recovered = overwrite::recover(&mut con, &ctx)?;
+            check_rights(&mut con, &live_calls, &ctx)?;
+            check_rights(&mut con, &calls, &ctx)?;
+            Ok((con, connected.warnings, recovered))
+        });
+        match attempt {
+            Ok((con, warnings, recovered)) => {
+                for w in &warnings {
+                    out.log(Level::Warn, w);
+                }
+                for counter in recovered {
+                    out.log(Level::Info, format!("Finished the publish of stream key {counter:?} that an earlier run left under way."));
+                }
+                break con;
+            }
+            Err(f) if f.failure_type == FailureType::Transient => retry.wait(&f)?,
+            Err(f) => return Err(f),
+        }
+    };
     let overwrite_count = overwrites.iter().flatten().count();
     out.log(
         Level::Info,
@@ -152,6 +167,8 @@ pub fn run<R: Read + Send + 'static>(
         sweep: settings.sweep_leftovers,
         ctx,
         max_group: settings.max_in_flight.get(),
+        settings: settings.clone(),
+        reply_timeout,
     };
     let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
 
@@ -302,6 +319,7 @@ impl Coordinator {
                 self.summary.batches += 1;
             }
             Ack::Prepared => self.awaiting -= 1,
+            Ack::Reconnected(message) => out.log(Level::Warn, message),
             Ack::Echo(line) => {
                 self.awaiting -= 1;
                 self.summary.states += 1;

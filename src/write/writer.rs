@@ -2,12 +2,19 @@
 //!
 //! The writer takes every batch that is waiting (up to the in-flight limit) and sends them in one
 //! socket write, then reads their replies in order; meanwhile the other threads keep reading and
-//! batching. Each reply is acknowledged as it is read. A NOSCRIPT reply (script cache emptied by a
-//! restart, failover or SCRIPT FLUSH) makes the writer load the scripts and resend exactly the
-//! batches that got it; the batch tokens make a resend of an applied batch a no-op, and refuse a
-//! batch that would overtake another.
+//! batching. Each reply is acknowledged as it is read.
+//!
+//! Exactly once across faults: every batch carries a per-run sequence token that the script checks
+//! and records atomically with the batch. So whatever went wrong — the connection dropped with
+//! batches in flight, the server restarted, the script cache was emptied (NOSCRIPT), the server was
+//! loading or busy — the writer recovers the same way: wait (bounded backoff within the retry
+//! budget), reconnect if needed, reload the scripts, and resend every batch of the group that was
+//! not acknowledged, in order. A batch that had been applied answers "already applied"; one that
+//! would overtake another is refused before it writes. Overwrite work (prepare, marks, publish) is
+//! idempotent and is simply redone.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use redis::{RedisError, Value};
@@ -15,14 +22,16 @@ use redis::{RedisError, Value};
 use super::batch::{Batch, StreamCall};
 use super::checkpoint::ReadyState;
 use super::overwrite::{self, OverwriteStream, PublishReport};
-use crate::connect::{classify, Context};
-use crate::error::Failure;
+use super::retry::Retry;
+use crate::config::Settings;
+use crate::connect::{self, classify, Context};
+use crate::error::{Failure, FailureType};
 use crate::scripts;
 
 /// Bytes of calls sent in one socket write, at most (a single larger batch goes alone).
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
-/// How often a group is resent after NOSCRIPT before giving up.
-const NOSCRIPT_ATTEMPTS: usize = 3;
+/// How often one group is resent at most (NOSCRIPT, refused batches), whatever the time budget.
+const MAX_RESENDS: usize = 100;
 
 /// What the coordinator asks of the writer, in order.
 #[derive(Debug)]
@@ -66,6 +75,8 @@ pub enum Ack {
         /// What the publish did.
         report: PublishReport,
     },
+    /// The connection was lost and restored; batches were resent.
+    Reconnected(String),
     /// Writing failed; nothing after this is committed.
     Failed(Failure),
 }
@@ -84,6 +95,18 @@ pub struct Writer {
     pub ctx: Context,
     /// Batches per pipelined group, at most.
     pub max_group: usize,
+    /// How to connect again after the connection is lost.
+    pub settings: Settings,
+    /// Reply timeout of a connection.
+    pub reply_timeout: Duration,
+}
+
+/// Where the writer stands with the overwrite streams.
+struct OverwriteProgress {
+    /// Staged records kept from an earlier attempt, per stream.
+    offsets: Vec<u64>,
+    /// Streams already published.
+    published: Vec<bool>,
 }
 
 impl Writer {
@@ -91,8 +114,10 @@ impl Writer {
     pub fn run(mut self, work: Receiver<Work>, acks: Sender<Ack>) {
         let mut group: Vec<Batch> = Vec::with_capacity(self.max_group);
         let mut buf = Vec::new();
-        let mut offsets = vec![0u64; self.calls.len()];
-        let mut published = vec![false; self.calls.len()];
+        let mut progress = OverwriteProgress {
+            offsets: vec![0; self.calls.len()],
+            published: vec![false; self.calls.len()],
+        };
         let mut held: Option<Work> = None;
         loop {
             let next = match held.take() {
@@ -123,35 +148,7 @@ impl Writer {
                     group.clear();
                     r
                 }
-                Work::Prepare { stream, first_data } => match &self.overwrite[stream] {
-                    Some(ow) => {
-                        overwrite::prepare(&mut self.con, ow, first_data.as_deref(), &self.ctx).map(
-                            |kept| {
-                                offsets[stream] = kept;
-                                let _ = acks.send(Ack::Prepared);
-                            },
-                        )
-                    }
-                    None => {
-                        let _ = acks.send(Ack::Prepared);
-                        Ok(())
-                    }
-                },
-                Work::State(state) => self.record_marks(&state, &offsets, &published).map(|()| {
-                    let _ = acks.send(Ack::Echo(state.line));
-                }),
-                Work::Publish { stream } => match &self.overwrite[stream] {
-                    Some(ow) if !std::mem::replace(&mut published[stream], true) => {
-                        overwrite::publish(&mut self.con, ow, self.sweep, &self.ctx).map(|report| {
-                            let _ = acks.send(Ack::Published { stream, report });
-                        })
-                    }
-                    _ => {
-                        let report = PublishReport::default();
-                        let _ = acks.send(Ack::Published { stream, report });
-                        Ok(())
-                    }
-                },
+                other => self.do_work(other, &mut progress, &acks),
             };
             if let Err(f) = result {
                 let _ = acks.send(Ack::Failed(f));
@@ -167,45 +164,145 @@ impl Writer {
         let _ = del.query::<()>(&mut self.con);
     }
 
-    /// Records the state's staging marks; a stream published already needs none (its staging is gone).
-    fn record_marks(
+    /// Prepare, marks and publish: idempotent, so redone after a reconnect.
+    fn do_work(
         &mut self,
-        state: &ReadyState,
-        offsets: &[u64],
-        published: &[bool],
+        work: Work,
+        p: &mut OverwriteProgress,
+        acks: &Sender<Ack>,
     ) -> Result<(), Failure> {
-        let mut pipe = redis::pipe();
-        let mut any = false;
-        for (stream, records) in &state.marks {
-            if let (Some(ow), false) = (&self.overwrite[*stream], published[*stream]) {
-                overwrite::mark(&mut pipe, ow, offsets[*stream] + records);
-                any = true;
+        match work {
+            Work::Batch(_) => Ok(()),
+            Work::Prepare { stream, first_data } => {
+                if let Some(ow) = self.overwrite[stream].clone() {
+                    let kept = self.with_retry(acks, |w| {
+                        overwrite::prepare(&mut w.con, &ow, first_data.as_deref(), &w.ctx)
+                    })?;
+                    p.offsets[stream] = kept;
+                }
+                let _ = acks.send(Ack::Prepared);
+                Ok(())
+            }
+            Work::State(state) => {
+                let marks: Vec<(OverwriteStream, u64)> = state
+                    .marks
+                    .iter()
+                    .filter(|(s, _)| !p.published[*s])
+                    .filter_map(|(s, n)| {
+                        self.overwrite[*s].clone().map(|ow| (ow, p.offsets[*s] + n))
+                    })
+                    .collect();
+                if !marks.is_empty() {
+                    self.with_retry(acks, |w| {
+                        let mut pipe = redis::pipe();
+                        for (ow, position) in &marks {
+                            overwrite::mark(&mut pipe, ow, *position);
+                        }
+                        pipe.query::<()>(&mut w.con)
+                            .map_err(|e| classify(&e, &w.ctx))
+                    })?;
+                }
+                let _ = acks.send(Ack::Echo(state.line));
+                Ok(())
+            }
+            Work::Publish { stream } => {
+                let mut report = PublishReport::default();
+                if let Some(ow) = self.overwrite[stream].clone() {
+                    if !std::mem::replace(&mut p.published[stream], true) {
+                        let sweep = self.sweep;
+                        report = self.with_retry(acks, |w| {
+                            overwrite::publish(&mut w.con, &ow, sweep, &w.ctx)
+                        })?;
+                    }
+                }
+                let _ = acks.send(Ack::Published { stream, report });
+                Ok(())
             }
         }
-        if !any {
-            return Ok(());
-        }
-        pipe.query::<()>(&mut self.con)
-            .map_err(|e| classify(&e, &self.ctx))
     }
 
-    /// Sends `group`, acknowledging each batch as its reply arrives.
+    /// Runs `op`, and after a transient failure reconnects and runs it again, within the budget.
+    fn with_retry<T>(
+        &mut self,
+        acks: &Sender<Ack>,
+        mut op: impl FnMut(&mut Self) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut retry = Retry::new(self.settings.retry_budget);
+        loop {
+            match op(self) {
+                Err(f) if f.failure_type == FailureType::Transient => {
+                    self.reconnect(&mut retry, f, acks)?
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits, then connects again and reloads the scripts, until it works or the budget is spent.
+    fn reconnect(
+        &mut self,
+        retry: &mut Retry,
+        cause: Failure,
+        acks: &Sender<Ack>,
+    ) -> Result<(), Failure> {
+        let first = cause.clone();
+        let mut cause = cause;
+        loop {
+            retry.wait(&cause)?;
+            let attempt = connect::connect(&self.settings, self.reply_timeout).and_then(|c| {
+                let mut con = c.con;
+                load_scripts(&mut con, &self.ctx)?;
+                Ok(con)
+            });
+            match attempt {
+                Ok(con) => {
+                    self.con = con;
+                    let _ = acks.send(Ack::Reconnected(format!(
+                        "{} Reconnected; unacknowledged work is being resent.",
+                        first.message
+                    )));
+                    return Ok(());
+                }
+                Err(f) if f.failure_type == FailureType::Transient => cause = f,
+                Err(f) => return Err(f),
+            }
+        }
+    }
+
+    /// Sends `group`, acknowledging each batch as its reply arrives; resends what was not applied.
     fn send_group(
         &mut self,
         group: &[Batch],
         buf: &mut Vec<u8>,
         acks: &Sender<Ack>,
     ) -> Result<(), Failure> {
+        let mut retry = Retry::new(self.settings.retry_budget);
         let mut pending: Vec<&Batch> = group.iter().collect();
-        for _ in 0..NOSCRIPT_ATTEMPTS {
+        for _ in 0..MAX_RESENDS {
             buf.clear();
             for b in &pending {
                 self.calls[b.stream].encode(b, buf);
             }
-            let replies =
-                redis::ConnectionLike::req_packed_commands(&mut self.con, buf, 0, pending.len())
-                    .map_err(|e| classify(&e, &self.ctx))?;
+            let replies = match redis::ConnectionLike::req_packed_commands(
+                &mut self.con,
+                buf,
+                0,
+                pending.len(),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    let f = classify(&e, &self.ctx);
+                    if f.failure_type != FailureType::Transient {
+                        return Err(f);
+                    }
+                    // Which of them landed is unknown: reconnect and resend all; tokens sort it out.
+                    self.reconnect(&mut retry, f, acks)?;
+                    continue;
+                }
+            };
             let mut again = Vec::new();
+            let mut reload = false;
+            let mut busy: Option<Failure> = None;
             for (batch, reply) in pending.iter().zip(replies) {
                 match reply {
                     Value::Int(_) => {
@@ -214,9 +311,21 @@ impl Writer {
                             records: batch.records,
                         });
                     }
-                    Value::ServerError(e) if e.code() == "NOSCRIPT" => again.push(*batch),
+                    Value::ServerError(e) if e.code() == "NOSCRIPT" => {
+                        reload = true;
+                        again.push(*batch);
+                    }
+                    // Refused because an earlier batch of the group was: it goes again after it.
+                    Value::ServerError(e) if e.code() == "ABSEQ" && !again.is_empty() => {
+                        again.push(*batch)
+                    }
                     Value::ServerError(e) => {
-                        return Err(self.batch_error(batch, RedisError::from(e)))
+                        let f = self.batch_error(batch, RedisError::from(e));
+                        if f.failure_type != FailureType::Transient {
+                            return Err(f);
+                        }
+                        busy.get_or_insert(f);
+                        again.push(*batch);
                     }
                     other => {
                         return Err(Failure::system(
@@ -232,16 +341,50 @@ impl Writer {
             if again.is_empty() {
                 return Ok(());
             }
-            load_scripts(&mut self.con, &self.ctx)?;
+            if let Some(f) = busy {
+                retry.wait(&f)?;
+            }
+            if reload {
+                if let Err(f) = load_scripts(&mut self.con, &self.ctx) {
+                    if f.failure_type != FailureType::Transient {
+                        return Err(f);
+                    }
+                    self.reconnect(&mut retry, f, acks)?;
+                }
+            }
             pending = again;
         }
         Err(Failure::system(
-            format!("Redis at {} kept forgetting the destination's scripts (NOSCRIPT after loading them).", self.ctx.address),
-            "NOSCRIPT",
+            format!(
+                "Redis at {} kept refusing a group of batches after {MAX_RESENDS} resends.",
+                self.ctx.address
+            ),
+            "resend limit",
         ))
     }
 
-    fn batch_error(&self, batch: &Batch, err: RedisError) -> Failure {
+    fn batch_error(&mut self, batch: &Batch, err: RedisError) -> Failure {
+        let oom = err.code() == Some("OOM");
+        let mut f = self.classify_batch_error(batch, &err);
+        if oom {
+            // Name the limit the user has to raise, when the server lets us read it.
+            let limit: Option<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory")
+                .query(&mut self.con)
+                .ok();
+            if let Some(bytes) = limit.as_ref().and_then(|v| v.get(1)) {
+                f.message = f.message.replacen(
+                    "(maxmemory reached)",
+                    &format!("(maxmemory of {bytes} bytes reached)"),
+                    1,
+                );
+            }
+        }
+        f
+    }
+
+    fn classify_batch_error(&self, batch: &Batch, err: &RedisError) -> Failure {
         let keys = &self.calls[batch.stream].keys;
         let ctx = self
             .ctx
@@ -251,7 +394,7 @@ impl Writer {
             during: format!("{} for stream key {:?}", ctx.during, keys.counter),
             ..ctx
         };
-        classify(&err, &ctx)
+        classify(err, &ctx)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (link time), a module per capability, real servers only.
 
 mod common;
+mod faults;
 mod overwrite;
 mod properties;
 mod spec_check;

@@ -315,6 +315,7 @@ fn state_is_not_echoed_when_redis_dies_before_its_records_commit() {
     let cat = catalog(&[(None, "s")]);
     let mut config = server.config();
     config["batch_linger_ms"] = json!(20);
+    config["retry_budget_ms"] = json!(300);
     let mut proc = common::Interactive::start(&config, &cat);
     let first: String = (0..50)
         .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")

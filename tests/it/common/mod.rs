@@ -2,6 +2,7 @@
 //! through pipes, message builders, and a counting TCP proxy.
 #![allow(dead_code)]
 
+mod fault;
 mod proxy;
 mod server;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub use fault::{Cut, Direction, FaultProxy};
 pub use proxy::CountingProxy;
 pub use server::RedisServer;
 

@@ -1,0 +1,266 @@
+//! Faults against real servers: dropped connections at random points, a restarted server, BUSY,
+//! OOM at a tiny maxmemory, a read-only replica. Exactly once: ids 1..N, every record once, states
+//! only for committed data.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use serde_json::json;
+
+use crate::common::{self, catalog, legacy_state, record, Cut, Direction, FaultProxy, RedisServer};
+
+fn check_exact(
+    con: &mut redis::Connection,
+    ns: &str,
+    stream: &str,
+    want: &[String],
+) -> Result<(), TestCaseError> {
+    let (counter, records) = common::read_stream(con, Some(ns), stream);
+    prop_assert_eq!(
+        counter.unwrap_or(0) as usize,
+        want.len(),
+        "counter of {}",
+        stream
+    );
+    for (i, (r, d)) in records.iter().zip(want).enumerate() {
+        prop_assert_eq!(r.get("_airbyte_ab_id"), Some(&(i + 1).to_string()));
+        prop_assert_eq!(
+            r.get("_airbyte_data"),
+            Some(d),
+            "record {} of {}",
+            i + 1,
+            stream
+        );
+    }
+    prop_assert_eq!(
+        common::count_record_keys(con, Some(ns), stream),
+        want.len(),
+        "no record beyond the counter"
+    );
+    Ok(())
+}
+
+#[test]
+fn dropped_connections_lose_and_double_nothing() {
+    let server = RedisServer::start();
+    let case = AtomicUsize::new(0);
+    let cuts_made = AtomicUsize::new(0);
+    let cut = (any::<bool>(), 0.0f64..1.0).prop_map(|(up, at)| (up, at));
+    let strategy = (
+        1usize..1200,
+        1usize..60,
+        1usize..40,
+        proptest::collection::vec(cut, 1..4),
+    );
+    let mut config = Config::with_cases(16);
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
+        "proptest-regressions/it-faults-dropped.txt",
+    )));
+    TestRunner::new(config)
+        .run(&strategy, |(n, batch_size, state_every, cuts)| {
+            let ns = format!("f{}", case.fetch_add(1, Ordering::SeqCst));
+            let mut input = String::new();
+            let mut want: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+            let mut states = 0;
+            for i in 0..n {
+                let s = i % 2;
+                let data = format!(r#"{{"i":{i},"pad":"{}"}}"#, "p".repeat(i % 50));
+                input += &(record(Some(&ns), &format!("s{s}"), &data, 1) + "\n");
+                want[s].push(data);
+                if i % state_every == state_every - 1 {
+                    input += &(legacy_state(&i.to_string()) + "\n");
+                    states += 1;
+                }
+            }
+            // Up: anywhere in the request traffic (about the input's size, plus the setup's scripts).
+            // Down: anywhere in the (small) reply traffic.
+            let replies = 8 * (n / batch_size + 10) + 200;
+            let cuts: Vec<Cut> = cuts
+                .iter()
+                .map(|(up, at)| Cut {
+                    direction: if *up { Direction::Up } else { Direction::Down },
+                    after: if *up {
+                        (at * (input.len() + 12_000) as f64) as u64
+                    } else {
+                        (at * replies as f64) as u64
+                    },
+                })
+                .collect();
+            let proxy = FaultProxy::start(server.port(), cuts);
+            let mut config = server.config();
+            config["port"] = json!(proxy.port());
+            config["batch_size"] = json!(batch_size);
+            config["retry_budget_ms"] = json!(20_000);
+            let cat = catalog(&[(Some(ns.as_str()), "s0"), (Some(ns.as_str()), "s1")]);
+            let out = common::write_sync(&config, &cat, &input);
+            cuts_made.fetch_add(proxy.cuts() as usize, Ordering::SeqCst);
+            prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+            prop_assert_eq!(out.states().len(), states);
+            let total: f64 = out
+                .states()
+                .iter()
+                .map(|s| {
+                    s["state"]["destinationStats"]["recordCount"]
+                        .as_f64()
+                        .unwrap_or(-1.0)
+                })
+                .sum();
+            prop_assert_eq!(total as usize, (n / state_every) * state_every);
+            let mut con = server.conn();
+            check_exact(&mut con, &ns, "s0", &want[0])?;
+            check_exact(&mut con, &ns, "s1", &want[1])?;
+            Ok(())
+        })
+        .unwrap();
+    let cases = case.load(Ordering::SeqCst);
+    let cuts = cuts_made.load(Ordering::SeqCst);
+    assert!(cuts * 2 >= cases, "only {cuts} cuts in {cases} cases: the faults did not happen");
+}
+
+#[test]
+fn a_redis_restart_mid_sync_loses_nothing() {
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let cat = catalog(&[(Some("r"), "s")]);
+    let mut config = server.config();
+    config["batch_linger_ms"] = json!(10);
+    let mut proc = common::Interactive::start(&config, &cat);
+    let chunk = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| record(Some("r"), "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+            .collect()
+    };
+    proc.send(&(chunk(0..3000) + &legacy_state("1") + "\n"));
+    proc.wait_for_states(1, Duration::from_secs(20));
+    server.kill();
+    proc.send(&(chunk(3000..4000) + &legacy_state("2") + "\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart();
+    proc.send(&(chunk(4000..5000) + &legacy_state("3") + "\n"));
+    let out = proc.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let counts: Vec<f64> = out
+        .states()
+        .iter()
+        .map(|s| {
+            s["state"]["destinationStats"]["recordCount"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts, vec![3000.0, 1000.0, 1000.0]);
+    assert!(out.stdout.contains("Reconnected"), "{}", out.dump());
+    let (counter, records) = common::read_stream(&mut server.conn(), Some("r"), "s");
+    assert_eq!(counter, Some(5000));
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["_airbyte_data"], format!(r#"{{"i":{i}}}"#));
+    }
+}
+
+#[test]
+fn a_busy_server_is_waited_for() {
+    let server = RedisServer::start();
+    server.cli(&["CONFIG", "SET", "busy-reply-threshold", "50"]);
+    let busy = {
+        let mut con = server.conn();
+        std::thread::spawn(move || {
+            // A read-only script that spins for 1.5 s: other clients get BUSY meanwhile.
+            let spin = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                        while true do local n = redis.call('TIME') \
+                        if n[1] * 1000000 + n[2] - s > 1500000 then break end end return 1";
+            let _: i64 = redis::cmd("EVAL")
+                .arg(spin)
+                .arg(0)
+                .query(&mut con)
+                .expect("spin");
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let input: String = (0..2000)
+        .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+        .collect();
+    let out = common::write_sync(&server.config(), &catalog(&[(None, "s")]), &input);
+    busy.join().expect("spin thread");
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        common::read_stream(&mut server.conn(), None, "s").0,
+        Some(2000)
+    );
+}
+
+#[test]
+fn oom_never_leaves_part_of_a_batch() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
+    let mut config = server.config();
+    config["batch_size"] = json!(50);
+    let mut input = String::new();
+    for i in 0..40_000 {
+        input += &(record(
+            None,
+            "s",
+            &format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(200)),
+            1,
+        ) + "\n");
+        if i % 50 == 49 {
+            input += &(legacy_state(&i.to_string()) + "\n");
+        }
+    }
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("out of memory") && message.contains("3145728"),
+        "{message}"
+    );
+    let (counter, _) = common::read_stream(&mut server.conn(), None, "s");
+    let counter = counter.unwrap_or(0) as usize;
+    assert!(counter > 0 && counter < 40_000, "{counter}");
+    assert_eq!(
+        counter % 50,
+        0,
+        "a batch was applied in part: counter {counter}"
+    );
+    assert_eq!(
+        common::count_record_keys(&mut server.conn(), None, "s"),
+        counter
+    );
+    let echoed: f64 = out
+        .states()
+        .iter()
+        .map(|s| {
+            s["state"]["destinationStats"]["recordCount"]
+                .as_f64()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        echoed as usize <= counter,
+        "a state was echoed for records that are not there"
+    );
+}
+
+#[test]
+fn a_read_only_replica_is_a_config_error() {
+    let master = RedisServer::start();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+    let out = common::write_sync(
+        &replica.config(),
+        &catalog(&[(None, "s")]),
+        &(record(None, "s", "{}", 1) + "\n"),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("read-only replica"),
+        "{err}"
+    );
+}
