@@ -105,7 +105,7 @@ pub fn run<R: Read + Send + 'static>(
         .collect();
     // Setup rides through a restarting or briefly unreachable server like the writes do.
     let mut retry = Retry::new(settings.retry_budget);
-    let con = loop {
+    let mut con = loop {
         let attempt = connect::connect(settings, reply_timeout).and_then(|connected| {
             let mut con = connected.con;
             writer::load_scripts(&mut con, &ctx)?;
@@ -128,6 +128,7 @@ pub fn run<R: Read + Send + 'static>(
             Err(f) => return Err(f),
         }
     };
+    let max_record_bytes = proto_max_bulk_len(&mut con);
     let overwrite_count = overwrites.iter().flatten().count();
     out.log(
         Level::Info,
@@ -188,6 +189,7 @@ pub fn run<R: Read + Send + 'static>(
         any_status: false,
         awaiting: 0,
         writer_failed: false,
+        max_record_bytes,
         summary: Summary::default(),
     };
     let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, out);
@@ -238,6 +240,8 @@ struct Coordinator {
     awaiting: usize,
     /// Whether the writer reported a failure (then it is not waited for).
     writer_failed: bool,
+    /// The largest record the server accepts (its proto-max-bulk-len).
+    max_record_bytes: u64,
     summary: Summary,
 }
 
@@ -365,8 +369,21 @@ impl Coordinator {
                     stream,
                     emitted_at,
                     data,
+                    line,
                 } => {
                     let data = &chunk.arena[data];
+                    if data.len() as u64 > self.max_record_bytes {
+                        return Some(Failure::config(
+                            format!(
+                                "The record on line {line} (record {} of stream {} in this sync) is {} bytes, more than the server's proto-max-bulk-len of {} bytes: raise proto-max-bulk-len on the server, or make the source send smaller records.",
+                                self.streams[stream].records + 1,
+                                self.descriptors[stream],
+                                data.len(),
+                                self.max_record_bytes
+                            ),
+                            "record above proto-max-bulk-len",
+                        ));
+                    }
                     let progress = &mut self.streams[stream];
                     if progress.published {
                         return Some(Failure::system(
@@ -530,6 +547,18 @@ fn check_rights(
         }
     }
     Ok(())
+}
+
+/// The server's largest accepted argument (512 MiB, Redis's default, when CONFIG is not allowed).
+fn proto_max_bulk_len(con: &mut redis::Connection) -> u64 {
+    let reply: Option<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("proto-max-bulk-len")
+        .query(con)
+        .ok();
+    reply
+        .and_then(|v| v.get(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(512 * 1024 * 1024)
 }
 
 /// A random id for this run's batch tokens (never derived from the input).

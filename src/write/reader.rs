@@ -33,6 +33,8 @@ pub enum Item {
         emitted_at: i64,
         /// Where its data is in the chunk's arena.
         data: Range<usize>,
+        /// Its line number on stdin.
+        line: u64,
     },
     /// A state and the records it counts.
     State {
@@ -143,6 +145,7 @@ fn parse_into(
                 stream,
                 emitted_at: r.emitted_at,
                 data: start..chunk.arena.len(),
+                line: line_no,
             });
             Ok(())
         }

@@ -116,7 +116,10 @@ fn dropped_connections_lose_and_double_nothing() {
         .unwrap();
     let cases = case.load(Ordering::SeqCst);
     let cuts = cuts_made.load(Ordering::SeqCst);
-    assert!(cuts * 2 >= cases, "only {cuts} cuts in {cases} cases: the faults did not happen");
+    assert!(
+        cuts * 2 >= cases,
+        "only {cuts} cuts in {cases} cases: the faults did not happen"
+    );
 }
 
 #[test]
@@ -262,5 +265,53 @@ fn a_read_only_replica_is_a_config_error() {
             .unwrap()
             .contains("read-only replica"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_record_above_proto_max_bulk_len_is_named_and_large_records_below_it_are_written() {
+    let server = RedisServer::start_with(&["--proto-max-bulk-len", "60mb"]);
+    let big = format!(r#"{{"blob":"{}"}}"#, "b".repeat(50 * 1024 * 1024));
+    let input = record(None, "s", "{}", 1)
+        + "\n"
+        + &record(None, "s", &big, 2)
+        + "\n"
+        + &legacy_state("1")
+        + "\n";
+    let out = common::write_sync(&server.config(), &catalog(&[(None, "s")]), &input);
+    assert_eq!(out.code, Some(0), "{}", &out.dump()[..500]);
+    let len: i64 = redis::cmd("HSTRLEN")
+        .arg(":s:2")
+        .arg("_airbyte_data")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(len as usize, big.len(), "a 50 MB record is written whole");
+
+    let too_big = format!(r#"{{"blob":"{}"}}"#, "t".repeat(61 * 1024 * 1024));
+    let input = record(None, "s", "{}", 1)
+        + "\n"
+        + &legacy_state("2")
+        + "\n"
+        + &record(None, "s", &too_big, 2)
+        + "\n";
+    let out = common::write_sync(&server.config(), &catalog(&[(None, "s")]), &input);
+    assert_eq!(out.code, Some(1));
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 3")
+            && message.contains("record 2 of stream")
+            && message.contains("proto-max-bulk-len"),
+        "{message}"
+    );
+    assert_eq!(
+        out.states().len(),
+        1,
+        "the state before the big record is echoed"
+    );
+    assert_eq!(
+        common::read_stream(&mut server.conn(), None, "s").0,
+        Some(3)
     );
 }
