@@ -33,5 +33,5 @@ phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 phase "build tests" cargo test --locked --no-run
 phase "tests" cargo test --locked
-phase "serial tests (timing inside Redis)" cargo test --locked --test it -- --ignored --test-threads=1
+phase "serial tests (timing inside Redis, the 1M-record load)" cargo test --locked --test it -- --ignored --test-threads=1
 echo "=== all phases: $(( $(date +%s) - t_start )) s"

@@ -49,6 +49,8 @@ use writer::{Ack, Work, Writer};
 
 /// Chunks waiting between the reader and the coordinator, at most.
 const CHUNKS_IN_QUEUE: usize = 8;
+/// How long after SIGTERM the committing of in-flight batches may take.
+const TERMINATE_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for one reply during `write` (a batch call takes milliseconds).
 const WRITE_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -142,6 +144,7 @@ pub fn run<R: Read + Send + 'static>(
         ),
     );
 
+    let terminate = sigterm_channel()?;
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(CHUNKS_IN_QUEUE);
     let router = Arc::new(Router::new(&descriptors));
     std::thread::spawn(move || {
@@ -192,7 +195,7 @@ pub fn run<R: Read + Send + 'static>(
         max_record_bytes,
         summary: Summary::default(),
     };
-    let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, out);
+    let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, &terminate, out);
     drop(work_tx);
     if !coordinator.writer_failed {
         // Everything sent was acknowledged (the sync succeeded, or stopped at bad input): the writer
@@ -254,11 +257,19 @@ impl Coordinator {
         chunks: Receiver<Chunk>,
         work: &crossbeam_channel::Sender<Work>,
         acks: &Receiver<Ack>,
+        terminate: &Receiver<()>,
         out: &Output,
     ) -> Result<(), Failure> {
         let mut input_open = true;
         let mut input_failure: Option<Failure> = None;
+        let mut give_up_at: Option<Instant> = None;
         loop {
+            if let (Some(at), Some(f)) = (give_up_at, &input_failure) {
+                if Instant::now() >= at {
+                    // In-flight batches are abandoned: each is atomic, and no state covers them.
+                    return Err(f.clone());
+                }
+            }
             // Checked on every turn: under steady input the timeout arm below never fires, and a
             // quiet stream's batch (and every state behind it) must not wait for a busy one.
             if let Some(cutoff) = Instant::now().checked_sub(self.linger) {
@@ -283,10 +294,20 @@ impl Coordinator {
                 };
             }
             let chunk_source = if input_open { chunks.clone() } else { never() };
-            let deadline = self.batcher.next_linger_deadline(self.linger);
+            let deadline = self
+                .batcher
+                .next_linger_deadline(self.linger)
+                .into_iter()
+                .chain(give_up_at)
+                .min();
             let timeout = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
             });
+            let terminate_source = if give_up_at.is_none() {
+                terminate.clone()
+            } else {
+                never()
+            };
             select! {
                 recv(chunk_source) -> chunk => match chunk {
                     Ok(chunk) => {
@@ -301,6 +322,20 @@ impl Coordinator {
                         self.end_of_input(true, out);
                     }
                 },
+                recv(terminate_source) -> _ => {
+                    // SIGTERM (how Airbyte cancels): stop reading, commit what was read (batches are
+                    // atomic), echo the states of committed records, then fail. Bounded in time.
+                    out.log(Level::Warn, "SIGTERM: stopping; committing the records read so far, publishing nothing.");
+                    give_up_at = Some(Instant::now() + TERMINATE_GRACE);
+                    if input_open || input_failure.is_none() {
+                        input_open = false;
+                        input_failure = Some(Failure::transient(
+                            "The sync was cancelled (SIGTERM); states were echoed for every committed record.",
+                            "SIGTERM",
+                        ));
+                        self.end_of_input(false, out);
+                    }
+                }
                 recv(acks) -> ack => match ack {
                     Ok(ack) => self.take_ack(ack, out)?,
                     Err(_) => {
@@ -547,6 +582,21 @@ fn check_rights(
         }
     }
     Ok(())
+}
+
+/// A channel that receives one message per SIGTERM (the default action, exiting, is replaced).
+fn sigterm_channel() -> Result<Receiver<()>, Failure> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+        .map_err(|e| Failure::system("Could not install the SIGTERM handler.", e))?;
+    let (tx, rx) = unbounded();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// The server's largest accepted argument (512 MiB, Redis's default, when CONFIG is not allowed).

@@ -315,3 +315,190 @@ fn a_record_above_proto_max_bulk_len_is_named_and_large_records_below_it_are_wri
         Some(3)
     );
 }
+
+#[test]
+fn sigterm_commits_what_was_read_echoes_only_committed_states_and_fails() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config["batch_size"] = json!(100);
+    config["batch_linger_ms"] = json!(60_000);
+    let cat = catalog(&[(None, "s")]);
+    let mut proc = common::Interactive::start(&config, &cat);
+    let chunk = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+            .collect()
+    };
+    proc.send(&(chunk(0..1000) + &legacy_state("1") + "\n"));
+    proc.wait_for_states(1, Duration::from_secs(20));
+    // 250 more records: with a 60 s linger, the last 50 sit in an open batch when SIGTERM comes.
+    proc.send(&(chunk(1000..1250) + &legacy_state("2") + "\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    proc.terminate();
+    let out = proc.finish();
+    assert_ne!(out.code, Some(0), "{}", out.dump());
+    let traces = out.traces();
+    assert_eq!(traces.len(), 1, "{}", out.dump());
+    assert!(traces[0]["trace"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("SIGTERM"));
+    let (counter, records) = common::read_stream(&mut server.conn(), None, "s");
+    assert_eq!(
+        counter,
+        Some(1250),
+        "the records read before SIGTERM are committed"
+    );
+    assert_eq!(records.len(), 1250);
+    let echoed: Vec<f64> = out
+        .states()
+        .iter()
+        .map(|s| {
+            s["state"]["destinationStats"]["recordCount"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(echoed, vec![1000.0, 250.0]);
+}
+
+#[test]
+fn sigkill_then_a_rerun_from_the_last_echoed_state_loses_nothing() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config["batch_size"] = json!(50);
+    config["batch_linger_ms"] = json!(5);
+    let cat = catalog(&[(None, "s")]);
+    let line = |i: usize| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n";
+    let mut proc = common::Interactive::start(&config, &cat);
+    let mut input = String::new();
+    for i in 0..3000 {
+        input += &line(i);
+        if i % 500 == 499 {
+            input += &(legacy_state(&i.to_string()) + "\n");
+        }
+    }
+    proc.send(&input);
+    proc.wait_for_states(3, Duration::from_secs(20));
+    let out = proc.kill();
+    let last = out
+        .states()
+        .last()
+        .map(|s| s["state"]["data"].as_u64().unwrap() as usize)
+        .unwrap();
+    let mut con = server.conn();
+    let committed = common::read_stream(&mut con, None, "s").0.unwrap_or(0) as usize;
+    assert!(
+        committed > last,
+        "records up to the last echoed state are committed"
+    );
+    // The source resumes after its last echoed state.
+    let rerun: String = (last + 1..3000).map(line).collect();
+    let out = common::write_sync(&config, &cat, &rerun);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let (counter, records) = common::read_stream(&mut con, None, "s");
+    let seen: std::collections::BTreeSet<i64> = records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r["_airbyte_data"]).unwrap()["i"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seen.len(), 3000, "every record is there");
+    let repeated = counter.unwrap() as usize - 3000;
+    assert_eq!(
+        repeated,
+        committed - (last + 1),
+        "repeated exactly the records committed after the last echoed state"
+    );
+}
+
+/// Heavy (1,000,000 records through 8 processes): run alone by `scripts/test.sh`.
+#[test]
+#[ignore = "serial: scripts/test.sh runs it alone"]
+fn eight_writers_one_million_records_every_invariant_holds() {
+    let server = RedisServer::start();
+    const PER_WRITER: usize = 125_000;
+    let cat = catalog(&[
+        (Some("load"), "shared"),
+        (Some("load"), "own0"),
+        (Some("load"), "own1"),
+        (Some("load"), "own2"),
+        (Some("load"), "own3"),
+    ]);
+    let outs: Vec<common::RunOutput> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|w| {
+                let stream = if w < 4 {
+                    "shared".to_string()
+                } else {
+                    format!("own{}", w - 4)
+                };
+                let cat = &cat;
+                let config = server.config();
+                scope.spawn(move || {
+                    let mut input = String::with_capacity(PER_WRITER * 90);
+                    for i in 0..PER_WRITER {
+                        input +=
+                            &record(Some("load"), &stream, &format!(r#"{{"w":{w},"i":{i}}}"#), 1);
+                        input.push('\n');
+                        if i % 1000 == 999 {
+                            input += &legacy_state(&i.to_string());
+                            input.push('\n');
+                        }
+                    }
+                    common::write_sync(&config, cat, &input)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer"))
+            .collect()
+    });
+    for out in &outs {
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert_eq!(out.states().len(), PER_WRITER / 1000);
+        assert!(out
+            .states()
+            .iter()
+            .all(|s| s["state"]["destinationStats"]["recordCount"] == json!(1000.0)));
+    }
+    let mut con = server.conn();
+    let check = |con: &mut redis::Connection, stream: &str, writers: &[usize]| {
+        let key = format!("load:{stream}");
+        let counter: usize = redis::cmd("GET").arg(&key).query(con).unwrap();
+        assert_eq!(counter, PER_WRITER * writers.len(), "{stream}");
+        let mut next = vec![0usize; 8];
+        for chunk in (1..=counter).collect::<Vec<_>>().chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HMGET")
+                    .arg(format!("{key}:{id}"))
+                    .arg("_airbyte_ab_id")
+                    .arg("_airbyte_data");
+            }
+            let rows: Vec<(String, String)> = pipe.query(con).unwrap();
+            for (id, (ab_id, data)) in chunk.iter().zip(rows) {
+                assert_eq!(ab_id, id.to_string());
+                let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+                let w = v["w"].as_u64().unwrap() as usize;
+                assert!(writers.contains(&w));
+                assert_eq!(
+                    v["i"].as_u64().unwrap() as usize,
+                    next[w],
+                    "writer {w} out of order or doubled"
+                );
+                next[w] += 1;
+            }
+        }
+        for w in writers {
+            assert_eq!(next[*w], PER_WRITER, "writer {w} lost records");
+        }
+    };
+    check(&mut con, "shared", &[0, 1, 2, 3]);
+    for w in 4..8 {
+        check(&mut con, &format!("own{}", w - 4), &[w]);
+    }
+}

@@ -317,6 +317,15 @@ impl Interactive {
         }
     }
 
+    /// Sends SIGTERM (how Airbyte cancels a sync).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
     /// Kills the process with SIGKILL and returns what it printed.
     pub fn kill(mut self) -> RunOutput {
         let _ = self.child.kill();
