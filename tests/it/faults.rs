@@ -470,7 +470,7 @@ fn eight_writers_one_million_records_every_invariant_holds() {
         let key = format!("load:{stream}");
         let counter: usize = redis::cmd("GET").arg(&key).query(con).unwrap();
         assert_eq!(counter, PER_WRITER * writers.len(), "{stream}");
-        let mut next = vec![0usize; 8];
+        let mut next = [0usize; 8];
         for chunk in (1..=counter).collect::<Vec<_>>().chunks(10_000) {
             let mut pipe = redis::pipe();
             for id in chunk {
