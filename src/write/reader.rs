@@ -167,3 +167,109 @@ fn parse_into(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StreamDescriptor;
+    use proptest::prelude::*;
+
+    fn router() -> Arc<Router> {
+        Arc::new(Router::new(&[StreamDescriptor {
+            name: "s".into(),
+            namespace: None,
+        }]))
+    }
+
+    /// Reads `input` and returns every item and the failure, if any.
+    fn read(input: Vec<u8>) -> (Vec<Item>, Option<Failure>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        read_all(BufReader::new(std::io::Cursor::new(input)), router(), tx);
+        let mut items: Vec<Item> = rx.into_iter().flat_map(|c| c.items).collect();
+        let failure = match items.last() {
+            Some(Item::Failed(_)) => match items.pop() {
+                Some(Item::Failed(f)) => Some(f),
+                _ => None,
+            },
+            _ => None,
+        };
+        (items, failure)
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("1e400".to_string()),
+            Just("123456789012345678901234567890".to_string()),
+            "[a-z\\\\\"é😀]{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+        ];
+        leaf.prop_recursive(4, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec(("[a-z_]{1,6}", inner), 0..4).prop_map(|v| {
+                    let fields: Vec<String> =
+                        v.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic: each line is accepted, ignored, or ends the input with a
+        /// failure naming its line.
+        #[test]
+        fn arbitrary_bytes_never_panic(lines in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..8)) {
+            let mut input = Vec::new();
+            for l in &lines {
+                input.extend(l.iter().filter(|b| **b != b'\n'));
+                input.push(b'\n');
+            }
+            let (_, failure) = read(input);
+            if let Some(f) = failure {
+                prop_assert!(f.message.contains("line "), "{}", f.message);
+            }
+        }
+
+        /// Every field of a RECORD with a value of any type: a record, or a failure naming line 2.
+        #[test]
+        fn wrong_types_in_records_are_named(stream in json_value(), ns in json_value(), at in json_value(), data in json_value(), cut in 0usize..200) {
+            let record = format!(r#"{{"type":"RECORD","record":{{"stream":{stream},"namespace":{ns},"emitted_at":{at},"data":{data}}}}}"#);
+            // Sometimes truncated, too (anywhere, even inside a character).
+            let mut bytes = record.into_bytes();
+            if cut >= 150 {
+                bytes.truncate(cut - 150 + 1);
+            }
+            let mut input = b"{\"type\":\"LOG\"}\n".to_vec();
+            input.extend(bytes);
+            input.push(b'\n');
+            let (items, failure) = read(input);
+            match failure {
+                Some(f) => prop_assert!(f.message.contains("line 2"), "{}", f.message),
+                None => {
+                    prop_assert_eq!(items.len(), 1);
+                    let is_record = matches!(items[0], Item::Record { line: 2, .. });
+                    prop_assert!(is_record);
+                }
+            }
+        }
+    }
+
+    /// `data` is never parsed into a value, so nesting depth costs nothing: stored as its text.
+    #[test]
+    fn deep_nesting_is_kept_as_text_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let input = format!("{{\"type\":\"RECORD\",\"record\":{{\"stream\":\"s\",\"emitted_at\":1,\"data\":{{\"x\":{deep}}}}}}}\n");
+        let (items, failure) = read(input.into_bytes());
+        assert!(failure.is_none());
+        assert!(matches!(&items[..], [Item::Record { data, .. }] if data.len() == 200_006));
+        // A deep state is refused with its line named (states are read as values), not a crash.
+        let state =
+            format!("{{\"type\":\"STATE\",\"state\":{{\"type\":\"STREAM\",\"stream\":{deep}}}}}\n");
+        let (_, failure) = read(state.into_bytes());
+        assert!(failure.is_some_and(|f| f.message.contains("line 1")));
+    }
+}
