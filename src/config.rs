@@ -24,6 +24,8 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_BATCH_LINGER_MS: u64 = 100;
 /// Default time to recover from one lost connection, restart or busy server before failing.
 pub const DEFAULT_RETRY_BUDGET_MS: u64 = 60_000;
+/// Default time to wait for one reply during `write` before the connection counts as lost.
+pub const DEFAULT_REPLY_TIMEOUT_MS: u64 = 60_000;
 /// Default number of batches that may be sent and not yet acknowledged.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
@@ -46,6 +48,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "truncate_refreshes",
     "sweep_leftovers",
     "retry_budget_ms",
+    "reply_timeout_ms",
 ];
 
 /// A configuration problem, naming the field and what is wrong with it.
@@ -111,6 +114,8 @@ pub struct Settings {
     pub truncate_refreshes: bool,
     /// How long one incident (lost connection, restart, LOADING/BUSY) may take to recover.
     pub retry_budget: Duration,
+    /// How long `write` waits for one reply before it treats the connection as lost.
+    pub reply_timeout: Duration,
     /// Whether every publish sweeps the stream's keys with SCAN for leftover records above the new
     /// count (otherwise only when a probe finds one right above it).
     pub sweep_leftovers: bool,
@@ -241,6 +246,22 @@ impl Settings {
                 "must be between 0 and 3600000 milliseconds",
             ));
         }
+        let reply_timeout_ms =
+            int_field(map, "reply_timeout_ms")?.unwrap_or(DEFAULT_REPLY_TIMEOUT_MS as i64);
+        if !(100..=3_600_000).contains(&reply_timeout_ms) {
+            return Err(field(
+                "reply_timeout_ms",
+                "must be between 100 and 3600000 milliseconds",
+            ));
+        }
+        let reply_timeout_ms =
+            int_field(map, "reply_timeout_ms")?.unwrap_or(DEFAULT_REPLY_TIMEOUT_MS as i64);
+        if !(100..=3_600_000).contains(&reply_timeout_ms) {
+            return Err(field(
+                "reply_timeout_ms",
+                "must be between 100 and 3600000 milliseconds",
+            ));
+        }
         let ignored_fields = map
             .keys()
             .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
@@ -260,6 +281,7 @@ impl Settings {
             truncate_refreshes,
             sweep_leftovers,
             retry_budget: Duration::from_millis(retry_budget_ms as u64),
+            reply_timeout: Duration::from_millis(reply_timeout_ms as u64),
             ignored_fields,
         })
     }

@@ -102,6 +102,11 @@ fn connection_specification() -> Value {
                 "minimum": 0, "maximum": 3600000, "default": config::DEFAULT_RETRY_BUDGET_MS,
                 "description": "How long to keep reconnecting and resending after a lost connection, a restart or a busy server before the sync fails. Batches are never applied twice."
             },
+            "reply_timeout_ms": {
+                "title": "Reply timeout (ms)", "type": "integer", "order": 16,
+                "minimum": 100, "maximum": 3600000, "default": config::DEFAULT_REPLY_TIMEOUT_MS,
+                "description": "How long a write waits for one reply before it treats the connection as lost (then it reconnects and resends within the retry budget)."
+            },
             "tunnel_method": tunnel_method(),
         }
     })

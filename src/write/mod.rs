@@ -51,8 +51,6 @@ use writer::{Ack, Work, Writer};
 const CHUNKS_IN_QUEUE: usize = 8;
 /// How long after SIGTERM the committing of in-flight batches may take.
 const TERMINATE_GRACE: Duration = Duration::from_secs(10);
-/// How long to wait for one reply during `write` (a batch call takes milliseconds).
-const WRITE_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a finished `write` did.
 #[derive(Debug, Default)]
@@ -78,7 +76,7 @@ pub fn run<R: Read + Send + 'static>(
     keys::check_catalog(&descriptors)
         .map_err(|m| Failure::config(format!("Invalid catalog: {m}."), &m))?;
 
-    let reply_timeout = WRITE_REPLY_TIMEOUT.max(settings.connect_timeout);
+    let reply_timeout = settings.reply_timeout;
     let ctx = Context::new(settings, "while writing");
     let run_id = new_run_id()?;
     let overwrites: Vec<Option<OverwriteStream>> = streams

@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::json;
 
-use crate::common::{self, catalog, legacy_state, record, Cut, Direction, FaultProxy, RedisServer};
+use crate::common::{
+    self, catalog, legacy_state, record, Cut, Direction, FaultProxy, Kind, RedisServer,
+};
 
 fn check_exact(
     con: &mut redis::Connection,
@@ -80,6 +82,7 @@ fn dropped_connections_lose_and_double_nothing() {
             let cuts: Vec<Cut> = cuts
                 .iter()
                 .map(|(up, at)| Cut {
+                    kind: Kind::Drop,
                     direction: if *up { Direction::Up } else { Direction::Down },
                     after: if *up {
                         (at * (input.len() + 12_000) as f64) as u64
@@ -120,6 +123,61 @@ fn dropped_connections_lose_and_double_nothing() {
         cuts * 2 >= cases,
         "only {cuts} cuts in {cases} cases: the faults did not happen"
     );
+}
+
+#[test]
+fn stalls_and_resets_lose_and_double_nothing() {
+    let server = RedisServer::start();
+    for (i, (direction, kind)) in [
+        (Direction::Up, Kind::Reset),
+        (Direction::Down, Kind::Reset),
+        (Direction::Up, Kind::Stall(1500)),
+        (Direction::Down, Kind::Stall(1500)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ns = format!("sr{i}");
+        let after = if matches!(direction, Direction::Up) {
+            40_000
+        } else {
+            60
+        };
+        let proxy = FaultProxy::start(
+            server.port(),
+            vec![Cut {
+                direction,
+                after,
+                kind,
+            }],
+        );
+        let mut config = server.config();
+        config["port"] = json!(proxy.port());
+        config["batch_size"] = json!(20);
+        config["reply_timeout_ms"] = json!(500);
+        config["retry_budget_ms"] = json!(20_000);
+        let want: Vec<String> = (0..2000).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+        let input: String = want
+            .iter()
+            .map(|d| record(Some(&ns), "s", d, 1) + "\n")
+            .collect::<String>()
+            + &legacy_state("1")
+            + "\n";
+        let out = common::write_sync(&config, &catalog(&[(Some(ns.as_str()), "s")]), &input);
+        assert_eq!(out.code, Some(0), "{direction:?} {kind:?}\n{}", out.dump());
+        assert_eq!(
+            proxy.cuts(),
+            1,
+            "{direction:?} {kind:?}: the fault happened"
+        );
+        assert!(
+            proxy.connections() >= 2,
+            "{direction:?} {kind:?}: the writer reconnected"
+        );
+        assert_eq!(out.states().len(), 1);
+        check_exact(&mut server.conn(), &ns, "s", &want)
+            .unwrap_or_else(|e| panic!("{direction:?} {kind:?}: {e}"));
+    }
 }
 
 #[test]

@@ -1,34 +1,48 @@
-//! A TCP proxy that cuts connections after a chosen number of bytes, in either direction.
+//! A TCP proxy that breaks connections after a chosen number of bytes, in either direction: it
+//! closes them (FIN), resets them (RST), or stalls a direction and delivers its bytes late.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Which way the bytes that trigger a cut flow.
+/// Which way the bytes that trigger a fault flow.
 #[derive(Debug, Clone, Copy)]
 pub enum Direction {
-    /// Client → Redis (the cut falls in the middle of a request).
+    /// Client → Redis (the fault falls in the middle of a request).
     Up,
-    /// Redis → client (the request was applied; its reply is lost).
+    /// Redis → client (requests were applied; their replies are lost or late).
     Down,
 }
 
-/// A fault: cut a connection once `after` bytes went `direction`.
+/// What happens at the fault point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Both sockets are shut down (FIN).
+    Drop,
+    /// Both sockets are reset (RST, through SO_LINGER 0).
+    Reset,
+    /// The direction holds its bytes for this many milliseconds, then delivers them late and closes.
+    Stall(u64),
+}
+
+/// A fault: once `after` bytes went `direction`, do `kind`.
 #[derive(Debug, Clone, Copy)]
 pub struct Cut {
     /// Which way the counted bytes flow.
     pub direction: Direction,
-    /// How many bytes pass before the cut.
+    /// How many bytes pass before the fault.
     pub after: u64,
+    /// What the fault is.
+    pub kind: Kind,
 }
 
-/// The proxy: the i-th accepted connection gets the i-th cut (later ones pass untouched).
+/// The proxy: the i-th accepted connection gets the i-th fault (later ones pass untouched).
 pub struct FaultProxy {
     port: u16,
     stop: Arc<AtomicBool>,
-    cuts_done: Arc<AtomicU64>,
+    faults_done: Arc<AtomicU64>,
     connections: Arc<AtomicUsize>,
 }
 
@@ -39,9 +53,9 @@ impl FaultProxy {
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
-        let cuts_done = Arc::new(AtomicU64::new(0));
+        let faults_done = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (s, done, conns) = (stop.clone(), cuts_done.clone(), connections.clone());
+        let (s, done, conns) = (stop.clone(), faults_done.clone(), connections.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -66,7 +80,7 @@ impl FaultProxy {
         FaultProxy {
             port,
             stop,
-            cuts_done,
+            faults_done,
             connections,
         }
     }
@@ -76,9 +90,9 @@ impl FaultProxy {
         self.port
     }
 
-    /// How many cuts happened.
+    /// How many faults happened.
     pub fn cuts(&self) -> u64 {
-        self.cuts_done.load(Ordering::SeqCst)
+        self.faults_done.load(Ordering::SeqCst)
     }
 
     /// How many connections were accepted.
@@ -100,62 +114,53 @@ fn forward(
     done: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let cut_flag = Arc::new(AtomicBool::new(false));
+    let broken = Arc::new(AtomicBool::new(false));
     let pairs = [
         (
             client.try_clone().expect("clone"),
             server.try_clone().expect("clone"),
-            Direction::Up,
+            true,
         ),
-        (server, client, Direction::Down),
+        (server, client, false),
     ];
-    for (from, to, dir) in pairs {
-        let limit = cut.filter(|c| {
-            matches!(
-                (c.direction, dir),
-                (Direction::Up, Direction::Up) | (Direction::Down, Direction::Down)
-            )
-        });
-        let (done, stop, cut_flag) = (done.clone(), stop.clone(), cut_flag.clone());
-        std::thread::spawn(move || pump(from, to, limit.map(|c| c.after), &done, &stop, &cut_flag));
+    for (from, to, up) in pairs {
+        let fault = cut.filter(|c| matches!(c.direction, Direction::Up) == up);
+        let (done, stop, broken) = (done.clone(), stop.clone(), broken.clone());
+        std::thread::spawn(move || pump(from, to, fault, &done, &stop, &broken));
     }
 }
 
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
-    limit: Option<u64>,
+    fault: Option<Cut>,
     done: &AtomicU64,
     stop: &AtomicBool,
-    cut: &AtomicBool,
+    broken: &AtomicBool,
 ) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = vec![0u8; 64 * 1024];
     let mut passed = 0u64;
     loop {
-        if cut.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
+        if broken.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
             break;
         }
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 let mut n = n as u64;
-                let mut cutting = false;
-                if let Some(limit) = limit {
-                    if passed + n >= limit {
-                        n = limit - passed;
-                        cutting = true;
-                    }
+                let hit = fault.filter(|f| passed + n >= f.after);
+                if let Some(f) = hit {
+                    n = f.after - passed;
                 }
                 if to.write_all(&buf[..n as usize]).is_err() {
                     break;
                 }
                 passed += n;
-                if cutting {
-                    cut.store(true, Ordering::SeqCst);
+                if let Some(f) = hit {
                     done.fetch_add(1, Ordering::SeqCst);
-                    let _ = from.shutdown(Shutdown::Both);
-                    let _ = to.shutdown(Shutdown::Both);
+                    let rest = buf[n as usize..].to_vec();
+                    break_connection(from, to, f.kind, rest, broken);
                     return;
                 }
             }
@@ -168,7 +173,46 @@ fn pump(
         }
     }
     let _ = to.shutdown(Shutdown::Write);
-    if cut.load(Ordering::SeqCst) {
+    if broken.load(Ordering::SeqCst) {
         let _ = from.shutdown(Shutdown::Both);
+    }
+}
+
+fn break_connection(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    kind: Kind,
+    mut held: Vec<u8>,
+    broken: &AtomicBool,
+) {
+    match kind {
+        Kind::Stall(ms) => {
+            // Hold what follows, deliver it late (after the client gave up), then close.
+            let mut buf = vec![0u8; 64 * 1024];
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(ms) {
+                match from.read(&mut buf) {
+                    Ok(0) => std::thread::sleep(Duration::from_millis(10)),
+                    Ok(n) => held.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+            }
+            let _ = to.write_all(&held);
+            std::thread::sleep(Duration::from_millis(100));
+            broken.store(true, Ordering::SeqCst);
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+        }
+        Kind::Reset => {
+            broken.store(true, Ordering::SeqCst);
+            for s in [&from, &to] {
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+        }
+        Kind::Drop => {
+            broken.store(true, Ordering::SeqCst);
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+        }
     }
 }

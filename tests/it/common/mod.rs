@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub use fault::{Cut, Direction, FaultProxy};
+pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use proxy::CountingProxy;
 pub use server::RedisServer;
 
