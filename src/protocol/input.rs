@@ -102,11 +102,12 @@ struct RecordFields<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// Parses one line (without its `\n`). Blank lines give `Ok(None)`.
+/// Parses one line (without its `\n`). Blank lines give `Ok(None)`. `now_ms` gives the time for a
+/// record without `emitted_at` (asked only then).
 pub fn parse_line(
     line: &str,
     line_no: u64,
-    now_ms: i64,
+    now_ms: impl Fn() -> i64,
 ) -> Result<Option<Message<'_>>, InputError> {
     let text = line.trim_end_matches('\r');
     if text.trim().is_empty() {
@@ -141,7 +142,7 @@ pub fn parse_line(
                 )));
             }
             let emitted_at = match record.emitted_at {
-                None => now_ms,
+                None => now_ms(),
                 Some(n) => epoch_ms(&n).ok_or_else(|| {
                     fail(format!(
                         "is a RECORD whose \"emitted_at\" ({n}) is not epoch milliseconds"
@@ -187,27 +188,45 @@ fn epoch_ms(n: &serde_json::Number) -> Option<i64> {
     (f.is_finite() && f.abs() < 9.2e18).then_some(f.trunc() as i64)
 }
 
+/// Byte classes for [`minify_into`]: 0 ordinary, 1 `"`, 2 `\\`, 3 insignificant whitespace.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = 1;
+    t[b'\\' as usize] = 2;
+    t[b' ' as usize] = 3;
+    t[b'\n' as usize] = 3;
+    t[b'\r' as usize] = 3;
+    t[b'\t' as usize] = 3;
+    t
+};
+
 /// Appends `json` to `out` without insignificant whitespace; everything else (key order, escapes,
 /// number text, duplicate keys) is kept byte for byte. `json` must be valid JSON.
 pub fn minify_into(json: &str, out: &mut Vec<u8>) {
     let bytes = json.as_bytes();
-    let mut in_string = false;
-    let mut escaped = false;
+    out.reserve(bytes.len());
+    let mut i = 0;
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    while i < bytes.len() {
+        match CLASS[bytes[i] as usize] {
+            1 => {
+                // Skip the string: to its closing quote, stepping over escapes.
+                i += 1;
+                while i < bytes.len() {
+                    match CLASS[bytes[i] as usize] {
+                        1 => break,
+                        2 => i += 2,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
             }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            out.extend_from_slice(&bytes[start..i]);
-            start = i + 1;
+            3 => {
+                out.extend_from_slice(&bytes[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
         }
     }
     out.extend_from_slice(&bytes[start..]);
@@ -218,7 +237,7 @@ mod tests {
     use super::*;
 
     fn record(line: &str) -> Record<'_> {
-        match parse_line(line, 1, 7).unwrap() {
+        match parse_line(line, 1, || 7).unwrap() {
             Some(Message::Record(r)) => r,
             other => panic!("not a record: {other:?}"),
         }
@@ -247,8 +266,8 @@ mod tests {
 
     #[test]
     fn lenient_lines() {
-        assert!(parse_line("", 1, 0).unwrap().is_none());
-        assert!(parse_line("  \r", 1, 0).unwrap().is_none());
+        assert!(parse_line("", 1, || 0).unwrap().is_none());
+        assert!(parse_line("  \r", 1, || 0).unwrap().is_none());
         for line in [
             r#"{"type":"LOG","log":{"level":"INFO","message":"hi"}}"#,
             r#"{"type":"TRACE","trace":{"type":"STREAM_STATUS"}}"#,
@@ -257,7 +276,7 @@ mod tests {
             r#"{"type":"LOG","record":{"stream":"s","data":5}}"#,
         ] {
             assert!(
-                matches!(parse_line(line, 1, 0).unwrap(), Some(Message::Ignored)),
+                matches!(parse_line(line, 1, || 0).unwrap(), Some(Message::Ignored)),
                 "{line}"
             );
         }
@@ -266,7 +285,7 @@ mod tests {
     #[test]
     fn stream_status_is_read() {
         let line = r#"{"type":"TRACE","trace":{"type":"STREAM_STATUS","emitted_at":1.0,"stream_status":{"stream_descriptor":{"name":"u","namespace":null},"status":"COMPLETE"}}}"#;
-        match parse_line(line, 1, 0).unwrap() {
+        match parse_line(line, 1, || 0).unwrap() {
             Some(Message::StreamStatus { stream, status }) => {
                 assert_eq!(stream.name, "u");
                 assert_eq!(status, "COMPLETE");
@@ -299,10 +318,39 @@ mod tests {
             (r#"[1,2]"#, "not a valid Airbyte message"),
             (r#"{"type":"STATE","state":null}"#, "STATE without"),
         ] {
-            let err = parse_line(line, 42, 0).unwrap_err();
+            let err = parse_line(line, 42, || 0).unwrap_err();
             assert_eq!(err.line, 42);
             assert!(err.to_string().contains(needle), "{line}: {err}");
         }
+    }
+
+    proptest::proptest! {
+        /// Minifying any JSON value's pretty form gives its compact form, for strings with quotes,
+        /// backslashes and whitespace inside.
+        #[test]
+        fn minify_equals_compact_serialization(v in json_strategy()) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let mut out = Vec::new();
+            minify_into(&pretty, &mut out);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+        }
+    }
+
+    fn json_strategy() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[ \\t\\n\\\\\"a-zé]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[ a-z\\\"]{0,5}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]

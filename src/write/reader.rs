@@ -114,7 +114,7 @@ fn parse_into(
     };
     let text = std::str::from_utf8(line).map_err(|e| bad(format!("is not valid UTF-8 ({e})")))?;
     let text = text.strip_suffix('\n').unwrap_or(text);
-    match input::parse_line(text, line_no, now_ms())? {
+    match input::parse_line(text, line_no, now_ms)? {
         None | Some(Message::Ignored) => Ok(()),
         Some(Message::StreamStatus { stream, status }) => {
             let streams = router.route_status(stream.namespace.as_deref(), &stream.name);

@@ -1,27 +1,24 @@
 //! RESP encoding of the calls the writer sends: arrays of bulk strings, written into reused buffers.
 
-use std::io::Write;
-
 /// Appends an array header `*<n>\r\n`.
 pub fn array_header(out: &mut Vec<u8>, n: usize) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "*{n}\r\n");
+    out.push(b'*');
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends one bulk string `$<len>\r\n<bytes>\r\n`.
 pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    let _ = write!(out, "${}\r\n", bytes.len());
+    out.push(b'$');
+    out.extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
 }
 
 /// Appends an integer as a bulk string.
 pub fn bulk_int(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut cursor = std::io::Cursor::new(&mut digits[..]);
-    let _ = write!(cursor, "{n}");
-    let len = cursor.position() as usize;
-    bulk(out, &digits[..len]);
+    bulk(out, itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]

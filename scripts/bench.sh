@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark against one freshly started redis-server (persistence off), same N records
+# (default 1,000,000 generated Airbyte records of about 330 bytes of JSON data, 3 streams):
+#   1. destination-redis write, a state every 1,000 records
+#   2. the same with a state every 100 records
+#   3. the server's limit for plain hashes: redis-cli --pipe of one HSET per record (same fields/values)
+#   4. the server's limit for this design: redis-cli --pipe of our own append-script EVALSHA batches
+#   5. the Java connector's access pattern (INCR+HSET per record, then KEYS + INCR+RENAME), N_JAVA records
+# Each is run ROUNDS times (default 3), interleaved; medians are reported with the ratios 1/3, 1/4, 2/1,
+# 1/5 and the destination's peak RSS. CURVE="100 250 500 1000 2000" adds write's batch-size curve.
+#   bash scripts/bench.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+ROUNDS=${ROUNDS:-3}
+N_JAVA=${N_JAVA:-20000}
+STREAMS=${STREAMS:-3}
+BATCH=${BATCH:-500}
+CURVE=${CURVE:-}
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --locked --bin destination-redis --example gen_records --example bench_tools 2>&1 | tail -1
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+  --logfile "$work/redis.log" --daemonize no &
+server_pid=$!
+cli() { redis-cli -p "$port" "$@"; }
+for _ in $(seq 1 250); do cli PING >/dev/null 2>&1 && break; sleep 0.02; done
+
+echo "=== inputs: $N records, $STREAMS streams"
+names=(users orders events); names=("${names[@]:0:$STREAMS}")
+{
+  echo '{"streams": ['; sep=""
+  for s in "${names[@]}"; do
+    printf '%s{"stream": {"name": "%s", "namespace": "demo", "json_schema": {}}, "sync_mode": "incremental", "destination_sync_mode": "append"}\n' "$sep" "$s"; sep=","
+  done
+  echo ']}'
+} > "$work/catalog.json"
+echo "{\"host\": \"127.0.0.1\", \"port\": $port, \"batch_size\": $BATCH}" > "$work/config.json"
+target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 1000 > "$work/in1000.jsonl"
+target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 100 > "$work/in100.jsonl"
+target/release/examples/bench_tools resp-hset "$work/in1000.jsonl" "$work/hset.resp"
+target/release/examples/bench_tools resp-evalsha "$work/in1000.jsonl" "$work/evalsha.resp" "$BATCH"
+bytes=$(stat -c %s "$work/in1000.jsonl")
+echo "input: $((bytes / 1000000)) MB; hset pipe $(( $(stat -c %s "$work/hset.resp") / 1000000 )) MB; evalsha pipe $(( $(stat -c %s "$work/evalsha.resp") / 1000000 )) MB"
+
+now() { date +%s.%N; }
+results="$work/results.txt"
+: > "$results"
+fresh() { cli FLUSHALL >/dev/null; cli SCRIPT FLUSH >/dev/null; }
+run_write() { # name input config
+  fresh
+  local t0 t1; t0=$(now)
+  /usr/bin/time -f "%M" -o "$work/rss" target/release/destination-redis write --config "$3" \
+    --catalog "$work/catalog.json" < "$2" > "$work/out.jsonl"
+  t1=$(now)
+  local got=0; for s in "${names[@]}"; do got=$((got + $(cli GET "demo:$s"))); done
+  [ "$got" -eq "$N" ] || { echo "$1: wrote $got of $N"; exit 1; }
+  echo "$1 $(echo "$t1 - $t0" | bc) $(cat "$work/rss")" >> "$results"
+}
+run_pipe() { # name file
+  fresh
+  cli -x SCRIPT LOAD < lua/append_batch.lua >/dev/null
+  local t0 t1; t0=$(now)
+  cli --pipe < "$2" > "$work/pipe.txt"
+  t1=$(now)
+  grep -q "errors: 0" "$work/pipe.txt" || { echo "$1: $(cat "$work/pipe.txt")"; exit 1; }
+  echo "$1 $(echo "$t1 - $t0" | bc) 0" >> "$results"
+}
+for round in $(seq 1 "$ROUNDS"); do
+  echo "=== round $round of $ROUNDS"
+  run_write write_state1000 "$work/in1000.jsonl" "$work/config.json"
+  run_write write_state100 "$work/in100.jsonl" "$work/config.json"
+  run_pipe hset_pipe "$work/hset.resp"
+  run_pipe evalsha_pipe "$work/evalsha.resp"
+  fresh
+  echo "java_pattern $(target/release/examples/bench_tools java-pattern "$port" "$work/in1000.jsonl" "$N_JAVA") 0" >> "$results"
+done
+if [ -n "$CURVE" ]; then
+  for b in $CURVE; do
+    echo "{\"host\": \"127.0.0.1\", \"port\": $port, \"batch_size\": $b}" > "$work/config_$b.json"
+    for round in $(seq 1 "$ROUNDS"); do run_write "curve_batch_$b" "$work/in1000.jsonl" "$work/config_$b.json"; done
+  done
+fi
+
+python3 - "$results" "$N" "$N_JAVA" "$bytes" <<'PY'
+import statistics, sys
+path, n, n_java, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+runs = {}
+for line in open(path):
+    name, secs, rss = line.split()
+    runs.setdefault(name, []).append((float(secs), int(rss)))
+med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
+rate = {k: (n_java if k == "java_pattern" else n) / v for k, v in med.items()}
+labels = {
+    "write_state1000": "1 write, state every 1,000",
+    "write_state100": "2 write, state every 100",
+    "hset_pipe": "3 redis-cli --pipe, HSET per record",
+    "evalsha_pipe": "4 redis-cli --pipe, our EVALSHA batches",
+    "java_pattern": "5 Java connector's pattern",
+}
+print(f"{'measurement':44} {'median s':>9} {'records/s':>11} {'MB/s':>7} {'runs':>5}")
+for k in list(labels) + sorted((k for k in med if k.startswith("curve_")), key=lambda k: int(k.rsplit("_", 1)[1])):
+    if k not in med:
+        continue
+    records = n_java if k == "java_pattern" else n
+    mbs = size * records / n / med[k] / 1e6
+    print(f"{labels.get(k, k):44} {med[k]:9.3f} {rate[k]:11,.0f} {mbs:7.1f} {len(runs[k]):5}")
+def ratio(a, b):
+    return rate[a] / rate[b]
+print()
+print(f"ratio 1/3 (write / plain HSET pipe):       {ratio('write_state1000', 'hset_pipe'):.2f}")
+print(f"ratio 1/4 (write / EVALSHA pipe):          {ratio('write_state1000', 'evalsha_pipe'):.2f}")
+print(f"ratio 2/1 (state every 100 / every 1,000): {ratio('write_state100', 'write_state1000'):.2f}")
+print(f"ratio 1/5 (write / Java pattern, per rec): {ratio('write_state1000', 'java_pattern'):.0f}")
+rss = [r for k in ("write_state1000", "write_state100") for _, r in runs[k]]
+print(f"peak RSS of destination-redis write: {max(rss) / 1024:.1f} MiB (max over runs)")
+PY
