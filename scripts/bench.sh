@@ -11,6 +11,7 @@
 #   bash scripts/bench.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 N=${1:-1000000}
 ROUNDS=${ROUNDS:-3}
 N_JAVA=${N_JAVA:-20000}
@@ -18,28 +19,12 @@ STREAMS=${STREAMS:-3}
 BATCH=${BATCH:-500}
 CURVE=${CURVE:-}
 
-need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_missing
 cargo build --release --locked --bin destination-redis --example gen_records --example bench_tools 2>&1 | tail -1
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
-  --logfile "$work/redis.log" --daemonize no &
-server_pid=$!
+setup_work
+start_redis
 cli() { redis-cli -p "$port" "$@"; }
-for _ in $(seq 1 250); do cli PING >/dev/null 2>&1 && break; sleep 0.02; done
 
 echo "=== inputs: $N records, $STREAMS streams"
 names=(users orders events); names=("${names[@]:0:$STREAMS}")

@@ -9,6 +9,7 @@
 # first (append) demo to see the replacement, and the time each publish took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 N=${1:-100000}
 MODE=${MODE:-append}
 STREAMS=${STREAMS:-3}
@@ -22,26 +23,12 @@ phase() { # phase NAME: prints the previous phase's duration, then the new name
 }
 
 phase "install packages"
-need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
-[ -x /usr/bin/time ] || need+=(time)
-command -v bc >/dev/null 2>&1 || need+=(bc)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_missing
 
 phase "build (release)"
 cargo build --release --locked --bin destination-redis --example gen_records 2>&1 | tail -1
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+setup_work
 
 phase "start redis-server"
 if [ -n "${REDIS_HOST:-}" ]; then
@@ -49,15 +36,7 @@ if [ -n "${REDIS_HOST:-}" ]; then
   echo "using the server at $host:$port"
 else
   host=127.0.0.1
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 16379)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
-    --logfile "$work/redis.log" --daemonize no &
-  server_pid=$!
-  for _ in $(seq 1 250); do
-    redis-cli -h "$host" -p "$port" PING >/dev/null 2>&1 && break
-    sleep 0.02
-  done
-  redis-cli -h "$host" -p "$port" PING >/dev/null || { cat "$work/redis.log"; exit 1; }
+  start_redis
   echo "redis-server $(redis-server --version | grep -o 'v=[0-9.]*') on $host:$port (persistence off)"
 fi
 cli() { redis-cli -h "$host" -p "$port" "$@"; }

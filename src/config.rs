@@ -217,51 +217,30 @@ impl Settings {
                 ));
             }
         }
-        let connect_timeout_ms =
-            int_field(map, "connect_timeout_ms")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS as i64);
-        if !(1..=600_000).contains(&connect_timeout_ms) {
-            return Err(field(
-                "connect_timeout_ms",
-                "must be between 1 and 600000 milliseconds",
-            ));
-        }
+        let connect_timeout = millis(
+            map,
+            "connect_timeout_ms",
+            DEFAULT_CONNECT_TIMEOUT_MS,
+            1..=600_000,
+        )?;
         let batch_size = positive(map, "batch_size", DEFAULT_BATCH_SIZE, 100_000)?;
         let batch_bytes = positive(map, "batch_bytes", DEFAULT_BATCH_BYTES, 512 * 1024 * 1024)?;
-        let batch_linger_ms =
-            int_field(map, "batch_linger_ms")?.unwrap_or(DEFAULT_BATCH_LINGER_MS as i64);
-        if !(0..=60_000).contains(&batch_linger_ms) {
-            return Err(field(
-                "batch_linger_ms",
-                "must be between 0 and 60000 milliseconds",
-            ));
-        }
+        let batch_linger = millis(map, "batch_linger_ms", DEFAULT_BATCH_LINGER_MS, 0..=60_000)?;
         let max_in_flight = positive(map, "max_batches_in_flight", DEFAULT_MAX_IN_FLIGHT, 1024)?;
         let truncate_refreshes = bool_field(map, "truncate_refreshes")?.unwrap_or(true);
         let sweep_leftovers = bool_field(map, "sweep_leftovers")?.unwrap_or(false);
-        let retry_budget_ms =
-            int_field(map, "retry_budget_ms")?.unwrap_or(DEFAULT_RETRY_BUDGET_MS as i64);
-        if !(0..=3_600_000).contains(&retry_budget_ms) {
-            return Err(field(
-                "retry_budget_ms",
-                "must be between 0 and 3600000 milliseconds",
-            ));
-        }
-        let reply_timeout_ms =
-            int_field(map, "reply_timeout_ms")?.unwrap_or(DEFAULT_REPLY_TIMEOUT_MS as i64);
-        if !(100..=3_600_000).contains(&reply_timeout_ms) {
-            return Err(field(
-                "reply_timeout_ms",
-                "must be between 100 and 3600000 milliseconds",
-            ));
-        }
-        let reply_timeout_ms =
-            int_field(map, "reply_timeout_ms")?.unwrap_or(DEFAULT_REPLY_TIMEOUT_MS as i64);
-        if !(100..=3_600_000).contains(&reply_timeout_ms) {
-            return Err(field(
-                "reply_timeout_ms",
-                "must be between 100 and 3600000 milliseconds",
-            ));
-        }
+        let retry_budget = millis(
+            map,
+            "retry_budget_ms",
+            DEFAULT_RETRY_BUDGET_MS,
+            0..=3_600_000,
+        )?;
+        let reply_timeout = millis(
+            map,
+            "reply_timeout_ms",
+            DEFAULT_REPLY_TIMEOUT_MS,
+            100..=3_600_000,
+        )?;
         let ignored_fields = map
             .keys()
             .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
@@ -273,15 +252,15 @@ impl Settings {
             username,
             password,
             db,
-            connect_timeout: Duration::from_millis(connect_timeout_ms as u64),
+            connect_timeout,
             batch_size,
             batch_bytes,
-            batch_linger: Duration::from_millis(batch_linger_ms as u64),
+            batch_linger,
             max_in_flight,
             truncate_refreshes,
             sweep_leftovers,
-            retry_budget: Duration::from_millis(retry_budget_ms as u64),
-            reply_timeout: Duration::from_millis(reply_timeout_ms as u64),
+            retry_budget,
+            reply_timeout,
             ignored_fields,
         })
     }
@@ -345,6 +324,28 @@ fn bool_field(map: &Map<String, Value>, name: &str) -> Result<Option<bool>, Conf
     }
 }
 
+/// A duration field in milliseconds within `range`.
+fn millis(
+    map: &Map<String, Value>,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    let value = int_field(map, name)?.unwrap_or(default as i64);
+    u64::try_from(value)
+        .ok()
+        .filter(|v| range.contains(v))
+        .map(Duration::from_millis)
+        .ok_or_else(|| ConfigError::Field {
+            field: name.to_string(),
+            reason: format!(
+                "must be between {} and {} milliseconds",
+                range.start(),
+                range.end()
+            ),
+        })
+}
+
 fn positive(
     map: &Map<String, Value>,
     name: &str,
@@ -399,6 +400,10 @@ mod tests {
         assert!(err.to_string().starts_with("config.db:"), "{err}");
         let err = settings(json!({"host": "h", "batch_size": 0})).unwrap_err();
         assert!(err.to_string().starts_with("config.batch_size:"), "{err}");
+        let err = settings(json!({"host": "h", "reply_timeout_ms": 50})).unwrap_err();
+        assert_eq!(err.to_string(), "config.reply_timeout_ms: must be between 100 and 3600000 milliseconds");
+        let err = settings(json!({"host": "h", "batch_linger_ms": -1})).unwrap_err();
+        assert!(err.to_string().starts_with("config.batch_linger_ms:"), "{err}");
         let err = settings(json!({"host": "h", "ssl": "maybe"})).unwrap_err();
         assert!(err.to_string().starts_with("config.ssl:"), "{err}");
     }
