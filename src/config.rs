@@ -401,9 +401,15 @@ mod tests {
         let err = settings(json!({"host": "h", "batch_size": 0})).unwrap_err();
         assert!(err.to_string().starts_with("config.batch_size:"), "{err}");
         let err = settings(json!({"host": "h", "reply_timeout_ms": 50})).unwrap_err();
-        assert_eq!(err.to_string(), "config.reply_timeout_ms: must be between 100 and 3600000 milliseconds");
+        assert_eq!(
+            err.to_string(),
+            "config.reply_timeout_ms: must be between 100 and 3600000 milliseconds"
+        );
         let err = settings(json!({"host": "h", "batch_linger_ms": -1})).unwrap_err();
-        assert!(err.to_string().starts_with("config.batch_linger_ms:"), "{err}");
+        assert!(
+            err.to_string().starts_with("config.batch_linger_ms:"),
+            "{err}"
+        );
         let err = settings(json!({"host": "h", "ssl": "maybe"})).unwrap_err();
         assert!(err.to_string().starts_with("config.ssl:"), "{err}");
     }

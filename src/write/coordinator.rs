@@ -1,0 +1,404 @@
+//! The coordinator: the one thread that sees every input item and every acknowledgement.
+//!
+//! It feeds records to the batcher and their batches to the writer, states to the checkpoint,
+//! stream statuses to the overwrite bookkeeping (prepare before a stream's first staged batch,
+//! publish after its last), and echoes each state once every record before it is committed. It ends
+//! when the input is over and every piece of work is acknowledged, at the first failure, or within a
+//! bounded time after SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{never, select, Receiver, Sender};
+
+use super::batch::Batch;
+use super::batcher::Batcher;
+use super::checkpoint::{Checkpoint, ReadyState, StateScope};
+use super::reader::{Chunk, Item};
+use super::writer::{Ack, Work};
+use super::Summary;
+use crate::config::Settings;
+use crate::error::Failure;
+use crate::protocol::output::{Level, Output};
+use crate::protocol::state;
+use crate::protocol::StreamDescriptor;
+
+/// How long after SIGTERM the committing of in-flight batches may take.
+const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+
+/// Where one catalog stream stands in this run.
+#[derive(Debug, Default, Clone)]
+struct StreamProgress {
+    overwrite: bool,
+    prepared: bool,
+    records: u64,
+    status_seen: bool,
+    published: bool,
+}
+
+pub(super) struct Coordinator {
+    batcher: Batcher,
+    checkpoint: Checkpoint,
+    linger: Duration,
+    sealed: Vec<Batch>,
+    outbox: Vec<Work>,
+    ready: Vec<ReadyState>,
+    streams: Vec<StreamProgress>,
+    descriptors: Vec<StreamDescriptor>,
+    any_status: bool,
+    /// Prepare, state and publish work sent and not yet acknowledged.
+    awaiting: usize,
+    /// Whether the writer reported a failure (then it is not waited for).
+    writer_failed: bool,
+    /// The largest record the server accepts (its proto-max-bulk-len).
+    max_record_bytes: u64,
+    summary: Summary,
+}
+
+impl Coordinator {
+    /// A coordinator for the catalog's streams; `overwrite[i]` says whether stream i is replaced.
+    pub(super) fn new(
+        settings: &Settings,
+        descriptors: Vec<StreamDescriptor>,
+        overwrite: &[bool],
+        max_record_bytes: u64,
+    ) -> Self {
+        Coordinator {
+            batcher: Batcher::new(
+                descriptors.len(),
+                settings.batch_size.get(),
+                settings.batch_bytes.get(),
+            ),
+            checkpoint: Checkpoint::new(descriptors.len()),
+            linger: settings.batch_linger,
+            sealed: Vec::new(),
+            outbox: Vec::new(),
+            ready: Vec::new(),
+            streams: overwrite
+                .iter()
+                .map(|o| StreamProgress {
+                    overwrite: *o,
+                    ..StreamProgress::default()
+                })
+                .collect(),
+            descriptors,
+            any_status: false,
+            awaiting: 0,
+            writer_failed: false,
+            max_record_bytes,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Whether the writer reported a failure (then it must not be waited for).
+    pub(super) fn writer_failed(&self) -> bool {
+        self.writer_failed
+    }
+
+    /// What was committed and echoed.
+    pub(super) fn into_summary(self) -> Summary {
+        self.summary
+    }
+
+    /// Moves input to the writer and commits to the output until the input ends and every piece of
+    /// work is acknowledged, or something fails. Input failures are returned only after everything
+    /// before the bad line is committed and its states echoed.
+    pub(super) fn drive(
+        &mut self,
+        chunks: Receiver<Chunk>,
+        work: &Sender<Work>,
+        acks: &Receiver<Ack>,
+        terminate: &Receiver<()>,
+        out: &Output,
+    ) -> Result<(), Failure> {
+        let mut input_open = true;
+        let mut input_failure: Option<Failure> = None;
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            if let (Some(at), Some(f)) = (give_up_at, &input_failure) {
+                if Instant::now() >= at {
+                    // In-flight batches are abandoned: each is atomic, and no state covers them.
+                    return Err(f.clone());
+                }
+            }
+            // Checked on every turn: under steady input the timeout arm below never fires, and a
+            // quiet stream's batch (and every state behind it) must not wait for a busy one.
+            if let Some(cutoff) = Instant::now().checked_sub(self.linger) {
+                self.batcher.seal_opened_before(cutoff, &mut self.sealed);
+                self.move_sealed();
+            }
+            self.queue_ready_states(out);
+            for item in self.outbox.drain(..) {
+                if work.send(item).is_err() {
+                    // The writer stopped: its failure is waiting in `acks`.
+                    break;
+                }
+            }
+            if !input_open
+                && self.checkpoint.all_committed()
+                && self.awaiting == 0
+                && self.checkpoint.waiting_states() == 0
+            {
+                return match input_failure {
+                    Some(f) => Err(f),
+                    None => Ok(()),
+                };
+            }
+            let chunk_source = if input_open { chunks.clone() } else { never() };
+            let deadline = self
+                .batcher
+                .next_linger_deadline(self.linger)
+                .into_iter()
+                .chain(give_up_at)
+                .min();
+            let timeout = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let terminate_source = if give_up_at.is_none() {
+                terminate.clone()
+            } else {
+                never()
+            };
+            select! {
+                recv(chunk_source) -> chunk => match chunk {
+                    Ok(chunk) => {
+                        if let Some(f) = self.take_chunk(chunk) {
+                            input_failure = Some(f);
+                            input_open = false;
+                            self.end_of_input(false, out);
+                        }
+                    }
+                    Err(_) => {
+                        input_open = false;
+                        self.end_of_input(true, out);
+                    }
+                },
+                recv(terminate_source) -> _ => {
+                    // SIGTERM (how Airbyte cancels): stop reading, commit what was read (batches are
+                    // atomic), echo the states of committed records, then fail. Bounded in time.
+                    out.log(Level::Warn, "SIGTERM: stopping; committing the records read so far, publishing nothing.");
+                    give_up_at = Some(Instant::now() + TERMINATE_GRACE);
+                    if input_open || input_failure.is_none() {
+                        input_open = false;
+                        input_failure = Some(Failure::transient(
+                            "The sync was cancelled (SIGTERM); states were echoed for every committed record.",
+                            "SIGTERM",
+                        ));
+                        self.end_of_input(false, out);
+                    }
+                }
+                recv(acks) -> ack => match ack {
+                    Ok(ack) => self.take_ack(ack, out)?,
+                    Err(_) => {
+                        return Err(Failure::system("The Redis writer stopped unexpectedly.", "writer thread ended"));
+                    }
+                },
+                default(timeout) => {}
+            }
+        }
+    }
+
+    fn take_ack(&mut self, ack: Ack, out: &Output) -> Result<(), Failure> {
+        match ack {
+            Ack::Committed {
+                first_ordinal,
+                records,
+            } => {
+                self.checkpoint.batch_committed(first_ordinal);
+                self.summary.records += records as u64;
+                self.summary.batches += 1;
+            }
+            Ack::Prepared => self.awaiting -= 1,
+            Ack::Reconnected(message) => out.log(Level::Warn, message),
+            Ack::Echo(line) => {
+                self.awaiting -= 1;
+                self.summary.states += 1;
+                out.send(line);
+            }
+            Ack::Published { stream, report } => {
+                self.awaiting -= 1;
+                out.log(
+                    Level::Info,
+                    format!(
+                        "Published stream {}: {} records replaced {} in {} ms ({} script calls).",
+                        self.descriptors[stream],
+                        report.published,
+                        report.old,
+                        report.millis,
+                        report.calls
+                    ),
+                );
+                if report.skipped > 0 {
+                    out.log(
+                        Level::Warn,
+                        format!(
+                            "Stream {}: {} keys under its record prefix are not records of this destination and were left alone.",
+                            self.descriptors[stream], report.skipped
+                        ),
+                    );
+                }
+            }
+            Ack::Failed(f) => {
+                self.writer_failed = true;
+                return Err(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds a chunk to the batcher and checkpoint; returns the input failure it ends with, if any.
+    fn take_chunk(&mut self, chunk: Chunk) -> Option<Failure> {
+        let now = Instant::now();
+        for item in chunk.items {
+            match item {
+                Item::Record {
+                    stream,
+                    emitted_at,
+                    data,
+                    line,
+                } => {
+                    let data = &chunk.arena[data];
+                    if data.len() as u64 > self.max_record_bytes {
+                        return Some(Failure::config(
+                            format!(
+                                "The record on line {line} (record {} of stream {} in this sync) is {} bytes, more than the server's proto-max-bulk-len of {} bytes: raise proto-max-bulk-len on the server, or make the source send smaller records.",
+                                self.streams[stream].records + 1,
+                                self.descriptors[stream],
+                                data.len(),
+                                self.max_record_bytes
+                            ),
+                            "record above proto-max-bulk-len",
+                        ));
+                    }
+                    let progress = &mut self.streams[stream];
+                    if progress.published {
+                        return Some(Failure::system(
+                            format!("A record of stream {} arrived after its COMPLETE status; the stream was already published.", self.descriptors[stream]),
+                            "record after COMPLETE",
+                        ));
+                    }
+                    progress.records += 1;
+                    if progress.overwrite && !progress.prepared {
+                        progress.prepared = true;
+                        self.move_sealed();
+                        self.outbox.push(Work::Prepare {
+                            stream,
+                            first_data: Some(data.to_vec()),
+                        });
+                        self.awaiting += 1;
+                    }
+                    let ordinal = self.checkpoint.record(stream);
+                    if self
+                        .batcher
+                        .push(stream, emitted_at, data, ordinal, now, &mut self.sealed)
+                    {
+                        self.checkpoint.batch_opened(ordinal);
+                    }
+                }
+                Item::State { text, scope } => {
+                    let count = self.checkpoint.take_count(scope);
+                    let marks = self.marks_for(scope);
+                    match state::echo_line(&text, count) {
+                        Ok(line) => self.checkpoint.push_state(line, marks),
+                        Err(e) => {
+                            return Some(Failure::system("A STATE message could not be echoed.", e))
+                        }
+                    }
+                }
+                Item::Status { streams, complete } => {
+                    self.any_status = true;
+                    for stream in streams {
+                        self.streams[stream].status_seen = true;
+                        if complete {
+                            self.publish(stream);
+                        }
+                    }
+                }
+                Item::Failed(f) => return Some(f),
+            }
+        }
+        self.move_sealed();
+        None
+    }
+
+    /// The staging marks a state of `scope` records: its overwrite streams' records so far.
+    fn marks_for(&self, scope: StateScope) -> Vec<(usize, u64)> {
+        let mark = |i: usize| {
+            let p = &self.streams[i];
+            (p.overwrite && p.prepared).then_some((i, p.records))
+        };
+        match scope {
+            StateScope::Stream(i) => mark(i).into_iter().collect(),
+            StateScope::Global => (0..self.streams.len()).filter_map(mark).collect(),
+            StateScope::UnknownStream => Vec::new(),
+        }
+    }
+
+    /// Seals the stream's batch and queues its publish (once), after everything it wrote.
+    fn publish(&mut self, stream: usize) {
+        let p = &mut self.streams[stream];
+        if !p.overwrite || p.published {
+            return;
+        }
+        p.published = true;
+        let prepare = !p.prepared;
+        p.prepared = true;
+        self.batcher.seal_stream(stream, &mut self.sealed);
+        self.move_sealed();
+        if prepare {
+            self.outbox.push(Work::Prepare {
+                stream,
+                first_data: None,
+            });
+            self.awaiting += 1;
+        }
+        self.outbox.push(Work::Publish { stream });
+        self.awaiting += 1;
+    }
+
+    /// The input ended: seal everything; at a clean end, publish the overwrite streams of a source
+    /// that sent no stream statuses at all (older sources).
+    fn end_of_input(&mut self, clean: bool, out: &Output) {
+        self.batcher.seal_all(&mut self.sealed);
+        self.move_sealed();
+        if !clean {
+            return;
+        }
+        for stream in 0..self.streams.len() {
+            let p = &self.streams[stream];
+            if !p.overwrite || p.published {
+                continue;
+            }
+            if !self.any_status {
+                self.publish(stream);
+            } else {
+                out.log(
+                    Level::Warn,
+                    format!(
+                        "Stream {} did not report COMPLETE: its new records stay staged and its old records are unchanged.",
+                        self.descriptors[stream]
+                    ),
+                );
+            }
+        }
+    }
+
+    fn move_sealed(&mut self) {
+        self.outbox.extend(self.sealed.drain(..).map(Work::Batch));
+    }
+
+    /// Echoes ready states, or, when overwrite streams need their marks recorded first, queues them
+    /// for the writer (which hands them back in order).
+    fn queue_ready_states(&mut self, out: &Output) {
+        self.checkpoint.take_ready(&mut self.ready);
+        let through_writer = self.streams.iter().any(|p| p.overwrite);
+        for state in self.ready.drain(..) {
+            if through_writer {
+                self.awaiting += 1;
+                self.outbox.push(Work::State(state));
+            } else {
+                self.summary.states += 1;
+                out.send(state.line);
+            }
+        }
+    }
+}
