@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::connect::tls::{self, Tls};
 use crate::error::Failure;
 
 /// Default number of records in one batch (one script call).
@@ -121,6 +122,10 @@ pub struct Settings {
     pub sweep_leftovers: bool,
     /// Fields present in the config that this version ignores (reported as a warning).
     pub ignored_fields: Vec<String>,
+    /// How the connection is encrypted.
+    pub tls: Tls,
+    /// Warnings about the config to log (e.g. TLS without verification).
+    pub warnings: Vec<String>,
 }
 
 /// A secret string: its `Debug` never shows the value.
@@ -198,12 +203,8 @@ impl Settings {
                 ));
             }
         }
-        if bool_field(map, "ssl")?.unwrap_or(false) {
-            return Err(field(
-                "ssl",
-                "TLS is not supported by this version yet; set \"ssl\": false or connect through a TLS proxy",
-            ));
-        }
+        let ssl = bool_field(map, "ssl")?.unwrap_or(false);
+        let (tls, warnings) = tls::from_config(ssl, map.get("ssl_mode"))?;
         if let Some(method) = map.get("tunnel_method").filter(|v| !v.is_null()) {
             let kind = method
                 .get("tunnel_method")
@@ -262,6 +263,8 @@ impl Settings {
             retry_budget,
             reply_timeout,
             ignored_fields,
+            tls,
+            warnings,
         })
     }
 
@@ -412,6 +415,12 @@ mod tests {
         );
         let err = settings(json!({"host": "h", "ssl": "maybe"})).unwrap_err();
         assert!(err.to_string().starts_with("config.ssl:"), "{err}");
+        let err =
+            settings(json!({"host": "h", "ssl": true, "ssl_mode": {"mode": "x"}})).unwrap_err();
+        assert!(
+            err.to_string().starts_with("config.ssl_mode.mode:"),
+            "{err}"
+        );
     }
 
     #[test]

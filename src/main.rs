@@ -10,6 +10,8 @@ use destination_redis::protocol::output::{self, Level, Output};
 use destination_redis::{check, spec, write};
 
 fn main() -> ExitCode {
+    // One crypto provider for rustls, chosen explicitly (redis-rs picks none).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let out = Output::start(std::io::stdout());
     let code = match cli.command {
@@ -57,6 +59,9 @@ fn main() -> ExitCode {
 }
 
 fn log_ignored_fields(settings: &Settings, out: &Output) {
+    for w in &settings.warnings {
+        out.log(Level::Warn, w);
+    }
     if !settings.ignored_fields.is_empty() {
         out.log(
             Level::Warn,

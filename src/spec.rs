@@ -119,21 +119,27 @@ fn ssl_mode() -> Value {
         "oneOf": [
             {
                 "title": "disable", "additionalProperties": false,
-                "description": "Disable SSL.",
+                "description": "Kept from the Java connector: with ssl true this is TLS verified against the system's roots (what the Java connector did).",
                 "required": ["mode"],
                 "properties": {"mode": {"type": "string", "const": "disable", "enum": ["disable"], "default": "disable", "order": 0}}
             },
             {
                 "title": "verify-full", "additionalProperties": false,
-                "description": "Verify-full SSL mode.",
-                "required": ["mode", "ca_certificate", "client_certificate", "client_key"],
+                "description": "TLS, verifying the server's certificate and name. Without ca_certificate the system's roots are trusted; the client certificate and key are needed only by servers that require them.",
+                "required": ["mode"],
                 "properties": {
                     "mode": {"type": "string", "const": "verify-full", "enum": ["verify-full"], "default": "verify-full", "order": 0},
                     "ca_certificate": {"type": "string", "title": "CA Certificate", "description": "CA certificate (PEM).", "airbyte_secret": true, "multiline": true, "order": 1},
                     "client_certificate": {"type": "string", "title": "Client Certificate", "description": "Client certificate (PEM).", "airbyte_secret": true, "multiline": true, "order": 2},
                     "client_key": {"type": "string", "title": "Client Key", "description": "Client key (PEM).", "airbyte_secret": true, "multiline": true, "order": 3},
-                    "client_key_password": {"type": "string", "title": "Client key password", "description": "Password of an encrypted client key.", "airbyte_secret": true, "order": 4}
+                    "client_key_password": {"type": "string", "title": "Client key password", "description": "Password of an encrypted (PKCS#8) client key.", "airbyte_secret": true, "order": 4}
                 }
+            },
+            {
+                "title": "encrypted-unverified", "additionalProperties": false,
+                "description": "TLS WITHOUT verifying the server (self-signed servers): encrypted, but anyone on the path can impersonate the server.",
+                "required": ["mode"],
+                "properties": {"mode": {"type": "string", "const": "encrypted-unverified", "enum": ["encrypted-unverified"], "default": "encrypted-unverified", "order": 0}}
             }
         ]
     })

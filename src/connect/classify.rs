@@ -23,6 +23,8 @@ pub struct Context {
     pub during: String,
     /// Keys involved, if known (named in WRONGTYPE messages).
     pub keys: Option<String>,
+    /// Whether the connection uses TLS (a silent server may then be a plain port).
+    pub tls: bool,
 }
 
 impl Context {
@@ -33,6 +35,7 @@ impl Context {
             host: settings.host.clone(),
             during: during.into(),
             keys: None,
+            tls: settings.tls != crate::connect::tls::Tls::Off,
         }
     }
 
@@ -48,6 +51,9 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
     let raw = err.to_string();
     let at = &ctx.address;
     let during = &ctx.during;
+    if let Some(f) = classify_tls(&raw, ctx) {
+        return f;
+    }
     if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
         return classify_io(err, ctx, raw);
     }
@@ -78,6 +84,34 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
     }
 }
 
+/// TLS handshake failures, recognised by rustls's wording.
+fn classify_tls(raw: &str, ctx: &Context) -> Option<Failure> {
+    let at = &ctx.address;
+    let message = if raw.contains("UnknownIssuer") || raw.contains("BadSignature") {
+        format!("The TLS certificate of Redis at {at} is not signed by a trusted authority: set ssl_mode.ca_certificate to the CA that signed it.")
+    } else if raw.contains("not valid for name") || raw.contains("NotValidForName") {
+        format!("The TLS certificate of Redis at {at} is not valid for the host name {:?}: connect with a name the certificate lists, or fix the certificate.", ctx.host)
+    } else if raw.contains("CertificateRequired") || raw.contains("certificate required") {
+        format!("Redis at {at} requires a TLS client certificate: set ssl_mode.client_certificate and ssl_mode.client_key.")
+    } else if raw.contains("BadCertificate")
+        || raw.contains("UnknownCA")
+        || raw.contains("DecryptError")
+    {
+        format!("Redis at {at} refused the TLS client certificate: use one signed by a CA the server trusts.")
+    } else if raw.contains("invalid peer certificate") {
+        format!("The TLS certificate of Redis at {at} was refused: check the server's certificate and ssl_mode.")
+    } else if raw.contains("InvalidContentType") || raw.contains("corrupt message") {
+        format!("The TLS handshake with {at} failed: the server does not speak TLS on this port (set \"ssl\": false, or use its TLS port).")
+    } else if raw.contains("Unable to extract private key")
+        || raw.contains("private key") && raw.contains("PEM")
+    {
+        "The TLS client key could not be used: check ssl_mode.client_key (PEM; PKCS#8, PKCS#1 or SEC1).".to_string()
+    } else {
+        return None;
+    };
+    Some(Failure::config(message, raw))
+}
+
 fn classify_io(err: &RedisError, ctx: &Context, raw: String) -> Failure {
     let at = &ctx.address;
     if raw.contains("failed to lookup address") || raw.contains("Name or service not known") {
@@ -97,8 +131,13 @@ fn classify_io(err: &RedisError, ctx: &Context, raw: String) -> Failure {
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .map(std::io::Error::kind);
     if err.is_timeout() || matches!(io_kind, Some(IoKind::TimedOut | IoKind::WouldBlock)) {
+        let tls = if ctx.tls {
+            " (TLS is on: is this the server's TLS port?)"
+        } else {
+            ""
+        };
         return Failure::transient(
-            format!("Redis at {at} did not answer in time {}: check that host and port lead to a Redis server and that it is not overloaded, or raise \"connect_timeout_ms\".", ctx.during),
+            format!("Redis at {at} did not answer in time {}: check that host and port lead to a Redis server{tls} and that it is not overloaded, or raise \"connect_timeout_ms\".", ctx.during),
             raw,
         );
     }

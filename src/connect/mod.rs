@@ -1,4 +1,5 @@
-//! Making a connection to Redis: TCP with timeouts, AUTH in the form the server accepts, SELECT.
+//! Making a connection to Redis: TCP or TLS (rustls) with timeouts, AUTH in the form the server
+//! accepts, SELECT.
 //!
 //! AUTH rules: no password means no AUTH; a username sends the two-argument (ACL) form and falls
 //! back to the one-argument form when the server is older than 6.0; a password sent to a server
@@ -6,14 +7,19 @@
 //! [`Failure`] through [`classify`].
 
 pub mod classify;
+pub mod tls;
 
 use std::time::Duration;
 
-use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+    TlsCertificates,
+};
 
 use crate::config::Settings;
 use crate::error::Failure;
 pub use classify::{classify, Context};
+use tls::Tls;
 
 /// A ready connection, and what the user should hear about how it was made.
 pub struct Connected {
@@ -26,11 +32,7 @@ pub struct Connected {
 /// Connects, authenticates and selects the database. Replies are awaited at most `reply_timeout`.
 pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected, Failure> {
     let ctx = Context::new(settings, "while connecting");
-    let info = ConnectionAddr::Tcp(settings.host.clone(), settings.port)
-        .into_connection_info()
-        .map_err(|e| classify(&e, &ctx))?
-        .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
-    let client = Client::open(info).map_err(|e| classify(&e, &ctx))?;
+    let client = client(settings).map_err(|e| classify(&e, &ctx))?;
     let mut con = client
         .get_connection_with_timeout(settings.connect_timeout)
         .map_err(|e| classify(&e, &ctx))?;
@@ -51,6 +53,42 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
         .arg("destination-redis")
         .query::<()>(&mut con);
     Ok(Connected { con, warnings })
+}
+
+/// A client for the configured address and TLS mode.
+fn client(settings: &Settings) -> redis::RedisResult<Client> {
+    let (host, port) = (settings.host.clone(), settings.port);
+    let addr = match &settings.tls {
+        Tls::Off => ConnectionAddr::Tcp(host, port),
+        Tls::Verified { .. } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        },
+        Tls::Unverified => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: true,
+            tls_params: None,
+        },
+    };
+    let info = addr
+        .into_connection_info()?
+        .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
+    match &settings.tls {
+        Tls::Verified { ca, client } => Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: client.as_ref().map(|c| ClientTlsConfig {
+                    client_cert: c.cert.clone(),
+                    client_key: c.key.clone(),
+                }),
+                root_cert: ca.clone(),
+            },
+        ),
+        _ => Client::open(info),
+    }
 }
 
 fn authenticate(

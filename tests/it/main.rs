@@ -5,4 +5,5 @@ mod faults;
 mod overwrite;
 mod properties;
 mod spec_check;
+mod tls;
 mod write_append;

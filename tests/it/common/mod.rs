@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod fault;
+mod pki;
 mod proxy;
 mod server;
 
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub use fault::{Cut, Direction, FaultProxy, Kind};
+pub use pki::Pki;
 pub use proxy::CountingProxy;
+pub use server::free_port;
 pub use server::RedisServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_destination-redis");
