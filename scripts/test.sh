@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite on a fresh Debian machine (as root):
-# installs the servers the tests start, then cargo fmt, clippy and every test.
+# installs the servers the tests start (redis-server, sshd), then cargo fmt, clippy and every test.
 # Each phase prints its duration. PROPTEST_CASES caps the property tests (default 32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,10 @@ install_packages() {
   local need=()
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+  command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

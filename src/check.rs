@@ -16,8 +16,11 @@ use crate::write::writer::load_scripts;
 
 /// Runs every check; returns the warnings to log on success.
 pub fn run(settings: &Settings) -> Result<Vec<String>, Failure> {
+    let route = connect::route(settings)?;
+    let settings = &route.settings;
     let connected = connect::connect(settings, settings.connect_timeout)?;
-    let mut warnings = connected.warnings;
+    let mut warnings = route.warnings.clone();
+    warnings.extend(connected.warnings);
     let mut con = connected.con;
     let ctx = Context::new(settings, "during the check");
     redis::cmd("PING")

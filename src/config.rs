@@ -124,6 +124,10 @@ pub struct Settings {
     pub ignored_fields: Vec<String>,
     /// How the connection is encrypted.
     pub tls: Tls,
+    /// The SSH tunnel to reach Redis through, if any.
+    pub tunnel: Option<TunnelSettings>,
+    /// When connecting through a tunnel: the Redis address as the user configured it (for messages).
+    pub tunneled_address: Option<String>,
     /// Warnings about the config to log (e.g. TLS without verification).
     pub warnings: Vec<String>,
 }
@@ -205,19 +209,7 @@ impl Settings {
         }
         let ssl = bool_field(map, "ssl")?.unwrap_or(false);
         let (tls, warnings) = tls::from_config(ssl, map.get("ssl_mode"))?;
-        if let Some(method) = map.get("tunnel_method").filter(|v| !v.is_null()) {
-            let kind = method
-                .get("tunnel_method")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .unwrap_or("NO_TUNNEL");
-            if kind != "NO_TUNNEL" {
-                return Err(field(
-                    "tunnel_method",
-                    "SSH tunnels are not supported by this version yet; use \"NO_TUNNEL\"",
-                ));
-            }
-        }
+        let tunnel = tunnel_settings(map.get("tunnel_method"))?;
         let connect_timeout = millis(
             map,
             "connect_timeout_ms",
@@ -264,18 +256,125 @@ impl Settings {
             reply_timeout,
             ignored_fields,
             tls,
+            tunnel,
+            tunneled_address: None,
             warnings,
         })
     }
 
     /// `host:port` as shown to users (IPv6 addresses in brackets).
     pub fn address(&self) -> String {
+        if let Some(a) = &self.tunneled_address {
+            return format!("{a} (through the SSH tunnel)");
+        }
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// How an SSH tunnel authenticates.
+#[derive(Clone, Debug)]
+pub enum TunnelAuth {
+    /// A private key (PEM or OpenSSH format), with its passphrase if it is encrypted.
+    Key {
+        /// The key text.
+        key: Secret,
+        /// Its passphrase.
+        passphrase: Option<Secret>,
+    },
+    /// A password.
+    Password(Secret),
+}
+
+/// The config's `tunnel_method`, validated (the Java connector's fields, plus `known_hosts` and
+/// `ssh_key_passphrase`).
+#[derive(Clone, Debug)]
+pub struct TunnelSettings {
+    /// The bastion's host.
+    pub host: String,
+    /// The bastion's SSH port.
+    pub port: u16,
+    /// The SSH user.
+    pub user: String,
+    /// How to authenticate.
+    pub auth: TunnelAuth,
+    /// OpenSSH known_hosts lines the bastion's key must match (None: accept it and log it).
+    pub known_hosts: Option<String>,
+}
+
+fn tunnel_settings(method: Option<&Value>) -> Result<Option<TunnelSettings>, ConfigError> {
+    let Some(Value::Object(m)) = method else {
+        return match method {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => Err(field("tunnel_method", "must be an object")),
+        };
+    };
+    let kind = m
+        .get("tunnel_method")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("NO_TUNNEL");
+    if kind == "NO_TUNNEL" {
+        return Ok(None);
+    }
+    let text = |name: &str| -> Result<String, ConfigError> {
+        string_field(m, name)?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                field(
+                    &format!("tunnel_method.{name}"),
+                    "is required for an SSH tunnel",
+                )
+            })
+    };
+    let auth = match kind {
+        "SSH_KEY_AUTH" => TunnelAuth::Key {
+            key: Secret(text("ssh_key")?),
+            passphrase: string_field(m, "ssh_key_passphrase")?
+                .filter(|p| !p.is_empty())
+                .map(Secret),
+        },
+        "SSH_PASSWORD_AUTH" => TunnelAuth::Password(Secret(
+            string_field(m, "tunnel_user_password")?
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    field(
+                        "tunnel_method.tunnel_user_password",
+                        "is required for SSH_PASSWORD_AUTH",
+                    )
+                })?,
+        )),
+        other => {
+            return Err(field(
+                "tunnel_method.tunnel_method",
+                &format!(
+                    "{other:?} is not a method; use NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH"
+                ),
+            ))
+        }
+    };
+    let port = int_field(m, "tunnel_port")?.unwrap_or(22);
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| field("tunnel_method.tunnel_port", "must be between 1 and 65535"))?;
+    if !cfg!(feature = "ssh-tunnel") {
+        return Err(field(
+            "tunnel_method",
+            "SSH tunnels are not in this build (cargo feature ssh-tunnel); use NO_TUNNEL",
+        ));
+    }
+    Ok(Some(TunnelSettings {
+        host: text("tunnel_host")?,
+        port,
+        user: text("tunnel_user")?,
+        auth,
+        known_hosts: string_field(m, "known_hosts")?.filter(|k| !k.trim().is_empty()),
+    }))
 }
 
 fn field(name: &str, reason: &str) -> ConfigError {

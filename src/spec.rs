@@ -156,8 +156,12 @@ fn tunnel_method() -> Value {
     };
     let mut key_auth = common("SSH_KEY_AUTH");
     key_auth["ssh_key"] = json!({"title": "SSH Private Key", "description": "OS-level user account ssh key credentials in RSA PEM format ( created with ssh-keygen -t rsa -m PEM -f myuser_rsa )", "type": "string", "airbyte_secret": true, "multiline": true, "order": 4});
+    key_auth["ssh_key_passphrase"] = json!({"title": "SSH Key Passphrase", "description": "Passphrase of the SSH private key, if it has one.", "type": "string", "airbyte_secret": true, "order": 5});
+    let known_hosts = json!({"title": "Known hosts", "description": "OpenSSH known_hosts line(s) for the jump server (e.g. from ssh-keyscan). When set, its host key must match; when empty, the key is accepted and its fingerprint logged.", "type": "string", "multiline": true, "order": 6});
+    key_auth["known_hosts"] = known_hosts.clone();
     let mut password_auth = common("SSH_PASSWORD_AUTH");
     password_auth["tunnel_user_password"] = json!({"title": "Password", "description": "OS-level password for logging into the jump server host", "type": "string", "airbyte_secret": true, "order": 4});
+    password_auth["known_hosts"] = known_hosts;
     json!({
         "type": "object", "title": "SSH Tunnel Method",
         "description": "Whether to initiate an SSH tunnel before connecting to the database, and if so, which kind of authentication to use.",

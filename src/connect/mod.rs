@@ -8,6 +8,8 @@
 
 pub mod classify;
 pub mod tls;
+#[cfg(feature = "ssh-tunnel")]
+pub mod tunnel;
 
 use std::time::Duration;
 
@@ -20,6 +22,39 @@ use crate::config::Settings;
 use crate::error::Failure;
 pub use classify::{classify, Context};
 use tls::Tls;
+
+/// The route to Redis: directly, or through an SSH tunnel that lives as long as this value.
+pub struct Route {
+    /// Settings whose host and port lead to Redis (the tunnel's local port when there is one).
+    pub settings: Settings,
+    /// Things the user should hear about the route.
+    pub warnings: Vec<String>,
+    #[cfg(feature = "ssh-tunnel")]
+    _tunnel: Option<tunnel::Tunnel>,
+}
+
+/// Opens the tunnel when the config has one; the returned settings connect through it.
+pub fn route(settings: &Settings) -> Result<Route, Failure> {
+    #[cfg(feature = "ssh-tunnel")]
+    if let Some(t) = &settings.tunnel {
+        let tunnel = tunnel::open(t, &settings.host, settings.port, settings.connect_timeout)?;
+        let mut through = settings.clone();
+        through.tunneled_address = Some(settings.address());
+        through.host = "127.0.0.1".into();
+        through.port = tunnel.local_port;
+        return Ok(Route {
+            settings: through,
+            warnings: tunnel.warnings.clone(),
+            _tunnel: Some(tunnel),
+        });
+    }
+    Ok(Route {
+        settings: settings.clone(),
+        warnings: Vec::new(),
+        #[cfg(feature = "ssh-tunnel")]
+        _tunnel: None,
+    })
+}
 
 /// A ready connection, and what the user should hear about how it was made.
 pub struct Connected {

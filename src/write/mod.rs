@@ -76,6 +76,11 @@ pub fn run<R: Read + Send + 'static>(
     keys::check_catalog(&descriptors)
         .map_err(|m| Failure::config(format!("Invalid catalog: {m}."), &m))?;
 
+    let route = connect::route(settings)?;
+    for w in &route.warnings {
+        out.log(Level::Warn, w);
+    }
+    let settings = &route.settings;
     let reply_timeout = settings.reply_timeout;
     let ctx = Context::new(settings, "while writing");
     let run_id = new_run_id()?;

@@ -6,4 +6,6 @@ mod overwrite;
 mod properties;
 mod spec_check;
 mod tls;
+#[cfg(feature = "ssh-tunnel")]
+mod tunnel;
 mod write_append;

@@ -6,6 +6,8 @@ mod fault;
 mod pki;
 mod proxy;
 mod server;
+#[cfg(feature = "ssh-tunnel")]
+pub mod sshd;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
