@@ -6,6 +6,7 @@
 #   3. the server's limit for plain hashes: redis-cli --pipe of one HSET per record (same fields/values)
 #   4. the server's limit for this design: redis-cli --pipe of our own append-script EVALSHA batches
 #   5. the Java connector's access pattern (INCR+HSET per record, then KEYS + INCR+RENAME), N_JAVA records
+#   6. write (state every 1,000) over TLS and through an SSH tunnel (a local sshd), as ratios to 1
 # Each is run ROUNDS times (default 3), interleaved; medians are reported with the ratios 1/3, 1/4, 2/1,
 # 1/5 and the destination's peak RSS. CURVE="100 250 500 1000 2000" adds write's batch-size curve.
 #   bash scripts/bench.sh [N]
@@ -23,7 +24,13 @@ install_missing
 cargo build --release --locked --bin destination-redis --example gen_records --example bench_tools 2>&1 | tail -1
 
 setup_work
+make_certs
+tls_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REDIS_EXTRA=(--tls-port "$tls_port" --tls-cert-file "$work/server.pem" --tls-key-file "$work/server.key"
+  --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no)
 start_redis
+start_sshd
+trap 'stop_sshd; if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 cli() { redis-cli -p "$port" "$@"; }
 
 echo "=== inputs: $N records, $STREAMS streams"
@@ -36,6 +43,17 @@ names=(users orders events); names=("${names[@]:0:$STREAMS}")
   echo ']}'
 } > "$work/catalog.json"
 echo "{\"host\": \"127.0.0.1\", \"port\": $port, \"batch_size\": $BATCH}" > "$work/config.json"
+python3 - "$work" "$tls_port" "$port" "$ssh_port" "$BATCH" <<'PY'
+import json, sys
+work, tls_port, port, ssh_port, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+ca = open(f"{work}/ca.pem").read()
+json.dump({"host": "127.0.0.1", "port": tls_port, "batch_size": batch, "ssl": True,
+           "ssl_mode": {"mode": "verify-full", "ca_certificate": ca}}, open(f"{work}/config_tls.json", "w"))
+json.dump({"host": "127.0.0.1", "port": port, "batch_size": batch,
+           "tunnel_method": {"tunnel_method": "SSH_KEY_AUTH", "tunnel_host": "127.0.0.1", "tunnel_port": ssh_port,
+                             "tunnel_user": "root", "ssh_key": open(f"{work}/id_rsa").read()}},
+          open(f"{work}/config_ssh.json", "w"))
+PY
 target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 1000 > "$work/in1000.jsonl"
 target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 100 > "$work/in100.jsonl"
 target/release/examples/bench_tools resp-hset "$work/in1000.jsonl" "$work/hset.resp"
@@ -70,6 +88,8 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "=== round $round of $ROUNDS"
   run_write write_state1000 "$work/in1000.jsonl" "$work/config.json"
   run_write write_state100 "$work/in100.jsonl" "$work/config.json"
+  run_write write_tls "$work/in1000.jsonl" "$work/config_tls.json"
+  run_write write_ssh "$work/in1000.jsonl" "$work/config_ssh.json"
   run_pipe hset_pipe "$work/hset.resp"
   run_pipe evalsha_pipe "$work/evalsha.resp"
   fresh
@@ -97,6 +117,8 @@ labels = {
     "hset_pipe": "3 redis-cli --pipe, HSET per record",
     "evalsha_pipe": "4 redis-cli --pipe, our EVALSHA batches",
     "java_pattern": "5 Java connector's pattern",
+    "write_tls": "6a write over TLS (verify-full)",
+    "write_ssh": "6b write through an SSH tunnel",
 }
 print(f"{'measurement':44} {'median s':>9} {'records/s':>11} {'MB/s':>7} {'runs':>5}")
 for k in list(labels) + sorted((k for k in med if k.startswith("curve_")), key=lambda k: int(k.rsplit("_", 1)[1])):
@@ -112,6 +134,8 @@ print(f"ratio 1/3 (write / plain HSET pipe):       {ratio('write_state1000', 'hs
 print(f"ratio 1/4 (write / EVALSHA pipe):          {ratio('write_state1000', 'evalsha_pipe'):.2f}")
 print(f"ratio 2/1 (state every 100 / every 1,000): {ratio('write_state100', 'write_state1000'):.2f}")
 print(f"ratio 1/5 (write / Java pattern, per rec): {ratio('write_state1000', 'java_pattern'):.0f}")
-rss = [r for k in ("write_state1000", "write_state100") for _, r in runs[k]]
+print(f"ratio 6a/1 (TLS / plain):                  {ratio('write_tls', 'write_state1000'):.2f}")
+print(f"ratio 6b/1 (SSH tunnel / plain):           {ratio('write_ssh', 'write_state1000'):.2f}")
+rss = [r for k in ("write_state1000", "write_state100", "write_tls", "write_ssh") for _, r in runs[k]]
 print(f"peak RSS of destination-redis write: {max(rss) / 1024:.1f} MiB (max over runs)")
 PY

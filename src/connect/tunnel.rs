@@ -265,8 +265,40 @@ fn pump(sess: Session, mut tcp: TcpStream, host: &str, port: u16, stop: &AtomicB
             break;
         }
         if !progress {
-            std::thread::sleep(Duration::from_micros(200));
+            wait_for_io(&sess, &tcp, !down.is_empty());
         }
     }
     let _ = ch.close();
+}
+
+/// Sleeps until the local socket or the SSH socket has something to do (at most 20 ms).
+fn wait_for_io(sess: &Session, tcp: &TcpStream, tcp_writable: bool) {
+    use std::os::unix::io::AsRawFd;
+    let ssh_events = match sess.block_directions() {
+        ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both => {
+            libc::POLLIN | libc::POLLOUT
+        }
+        _ => libc::POLLIN,
+    };
+    let tcp_events = if tcp_writable {
+        libc::POLLIN | libc::POLLOUT
+    } else {
+        libc::POLLIN
+    };
+    let mut fds = [
+        libc::pollfd {
+            fd: tcp.as_raw_fd(),
+            events: tcp_events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: sess.as_raw_fd(),
+            events: ssh_events,
+            revents: 0,
+        },
+    ];
+    // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20);
+    }
 }
