@@ -153,6 +153,17 @@ fn host_key_mismatch_refused_forward_and_unreachable_bastion() {
     assert_eq!(st, "FAILED");
     assert!(msg.contains("does not match"), "{msg}");
 
+    // A valid key that the bastion does not authorize (the other server's).
+    let (st, msg, _) = status(&through(
+        &server,
+        key_tunnel(&ssh, &other.key, None, Some(&ssh.known_hosts)),
+    ));
+    assert_eq!(st, "FAILED");
+    assert!(
+        msg.contains("refused user") && msg.contains("ssh_key"),
+        "{msg}"
+    );
+
     let no_forward = SshServer::start(&["AllowTcpForwarding no"]);
     let (st, msg, _) = status(&through(
         &server,
