@@ -3,26 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{self, catalog, free_port, legacy_state, record, Pki, RedisServer};
-
-/// A server with a TLS port (and its plain port for the test's own reads).
-fn tls_server(pki: &Pki, client_certs: &str) -> (RedisServer, u16) {
-    let tls_port = free_port();
-    let f = |n: &str| pki.file(n).display().to_string();
-    let server = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &f("server.pem"),
-        "--tls-key-file",
-        &f("server.key"),
-        "--tls-ca-cert-file",
-        &f("ca.pem"),
-        "--tls-auth-clients",
-        client_certs,
-    ]);
-    (server, tls_port)
-}
+use crate::common::{self, catalog, legacy_state, record, Pki, RedisServer};
 
 fn config(host: &str, port: u16, ssl_mode: Value) -> Value {
     json!({"host": host, "port": port, "ssl": true, "ssl_mode": ssl_mode})
@@ -45,7 +26,7 @@ fn check_status(config: &Value) -> (String, String, common::RunOutput) {
 #[test]
 fn verify_full_with_client_certificate_writes_everything() {
     let pki = Pki::new(&["localhost", "127.0.0.1"]);
-    let (server, port) = tls_server(&pki, "yes");
+    let (server, port) = RedisServer::start_tls(&pki, "yes");
     let c = config(
         "localhost",
         port,
@@ -73,7 +54,7 @@ fn verify_full_with_client_certificate_writes_everything() {
 #[test]
 fn custom_ca_without_client_certificate() {
     let pki = Pki::new(&["localhost"]);
-    let (_server, port) = tls_server(&pki, "no");
+    let (_server, port) = RedisServer::start_tls(&pki, "no");
     let (status, message, _) = check_status(&config(
         "localhost",
         port,
@@ -86,7 +67,7 @@ fn custom_ca_without_client_certificate() {
 fn each_tls_failure_is_one_clear_sentence() {
     let pki = Pki::new(&["localhost"]);
     let other = Pki::new(&["localhost"]);
-    let (plain, port) = tls_server(&pki, "yes");
+    let (plain, port) = RedisServer::start_tls(&pki, "yes");
     let cases = [
         (
             config(
@@ -154,7 +135,7 @@ fn each_tls_failure_is_one_clear_sentence() {
 #[test]
 fn encrypted_but_unverified_connects_to_an_unknown_ca_and_says_so() {
     let pki = Pki::new(&["localhost"]);
-    let (_server, port) = tls_server(&pki, "no");
+    let (_server, port) = RedisServer::start_tls(&pki, "no");
     let (status, message, out) = check_status(&config(
         "127.0.0.1",
         port,
@@ -171,7 +152,7 @@ fn encrypted_but_unverified_connects_to_an_unknown_ca_and_says_so() {
 #[test]
 fn encrypted_client_key_is_decrypted_and_a_wrong_password_is_named() {
     let pki = Pki::new(&["localhost"]);
-    let (_server, port) = tls_server(&pki, "yes");
+    let (_server, port) = RedisServer::start_tls(&pki, "yes");
     let key = pki.encrypted_client_key("key-pass-9911");
     let mode = |password: &str| json!({"mode": "verify-full", "ca_certificate": pki.ca, "client_certificate": pki.client_cert, "client_key": key, "client_key_password": password});
     let (status, message, ok) = check_status(&config("localhost", port, mode("key-pass-9911")));

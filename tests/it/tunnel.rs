@@ -183,20 +183,7 @@ fn host_key_mismatch_refused_forward_and_unreachable_bastion() {
 fn tls_through_the_tunnel() {
     let ssh = SshServer::start(&[]);
     let pki = Pki::new(&["localhost", "127.0.0.1"]);
-    let tls_port = free_port();
-    let f = |n: &str| pki.file(n).display().to_string();
-    let server = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &f("server.pem"),
-        "--tls-key-file",
-        &f("server.key"),
-        "--tls-ca-cert-file",
-        &f("ca.pem"),
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let (server, tls_port) = RedisServer::start_tls(&pki, "no");
     let mut config = through(
         &server,
         key_tunnel(&ssh, &ssh.key, None, Some(&ssh.known_hosts)),

@@ -115,6 +115,27 @@ impl RedisServer {
         }
     }
 
+    /// Starts a server that also listens with TLS (certificates from `pki`; `client_certs` is
+    /// `--tls-auth-clients`: "yes" or "no"); returns it and its TLS port. The plain port stays, for
+    /// the tests' own reads.
+    pub fn start_tls(pki: &super::Pki, client_certs: &str) -> (Self, u16) {
+        let tls_port = free_port();
+        let f = |n: &str| pki.file(n).display().to_string();
+        let server = Self::start_with(&[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &f("server.pem"),
+            "--tls-key-file",
+            &f("server.key"),
+            "--tls-ca-cert-file",
+            &f("ca.pem"),
+            "--tls-auth-clients",
+            client_certs,
+        ]);
+        (server, tls_port)
+    }
+
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
