@@ -220,6 +220,40 @@ fn a_redis_restart_mid_sync_loses_nothing() {
 }
 
 #[test]
+fn a_server_still_loading_after_a_restart_is_waited_for() {
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    server.cli(&[
+        "EVAL",
+        "for i = 1, 30000 do redis.call('SET', 'filler:' .. i, 'x') end return 1",
+        "0",
+    ]);
+    let mut config = server.config();
+    config["batch_linger_ms"] = json!(10);
+    let cat = catalog(&[(Some("l"), "s")]);
+    let chunk = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| record(Some("l"), "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+            .collect()
+    };
+    let mut proc = common::Interactive::start(&config, &cat);
+    proc.send(&(chunk(0..1000) + &legacy_state("1") + "\n"));
+    proc.wait_for_states(1, Duration::from_secs(20));
+    // Restarted with a slow load (hidden Redis setting: microseconds per key): LOADING for a while.
+    server.restart_loading(&["--key-load-delay", "60"]);
+    assert!(
+        server.is_loading(),
+        "the server should be loading its dataset"
+    );
+    proc.send(&(chunk(1000..2000) + &legacy_state("2") + "\n"));
+    let out = proc.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 2);
+    let (counter, records) = common::read_stream(&mut server.conn(), Some("l"), "s");
+    assert_eq!(counter, Some(2000));
+    assert_eq!(records[1999]["_airbyte_data"], r#"{"i":1999}"#);
+}
+
+#[test]
 fn a_busy_server_is_waited_for() {
     let server = RedisServer::start();
     server.cli(&["CONFIG", "SET", "busy-reply-threshold", "50"]);

@@ -14,6 +14,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     args: Vec<String>,
     password: Option<String>,
+    /// Whether a `-LOADING` reply counts as started (for tests of a server that is loading).
+    accept_loading: bool,
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -45,6 +47,7 @@ impl RedisServer {
             dir,
             args,
             password,
+            accept_loading: false,
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -110,7 +113,11 @@ impl RedisServer {
         let mut buf = [0u8; 64];
         match s.read(&mut buf) {
             // +PONG, or -NOAUTH when a password is set: either way the server is up.
-            Ok(n) if n > 0 => buf[0] == b'+' || buf[..n].starts_with(b"-NOAUTH"),
+            Ok(n) if n > 0 => {
+                buf[0] == b'+'
+                    || buf[..n].starts_with(b"-NOAUTH")
+                    || (self.accept_loading && buf[..n].starts_with(b"-LOADING"))
+            }
             _ => false,
         }
     }
@@ -191,6 +198,30 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts the server again with extra arguments, returning as soon as it answers at all (even
+    /// `-LOADING`, while it is still loading its data).
+    pub fn restart_loading(&mut self, extra: &[&str]) {
+        self.kill();
+        let saved = self.args.clone();
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.accept_loading = true;
+        let up = self.spawn_and_wait();
+        self.accept_loading = false;
+        self.args = saved;
+        assert!(up, "restart failed; log:\n{}", self.log());
+    }
+
+    /// Whether the server answers PING with `-LOADING` right now.
+    pub fn is_loading(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 64];
+        s.write_all(b"PING\r\n").is_ok()
+            && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"-LOADING"))
     }
 
     /// Starts the server again on the same port and directory.
