@@ -425,7 +425,21 @@ fn sigterm_commits_what_was_read_echoes_only_committed_states_and_fails() {
     proc.wait_for_states(1, Duration::from_secs(20));
     // 250 more records: with a 60 s linger, the last 50 sit in an open batch when SIGTERM comes.
     proc.send(&(chunk(1000..1250) + &legacy_state("2") + "\n"));
-    std::thread::sleep(Duration::from_millis(300));
+    // Two more full batches commit; the reader has then read the rest of that input too.
+    let mut con = server.conn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while redis::cmd("GET")
+        .arg(":s")
+        .query::<Option<i64>>(&mut con)
+        .expect("GET")
+        < Some(1200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "batches 11 and 12 did not commit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     proc.terminate();
     let out = proc.finish();
     assert_ne!(out.code, Some(0), "{}", out.dump());
