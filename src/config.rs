@@ -50,6 +50,9 @@ const KNOWN_FIELDS: &[&str] = &[
     "sweep_leftovers",
     "retry_budget_ms",
     "reply_timeout_ms",
+    "wait_replicas",
+    "wait_aof",
+    "wait_timeout_ms",
 ];
 
 /// A configuration problem, naming the field and what is wrong with it.
@@ -117,6 +120,8 @@ pub struct Settings {
     pub retry_budget: Duration,
     /// How long `write` waits for one reply before it treats the connection as lost.
     pub reply_timeout: Duration,
+    /// Durable checkpoints: what must confirm the writes behind a state before it is echoed.
+    pub durability: Durability,
     /// Whether every publish sweeps the stream's keys with SCAN for leftover records above the new
     /// count (otherwise only when a probe finds one right above it).
     pub sweep_leftovers: bool,
@@ -228,6 +233,16 @@ impl Settings {
             DEFAULT_RETRY_BUDGET_MS,
             0..=3_600_000,
         )?;
+        let wait_replicas = int_field(map, "wait_replicas")?.unwrap_or(0);
+        let wait_replicas = u32::try_from(wait_replicas)
+            .ok()
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| field("wait_replicas", "must be between 0 and 100"))?;
+        let durability = Durability {
+            replicas: wait_replicas,
+            aof: bool_field(map, "wait_aof")?.unwrap_or(false),
+            timeout: millis(map, "wait_timeout_ms", 10_000, 1..=3_600_000)?,
+        };
         let reply_timeout = millis(
             map,
             "reply_timeout_ms",
@@ -254,6 +269,7 @@ impl Settings {
             sweep_leftovers,
             retry_budget,
             reply_timeout,
+            durability,
             ignored_fields,
             tls,
             tunnel,
@@ -272,6 +288,26 @@ impl Settings {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// Durable checkpoints (`wait_replicas`, `wait_aof`, `wait_timeout_ms`): before a STATE is echoed,
+/// everything written so far must be acknowledged by that many replicas (WAIT) and, with `aof`,
+/// fsynced to the append-only file (WAITAOF, Redis 7.2+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    /// Replicas that must acknowledge the writes behind a state.
+    pub replicas: u32,
+    /// Whether the writes must be fsynced to the AOF (locally, and on `replicas` replicas).
+    pub aof: bool,
+    /// How long to wait for the confirmations.
+    pub timeout: Duration,
+}
+
+impl Durability {
+    /// Whether states wait for any confirmation at all.
+    pub fn is_on(&self) -> bool {
+        self.replicas > 0 || self.aof
     }
 }
 

@@ -107,6 +107,18 @@ fn connection_specification() -> Value {
                 "minimum": 100, "maximum": 3600000, "default": config::DEFAULT_REPLY_TIMEOUT_MS,
                 "description": "How long a write waits for one reply before it treats the connection as lost (then it reconnects and resends within the retry budget)."
             },
+            "wait_replicas": {
+                "title": "Durable checkpoints: replicas", "type": "integer", "order": 17, "minimum": 0, "maximum": 100, "default": 0,
+                "description": "Before a state is echoed, wait until this many replicas acknowledged every write before it (WAIT). 0: do not wait."
+            },
+            "wait_aof": {
+                "title": "Durable checkpoints: AOF fsync", "type": "boolean", "order": 18, "default": false,
+                "description": "Before a state is echoed, wait until every write before it is fsynced to the append-only file (WAITAOF, Redis 7.2+), on the master and on wait_replicas replicas."
+            },
+            "wait_timeout_ms": {
+                "title": "Durable checkpoints: timeout (ms)", "type": "integer", "order": 19, "minimum": 1, "maximum": 3600000, "default": 10000,
+                "description": "How long to wait for those confirmations before the sync fails with a transient error."
+            },
             "tunnel_method": tunnel_method(),
         }
     })

@@ -49,6 +49,8 @@ pub(super) struct Coordinator {
     awaiting: usize,
     /// Whether the writer reported a failure (then it is not waited for).
     writer_failed: bool,
+    /// Whether states wait for durable checkpoints (so they go through the writer).
+    durable: bool,
     /// The largest record the server accepts (its proto-max-bulk-len).
     max_record_bytes: u64,
     summary: Summary,
@@ -84,6 +86,7 @@ impl Coordinator {
             any_status: false,
             awaiting: 0,
             writer_failed: false,
+            durable: settings.durability.is_on(),
             max_record_bytes,
             summary: Summary::default(),
         }
@@ -390,7 +393,7 @@ impl Coordinator {
     /// for the writer (which hands them back in order).
     fn queue_ready_states(&mut self, out: &Output) {
         self.checkpoint.take_ready(&mut self.ready);
-        let through_writer = self.streams.iter().any(|p| p.overwrite);
+        let through_writer = self.durable || self.streams.iter().any(|p| p.overwrite);
         for state in self.ready.drain(..) {
             if through_writer {
                 self.awaiting += 1;

@@ -202,6 +202,9 @@ impl Writer {
                             .map_err(|e| classify(&e, &w.ctx))
                     })?;
                 }
+                if self.settings.durability.is_on() {
+                    self.wait_durable()?;
+                }
                 let _ = acks.send(Ack::Echo(state.line));
                 Ok(())
             }
@@ -219,6 +222,48 @@ impl Writer {
                 Ok(())
             }
         }
+    }
+
+    /// Durable checkpoints: waits until the configured replicas (WAIT) and AOF fsyncs (WAITAOF)
+    /// confirm every write of this connection so far; fails the sync when they do not in time.
+    fn wait_durable(&mut self) -> Result<(), Failure> {
+        let d = self.settings.durability;
+        let ms = d.timeout.as_millis() as u64;
+        if d.aof {
+            let reply: Result<(i64, i64), _> = redis::cmd("WAITAOF")
+                .arg(1)
+                .arg(d.replicas)
+                .arg(ms)
+                .query(&mut self.con);
+            let (local, replicas) = reply.map_err(|e| {
+                if e.to_string().contains("unknown command") {
+                    Failure::config("wait_aof needs Redis 7.2 or newer (WAITAOF): upgrade the server, or set wait_aof false.", e)
+                } else if e.to_string().contains("appendonly") {
+                    Failure::config("wait_aof needs appendonly yes on the server (WAITAOF): turn on the AOF, or set wait_aof false.", e)
+                } else {
+                    classify(&e, &self.ctx)
+                }
+            })?;
+            if local < 1 || replicas < i64::from(d.replicas) {
+                return Err(Failure::transient(
+                    format!("The writes behind a state were fsynced to the AOF on {local} of 1 master and {replicas} of {} replicas within {ms} ms; the state was not echoed. Check the replicas' health or raise wait_timeout_ms.", d.replicas),
+                    format!("WAITAOF returned [{local}, {replicas}]"),
+                ));
+            }
+        } else if d.replicas > 0 {
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(d.replicas)
+                .arg(ms)
+                .query(&mut self.con)
+                .map_err(|e| classify(&e, &self.ctx))?;
+            if acked < i64::from(d.replicas) {
+                return Err(Failure::transient(
+                    format!("Only {acked} of {} replicas acknowledged the writes behind a state within {ms} ms; the state was not echoed. Check the replicas (INFO replication) or raise wait_timeout_ms.", d.replicas),
+                    format!("WAIT returned {acked}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Runs `op`, and after a transient failure reconnects and runs it again, within the budget.

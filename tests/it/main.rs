@@ -1,6 +1,7 @@
 //! Integration tests: one binary (link time), a module per capability, real servers only.
 
 mod common;
+mod durable;
 mod faults;
 mod overwrite;
 mod properties;
