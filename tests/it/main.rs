@@ -3,6 +3,8 @@
 mod common;
 mod durable;
 mod faults;
+#[cfg(feature = "docker-tests")]
+mod image;
 mod overwrite;
 mod properties;
 mod spec_check;

@@ -2,6 +2,8 @@
 //! through pipes, message builders, and a counting TCP proxy.
 #![allow(dead_code)]
 
+#[cfg(feature = "docker-tests")]
+mod container;
 mod fault;
 mod pki;
 mod proxy;
@@ -20,8 +22,8 @@ use serde_json::{json, Value};
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;
-pub use server::free_port;
 pub use server::RedisServer;
+pub use server::{free_port, redis_image};
 
 const BIN: &str = env!("CARGO_BIN_EXE_destination-redis");
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -142,7 +144,21 @@ pub fn run(args: &[&str], stdin: &str) -> RunOutput {
 
 /// [`run`] with arbitrary stdin bytes.
 pub fn run_bytes(args: &[&str], stdin: Vec<u8>) -> RunOutput {
-    let mut child = spawn(args);
+    run_child(spawn(args), stdin)
+}
+
+/// Runs any command that speaks the protocol (e.g. `docker run … IMAGE write …`) like [`run_bytes`].
+pub fn run_command(mut cmd: Command, stdin: Vec<u8>) -> RunOutput {
+    let child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    run_child(child, stdin)
+}
+
+fn run_child(mut child: Child, stdin: Vec<u8>) -> RunOutput {
     let mut input = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&stdin);
@@ -248,20 +264,35 @@ pub struct Interactive {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     stderr: std::thread::JoinHandle<String>,
-    _files: Files,
+    _files: Option<Files>,
 }
 
 impl Interactive {
     /// Starts `write` with this config and catalog.
     pub fn start(config: &Value, catalog: &Value) -> Self {
         let files = Files::new(config, Some(catalog));
-        let mut child = spawn(&[
+        let child = spawn(&[
             "write",
             "--config",
             &files.config(),
             "--catalog",
             &files.catalog(),
         ]);
+        Self::of_child(child, Some(files))
+    }
+
+    /// Starts any command that speaks the protocol (e.g. `docker run -i … IMAGE write …`).
+    pub fn start_command(mut cmd: Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Self::of_child(child, None)
+    }
+
+    fn of_child(mut child: Child, files: Option<Files>) -> Self {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

@@ -9,13 +9,49 @@ use serde_json::{json, Value};
 
 /// A running redis-server.
 pub struct RedisServer {
-    child: Option<Child>,
+    child: Option<Running>,
     port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
     password: Option<String>,
     /// Whether a `-LOADING` reply counts as started (for tests of a server that is loading).
     accept_loading: bool,
+}
+
+/// How a server runs: a local process, or (version matrix) a container of the image `REDIS_IMAGE`.
+enum Running {
+    Process(Child),
+    #[cfg(feature = "docker-tests")]
+    Container(super::container::RedisContainer),
+}
+
+impl Running {
+    /// Whether it is known to have exited.
+    fn exited(&mut self) -> bool {
+        match self {
+            Running::Process(child) => matches!(child.try_wait(), Ok(Some(_))),
+            #[cfg(feature = "docker-tests")]
+            Running::Container(c) => c.exited(),
+        }
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    fn kill(self) {
+        match self {
+            Running::Process(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            #[cfg(feature = "docker-tests")]
+            Running::Container(c) => drop(c),
+        }
+    }
+}
+
+/// The image the servers of this test run come from (`REDIS_IMAGE`, e.g. `local/redis:bullseye`), or
+/// None for the local `redis-server`.
+pub fn redis_image() -> Option<String> {
+    std::env::var("REDIS_IMAGE").ok().filter(|s| !s.is_empty())
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -67,28 +103,45 @@ impl RedisServer {
         let port = self.port.to_string();
         let dir = self.dir.path().display().to_string();
         let log = self.dir.path().join("redis.log").display().to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--dir", &dir, "--logfile", &log, "--daemonize", "no"])
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server (is it installed?)");
-        self.child = Some(child);
+        let mut args: Vec<String> = [
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .chain(&["--dir", &dir, "--logfile", &log, "--daemonize", "no"])
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(self.args.iter().cloned());
+        self.child = Some(match redis_image() {
+            None => Running::Process(
+                Command::new("redis-server")
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn redis-server (is it installed?)"),
+            ),
+            #[cfg(feature = "docker-tests")]
+            Some(image) => Running::Container(super::container::RedisContainer::start(
+                &image,
+                &args,
+                self.dir.path(),
+            )),
+            #[cfg(not(feature = "docker-tests"))]
+            Some(image) => {
+                panic!("REDIS_IMAGE={image} needs the tests built with --features docker-tests")
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
+                if child.exited() {
                     self.child = None;
                     return false;
                 }
@@ -194,9 +247,8 @@ impl RedisServer {
 
     /// Kills the server now (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            child.kill();
         }
     }
 
