@@ -28,10 +28,6 @@ impl LuaScript {
 pub static APPEND_BATCH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("append_batch.lua", include_str!("../lua/append_batch.lua")));
 
-/// `lua/check_rights.lua`: checks a stream's ACL rights without writing.
-pub static CHECK_RIGHTS: LazyLock<LuaScript> =
-    LazyLock::new(|| LuaScript::new("check_rights.lua", include_str!("../lua/check_rights.lua")));
-
 /// `lua/delete_range.lua`: unlinks a bounded range of record keys, checking each.
 pub static DELETE_RANGE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("delete_range.lua", include_str!("../lua/delete_range.lua")));
@@ -61,10 +57,9 @@ pub static SCAN_DELETE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("scan_delete.lua", include_str!("../lua/scan_delete.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 7] {
+pub fn all() -> [&'static LuaScript; 6] {
     [
         &APPEND_BATCH,
-        &CHECK_RIGHTS,
         &DELETE_RANGE,
         &PUBLISH_BEGIN,
         &PUBLISH_STEP,

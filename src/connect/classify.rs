@@ -57,7 +57,7 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
     if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
         return classify_io(err, ctx, raw);
     }
-    let code = err.code().unwrap_or("");
+    let code = error_code(err);
     let keys = ctx.keys.as_deref().unwrap_or("its keys");
     match code {
         "WRONGPASS" => Failure::config(format!("Redis at {at} refused the credentials: check \"username\" and \"password\"."), raw),
@@ -79,9 +79,33 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
         "READONLY" => Failure::config(format!("Redis at {at} is a read-only replica: point \"host\" at the master."), raw),
         "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => Failure::transient(format!("Redis at {at} is temporarily unable to serve {during} ({code}); retry the sync."), raw),
         "ERR" if raw.contains("DB index is out of range") => Failure::config(format!("Redis at {at} has no database of that index: lower \"db\" (the server's \"databases\" setting limits it)."), raw),
-        "ERR" if raw.contains("unknown command") => Failure::config(format!("Redis at {at} does not know a command the destination needs {during}: it may be disabled or renamed on this server."), raw),
+        "ERR" if raw.contains("unknown command") || raw.contains("Unknown Redis command called from Lua") => Failure::config(format!("Redis at {at} does not know a command the destination needs {during}: it may be disabled or renamed on this server."), raw),
         _ => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
     }
+}
+
+/// The error code of a Redis error reply, looking through the wrapping that Redis before 7.0 puts
+/// around an error raised by a command inside a script: `ERR Error running script (call to f_…):
+/// @user_script:32: WRONGTYPE …`, `… @user_script: 1: -OOM command not allowed …`, and for ACL
+/// refusals `… The user executing the script can't …` (NOPERM). Redis 7 answers the inner code as is.
+pub fn error_code(err: &RedisError) -> &str {
+    let code = err.code().unwrap_or("");
+    if code != "ERR" {
+        return code;
+    }
+    err.detail().and_then(script_error_code).unwrap_or(code)
+}
+
+fn script_error_code(detail: &str) -> Option<&str> {
+    let inner = detail.strip_prefix("Error running script")?;
+    if inner.contains("The user executing the script can't") {
+        return Some("NOPERM");
+    }
+    // Segments after "(call to f_…)": "@user_script:32", "WRONGTYPE Operation …" or "-OOM …".
+    inner.split(": ").skip(1).find_map(|segment| {
+        let word = segment.trim_start_matches('-').split(' ').next()?;
+        (word.len() >= 2 && word.bytes().all(|b| b.is_ascii_uppercase())).then_some(word)
+    })
 }
 
 /// TLS handshake failures, recognised by rustls's wording.
@@ -152,4 +176,24 @@ fn classify_io(err: &RedisError, ctx: &Context, raw: String) -> Failure {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script_error_code;
+
+    // Replies of Redis 6.0.16 (Debian bullseye) to errors inside scripts, as the redis crate
+    // splits them: code "ERR", then this detail.
+    #[test]
+    fn pre_7_script_errors_give_the_inner_code() {
+        let wrongtype = "Error running script (call to f_e4b6): @user_script:1: WRONGTYPE Operation against a key holding the wrong kind of value";
+        let oom = "Error running script (call to f_8977): @user_script:1: @user_script: 1: -OOM command not allowed when used memory > 'maxmemory'.";
+        let noperm = "Error running script (call to f_4a1e): @user_script:1: @user_script: 1: The user executing the script can't access at least one of the keys mentioned in the command arguments";
+        let unknown = "Error running script (call to f_d5b7): @user_script:1: @user_script: 1: Unknown Redis command called from Lua script";
+        assert_eq!(script_error_code(wrongtype), Some("WRONGTYPE"));
+        assert_eq!(script_error_code(oom), Some("OOM"));
+        assert_eq!(script_error_code(noperm), Some("NOPERM"));
+        assert_eq!(script_error_code(unknown), None);
+        assert_eq!(script_error_code("DB index is out of range"), None);
+    }
 }

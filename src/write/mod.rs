@@ -24,6 +24,7 @@ pub mod overwrite;
 pub mod reader;
 pub mod resp;
 pub mod retry;
+mod rights;
 pub mod router;
 pub mod writer;
 
@@ -40,7 +41,7 @@ use crate::error::{Failure, FailureType};
 use crate::keys::{self, StreamKeys};
 use crate::protocol::catalog::{self, SyncMode};
 use crate::protocol::output::{Level, Output};
-use crate::scripts::{APPEND_BATCH, CHECK_RIGHTS};
+use crate::scripts::APPEND_BATCH;
 use batch::StreamCall;
 use coordinator::Coordinator;
 use overwrite::OverwriteStream;
@@ -115,8 +116,8 @@ pub fn run<R: Read + Send + 'static>(
             let mut con = connected.con;
             writer::load_scripts(&mut con, &ctx)?;
             let recovered = overwrite::recover(&mut con, &ctx)?;
-            check_rights(&mut con, &live_calls, &ctx)?;
-            check_rights(&mut con, &calls, &ctx)?;
+            rights::check_rights(&mut con, &live_calls, &ctx)?;
+            rights::check_rights(&mut con, &calls, &ctx)?;
             Ok((con, connected.warnings, recovered))
         });
         match attempt {
@@ -196,37 +197,6 @@ pub fn run<R: Read + Send + 'static>(
         );
     }
     result.map(|()| summary)
-}
-
-/// Fails before any data moves when the user may not write some stream's keys (Redis 7+).
-fn check_rights(
-    con: &mut redis::Connection,
-    calls: &[StreamCall],
-    ctx: &Context,
-) -> Result<(), Failure> {
-    let mut pipe = redis::pipe();
-    for call in calls {
-        pipe.cmd("EVALSHA")
-            .arg(&CHECK_RIGHTS.sha)
-            .arg(2)
-            .arg(&call.keys.counter)
-            .arg(&call.token)
-            .arg(&call.keys.record_prefix);
-    }
-    let replies: Vec<redis::Value> = pipe
-        .ignore_errors()
-        .query(con)
-        .map_err(|e| connect::classify(&e, ctx))?;
-    for (call, reply) in calls.iter().zip(replies) {
-        if let redis::Value::ServerError(e) = reply {
-            let ctx = Context {
-                during: format!("checking the rights on stream key {:?}", call.keys.counter),
-                ..ctx.clone()
-            };
-            return Err(connect::classify(&redis::RedisError::from(e), &ctx));
-        }
-    }
-    Ok(())
 }
 
 /// A channel that receives one message per SIGTERM (the default action, exiting, is replaced).

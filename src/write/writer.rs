@@ -409,7 +409,7 @@ impl Writer {
     }
 
     fn batch_error(&mut self, batch: &Batch, err: RedisError) -> Failure {
-        let oom = err.code() == Some("OOM");
+        let oom = connect::classify::error_code(&err) == "OOM";
         let mut f = self.classify_batch_error(batch, &err);
         if oom {
             // Name the limit the user has to raise, when the server lets us read it.

@@ -534,6 +534,42 @@ fn a_stream_outside_the_users_acl_fails_before_any_data_moves() {
     assert!(!out.stdout.contains("loader-pw-77") && !out.stderr.contains("loader-pw-77"));
 }
 
+/// A user allowed the counter key but not the record keys: before Redis 7 a script cannot ask
+/// about its rights, so the probe (commands queued in MULTI, then DISCARD) must catch it before
+/// the first batch would advance the counter and then fail.
+#[test]
+fn rights_on_the_counter_but_not_the_records_fail_before_any_data_moves() {
+    let server = RedisServer::start();
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "loader",
+        "on",
+        ">loader-pw-78",
+        "~part:s",
+        "~_airbyte_redis:*",
+        "+@all",
+    ]);
+    let mut config = server.config();
+    config["username"] = json!("loader");
+    config["password"] = json!("loader-pw-78");
+    let cat = catalog(&[(Some("part"), "s")]);
+    let out = common::write_sync(&config, &cat, &(record(Some("part"), "s", "{}", 1) + "\n"));
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("part:s:1") && message.contains("permission"),
+        "{message}"
+    );
+    assert_eq!(
+        server.cli(&["DBSIZE"]).trim(),
+        "0",
+        "nothing may be written"
+    );
+}
+
 #[test]
 fn secrets_never_appear_in_output() {
     let server = RedisServer::start_with(&["--requirepass", "the-real-pw-4242"]);

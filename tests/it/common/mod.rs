@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;
+pub use server::free_port;
 pub use server::RedisServer;
-pub use server::{free_port, redis_image};
 
 const BIN: &str = env!("CARGO_BIN_EXE_destination-redis");
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);

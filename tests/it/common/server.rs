@@ -22,7 +22,7 @@ pub struct RedisServer {
 enum Running {
     Process(Child),
     #[cfg(feature = "docker-tests")]
-    Container(super::container::RedisContainer),
+    Container(Box<super::container::RedisContainer>),
 }
 
 impl Running {
@@ -50,7 +50,7 @@ impl Running {
 
 /// The image the servers of this test run come from (`REDIS_IMAGE`, e.g. `local/redis:bullseye`), or
 /// None for the local `redis-server`.
-pub fn redis_image() -> Option<String> {
+fn redis_image() -> Option<String> {
     std::env::var("REDIS_IMAGE").ok().filter(|s| !s.is_empty())
 }
 
@@ -118,26 +118,25 @@ impl RedisServer {
         .map(|s| s.to_string())
         .collect();
         args.extend(self.args.iter().cloned());
-        self.child = Some(match redis_image() {
-            None => Running::Process(
-                Command::new("redis-server")
-                    .args(&args)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("spawn redis-server (is it installed?)"),
-            ),
-            #[cfg(feature = "docker-tests")]
-            Some(image) => Running::Container(super::container::RedisContainer::start(
-                &image,
-                &args,
-                self.dir.path(),
-            )),
-            #[cfg(not(feature = "docker-tests"))]
-            Some(image) => {
-                panic!("REDIS_IMAGE={image} needs the tests built with --features docker-tests")
-            }
-        });
+        self.child =
+            Some(match redis_image() {
+                None => Running::Process(
+                    Command::new("redis-server")
+                        .args(&args)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("spawn redis-server (is it installed?)"),
+                ),
+                #[cfg(feature = "docker-tests")]
+                Some(image) => Running::Container(Box::new(
+                    super::container::RedisContainer::start(&image, &args, self.dir.path()),
+                )),
+                #[cfg(not(feature = "docker-tests"))]
+                Some(image) => {
+                    panic!("REDIS_IMAGE={image} needs the tests built with --features docker-tests")
+                }
+            });
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
