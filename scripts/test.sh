@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Sets up and runs the whole test suite on a fresh Debian machine (as root):
-# installs the servers the tests start (redis-server, sshd), then cargo fmt, clippy and every test.
+# Sets up and runs the whole test suite on a fresh Debian machine (as root): installs the servers
+# the tests start (redis-server, sshd) and a Docker engine, then cargo fmt, clippy, every test
+# against local servers, the Airbyte image tests, the version matrix (the core suites against
+# Redis and Valkey servers in containers) and the PyAirbyte + source-faker test.
 # Each phase prints its duration. PROPTEST_CASES caps the property tests (default 32).
+# DOCKER_TESTS=0 skips everything that needs Docker or PyPI (image, matrix, PyAirbyte).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/docker.sh
 
 t_start=$(date +%s)
 phase() {
@@ -31,11 +35,65 @@ install_packages() {
 
 export PROPTEST_CASES=${PROPTEST_CASES:-32}
 export RUST_BACKTRACE=1
+DOCKER_TESTS=${DOCKER_TESTS:-1}
+work_logs=$(mktemp -d)
+
+# Waits for a background job started by `background`, printing its log; fails when it failed.
+background() {
+  local name=$1; shift
+  ( "$@" ) >"$work_logs/$name.log" 2>&1 &
+  eval "bg_$name=$!"
+}
+await() {
+  local name=$1 pid; pid=$(eval "echo \$bg_$name")
+  local rc=0; wait "$pid" || rc=$?
+  sed 's/^/  /' "$work_logs/$name.log"
+  return "$rc"
+}
+
+base_and_redis_images() {
+  docker_up
+  local pids=() suite failed=0
+  for suite in bookworm bullseye trixie; do base_image "$suite" & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || return 1
+  local m
+  for m in "${MATRIX[@]}"; do redis_image "$m"; done
+}
+
+matrix() {
+  local m tag
+  for m in "${MATRIX[@]}"; do
+    tag=$(matrix_tag "$m")
+    phase "version matrix: $tag" env REDIS_IMAGE="$tag" \
+      cargo test --locked --features docker-tests --test it -- \
+      spec_check:: write_append:: overwrite:: properties:: durable::
+  done
+}
 
 phase "install packages" install_packages
+if [ "$DOCKER_TESTS" = 1 ]; then
+  phase "install docker.io, debootstrap" docker_install
+  trap 'jobs -p | xargs -r kill 2>/dev/null; docker_down; rm -rf "$work_logs"' EXIT
+  # Network- and disk-bound work goes on while the Rust code compiles.
+  background images base_and_redis_images
+  background venvs bash scripts/pyairbyte.sh --venvs-only
+  features=(--features docker-tests)
+else
+  trap 'rm -rf "$work_logs"' EXIT
+  features=()
+fi
 phase "cargo fmt --check" cargo fmt --all -- --check
-phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
-phase "build tests" cargo test --locked --no-run
-phase "tests" cargo test --locked
-phase "serial tests (timing inside Redis, the 1M-record load)" cargo test --locked --test it -- --ignored --test-threads=1
+phase "cargo clippy" cargo clippy --all-targets --locked "${features[@]}" -- -D warnings
+phase "build tests" cargo test --locked "${features[@]}" --no-run
+phase "tests" cargo test --locked "${features[@]}" -- --skip image::
+phase "serial tests (timing inside Redis, the 1M-record load)" cargo test --locked "${features[@]}" --test it -- --ignored --test-threads=1
+if [ "$DOCKER_TESTS" = 1 ]; then
+  phase "base and Redis images (made in the background)" await images
+  phase "destination image (binary from $IMAGE_BINARY)" destination_image
+  phase "image tests" cargo test --locked --features docker-tests --test it -- image::
+  matrix
+  phase "PyAirbyte venvs (made in the background)" await venvs
+  phase "PyAirbyte + source-faker" bash scripts/pyairbyte.sh target/debug/destination-redis
+fi
 echo "=== all phases: $(( $(date +%s) - t_start )) s"
