@@ -1,0 +1,161 @@
+"""PyAirbyte with the real source-faker into destination-redis, end to end.
+
+Run by scripts/pyairbyte.sh (which makes the virtualenvs and starts redis-server):
+
+    python test_faker.py <destination binary> <source-faker executable> <redis port>
+
+The destination runs through a small wrapper that copies its stdin to a file, so every check
+compares Redis with exactly the records PyAirbyte sent: ids 1..N per stream in arrival order,
+`_airbyte_ab_id`, `_airbyte_emitted_at` and `_airbyte_data` of each.
+"""
+
+import json
+import os
+import stat
+import sys
+import tempfile
+import time
+
+os.environ["AIRBYTE_OFFLINE_MODE"] = "1"  # no registry download, no telemetry
+
+import airbyte as ab  # noqa: E402
+import redis  # noqa: E402
+
+COUNT = int(os.environ.get("FAKER_COUNT", "2000"))
+STREAMS = ["users", "products", "purchases"]
+
+
+def wrapper(binary: str, capture: str, directory: str) -> str:
+    """An executable that runs the destination, copying the stdin of `write` to `capture`."""
+    path = os.path.join(directory, "destination-redis")
+    with open(path, "w") as f:
+        f.write(
+            "#!/bin/sh\n"
+            'if [ "$1" = write ]; then\n'
+            f'  tee "{capture}" | "{binary}" "$@"\n'
+            "else\n"
+            f'  exec "{binary}" "$@"\n'
+            "fi\n"
+        )
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def sent_records(capture: str) -> dict:
+    """stream -> the `data` of its RECORD messages, in the order the destination received them."""
+    records = {s: [] for s in STREAMS}
+    with open(capture) as f:
+        for line in f:
+            message = json.loads(line)
+            if message.get("type") == "RECORD":
+                record = message["record"]
+                assert record.get("namespace") is None, record.get("namespace")
+                records[record["stream"]].append(record["data"])
+    return records
+
+
+def stream_in_redis(r: redis.Redis, stream: str) -> list:
+    """The stream's records, checking the counter, the id sequence and every field."""
+    counter = r.get(f":{stream}")
+    assert counter is not None, f"no counter for {stream}"
+    n = int(counter)
+    ids = sorted(int(k.rsplit(":", 1)[1]) for k in r.scan_iter(match=f":{stream}:*", count=1000))
+    assert ids == list(range(1, n + 1)), f"{stream}: ids are not 1..{n}"
+    pipe = r.pipeline(transaction=False)
+    for i in range(1, n + 1):
+        pipe.hgetall(f":{stream}:{i}")
+    now_ms = time.time() * 1000
+    datas = []
+    for i, h in enumerate(pipe.execute(), start=1):
+        assert set(h) == {"_airbyte_ab_id", "_airbyte_emitted_at", "_airbyte_data"}, h
+        assert h["_airbyte_ab_id"] == str(i), h
+        emitted = int(h["_airbyte_emitted_at"])
+        assert now_ms - 3_600_000 < emitted <= now_ms + 60_000, f"emitted_at {emitted}"
+        datas.append(json.loads(h["_airbyte_data"]))
+    return datas
+
+
+def snapshot(r: redis.Redis) -> dict:
+    """Every key of the three streams with its counter value or record id set."""
+    return {s: (r.get(f":{s}"), sorted(r.scan_iter(match=f":{s}:*", count=1000))) for s in STREAMS}
+
+
+def main() -> int:
+    binary, faker, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    r = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+    work = tempfile.mkdtemp(prefix="pyairbyte-")
+    capture = os.path.join(work, "stdin.jsonl")
+    source = ab.get_source(
+        "source-faker",
+        config={"count": COUNT, "seed": 42, "parallelism": 1, "records_per_slice": 500},
+        local_executable=faker,
+        streams=STREAMS,
+    )
+    executable = wrapper(binary, capture, work)
+
+    def destination(**extra):
+        return ab.get_destination(
+            "destination-redis",
+            config={"host": "127.0.0.1", "port": port, **extra},
+            local_executable=executable,
+        )
+
+    # PyAirbyte stamps every stream with generation_id = minimum_generation_id = 1, which the
+    # protocol reads as a truncate refresh: by default (truncate_refreshes: true) even its
+    # "append" replaces the stream; with truncate_refreshes: false, "append" appends.
+    appending = destination(truncate_refreshes=False)
+    refreshing = destination()
+    refreshing.check()
+
+    expected = {s: [] for s in STREAMS}
+    runs = [
+        ("append", appending, True),
+        ("append", appending, True),
+        ("append (truncate refresh)", refreshing, False),
+        ("replace", appending, False),
+    ]
+    for run, (name, dest, appends) in enumerate(runs, start=1):
+        started = time.monotonic()
+        strategy = name.split()[0]
+        result = dest.write(source, cache=False, state_cache=False, write_strategy=strategy)
+        sent = sent_records(capture)
+        assert sent["users"], "source-faker sent no users"
+        for s in STREAMS:
+            expected[s] = (expected[s] if appends else []) + sent[s]
+            assert stream_in_redis(r, s) == expected[s], f"run {run}: {s} differs from what was sent"
+        counts = {s: len(sent[s]) for s in STREAMS}
+        print(
+            f"run {run} ({name}): sent {counts}, Redis now holds "
+            f"{ {s: len(expected[s]) for s in STREAMS} }, {time.monotonic() - started:.1f} s,"
+            f" PyAirbyte counted {result.processed_records} records"
+        )
+        if run == 2:
+            assert len(expected["users"]) == 2 * COUNT, "the second append must add a copy"
+    assert len(expected["users"]) == COUNT, "replace must leave exactly one copy"
+
+    # PyAirbyte's default strategy asks for append_dedup on streams with a primary key (all of
+    # faker's): refused with a config_error, and Redis is left as it was.
+    before = snapshot(r)
+    try:
+        appending.write(source, cache=False, state_cache=False, write_strategy="auto")
+    except Exception as e:  # PyAirbyte raises AirbyteConnectorWriteError; the TRACE is in its log
+        log_file = getattr(e, "log_file", None)
+        log = open(log_file).read() if log_file else ""
+        traces = [
+            json.loads(line[line.index("{") :])["trace"]["error"]
+            for line in log.splitlines()
+            if '"trace"' in line and '"error"' in line
+        ]
+        assert traces, f"no TRACE error in the connector's log: {e!r}"
+        assert traces[0]["failure_type"] == "config_error", traces[0]
+        assert "append_dedup" in traces[0]["message"], traces[0]
+        print(f"run 5 (auto -> append_dedup): refused ({type(e).__name__}): {traces[0]['message']}")
+    else:
+        raise AssertionError("append_dedup was accepted")
+    assert snapshot(r) == before, "the refused run changed Redis"
+    print("PyAirbyte + source-faker: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
