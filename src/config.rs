@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::connect::tls::{self, Tls};
 use crate::error::Failure;
+use crate::topology::{self, Topology};
 
 /// Default number of records in one batch (one script call).
 pub const DEFAULT_BATCH_SIZE: usize = 500;
@@ -53,6 +54,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "wait_replicas",
     "wait_aof",
     "wait_timeout_ms",
+    "topology",
 ];
 
 /// A configuration problem, naming the field and what is wrong with it.
@@ -131,8 +133,11 @@ pub struct Settings {
     pub tls: Tls,
     /// The SSH tunnel to reach Redis through, if any.
     pub tunnel: Option<TunnelSettings>,
-    /// When connecting through a tunnel: the Redis address as the user configured it (for messages).
-    pub tunneled_address: Option<String>,
+    /// Where the master is: this host, or wherever the sentinels say.
+    pub topology: Topology,
+    /// How the server's address is shown in messages when `host:port` alone would mislead (through
+    /// a tunnel, or a master found by the sentinels).
+    pub shown_address: Option<String>,
     /// Warnings about the config to log (e.g. TLS without verification).
     pub warnings: Vec<String>,
 }
@@ -142,6 +147,11 @@ pub struct Settings {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub(crate) fn new(value: String) -> Self {
+        Secret(value)
+    }
+
     /// The secret's value, for the one place that sends it to the server.
     pub fn expose(&self) -> &str {
         &self.0
@@ -176,19 +186,25 @@ impl Settings {
 
     /// Validates a config object.
     pub fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
+        let topology = topology::from_config(map.get("topology"))?;
         let host = string_field(map, "host")?
             .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| {
-                field(
+            .filter(|h| !h.is_empty());
+        let host = match (&topology, host) {
+            (_, Some(h)) => h,
+            // The sentinels name the master; `host` is not needed.
+            (Topology::Sentinel(_), None) => String::new(),
+            (Topology::Standalone, None) => {
+                return Err(field(
                     "host",
                     "is required: the Redis server's host name or address",
-                )
-            })?;
+                ))
+            }
+        };
         if host.contains(',') {
             return Err(field(
                 "host",
-                "holds a list of hosts; give one host (cluster and sentinel topologies are not supported yet)",
+                "holds a list of hosts; give one host, or use \"topology\" with mode \"sentinel\" and the sentinels' addresses",
             ));
         }
         let port = int_field(map, "port")?.unwrap_or(6379);
@@ -215,6 +231,12 @@ impl Settings {
         let ssl = bool_field(map, "ssl")?.unwrap_or(false);
         let (tls, warnings) = tls::from_config(ssl, map.get("ssl_mode"))?;
         let tunnel = tunnel_settings(map.get("tunnel_method"))?;
+        if tunnel.is_some() && matches!(topology, Topology::Sentinel(_)) {
+            return Err(field(
+                "tunnel_method",
+                "cannot be combined with topology mode \"sentinel\" (the sentinels name the master by an address the tunnel does not know); use NO_TUNNEL",
+            ));
+        }
         let connect_timeout = millis(
             map,
             "connect_timeout_ms",
@@ -273,20 +295,20 @@ impl Settings {
             ignored_fields,
             tls,
             tunnel,
-            tunneled_address: None,
+            topology,
+            shown_address: None,
             warnings,
         })
     }
 
     /// `host:port` as shown to users (IPv6 addresses in brackets).
     pub fn address(&self) -> String {
-        if let Some(a) = &self.tunneled_address {
-            return format!("{a} (through the SSH tunnel)");
-        }
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+        match (&self.shown_address, &self.topology) {
+            (Some(a), _) => a.clone(),
+            (None, Topology::Sentinel(s)) => {
+                format!("master {:?} (sentinels {})", s.master_name, s.list())
+            }
+            (None, Topology::Standalone) => topology::join_host_port(&self.host, self.port),
         }
     }
 }
@@ -413,7 +435,7 @@ fn tunnel_settings(method: Option<&Value>) -> Result<Option<TunnelSettings>, Con
     }))
 }
 
-fn field(name: &str, reason: &str) -> ConfigError {
+pub(crate) fn field(name: &str, reason: &str) -> ConfigError {
     ConfigError::Field {
         field: name.to_string(),
         reason: reason.to_string(),
@@ -421,7 +443,10 @@ fn field(name: &str, reason: &str) -> ConfigError {
 }
 
 /// A string field; absent or null is `None`. Numbers are accepted as their text.
-fn string_field(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ConfigError> {
+pub(crate) fn string_field(
+    map: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, ConfigError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),

@@ -7,6 +7,7 @@
 //! |------------|-----|
 //! | `cli`      | the command line |
 //! | `config`   | the connector config → validated [`config::Settings`] |
+//! | `topology` | the config's `topology`: standalone, or a master found through Sentinel |
 //! | `spec`     | the SPEC document |
 //! | `protocol` | Airbyte messages: input lines, catalog, state echo, stdout |
 //! | `keys`     | the key layout in Redis |
@@ -25,4 +26,5 @@ pub mod keys;
 pub mod protocol;
 pub mod scripts;
 pub mod spec;
+pub mod topology;
 pub mod write;

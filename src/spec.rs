@@ -120,7 +120,35 @@ fn connection_specification() -> Value {
                 "description": "How long to wait for those confirmations before the sync fails with a transient error."
             },
             "tunnel_method": tunnel_method(),
+            "topology": topology(),
         }
+    })
+}
+
+fn topology() -> Value {
+    json!({
+        "title": "Topology", "type": "object", "order": 20,
+        "description": "Where the master is: the host above, or wherever Redis Sentinel says (it follows failovers).",
+        "oneOf": [
+            {
+                "title": "standalone", "additionalProperties": false,
+                "description": "One server at host:port (the default).",
+                "required": ["mode"],
+                "properties": {"mode": {"type": "string", "const": "standalone", "enum": ["standalone"], "default": "standalone", "order": 0}}
+            },
+            {
+                "title": "sentinel",
+                "description": "A master found through Redis Sentinel; host and port are not used. Every reconnect asks the sentinels again, so a sync follows a failover.",
+                "required": ["mode", "sentinels", "master_name"],
+                "properties": {
+                    "mode": {"type": "string", "const": "sentinel", "enum": ["sentinel"], "default": "sentinel", "order": 0},
+                    "sentinels": {"type": "string", "title": "Sentinels", "description": "Comma-separated host:port of the sentinels (port 26379 when omitted).", "examples": ["10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379"], "order": 1},
+                    "master_name": {"type": "string", "title": "Master name", "description": "The name the sentinels monitor the master under.", "examples": ["mymaster"], "order": 2},
+                    "sentinel_username": {"type": "string", "title": "Sentinel username", "description": "ACL user on the sentinels, if they require one.", "order": 3},
+                    "sentinel_password": {"type": "string", "title": "Sentinel password", "description": "Password of the sentinels (not of the master), if they require one.", "airbyte_secret": true, "order": 4}
+                }
+            }
+        ]
     })
 }
 
@@ -220,6 +248,7 @@ mod tests {
             "tunnel_user_password",
             "client_key",
             "client_key_password",
+            "sentinel_password",
         ] {
             assert!(
                 found.iter().any(|f| f == name),

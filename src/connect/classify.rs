@@ -25,6 +25,8 @@ pub struct Context {
     pub keys: Option<String>,
     /// Whether the connection uses TLS (a silent server may then be a plain port).
     pub tls: bool,
+    /// Whether the master can move (sentinel mode): a READONLY reply then means a failover.
+    pub failover: bool,
 }
 
 impl Context {
@@ -36,6 +38,7 @@ impl Context {
             during: during.into(),
             keys: None,
             tls: settings.tls != crate::connect::tls::Tls::Off,
+            failover: matches!(settings.topology, crate::topology::Topology::Sentinel(_)),
         }
     }
 
@@ -76,6 +79,7 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
             format!("Record key {} already exists although the stream's counter says it is free {during}: the counter was deleted, evicted or reset. Set the counter to the highest record id (or delete the stream's records) before syncing again; nothing was overwritten.", err.detail().unwrap_or(keys)),
             raw,
         ),
+        "READONLY" if ctx.failover => Failure::transient(format!("Redis at {at} has become a replica {during}: a failover is under way; the writer asks the sentinels for the new master."), raw),
         "READONLY" => Failure::config(format!("Redis at {at} is a read-only replica: point \"host\" at the master."), raw),
         "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => Failure::transient(format!("Redis at {at} is temporarily unable to serve {during} ({code}); retry the sync."), raw),
         "ERR" if raw.contains("DB index is out of range") => Failure::config(format!("Redis at {at} has no database of that index: lower \"db\" (the server's \"databases\" setting limits it)."), raw),

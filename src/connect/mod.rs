@@ -7,6 +7,7 @@
 //! [`Failure`] through [`classify`].
 
 pub mod classify;
+pub mod sentinel;
 pub mod tls;
 #[cfg(feature = "ssh-tunnel")]
 pub mod tunnel;
@@ -20,6 +21,7 @@ use redis::{
 
 use crate::config::Settings;
 use crate::error::Failure;
+use crate::topology::Topology;
 pub use classify::{classify, Context};
 use tls::Tls;
 
@@ -39,7 +41,7 @@ pub fn route(settings: &Settings) -> Result<Route, Failure> {
     if let Some(t) = &settings.tunnel {
         let tunnel = tunnel::open(t, &settings.host, settings.port, settings.connect_timeout)?;
         let mut through = settings.clone();
-        through.tunneled_address = Some(settings.address());
+        through.shown_address = Some(format!("{} (through the SSH tunnel)", settings.address()));
         through.host = "127.0.0.1".into();
         through.port = tunnel.local_port;
         return Ok(Route {
@@ -64,8 +66,17 @@ pub struct Connected {
     pub warnings: Vec<String>,
 }
 
-/// Connects, authenticates and selects the database. Replies are awaited at most `reply_timeout`.
+/// Connects (to the master the sentinels name, in sentinel mode), authenticates and selects the
+/// database. Replies are awaited at most `reply_timeout`.
 pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected, Failure> {
+    let found;
+    let settings = match &settings.topology {
+        Topology::Standalone => settings,
+        Topology::Sentinel(s) => {
+            found = sentinel::master_settings(settings, s)?;
+            &found
+        }
+    };
     let ctx = Context::new(settings, "while connecting");
     let client = client(settings).map_err(|e| classify(&e, &ctx))?;
     let mut con = client
@@ -76,6 +87,9 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
         .map_err(|e| classify(&e, &ctx))?;
     let mut warnings = Vec::new();
     authenticate(&mut con, settings, &mut warnings)?;
+    if let Topology::Sentinel(_) = settings.topology {
+        sentinel::ensure_master(&mut con, &ctx)?;
+    }
     if settings.db != 0 {
         redis::cmd("SELECT")
             .arg(settings.db)

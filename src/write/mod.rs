@@ -23,6 +23,7 @@ mod coordinator;
 pub mod overwrite;
 pub mod reader;
 pub mod resp;
+mod retained;
 pub mod retry;
 mod rights;
 pub mod router;
@@ -46,6 +47,7 @@ use batch::StreamCall;
 use coordinator::Coordinator;
 use overwrite::OverwriteStream;
 use reader::Chunk;
+use retained::Retained;
 use retry::Retry;
 use router::Router;
 use writer::{Ack, Work, Writer};
@@ -171,6 +173,7 @@ pub fn run<R: Read + Send + 'static>(
         max_group: settings.max_in_flight.get(),
         settings: settings.clone(),
         reply_timeout,
+        retained: Retained::default(),
     };
     let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
 

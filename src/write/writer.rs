@@ -22,6 +22,7 @@ use redis::{RedisError, Value};
 use super::batch::{Batch, StreamCall};
 use super::checkpoint::ReadyState;
 use super::overwrite::{self, OverwriteStream, PublishReport};
+use super::retained::Retained;
 use super::retry::Retry;
 use crate::config::Settings;
 use crate::connect::{self, classify, Context};
@@ -99,6 +100,8 @@ pub struct Writer {
     pub settings: Settings,
     /// Reply timeout of a connection.
     pub reply_timeout: Duration,
+    /// Batches acknowledged since the last echoed state, sent again after every reconnect.
+    pub retained: Retained,
 }
 
 /// Where the writer stands with the overwrite streams.
@@ -145,7 +148,9 @@ impl Writer {
                         }
                     }
                     let r = self.send_group(&group, &mut buf, &acks);
-                    group.clear();
+                    for b in group.drain(..) {
+                        self.retained.push(b);
+                    }
                     r
                 }
                 other => self.do_work(other, &mut progress, &acks),
@@ -203,14 +208,22 @@ impl Writer {
                     })?;
                 }
                 if self.settings.durability.is_on() {
-                    self.wait_durable()?;
+                    if self.ctx.failover {
+                        // A failover may have moved the master: find it, resend, and wait there.
+                        self.with_retry(acks, |w| w.wait_durable())?;
+                    } else {
+                        self.wait_durable()?;
+                    }
                 }
+                self.retained.clear();
                 let _ = acks.send(Ack::Echo(state.line));
                 Ok(())
             }
             Work::Publish { stream } => {
                 let mut report = PublishReport::default();
                 if let Some(ow) = self.overwrite[stream].clone() {
+                    // Its staging keys are renamed away: its batches must never be sent again.
+                    self.retained.drop_stream(stream);
                     if !std::mem::replace(&mut p.published[stream], true) {
                         let sweep = self.sweep;
                         report = self.with_retry(acks, |w| {
@@ -299,9 +312,12 @@ impl Writer {
                 load_scripts(&mut con, &self.ctx)?;
                 Ok(con)
             });
+            let attempt = attempt.and_then(|con| {
+                self.con = con;
+                self.resend_retained()
+            });
             match attempt {
-                Ok(con) => {
-                    self.con = con;
+                Ok(()) => {
                     let _ = acks.send(Ack::Reconnected(format!(
                         "{} Reconnected; unacknowledged work is being resent.",
                         first.message
@@ -312,6 +328,47 @@ impl Writer {
                 Err(f) => return Err(f),
             }
         }
+    }
+
+    /// After a reconnect: sends every batch acknowledged since the last echoed state again, in
+    /// order. Where the server kept a batch its token makes the call a no-op; where it lost it (a
+    /// failover to a replica that had not received it, a crash without fsync) it is written again.
+    fn resend_retained(&mut self) -> Result<(), Failure> {
+        if self.retained.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for b in self.retained.batches() {
+            self.calls[b.stream].encode(b, &mut buf);
+        }
+        let n = self.retained.batches().len();
+        let replies = redis::ConnectionLike::req_packed_commands(&mut self.con, &buf, 0, n)
+            .map_err(|e| classify(&e, &self.ctx))?;
+        for (batch, reply) in self.retained.batches().zip(replies) {
+            match reply {
+                Value::Int(_) => {}
+                Value::ServerError(e) if e.code() == "ABSEQ" => {
+                    return Err(Failure::system(
+                        format!(
+                            "Redis at {} no longer has batches of stream key {:?} that it had acknowledged before the last echoed state (a failover to a replica that had not received them, or a restart without the AOF): those records are lost. Rerun the sync from the start of the stream, and set wait_replicas (and wait_aof) so that states wait for the copies.",
+                            self.ctx.address, self.calls[batch.stream].keys.counter
+                        ),
+                        e.to_string(),
+                    ))
+                }
+                Value::ServerError(e) => {
+                    let err = RedisError::from(e);
+                    return Err(self.classify_batch_error(batch, &err));
+                }
+                other => {
+                    return Err(Failure::system(
+                        "Redis answered a resent batch with an unexpected reply.",
+                        format!("{other:?}"),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends `group`, acknowledging each batch as its reply arrives; resends what was not applied.
@@ -348,6 +405,7 @@ impl Writer {
             let mut again = Vec::new();
             let mut reload = false;
             let mut busy: Option<Failure> = None;
+            let mut moved = false;
             for (batch, reply) in pending.iter().zip(replies) {
                 match reply {
                     Value::Int(_) => {
@@ -365,6 +423,7 @@ impl Writer {
                         again.push(*batch)
                     }
                     Value::ServerError(e) => {
+                        moved |= e.code() == "READONLY";
                         let f = self.batch_error(batch, RedisError::from(e));
                         if f.failure_type != FailureType::Transient {
                             return Err(f);
@@ -387,7 +446,12 @@ impl Writer {
                 return Ok(());
             }
             if let Some(f) = busy {
-                retry.wait(&f)?;
+                if moved {
+                    // The master became a replica (a failover): find the new one.
+                    self.reconnect(&mut retry, f, acks)?;
+                } else {
+                    retry.wait(&f)?;
+                }
             }
             if reload {
                 if let Err(f) = load_scripts(&mut self.con, &self.ctx) {

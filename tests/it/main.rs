@@ -7,6 +7,7 @@ mod faults;
 mod image;
 mod overwrite;
 mod properties;
+mod sentinel;
 mod spec_check;
 mod tls;
 #[cfg(feature = "ssh-tunnel")]

@@ -7,6 +7,7 @@ mod container;
 mod fault;
 mod pki;
 mod proxy;
+mod sentinel;
 mod server;
 #[cfg(feature = "ssh-tunnel")]
 pub mod sshd;
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;
+pub use sentinel::{SentinelSet, MASTER_NAME};
 pub use server::free_port;
 pub use server::RedisServer;
 
