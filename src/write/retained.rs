@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use super::batch::Batch;
 
 /// Bytes of batch bodies kept at most; older batches are dropped first beyond it.
-pub const RETAINED_BYTES: usize = 64 * 1024 * 1024;
+pub const RETAINED_BYTES: usize = 16 * 1024 * 1024;
 
 /// The acknowledged batches since the last echoed state, oldest first.
 #[derive(Debug, Default)]
