@@ -3,12 +3,13 @@
 -- KEYS[1]  the stream's counter key
 -- KEYS[2]  the staging counter key (how many records are staged)
 -- KEYS[3]  the stream's publish marker (a hash)
--- KEYS[4]  the registry of streams with a publish under way (a set)
 -- ARGV[1]  the generation being published
 --
 -- Returns {n, old}: the staged count to publish and the stream's old counter. If a marker exists
 -- already (a publish interrupted earlier), it is kept and returned, so publishing rolls forward.
--- Once the marker exists, every later step is idempotent and any run finishes the publish.
+-- Once the marker exists, every later step is idempotent and any run finishes the publish. The
+-- caller adds the stream to the registry of publishes under way (`_airbyte_redis:publishing`)
+-- before this call: the registry lives in another cluster slot, so a script cannot touch both.
 local n = redis.call('HGET', KEYS[3], 'n')
 if n then
   return {tonumber(n), tonumber(redis.call('HGET', KEYS[3], 'old'))}
@@ -19,5 +20,4 @@ if staged == nil or old == nil then
   return redis.error_reply('ABCOUNTER ' .. KEYS[1])
 end
 redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1])
-redis.call('SADD', KEYS[4], KEYS[1])
 return {staged, old}

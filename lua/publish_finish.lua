@@ -4,12 +4,11 @@
 -- KEYS[1]  the stream's counter key
 -- KEYS[2]  the staging counter key
 -- KEYS[3]  the publish marker
--- KEYS[4]  the registry of publishes under way
--- KEYS[5]  the staging metadata hash
--- KEYS[6]  the staging marks list
+-- KEYS[4]  the staging metadata hash
+-- KEYS[5]  the staging marks list
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
--- marker it does nothing and returns -1.
+-- marker it does nothing and returns -1. The caller removes the stream from the registry after it.
 local n = redis.call('HGET', KEYS[3], 'n')
 if not n then
   return -1
@@ -20,6 +19,5 @@ if n > 0 then
 else
   redis.call('DEL', KEYS[1])
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[5], KEYS[6])
-redis.call('SREM', KEYS[4], KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return n

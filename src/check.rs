@@ -4,42 +4,50 @@
 //! stream under the reserved prefix, which exercises exactly the rights a sync needs (read, write,
 //! scripting); then removes the probe's keys. The probe is removed before the status is printed,
 //! because PyAirbyte stops the process as soon as it reads the status.
+//!
+//! In cluster mode the slot map must be complete and the cluster state ok, and every master must
+//! answer and accept the scripts; in sentinel mode the sentinels must name a reachable master.
 
 use redis::Value;
 
 use crate::config::Settings;
+use crate::connect::nodes::Nodes;
 use crate::connect::{self, classify, Context};
 use crate::error::Failure;
 use crate::keys::{self, StreamKeys, TOKEN_TTL_SECONDS};
 use crate::scripts::APPEND_BATCH;
-use crate::write::writer::load_scripts;
 
 /// Runs every check; returns the warnings to log on success.
 pub fn run(settings: &Settings) -> Result<Vec<String>, Failure> {
     let route = connect::route(settings)?;
     let settings = &route.settings;
-    let connected = connect::connect(settings, settings.connect_timeout)?;
+    // Connecting loads the scripts on the server (on every master of a cluster).
+    let mut nodes = Nodes::open(settings, settings.connect_timeout)?;
     let mut warnings = route.warnings.clone();
-    warnings.extend(connected.warnings);
-    let mut con = connected.con;
-    let ctx = Context::new(settings, "during the check");
-    redis::cmd("PING")
-        .query::<()>(&mut con)
-        .map_err(|e| classify(&e, &ctx))?;
-    load_scripts(&mut con, &ctx)?;
-    for counter in crate::write::overwrite::recover(&mut con, &ctx)? {
+    warnings.extend(nodes.take_warnings());
+    for addr in nodes.open_addrs() {
+        let link = nodes.link(&addr)?;
+        let ctx = Context {
+            during: "during the check".into(),
+            ..link.ctx.clone()
+        };
+        redis::cmd("PING")
+            .query::<()>(&mut link.con)
+            .map_err(|e| classify(&e, &ctx))?;
+        if let Some(w) = eviction_warning(&mut link.con, &ctx.address) {
+            warnings.push(w);
+        }
+    }
+    for counter in crate::write::overwrite::recover(&mut nodes)? {
         warnings.push(format!(
             "Finished the publish of stream key {counter:?} that an earlier sync left under way."
         ));
     }
-    probe_write(&mut con, &ctx)?;
-    if let Some(w) = eviction_warning(&mut con) {
-        warnings.push(w);
-    }
+    probe_write(&mut nodes)?;
     Ok(warnings)
 }
 
-fn probe_write(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure> {
+fn probe_write(nodes: &mut Nodes) -> Result<(), Failure> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| Failure::system("No randomness for the probe key.", e))?;
     let run: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -49,9 +57,11 @@ fn probe_write(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure
         record_prefix: format!("{}:", keys::probe_counter(&run)),
     };
     let token = keys.token(&run);
+    let link = nodes.link_for(&keys.counter)?;
+    let con = &mut link.con;
     let ctx = Context {
         during: "while probing write rights".into(),
-        ..ctx.clone()
+        ..link.ctx.clone()
     }
     .with_keys(format!("{} and {}", keys.counter, token));
     let result: Result<Value, _> = redis::cmd("EVALSHA")
@@ -83,8 +93,8 @@ fn probe_write(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure
     cleanup.map_err(|e| classify(&e, &ctx))
 }
 
-/// A warning when the server may evict keys (records could vanish), if it lets us ask.
-fn eviction_warning(con: &mut redis::Connection) -> Option<String> {
+/// A warning when the server at `at` may evict keys (records could vanish), if it lets us ask.
+fn eviction_warning(con: &mut redis::Connection, at: &str) -> Option<String> {
     let reply: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
@@ -92,6 +102,6 @@ fn eviction_warning(con: &mut redis::Connection) -> Option<String> {
         .ok()?;
     let policy = reply.get(1)?;
     (policy.starts_with("allkeys") || policy.starts_with("volatile")).then(|| {
-        format!("The server's maxmemory-policy is {policy}: under memory pressure Redis may evict records (or, for volatile-*, keys with a TTL). Use noeviction to keep every record.")
+        format!("The maxmemory-policy of Redis at {at} is {policy}: under memory pressure Redis may evict records (or, for volatile-*, keys with a TTL). Use noeviction to keep every record.")
     })
 }

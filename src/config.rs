@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::connect::tls::{self, Tls};
 use crate::error::Failure;
+use crate::keys::Layout;
 use crate::topology::{self, Topology};
 
 /// Default number of records in one batch (one script call).
@@ -55,6 +56,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "wait_aof",
     "wait_timeout_ms",
     "topology",
+    "key_layout",
 ];
 
 /// A configuration problem, naming the field and what is wrong with it.
@@ -133,8 +135,10 @@ pub struct Settings {
     pub tls: Tls,
     /// The SSH tunnel to reach Redis through, if any.
     pub tunnel: Option<TunnelSettings>,
-    /// Where the master is: this host, or wherever the sentinels say.
+    /// Where the master is: this host, wherever the sentinels say, or every master of a cluster.
     pub topology: Topology,
+    /// How stream keys are named (always [`Layout::Tagged`] in cluster mode).
+    pub layout: Layout,
     /// How the server's address is shown in messages when `host:port` alone would mislead (through
     /// a tunnel, or a master found by the sentinels).
     pub shown_address: Option<String>,
@@ -186,11 +190,31 @@ impl Settings {
 
     /// Validates a config object.
     pub fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
-        let topology = topology::from_config(map.get("topology"))?;
+        let mut topology = topology::from_config(map.get("topology"))?;
         let host = string_field(map, "host")?
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty());
-        let host = match (&topology, host) {
+        let port = int_field(map, "port")?.unwrap_or(6379);
+        let mut port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| field("port", "must be between 1 and 65535"))?;
+        let host = match (&mut topology, host) {
+            // A cluster's `host` may list seed nodes (the Java connector's "localhost,127.0.0.1").
+            (Topology::Cluster(c), host) => {
+                let mut seeds = topology::parse_list(host.as_deref().unwrap_or(""), port, "host")?;
+                seeds.append(&mut c.nodes);
+                if seeds.is_empty() {
+                    return Err(field(
+                        "host",
+                        "is required: a node of the cluster (or give topology.nodes)",
+                    ));
+                }
+                let (first, first_port) = seeds.remove(0);
+                port = first_port;
+                c.nodes = seeds;
+                first
+            }
             (_, Some(h)) => h,
             // The sentinels name the master; `host` is not needed.
             (Topology::Sentinel(_), None) => String::new(),
@@ -204,14 +228,9 @@ impl Settings {
         if host.contains(',') {
             return Err(field(
                 "host",
-                "holds a list of hosts; give one host, or use \"topology\" with mode \"sentinel\" and the sentinels' addresses",
+                "holds a list of hosts; give one host, or use \"topology\" with mode \"sentinel\" (the sentinels' addresses) or \"cluster\" (seed nodes)",
             ));
         }
-        let port = int_field(map, "port")?.unwrap_or(6379);
-        let port = u16::try_from(port)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| field("port", "must be between 1 and 65535"))?;
         let username = string_field(map, "username")?.filter(|u| !u.is_empty());
         let password = string_field(map, "password")?
             .filter(|p| !p.is_empty())
@@ -220,6 +239,36 @@ impl Settings {
         if !(0..=1_000_000).contains(&db) {
             return Err(field("db", "must be a database index of 0 or more"));
         }
+        let cluster = matches!(topology, Topology::Cluster(_));
+        if cluster && db != 0 {
+            return Err(field(
+                "db",
+                "must be 0 with topology mode \"cluster\" (a Redis Cluster has only database 0)",
+            ));
+        }
+        let layout = match string_field(map, "key_layout")?.as_deref().map(str::trim) {
+            None | Some("") => {
+                if cluster {
+                    Layout::Tagged
+                } else {
+                    Layout::Java
+                }
+            }
+            Some("tagged") => Layout::Tagged,
+            Some("java") if cluster => {
+                return Err(field(
+                    "key_layout",
+                    "must be \"tagged\" with topology mode \"cluster\" (every key of a stream needs one hash tag, so one slot)",
+                ))
+            }
+            Some("java") => Layout::Java,
+            Some(other) => {
+                return Err(field(
+                    "key_layout",
+                    &format!("{other:?} is not a layout; use \"java\" (<namespace>:<stream>:<id>) or \"tagged\" ({{<namespace>:<stream>}}:<id>)"),
+                ))
+            }
+        };
         if let Some(cache_type) = string_field(map, "cache_type")? {
             if !cache_type.eq_ignore_ascii_case("hash") {
                 return Err(field(
@@ -235,6 +284,12 @@ impl Settings {
             return Err(field(
                 "tunnel_method",
                 "cannot be combined with topology mode \"sentinel\" (the sentinels name the master by an address the tunnel does not know); use NO_TUNNEL",
+            ));
+        }
+        if tunnel.is_some() && cluster {
+            return Err(field(
+                "tunnel_method",
+                "cannot be combined with topology mode \"cluster\" (the nodes name each other by addresses the tunnel does not know); use NO_TUNNEL",
             ));
         }
         let connect_timeout = millis(
@@ -296,6 +351,7 @@ impl Settings {
             tls,
             tunnel,
             topology,
+            layout,
             shown_address: None,
             warnings,
         })
@@ -309,7 +365,24 @@ impl Settings {
                 format!("master {:?} (sentinels {})", s.master_name, s.list())
             }
             (None, Topology::Standalone) => topology::join_host_port(&self.host, self.port),
+            (None, Topology::Cluster(_)) => format!(
+                "the cluster (seeds {})",
+                self.cluster_seeds()
+                    .iter()
+                    .map(|(h, p)| topology::join_host_port(h, *p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
+    }
+
+    /// In cluster mode, the seed nodes in the order they are asked: `host`/`port` first.
+    pub fn cluster_seeds(&self) -> Vec<(String, u16)> {
+        let mut seeds = vec![(self.host.clone(), self.port)];
+        if let Topology::Cluster(c) = &self.topology {
+            seeds.extend(c.nodes.iter().cloned());
+        }
+        seeds
     }
 }
 

@@ -1,10 +1,19 @@
 //! The key layout in Redis: the one place that names keys.
 //!
-//! Compatible with the Java connector: a stream's counter is `<namespace>:<stream>` (a null
-//! namespace is the empty string) and its record `N` is the hash `<namespace>:<stream>:<N>`. This
-//! layout is not injective, so [`check_catalog`] refuses catalogs whose streams would share keys.
-//! Bookkeeping keys (batch tokens, the `check` probe) live under [`RESERVED_PREFIX`], which no
-//! namespace may use.
+//! Two layouts ([`Layout`]):
+//!
+//! * **java** (the default in standalone and sentinel mode), compatible with the Java connector: a
+//!   stream's counter is `<namespace>:<stream>` (a null namespace is the empty string) and its
+//!   record `N` is the hash `<namespace>:<stream>:<N>`. This layout is not injective, so
+//!   [`check_catalog`] refuses catalogs whose streams would share keys.
+//! * **tagged** (always in cluster mode): the counter is `{<tag>}` and record `N` is `{<tag>}:<N>`,
+//!   where the tag is `<namespace>:<stream>` (or `<stream>` for a null namespace) with `%`, `{`, `}`
+//!   and `:` inside the names percent-encoded. The braces make the whole tag Redis's hash tag, so
+//!   every key of a stream (records, staging, tokens, marks) lands in one cluster slot, and the
+//!   layout is injective for any names.
+//!
+//! Bookkeeping keys (batch tokens, staging, the `check` probe) live under [`RESERVED_PREFIX`], which
+//! no namespace may use; they end with the stream's counter key, so they share its hash tag.
 
 use std::collections::HashSet;
 
@@ -16,6 +25,41 @@ pub const RESERVED_PREFIX: &str = "_airbyte_redis";
 /// Time to live of a batch token key: long enough for any sync, gone a week later.
 pub const TOKEN_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
+/// How stream keys are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `<namespace>:<stream>` and `<namespace>:<stream>:<id>`, as the Java connector.
+    #[default]
+    Java,
+    /// `{<tag>}` and `{<tag>}:<id>`: one hash tag (one cluster slot) per stream, injective.
+    Tagged,
+}
+
+impl Layout {
+    /// The config's name of the layout.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Java => "java",
+            Layout::Tagged => "tagged",
+        }
+    }
+}
+
+/// `name` with `%`, `{`, `}` and `:` percent-encoded (so it cannot end a hash tag or a component).
+fn encode_component(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The keys of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamKeys {
@@ -26,13 +70,29 @@ pub struct StreamKeys {
 }
 
 impl StreamKeys {
-    /// The keys of `stream`.
+    /// The keys of `stream` in the Java layout.
     pub fn new(stream: &StreamDescriptor) -> Self {
-        let counter = format!(
-            "{}:{}",
-            stream.namespace.as_deref().unwrap_or(""),
-            stream.name
-        );
+        Self::with_layout(stream, Layout::Java)
+    }
+
+    /// The keys of `stream` in `layout`.
+    pub fn with_layout(stream: &StreamDescriptor, layout: Layout) -> Self {
+        let counter = match layout {
+            Layout::Java => format!(
+                "{}:{}",
+                stream.namespace.as_deref().unwrap_or(""),
+                stream.name
+            ),
+            Layout::Tagged => match &stream.namespace {
+                // A null namespace has no `:` in its tag; any namespace (even "") has one.
+                None => format!("{{{}}}", encode_component(&stream.name)),
+                Some(ns) => format!(
+                    "{{{}:{}}}",
+                    encode_component(ns),
+                    encode_component(&stream.name)
+                ),
+            },
+        };
         let record_prefix = format!("{counter}:");
         StreamKeys {
             counter,
@@ -100,16 +160,17 @@ pub fn escape_glob(text: &str) -> String {
     out
 }
 
-/// The key `check` writes and removes to prove write rights.
+/// The key `check` writes and removes to prove write rights (hash-tagged: its token shares its
+/// cluster slot).
 pub fn probe_counter(run_id: &str) -> String {
-    format!("{RESERVED_PREFIX}:check:{run_id}")
+    format!("{RESERVED_PREFIX}:check:{{{run_id}}}")
 }
 
 /// Refuses streams whose keys would collide with each other or with the bookkeeping keys.
 ///
 /// Two streams collide when their counter keys are equal, or when one counter key is the other's
 /// followed by `:` and digits (then it is one of the other stream's record keys).
-pub fn check_catalog(streams: &[StreamDescriptor]) -> Result<(), String> {
+pub fn check_catalog(streams: &[StreamDescriptor], layout: Layout) -> Result<(), String> {
     for s in streams {
         if let Some(ns) = &s.namespace {
             if ns == RESERVED_PREFIX || ns.starts_with(&format!("{RESERVED_PREFIX}:")) {
@@ -119,7 +180,10 @@ pub fn check_catalog(streams: &[StreamDescriptor]) -> Result<(), String> {
             }
         }
     }
-    let counters: Vec<String> = streams.iter().map(|s| StreamKeys::new(s).counter).collect();
+    let counters: Vec<String> = streams
+        .iter()
+        .map(|s| StreamKeys::with_layout(s, layout).counter)
+        .collect();
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, c) in counters.iter().enumerate() {
         if let Some(&j) = seen.get(c.as_str()) {
@@ -167,6 +231,53 @@ mod tests {
     }
 
     #[test]
+    fn tagged_layout_is_injective_and_one_slot_per_stream() {
+        let t =
+            |ns: Option<&str>, name: &str| StreamKeys::with_layout(&d(ns, name), Layout::Tagged);
+        assert_eq!(t(Some("public"), "users").counter, "{public:users}");
+        assert_eq!(t(Some("public"), "users").record(7), "{public:users}:7");
+        assert_eq!(t(None, "users").counter, "{users}");
+        assert_eq!(t(Some(""), "users").counter, "{:users}");
+        assert_eq!(t(Some("a:b"), "c").counter, "{a%3Ab:c}");
+        assert_eq!(t(Some("a"), "b:c").counter, "{a:b%3Ac}");
+        assert_eq!(t(None, "x}y{%").counter, "{x%7Dy%7B%25}");
+        let tricky = [
+            d(None, "users"),
+            d(Some(""), "users"),
+            d(Some("users"), ""),
+            d(None, ":users"),
+            d(Some("a:b"), "c"),
+            d(Some("a"), "b:c"),
+            d(Some("a}"), "{b"),
+            d(Some("a%7D"), "%7Bb"),
+            d(Some("n"), "users"),
+            d(Some("n"), "users:2024"),
+        ];
+        assert!(check_catalog(&tricky, Layout::Tagged).is_ok());
+        let counters: HashSet<String> = tricky
+            .iter()
+            .map(|s| StreamKeys::with_layout(s, Layout::Tagged).counter)
+            .collect();
+        assert_eq!(counters.len(), tricky.len());
+        // Every key of a stream carries the same hash tag: the counter itself.
+        let k = t(Some("a}"), "{b");
+        let tag = &k.counter[1..k.counter.len() - 1];
+        assert!(!tag.contains('}') && !tag.contains('{'));
+        let staging = StagingKeys::for_counter(&k.counter);
+        for key in [
+            k.token("r"),
+            staging.counter,
+            staging.marker,
+            staging.marks,
+            k.record(3),
+        ] {
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            assert_eq!(&key[open + 1..close], tag, "{key}");
+        }
+    }
+
+    #[test]
     fn staging_keys_are_reserved_and_never_record_shaped() {
         let k = StagingKeys::for_counter("n:users");
         assert_eq!(k.counter, "_airbyte_redis:staging:n:users");
@@ -177,22 +288,28 @@ mod tests {
 
     #[test]
     fn collisions_are_refused() {
-        assert!(check_catalog(&[d(Some("a:b"), "c"), d(Some("a"), "b:c")]).is_err());
-        assert!(check_catalog(&[d(None, "s"), d(Some(""), "s")]).is_err());
-        let err = check_catalog(&[d(Some("n"), "users"), d(Some("n"), "users:2024")]).unwrap_err();
+        let j = Layout::Java;
+        assert!(check_catalog(&[d(Some("a:b"), "c"), d(Some("a"), "b:c")], j).is_err());
+        assert!(check_catalog(&[d(None, "s"), d(Some(""), "s")], j).is_err());
+        let err =
+            check_catalog(&[d(Some("n"), "users"), d(Some("n"), "users:2024")], j).unwrap_err();
         assert!(err.contains("n:users:2024"), "{err}");
-        assert!(check_catalog(&[d(Some(RESERVED_PREFIX), "x")]).is_err());
+        assert!(check_catalog(&[d(Some(RESERVED_PREFIX), "x")], j).is_err());
+        assert!(check_catalog(&[d(Some(RESERVED_PREFIX), "x")], Layout::Tagged).is_err());
     }
 
     #[test]
     fn near_misses_are_fine() {
-        assert!(check_catalog(&[
-            d(Some("n"), "users"),
-            d(Some("n"), "users:x"),
-            d(Some("n"), "users2"),
-            d(Some("m"), "users"),
-            d(None, "users"),
-        ])
+        assert!(check_catalog(
+            &[
+                d(Some("n"), "users"),
+                d(Some("n"), "users:x"),
+                d(Some("n"), "users2"),
+                d(Some("m"), "users"),
+                d(None, "users"),
+            ],
+            Layout::Java
+        )
         .is_ok());
     }
 }

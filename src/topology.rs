@@ -1,5 +1,5 @@
-//! The config's `topology`: one server (`standalone`, the default) or a master found through Redis
-//! Sentinel (`sentinel`). Cluster mode is not built yet and is refused by name.
+//! The config's `topology`: one server (`standalone`, the default), a master found through Redis
+//! Sentinel (`sentinel`), or a Redis Cluster found through seed nodes (`cluster`).
 
 use serde_json::{Map, Value};
 
@@ -15,6 +15,15 @@ pub enum Topology {
     Standalone,
     /// The sentinels name the master; `host`/`port` are not used.
     Sentinel(SentinelSettings),
+    /// A Redis Cluster: `host`/`port` (and these extra seed nodes) lead to it; every master is used.
+    Cluster(ClusterSettings),
+}
+
+/// `{"mode": "cluster", "nodes": "host:port,…"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Seed nodes besides `host`/`port`, asked in this order.
+    pub nodes: Vec<(String, u16)>,
 }
 
 /// `{"mode": "sentinel", "sentinels": "host:port,…", "master_name": "…", "sentinel_username"?,
@@ -53,32 +62,52 @@ pub fn from_config(value: Option<&Value>) -> Result<Topology, ConfigError> {
     match mode.trim() {
         "standalone" => Ok(Topology::Standalone),
         "sentinel" => sentinel(m).map(Topology::Sentinel),
-        "cluster" => Err(field(
-            "topology.mode",
-            "\"cluster\" is not supported yet; use \"standalone\" or \"sentinel\"",
-        )),
+        "cluster" => Ok(Topology::Cluster(ClusterSettings {
+            nodes: host_list(m, "nodes", 6379, "topology.nodes")?,
+        })),
         other => Err(field(
             "topology.mode",
-            &format!("{other:?} is not a mode; use \"standalone\" or \"sentinel\""),
+            &format!("{other:?} is not a mode; use \"standalone\", \"sentinel\" or \"cluster\""),
         )),
     }
 }
 
-fn sentinel(m: &Map<String, Value>) -> Result<SentinelSettings, ConfigError> {
-    let list = string_field(m, "sentinels")?.unwrap_or_default();
-    let sentinels = list
-        .split(',')
+/// The comma-separated `host:port` list in field `key` of `m` (absent: empty).
+fn host_list(
+    m: &Map<String, Value>,
+    key: &str,
+    default_port: u16,
+    name: &str,
+) -> Result<Vec<(String, u16)>, ConfigError> {
+    parse_list(
+        &string_field(m, key)?.unwrap_or_default(),
+        default_port,
+        name,
+    )
+}
+
+/// `"host:port, host, [v6]:port"` as addresses; a bad entry is named in the error of field `name`.
+pub fn parse_list(
+    list: &str,
+    default_port: u16,
+    name: &str,
+) -> Result<Vec<(String, u16)>, ConfigError> {
+    list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            parse_host_port(s, DEFAULT_SENTINEL_PORT).ok_or_else(|| {
+            parse_host_port(s, default_port).ok_or_else(|| {
                 field(
-                    "topology.sentinels",
-                    &format!("{s:?} is not host:port (e.g. \"10.0.0.5:26379,10.0.0.6:26379\")"),
+                    name,
+                    &format!("{s:?} is not host:port (e.g. \"10.0.0.5:{default_port},10.0.0.6:{default_port}\")"),
                 )
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+fn sentinel(m: &Map<String, Value>) -> Result<SentinelSettings, ConfigError> {
+    let sentinels = host_list(m, "sentinels", DEFAULT_SENTINEL_PORT, "topology.sentinels")?;
     if sentinels.is_empty() {
         return Err(field(
             "topology.sentinels",
@@ -158,6 +187,12 @@ mod tests {
         assert_eq!(s.master_name, "m");
         assert_eq!(s.list(), "a:1, [::1]:2, b:26379");
         assert_eq!(from_config(None).unwrap(), Topology::Standalone);
+        assert_eq!(
+            from_config(Some(&json!({"mode": "cluster", "nodes": "a:7001, b"}))).unwrap(),
+            Topology::Cluster(ClusterSettings {
+                nodes: vec![("a".into(), 7001), ("b".into(), 6379)]
+            })
+        );
         for (bad, named) in [
             (
                 json!({"mode": "sentinel", "master_name": "m"}),
@@ -171,7 +206,10 @@ mod tests {
                 json!({"mode": "sentinel", "sentinels": "a"}),
                 "topology.master_name",
             ),
-            (json!({"mode": "cluster"}), "topology.mode"),
+            (
+                json!({"mode": "cluster", "nodes": "a:1,b:x"}),
+                "topology.nodes",
+            ),
             (json!({"mode": "ring"}), "topology.mode"),
             (json!("sentinel"), "topology"),
         ] {

@@ -25,7 +25,8 @@ pub struct Context {
     pub keys: Option<String>,
     /// Whether the connection uses TLS (a silent server may then be a plain port).
     pub tls: bool,
-    /// Whether the master can move (sentinel mode): a READONLY reply then means a failover.
+    /// Whether the master can move (sentinel and cluster mode): a READONLY reply then means a
+    /// failover.
     pub failover: bool,
 }
 
@@ -38,7 +39,7 @@ impl Context {
             during: during.into(),
             keys: None,
             tls: settings.tls != crate::connect::tls::Tls::Off,
-            failover: matches!(settings.topology, crate::topology::Topology::Sentinel(_)),
+            failover: !matches!(settings.topology, crate::topology::Topology::Standalone),
         }
     }
 
@@ -81,6 +82,9 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
         ),
         "READONLY" if ctx.failover => Failure::transient(format!("Redis at {at} has become a replica {during}: a failover is under way; the writer asks the sentinels for the new master."), raw),
         "READONLY" => Failure::config(format!("Redis at {at} is a read-only replica: point \"host\" at the master."), raw),
+        "MOVED" | "ASK" => Failure::transient(format!("The cluster moved a slot away from {at} {during} ({}): a failover or resharding is under way; the writer follows the cluster's new slot map.", first_line(&raw)), raw),
+        "ERR" if raw.contains("non local key") => Failure::transient(format!("A slot is being migrated away from {at} {during} (a resharding is under way); the writer retries once it has moved."), raw),
+        "ERR" if raw.contains("cluster support disabled") => Failure::config(format!("Redis at {at} is not a cluster node (cluster-enabled no): use topology mode \"standalone\" for it."), raw),
         "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => Failure::transient(format!("Redis at {at} is temporarily unable to serve {during} ({code}); retry the sync."), raw),
         "ERR" if raw.contains("DB index is out of range") => Failure::config(format!("Redis at {at} has no database of that index: lower \"db\" (the server's \"databases\" setting limits it)."), raw),
         "ERR" if raw.contains("unknown command") || raw.contains("Unknown Redis command called from Lua") => Failure::config(format!("Redis at {at} does not know a command the destination needs {during}: it may be disabled or renamed on this server."), raw),

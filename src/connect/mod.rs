@@ -7,6 +7,8 @@
 //! [`Failure`] through [`classify`].
 
 pub mod classify;
+pub mod cluster;
+pub mod nodes;
 pub mod sentinel;
 pub mod tls;
 #[cfg(feature = "ssh-tunnel")]
@@ -66,12 +68,13 @@ pub struct Connected {
     pub warnings: Vec<String>,
 }
 
-/// Connects (to the master the sentinels name, in sentinel mode), authenticates and selects the
-/// database. Replies are awaited at most `reply_timeout`.
+/// Connects (to the master the sentinels name, in sentinel mode; to `host`/`port` itself in cluster
+/// mode, see [`nodes`] for the rest of a cluster), authenticates and selects the database. Replies
+/// are awaited at most `reply_timeout`.
 pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected, Failure> {
     let found;
     let settings = match &settings.topology {
-        Topology::Standalone => settings,
+        Topology::Standalone | Topology::Cluster(_) => settings,
         Topology::Sentinel(s) => {
             found = sentinel::master_settings(settings, s)?;
             &found

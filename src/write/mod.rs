@@ -37,6 +37,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded, Receiver};
 
 use crate::config::Settings;
+use crate::connect::nodes::Nodes;
 use crate::connect::{self, Context};
 use crate::error::{Failure, FailureType};
 use crate::keys::{self, StreamKeys};
@@ -76,7 +77,8 @@ pub fn run<R: Read + Send + 'static>(
     let started = Instant::now();
     let streams = catalog::load(catalog_path, settings.truncate_refreshes)?;
     let descriptors: Vec<_> = streams.iter().map(|s| s.descriptor.clone()).collect();
-    keys::check_catalog(&descriptors)
+    let layout = settings.layout;
+    keys::check_catalog(&descriptors, layout)
         .map_err(|m| Failure::config(format!("Invalid catalog: {m}."), &m))?;
 
     let route = connect::route(settings)?;
@@ -92,7 +94,7 @@ pub fn run<R: Read + Send + 'static>(
         .map(|s| match s.mode {
             SyncMode::Append => None,
             SyncMode::Overwrite { generation } => Some(OverwriteStream::new(
-                StreamKeys::new(&s.descriptor),
+                StreamKeys::with_layout(&s.descriptor, layout),
                 generation,
             )),
         })
@@ -101,42 +103,41 @@ pub fn run<R: Read + Send + 'static>(
         .iter()
         .zip(&overwrites)
         .map(|(d, ow)| {
-            let target = ow
-                .as_ref()
-                .map_or_else(|| StreamKeys::new(d), OverwriteStream::staging_as_stream);
+            let target = ow.as_ref().map_or_else(
+                || StreamKeys::with_layout(d, layout),
+                OverwriteStream::staging_as_stream,
+            );
             StreamCall::new(&APPEND_BATCH, target, &run_id)
         })
         .collect();
     let live_calls: Vec<StreamCall> = descriptors
         .iter()
-        .map(|d| StreamCall::new(&APPEND_BATCH, StreamKeys::new(d), &run_id))
+        .map(|d| StreamCall::new(&APPEND_BATCH, StreamKeys::with_layout(d, layout), &run_id))
         .collect();
     // Setup rides through a restarting or briefly unreachable server like the writes do.
     let mut retry = Retry::new(settings.retry_budget);
-    let mut con = loop {
-        let attempt = connect::connect(settings, reply_timeout).and_then(|connected| {
-            let mut con = connected.con;
-            writer::load_scripts(&mut con, &ctx)?;
-            let recovered = overwrite::recover(&mut con, &ctx)?;
-            rights::check_rights(&mut con, &live_calls, &ctx)?;
-            rights::check_rights(&mut con, &calls, &ctx)?;
-            Ok((con, connected.warnings, recovered))
+    let mut nodes = loop {
+        let attempt = Nodes::open(settings, reply_timeout).and_then(|mut nodes| {
+            let recovered = overwrite::recover(&mut nodes)?;
+            rights::check_rights(&mut nodes, &live_calls)?;
+            rights::check_rights(&mut nodes, &calls)?;
+            Ok((nodes, recovered))
         });
         match attempt {
-            Ok((con, warnings, recovered)) => {
-                for w in &warnings {
+            Ok((mut nodes, recovered)) => {
+                for w in nodes.take_warnings() {
                     out.log(Level::Warn, w);
                 }
                 for counter in recovered {
                     out.log(Level::Info, format!("Finished the publish of stream key {counter:?} that an earlier run left under way."));
                 }
-                break con;
+                break nodes;
             }
             Err(f) if f.failure_type == FailureType::Transient => retry.wait(&f)?,
             Err(f) => return Err(f),
         }
     };
-    let max_record_bytes = proto_max_bulk_len(&mut con);
+    let max_record_bytes = proto_max_bulk_len(&mut nodes);
     let overwrite_count = overwrites.iter().flatten().count();
     out.log(
         Level::Info,
@@ -165,14 +166,13 @@ pub fn run<R: Read + Send + 'static>(
     let (ack_tx, ack_rx) = unbounded::<Ack>();
     let is_overwrite: Vec<bool> = overwrites.iter().map(Option::is_some).collect();
     let writer = Writer {
-        con,
+        nodes,
         calls: Arc::new(calls),
         overwrite: overwrites,
         sweep: settings.sweep_leftovers,
         ctx,
         max_group: settings.max_in_flight.get(),
         settings: settings.clone(),
-        reply_timeout,
         retained: Retained::default(),
     };
     let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
@@ -217,16 +217,24 @@ fn sigterm_channel() -> Result<Receiver<()>, Failure> {
     Ok(rx)
 }
 
-/// The server's largest accepted argument (512 MiB, Redis's default, when CONFIG is not allowed).
-fn proto_max_bulk_len(con: &mut redis::Connection) -> u64 {
-    let reply: Option<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("proto-max-bulk-len")
-        .query(con)
-        .ok();
-    reply
-        .and_then(|v| v.get(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(512 * 1024 * 1024)
+/// The servers' largest accepted argument (the smallest over a cluster's masters; 512 MiB, Redis's
+/// default, where CONFIG is not allowed).
+fn proto_max_bulk_len(nodes: &mut Nodes) -> u64 {
+    let mut limit = 512 * 1024 * 1024;
+    for addr in nodes.open_addrs() {
+        let Ok(link) = nodes.link(&addr) else {
+            continue;
+        };
+        let reply: Option<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("proto-max-bulk-len")
+            .query(&mut link.con)
+            .ok();
+        if let Some(n) = reply.and_then(|v| v.get(1).and_then(|n| n.parse::<u64>().ok())) {
+            limit = limit.min(n);
+        }
+    }
+    limit
 }
 
 /// A random id for this run's batch tokens (never derived from the input).

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use redis::Value;
 
+use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
 use crate::error::Failure;
 use crate::keys::{self, StagingKeys, StreamKeys};
@@ -259,27 +260,38 @@ pub fn mark(pipe: &mut redis::Pipeline, s: &OverwriteStream, position: u64) {
 }
 
 /// Publishes a stream's staged generation (see the module documentation).
+///
+/// The stream joins the registry of publishes under way before its marker is written and leaves
+/// it after its marker is gone; the registry is one key (its own cluster slot), the rest of the
+/// publish runs on the node that holds the stream.
 pub fn publish(
-    con: &mut redis::Connection,
+    nodes: &mut Nodes,
     s: &OverwriteStream,
     sweep: bool,
-    ctx: &Context,
 ) -> Result<PublishReport, Failure> {
     let started = Instant::now();
-    let ctx = &Context {
-        during: format!("publishing stream key {:?}", s.live.counter),
-        ..ctx.clone()
-    };
     let registry = keys::publish_registry();
+    let during = format!("publishing stream key {:?}", s.live.counter);
+    let link = nodes.link_for(&registry)?;
+    let ctx = Context {
+        during: during.clone(),
+        ..link.ctx.clone()
+    };
+    redis::cmd("SADD")
+        .arg(&registry)
+        .arg(&s.live.counter)
+        .query::<()>(&mut link.con)
+        .map_err(|e| classify(&e, &ctx))?;
+    let link = nodes.link_for(&s.live.counter)?;
+    let ctx = &Context {
+        during,
+        ..link.ctx.clone()
+    };
+    let con = &mut link.con;
     let r = eval(
         con,
         &PUBLISH_BEGIN,
-        &[
-            &s.live.counter,
-            &s.staging.counter,
-            &s.staging.marker,
-            &registry,
-        ],
+        &[&s.live.counter, &s.staging.counter, &s.staging.marker],
         &[&s.generation.to_string()],
         ctx,
     )?;
@@ -289,9 +301,25 @@ pub fn publish(
         v.get(1).copied().unwrap_or(0) as u64,
     );
     let mut report = finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?;
+    unregister(nodes, &s.live.counter, ctx)?;
     report.calls += 1;
     report.millis = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// Removes a stream whose publish is finished (or never began) from the registry.
+fn unregister(nodes: &mut Nodes, counter: &str, ctx: &Context) -> Result<(), Failure> {
+    let registry = keys::publish_registry();
+    let link = nodes.link_for(&registry)?;
+    let ctx = Context {
+        address: link.ctx.address.clone(),
+        ..ctx.clone()
+    };
+    redis::cmd("SREM")
+        .arg(&registry)
+        .arg(counter)
+        .query::<()>(&mut link.con)
+        .map_err(|e| classify(&e, &ctx))
 }
 
 /// Steps 2 to 4 of a publish whose marker says (n, old); idempotent.
@@ -339,7 +367,6 @@ fn finish_publish(
     if sweep || stray {
         report.skipped += sweep_leftovers(con, live, n, ctx, &mut report.calls)?;
     }
-    let registry = keys::publish_registry();
     eval(
         con,
         &PUBLISH_FINISH,
@@ -347,7 +374,6 @@ fn finish_publish(
             &live.counter,
             &staging.counter,
             &staging.marker,
-            &registry,
             &staging.meta,
             &staging.marks,
         ],
@@ -408,39 +434,41 @@ pub fn sweep_leftovers(
 }
 
 /// Finishes every publish a failed or killed run left under way. Returns the streams it finished.
-pub fn recover(con: &mut redis::Connection, ctx: &Context) -> Result<Vec<String>, Failure> {
-    let ctx = &Context {
-        during: "finishing an interrupted publish".into(),
-        ..ctx.clone()
+pub fn recover(nodes: &mut Nodes) -> Result<Vec<String>, Failure> {
+    let during = "finishing an interrupted publish";
+    let registry = keys::publish_registry();
+    let link = nodes.link_for(&registry)?;
+    let ctx = Context {
+        during: during.into(),
+        ..link.ctx.clone()
     };
     let counters: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys::publish_registry())
-        .query(con)
-        .map_err(|e| classify(&e, ctx))?;
+        .arg(&registry)
+        .query(&mut link.con)
+        .map_err(|e| classify(&e, &ctx))?;
+    let mut finished = Vec::new();
     for counter in &counters {
         let staging = StagingKeys::for_counter(counter);
+        let link = nodes.link_for(counter)?;
+        let ctx = Context {
+            during: during.into(),
+            ..link.ctx.clone()
+        };
         let (n, old): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(&staging.marker)
             .arg("n")
             .arg("old")
-            .query(con)
-            .map_err(|e| classify(&e, ctx))?;
+            .query(&mut link.con)
+            .map_err(|e| classify(&e, &ctx))?;
         let live = StreamKeys {
             counter: counter.clone(),
             record_prefix: format!("{counter}:"),
         };
-        match (n, old) {
-            (Some(n), Some(old)) => {
-                finish_publish(con, &live, &staging, n, old, false, ctx)?;
-            }
-            _ => {
-                redis::cmd("SREM")
-                    .arg(keys::publish_registry())
-                    .arg(counter)
-                    .query::<()>(con)
-                    .map_err(|e| classify(&e, ctx))?;
-            }
+        if let (Some(n), Some(old)) = (n, old) {
+            finish_publish(&mut link.con, &live, &staging, n, old, false, &ctx)?;
+            finished.push(counter.clone());
         }
+        unregister(nodes, counter, &ctx)?;
     }
-    Ok(counters)
+    Ok(finished)
 }

@@ -8,15 +8,37 @@
 
 use redis::{RedisError, Value};
 
+use crate::connect::nodes::Nodes;
 use crate::connect::{classify, classify::error_code, Context};
 use crate::error::Failure;
 
 use super::batch::StreamCall;
 
-/// Fails with a `config_error` naming the first command and key the user may not use.
-pub fn check_rights(
+/// Fails with a `config_error` naming the first command and key the user may not use. Each stream
+/// is probed on the node that holds it.
+pub fn check_rights(nodes: &mut Nodes, calls: &[StreamCall]) -> Result<(), Failure> {
+    let mut by_node: Vec<(String, Vec<&StreamCall>)> = Vec::new();
+    for call in calls {
+        let addr = nodes.addr_for(&call.keys.counter);
+        match by_node.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, part)) => part.push(call),
+            None => by_node.push((addr, vec![call])),
+        }
+    }
+    for (addr, part) in by_node {
+        let link = nodes.link(&addr)?;
+        let ctx = Context {
+            during: "while checking the user's rights".into(),
+            ..link.ctx.clone()
+        };
+        check_on(&mut link.con, &part, &ctx)?;
+    }
+    Ok(())
+}
+
+fn check_on(
     con: &mut redis::Connection,
-    calls: &[StreamCall],
+    calls: &[&StreamCall],
     ctx: &Context,
 ) -> Result<(), Failure> {
     // MULTI alone first: were the transaction refused, the commands below would run for real.

@@ -12,9 +12,14 @@
 //! not acknowledged, in order. A batch that had been applied answers "already applied"; one that
 //! would overtake another is refused before it writes. Overwrite work (prepare, marks, publish) is
 //! idempotent and is simply redone.
+//!
+//! In cluster mode a group is split by the node that owns each stream's slot: all nodes' calls are
+//! written before any replies are read, so the masters work in parallel. MOVED re-reads the slot
+//! map and sends the batch to the new owner; ASK sends it once to the importing node (after
+//! `ASKING`); a slot in the middle of a migration (TRYAGAIN, "non local key") is waited for. The
+//! tokens make every such resend exactly-once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use redis::{RedisError, Value};
@@ -25,9 +30,9 @@ use super::overwrite::{self, OverwriteStream, PublishReport};
 use super::retained::Retained;
 use super::retry::Retry;
 use crate::config::Settings;
+use crate::connect::nodes::{load_scripts, Link, Nodes};
 use crate::connect::{self, classify, Context};
 use crate::error::{Failure, FailureType};
-use crate::scripts;
 
 /// Bytes of calls sent in one socket write, at most (a single larger batch goes alone).
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
@@ -84,8 +89,8 @@ pub enum Ack {
 
 /// The writer's fixed parts.
 pub struct Writer {
-    /// The connection, authenticated and on the right database.
-    pub con: redis::Connection,
+    /// The connections (one per cluster master in cluster mode), scripts loaded.
+    pub nodes: Nodes,
     /// Per catalog stream, its script call (into staging for overwrite streams).
     pub calls: Arc<Vec<StreamCall>>,
     /// Per catalog stream, its overwrite keys when it is an overwrite stream.
@@ -96,10 +101,8 @@ pub struct Writer {
     pub ctx: Context,
     /// Batches per pipelined group, at most.
     pub max_group: usize,
-    /// How to connect again after the connection is lost.
+    /// Retry budget and durability.
     pub settings: Settings,
-    /// Reply timeout of a connection.
-    pub reply_timeout: Duration,
     /// Batches acknowledged since the last echoed state, sent again after every reconnect.
     pub retained: Retained,
 }
@@ -161,12 +164,14 @@ impl Writer {
             }
         }
         // Every batch is acknowledged and none will be resent: this run's tokens have done their job.
-        let mut del = redis::cmd("DEL");
-        for call in self.calls.iter() {
-            del.arg(&call.token);
-        }
         // Best effort: every record is committed already, and tokens expire after a week anyway.
-        let _ = del.query::<()>(&mut self.con);
+        for call in self.calls.iter() {
+            if let Ok(link) = self.nodes.link_for(&call.token) {
+                let _ = redis::cmd("DEL")
+                    .arg(&call.token)
+                    .query::<()>(&mut link.con);
+            }
+        }
     }
 
     /// Prepare, marks and publish: idempotent, so redone after a reconnect.
@@ -181,7 +186,8 @@ impl Writer {
             Work::Prepare { stream, first_data } => {
                 if let Some(ow) = self.overwrite[stream].clone() {
                     let kept = self.with_retry(acks, |w| {
-                        overwrite::prepare(&mut w.con, &ow, first_data.as_deref(), &w.ctx)
+                        let link = w.nodes.link_for(&ow.live.counter)?;
+                        overwrite::prepare(&mut link.con, &ow, first_data.as_deref(), &link.ctx)
                     })?;
                     p.offsets[stream] = kept;
                 }
@@ -199,12 +205,25 @@ impl Writer {
                     .collect();
                 if !marks.is_empty() {
                     self.with_retry(acks, |w| {
-                        let mut pipe = redis::pipe();
+                        // One pipeline per node (a cluster's streams live on several).
+                        let mut by_node: Vec<(String, redis::Pipeline)> = Vec::new();
                         for (ow, position) in &marks {
-                            overwrite::mark(&mut pipe, ow, *position);
+                            let addr = w.nodes.addr_for(&ow.staging.marks);
+                            let i = match by_node.iter().position(|(a, _)| *a == addr) {
+                                Some(i) => i,
+                                None => {
+                                    by_node.push((addr, redis::pipe()));
+                                    by_node.len() - 1
+                                }
+                            };
+                            overwrite::mark(&mut by_node[i].1, ow, *position);
                         }
-                        pipe.query::<()>(&mut w.con)
-                            .map_err(|e| classify(&e, &w.ctx))
+                        for (addr, pipe) in by_node {
+                            let link = w.nodes.link(&addr)?;
+                            pipe.query::<()>(&mut link.con)
+                                .map_err(|e| classify(&e, &link.ctx))?;
+                        }
+                        Ok(())
                     })?;
                 }
                 if self.settings.durability.is_on() {
@@ -226,9 +245,8 @@ impl Writer {
                     self.retained.drop_stream(stream);
                     if !std::mem::replace(&mut p.published[stream], true) {
                         let sweep = self.sweep;
-                        report = self.with_retry(acks, |w| {
-                            overwrite::publish(&mut w.con, &ow, sweep, &w.ctx)
-                        })?;
+                        report = self
+                            .with_retry(acks, |w| overwrite::publish(&mut w.nodes, &ow, sweep))?;
                     }
                 }
                 let _ = acks.send(Ack::Published { stream, report });
@@ -238,43 +256,11 @@ impl Writer {
     }
 
     /// Durable checkpoints: waits until the configured replicas (WAIT) and AOF fsyncs (WAITAOF)
-    /// confirm every write of this connection so far; fails the sync when they do not in time.
+    /// confirm every write of every connection so far; fails the sync when they do not in time.
     fn wait_durable(&mut self) -> Result<(), Failure> {
-        let d = self.settings.durability;
-        let ms = d.timeout.as_millis() as u64;
-        if d.aof {
-            let reply: Result<(i64, i64), _> = redis::cmd("WAITAOF")
-                .arg(1)
-                .arg(d.replicas)
-                .arg(ms)
-                .query(&mut self.con);
-            let (local, replicas) = reply.map_err(|e| {
-                if e.to_string().contains("unknown command") {
-                    Failure::config("wait_aof needs Redis 7.2 or newer (WAITAOF): upgrade the server, or set wait_aof false.", e)
-                } else if e.to_string().contains("appendonly") {
-                    Failure::config("wait_aof needs appendonly yes on the server (WAITAOF): turn on the AOF, or set wait_aof false.", e)
-                } else {
-                    classify(&e, &self.ctx)
-                }
-            })?;
-            if local < 1 || replicas < i64::from(d.replicas) {
-                return Err(Failure::transient(
-                    format!("The writes behind a state were fsynced to the AOF on {local} of 1 master and {replicas} of {} replicas within {ms} ms; the state was not echoed. Check the replicas' health or raise wait_timeout_ms.", d.replicas),
-                    format!("WAITAOF returned [{local}, {replicas}]"),
-                ));
-            }
-        } else if d.replicas > 0 {
-            let acked: i64 = redis::cmd("WAIT")
-                .arg(d.replicas)
-                .arg(ms)
-                .query(&mut self.con)
-                .map_err(|e| classify(&e, &self.ctx))?;
-            if acked < i64::from(d.replicas) {
-                return Err(Failure::transient(
-                    format!("Only {acked} of {} replicas acknowledged the writes behind a state within {ms} ms; the state was not echoed. Check the replicas (INFO replication) or raise wait_timeout_ms.", d.replicas),
-                    format!("WAIT returned {acked}"),
-                ));
-            }
+        for addr in self.nodes.open_addrs() {
+            let link = self.nodes.link(&addr)?;
+            wait_durable_on(link, &self.settings)?;
         }
         Ok(())
     }
@@ -296,7 +282,8 @@ impl Writer {
         }
     }
 
-    /// Waits, then connects again and reloads the scripts, until it works or the budget is spent.
+    /// Waits, then connects again (in cluster mode to the masters of a fresh slot map) and reloads
+    /// the scripts, until it works or the budget is spent.
     fn reconnect(
         &mut self,
         retry: &mut Retry,
@@ -307,16 +294,7 @@ impl Writer {
         let mut cause = cause;
         loop {
             retry.wait(&cause)?;
-            let attempt = connect::connect(&self.settings, self.reply_timeout).and_then(|c| {
-                let mut con = c.con;
-                load_scripts(&mut con, &self.ctx)?;
-                Ok(con)
-            });
-            let attempt = attempt.and_then(|con| {
-                self.con = con;
-                self.resend_retained()
-            });
-            match attempt {
+            match self.nodes.reset().and_then(|()| self.resend_retained()) {
                 Ok(()) => {
                     let _ = acks.send(Ack::Reconnected(format!(
                         "{} Reconnected; unacknowledged work is being resent.",
@@ -337,34 +315,39 @@ impl Writer {
         if self.retained.is_empty() {
             return Ok(());
         }
+        let batches: Vec<&Batch> = self.retained.batches().collect();
         let mut buf = Vec::new();
-        for b in self.retained.batches() {
-            self.calls[b.stream].encode(b, &mut buf);
-        }
-        let n = self.retained.batches().len();
-        let replies = redis::ConnectionLike::req_packed_commands(&mut self.con, &buf, 0, n)
-            .map_err(|e| classify(&e, &self.ctx))?;
-        for (batch, reply) in self.retained.batches().zip(replies) {
-            match reply {
-                Value::Int(_) => {}
-                Value::ServerError(e) if e.code() == "ABSEQ" => {
-                    return Err(Failure::system(
-                        format!(
-                            "Redis at {} no longer has batches of stream key {:?} that it had acknowledged before the last echoed state (a failover to a replica that had not received them, or a restart without the AOF): those records are lost. Rerun the sync from the start of the stream, and set wait_replicas (and wait_aof) so that states wait for the copies.",
-                            self.ctx.address, self.calls[batch.stream].keys.counter
-                        ),
-                        e.to_string(),
-                    ))
-                }
-                Value::ServerError(e) => {
-                    let err = RedisError::from(e);
-                    return Err(self.classify_batch_error(batch, &err));
-                }
-                other => {
-                    return Err(Failure::system(
-                        "Redis answered a resent batch with an unexpected reply.",
-                        format!("{other:?}"),
-                    ))
+        for (addr, part) in split_by_node(&self.nodes, &self.calls, &batches) {
+            buf.clear();
+            for b in &part {
+                self.calls[b.stream].encode(b, &mut buf);
+            }
+            let link = self.nodes.link(&addr)?;
+            let replies =
+                redis::ConnectionLike::req_packed_commands(&mut link.con, &buf, 0, part.len())
+                    .map_err(|e| classify(&e, &link.ctx))?;
+            for (batch, reply) in part.iter().zip(replies) {
+                match reply {
+                    Value::Int(_) => {}
+                    Value::ServerError(e) if e.code() == "ABSEQ" => {
+                        return Err(Failure::system(
+                            format!(
+                                "Redis at {} no longer has batches of stream key {:?} that it had acknowledged before the last echoed state (a failover to a replica that had not received them, or a restart without the AOF): those records are lost. Rerun the sync from the start of the stream, and set wait_replicas (and wait_aof) so that states wait for the copies.",
+                                link.ctx.address, self.calls[batch.stream].keys.counter
+                            ),
+                            e.to_string(),
+                        ))
+                    }
+                    Value::ServerError(e) => {
+                        let err = RedisError::from(e);
+                        return Err(batch_failure(&self.calls, batch, &err, &link.ctx));
+                    }
+                    other => {
+                        return Err(Failure::system(
+                            "Redis answered a resent batch with an unexpected reply.",
+                            format!("{other:?}"),
+                        ))
+                    }
                 }
             }
         }
@@ -380,88 +363,98 @@ impl Writer {
     ) -> Result<(), Failure> {
         let mut retry = Retry::new(self.settings.retry_budget);
         let mut pending: Vec<&Batch> = group.iter().collect();
+        // Batches to send to an importing node after ASKING (an ASK reply), by first ordinal.
+        let mut asked: Vec<(u64, String)> = Vec::new();
         for _ in 0..MAX_RESENDS {
-            buf.clear();
-            for b in &pending {
-                self.calls[b.stream].encode(b, buf);
+            let mut parts = split_by_node(&self.nodes, &self.calls, &pending);
+            for (ordinal, target) in asked.drain(..) {
+                move_to(&mut parts, ordinal, target);
             }
-            let replies = match redis::ConnectionLike::req_packed_commands(
-                &mut self.con,
-                buf,
-                0,
-                pending.len(),
-            ) {
-                Ok(r) => r,
-                Err(e) => {
-                    let f = classify(&e, &self.ctx);
-                    if f.failure_type != FailureType::Transient {
-                        return Err(f);
+            // Every node's calls go out before any reply is read: the masters work in parallel.
+            let mut sent: Vec<(String, Vec<&Batch>, Result<(), Failure>)> = Vec::new();
+            for (addr, part) in parts {
+                buf.clear();
+                let ask = addr.starts_with(ASK_MARK);
+                for b in &part {
+                    if ask {
+                        buf.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
                     }
-                    // Which of them landed is unknown: reconnect and resend all; tokens sort it out.
-                    self.reconnect(&mut retry, f, acks)?;
+                    self.calls[b.stream].encode(b, buf);
+                }
+                let sent_ok = self
+                    .nodes
+                    .link(addr.trim_start_matches(ASK_MARK))
+                    .and_then(|l| {
+                        l.con
+                            .send_packed_command(buf)
+                            .map_err(|e| classify(&e, &l.ctx))
+                    });
+                sent.push((addr, part, sent_ok));
+            }
+            let mut round = Round::default();
+            for (addr, part, sent_ok) in sent {
+                let ask = addr.starts_with(ASK_MARK);
+                let addr = addr.trim_start_matches(ASK_MARK).to_string();
+                if let Err(f) = sent_ok {
+                    round.lost(f)?;
+                    round.again.extend(part);
+                    self.nodes.forget(&addr);
                     continue;
                 }
-            };
-            let mut again = Vec::new();
-            let mut reload = false;
-            let mut busy: Option<Failure> = None;
-            let mut moved = false;
-            for (batch, reply) in pending.iter().zip(replies) {
-                match reply {
-                    Value::Int(_) => {
-                        let _ = acks.send(Ack::Committed {
-                            first_ordinal: batch.first_ordinal,
-                            records: batch.records,
-                        });
-                    }
-                    Value::ServerError(e) if e.code() == "NOSCRIPT" => {
-                        reload = true;
-                        again.push(*batch);
-                    }
-                    // Refused because an earlier batch of the group was: it goes again after it.
-                    Value::ServerError(e) if e.code() == "ABSEQ" && !again.is_empty() => {
-                        again.push(*batch)
-                    }
-                    Value::ServerError(e) => {
-                        moved |= e.code() == "READONLY";
-                        let f = self.batch_error(batch, RedisError::from(e));
-                        if f.failure_type != FailureType::Transient {
-                            return Err(f);
+                for (i, batch) in part.iter().enumerate() {
+                    let reply = match self.nodes.link(&addr) {
+                        Ok(link) => receive(link, ask),
+                        Err(f) => Err(f),
+                    };
+                    match reply {
+                        Ok(v) => self.judge(batch, v, &addr, &mut round, acks)?,
+                        Err(f) => {
+                            // Which of the rest landed is unknown: reconnect and resend them all;
+                            // the tokens sort it out.
+                            round.lost(f)?;
+                            round.again.extend(&part[i..]);
+                            self.nodes.forget(&addr);
+                            break;
                         }
-                        busy.get_or_insert(f);
-                        again.push(*batch);
-                    }
-                    other => {
-                        return Err(Failure::system(
-                            format!(
-                                "Redis at {} answered a batch call with an unexpected reply.",
-                                self.ctx.address
-                            ),
-                            format!("{other:?}"),
-                        ))
                     }
                 }
             }
-            if again.is_empty() {
+            if round.again.is_empty() {
                 return Ok(());
             }
-            if let Some(f) = busy {
-                if moved {
-                    // The master became a replica (a failover): find the new one.
+            if let Some(f) = round.lost {
+                self.reconnect(&mut retry, f, acks)?;
+            } else if let Some(f) = round.moved {
+                if round.failover {
+                    // A master became a replica (a failover): find the new one.
                     self.reconnect(&mut retry, f, acks)?;
-                } else {
+                } else if let Err(e) = self.nodes.refresh_map() {
+                    self.reconnect(&mut retry, e, acks)?;
+                } else if round
+                    .moved_to
+                    .iter()
+                    .any(|(key, target)| self.nodes.addr_for(key) != *target)
+                {
+                    // The node we asked has not heard of the move yet.
                     retry.wait(&f)?;
                 }
+            } else if let Some(f) = &round.busy {
+                retry.wait(f)?;
             }
-            if reload {
-                if let Err(f) = load_scripts(&mut self.con, &self.ctx) {
+            for addr in round.reload {
+                let reloaded = self
+                    .nodes
+                    .link(&addr)
+                    .and_then(|l| load_scripts(&mut l.con, &l.ctx));
+                if let Err(f) = reloaded {
                     if f.failure_type != FailureType::Transient {
                         return Err(f);
                     }
                     self.reconnect(&mut retry, f, acks)?;
                 }
             }
-            pending = again;
+            asked = round.asked;
+            pending = round.again;
         }
         Err(Failure::system(
             format!(
@@ -472,64 +465,248 @@ impl Writer {
         ))
     }
 
-    fn batch_error(&mut self, batch: &Batch, err: RedisError) -> Failure {
-        let oom = connect::classify::error_code(&err) == "OOM";
-        let mut f = self.classify_batch_error(batch, &err);
-        if oom {
-            // Name the limit the user has to raise, when the server lets us read it.
-            let limit: Option<Vec<String>> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory")
-                .query(&mut self.con)
-                .ok();
-            if let Some(bytes) = limit.as_ref().and_then(|v| v.get(1)) {
-                f.message = f.message.replacen(
-                    "(maxmemory reached)",
-                    &format!("(maxmemory of {bytes} bytes reached)"),
-                    1,
-                );
+    /// Takes a batch's reply: acknowledges it, or notes in `round` why and how it goes again.
+    fn judge<'a>(
+        &mut self,
+        batch: &'a Batch,
+        reply: Value,
+        addr: &str,
+        round: &mut Round<'a>,
+        acks: &Sender<Ack>,
+    ) -> Result<(), Failure> {
+        match reply {
+            Value::Int(_) => {
+                let _ = acks.send(Ack::Committed {
+                    first_ordinal: batch.first_ordinal,
+                    records: batch.records,
+                });
+            }
+            Value::ServerError(e) if e.code() == "NOSCRIPT" => {
+                if !round.reload.iter().any(|a| a == addr) {
+                    round.reload.push(addr.to_string());
+                }
+                round.again.push(batch);
+            }
+            // Refused because an earlier batch of the group was: it goes again after it.
+            Value::ServerError(e) if e.code() == "ABSEQ" && !round.again.is_empty() => {
+                round.again.push(batch)
+            }
+            Value::ServerError(e) if e.code() == "ASK" => {
+                // "ASK <slot> <host:port>": this one call goes to the importing node.
+                let target = e.details().and_then(|d| d.split(' ').nth(1)).unwrap_or("");
+                round.asked.push((batch.first_ordinal, target.to_string()));
+                round.busy.get_or_insert_with(|| {
+                    Failure::transient("A slot is being migrated (ASK).", e.to_string())
+                });
+                round.again.push(batch);
+            }
+            Value::ServerError(e) => {
+                let code = e.code().to_string();
+                let target = e
+                    .details()
+                    .and_then(|d| d.split(' ').nth(1))
+                    .map(String::from);
+                let link = self.nodes.link(addr)?;
+                let f = batch_error(&self.calls, batch, RedisError::from(e), link);
+                if f.failure_type != FailureType::Transient {
+                    return Err(f);
+                }
+                if code == "MOVED" || code == "READONLY" {
+                    round.failover |= code == "READONLY";
+                    if let Some(target) = target {
+                        round
+                            .moved_to
+                            .push((self.calls[batch.stream].keys.counter.clone(), target));
+                    }
+                    round.moved.get_or_insert(f);
+                } else {
+                    round.busy.get_or_insert(f);
+                }
+                round.again.push(batch);
+            }
+            other => {
+                return Err(Failure::system(
+                    format!("Redis at {addr} answered a batch call with an unexpected reply.",),
+                    format!("{other:?}"),
+                ))
             }
         }
-        f
-    }
-
-    fn classify_batch_error(&self, batch: &Batch, err: &RedisError) -> Failure {
-        let keys = &self.calls[batch.stream].keys;
-        let ctx = self
-            .ctx
-            .clone()
-            .with_keys(format!("{} or {}<id>", keys.counter, keys.record_prefix));
-        let ctx = Context {
-            during: format!("{} for stream key {:?}", ctx.during, keys.counter),
-            ..ctx
-        };
-        classify(err, &ctx)
+        Ok(())
     }
 }
 
-/// Loads every script with SCRIPT LOAD and checks that the server's SHA1 matches ours.
-pub fn load_scripts(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure> {
-    for script in scripts::all() {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(script.body)
-            .query(con)
-            .map_err(|e| {
-                let ctx = Context {
-                    during: format!("loading the script {}", script.name),
-                    ..ctx.clone()
-                };
-                classify(&e, &ctx)
-            })?;
-        if sha != script.sha {
-            return Err(Failure::system(
-                format!(
-                    "Redis at {} computed another SHA1 for {} than the destination did.",
-                    ctx.address, script.name
-                ),
-                format!("server {sha}, local {}", script.sha),
+/// Marks a part of a group that goes to a node after `ASKING`.
+const ASK_MARK: &str = "ASK ";
+
+/// What one round of a group's replies calls for.
+#[derive(Default)]
+struct Round<'a> {
+    /// Batches to send again, in order.
+    again: Vec<&'a Batch>,
+    /// Nodes whose scripts must be loaded again (NOSCRIPT).
+    reload: Vec<String>,
+    /// A temporary refusal (LOADING, BUSY, TRYAGAIN, a migrating slot): wait, then resend.
+    busy: Option<Failure>,
+    /// A slot moved (MOVED) or a master became a replica (READONLY).
+    moved: Option<Failure>,
+    /// Whether a master became a replica (READONLY): reconnect rather than re-read the map.
+    failover: bool,
+    /// Per MOVED reply, a key of the stream and the node it was sent to.
+    moved_to: Vec<(String, String)>,
+    /// Per ASK reply, the batch (by first ordinal) and the importing node.
+    asked: Vec<(u64, String)>,
+    /// The connection to a node was lost: reconnect.
+    lost: Option<Failure>,
+}
+
+impl Round<'_> {
+    /// Notes a lost connection; a failure that is not transient ends the sync.
+    fn lost(&mut self, f: Failure) -> Result<(), Failure> {
+        if f.failure_type != FailureType::Transient {
+            return Err(f);
+        }
+        self.lost.get_or_insert(f);
+        Ok(())
+    }
+}
+
+/// Splits `batches` by the node that serves each one's stream, keeping their order per node.
+fn split_by_node<'a>(
+    nodes: &Nodes,
+    calls: &[StreamCall],
+    batches: &[&'a Batch],
+) -> Vec<(String, Vec<&'a Batch>)> {
+    let mut parts: Vec<(String, Vec<&'a Batch>)> = Vec::new();
+    for b in batches {
+        let addr = nodes.addr_for(&calls[b.stream].keys.counter);
+        match parts.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, part)) => part.push(b),
+            None => parts.push((addr, vec![b])),
+        }
+    }
+    parts
+}
+
+/// Moves the batch with `ordinal` (and the later batches of its stream, which must follow it) to a
+/// part that is sent to `target` after ASKING.
+fn move_to(parts: &mut Vec<(String, Vec<&Batch>)>, ordinal: u64, target: String) {
+    let Some((stream, seq)) = parts
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .find(|b| b.first_ordinal == ordinal)
+        .map(|b| (b.stream, b.seq))
+    else {
+        return;
+    };
+    let mut moved = Vec::new();
+    for (_, part) in parts.iter_mut() {
+        part.retain(|b| {
+            let go = b.stream == stream && b.seq >= seq;
+            if go {
+                moved.push(*b);
+            }
+            !go
+        });
+    }
+    parts.retain(|(_, p)| !p.is_empty());
+    moved.sort_by_key(|b| b.seq);
+    let name = format!("{ASK_MARK}{target}");
+    match parts.iter_mut().find(|(a, _)| *a == name) {
+        Some((_, part)) => part.extend(moved),
+        None => parts.push((name, moved)),
+    }
+}
+
+/// Reads one call's reply (after the `ASKING` reply, when it was asked).
+fn receive(link: &mut Link, asked: bool) -> Result<Value, Failure> {
+    let mut read = || {
+        link.con
+            .recv_response()
+            .map_err(|e| classify(&e, &link.ctx))
+    };
+    if asked {
+        let ok = read()?;
+        if let Value::ServerError(_) = ok {
+            // ASKING refused: its reply stands for the call's (which is read and dropped).
+            let _ = read()?;
+            return Ok(ok);
+        }
+    }
+    read()
+}
+
+/// Durable checkpoints on one connection: WAIT for the replicas, or WAITAOF.
+fn wait_durable_on(link: &mut Link, settings: &Settings) -> Result<(), Failure> {
+    let d = settings.durability;
+    let ms = d.timeout.as_millis() as u64;
+    let at = &link.ctx.address;
+    if d.aof {
+        let reply: Result<(i64, i64), _> = redis::cmd("WAITAOF")
+            .arg(1)
+            .arg(d.replicas)
+            .arg(ms)
+            .query(&mut link.con);
+        let (local, replicas) = reply.map_err(|e| {
+            if e.to_string().contains("unknown command") {
+                Failure::config("wait_aof needs Redis 7.2 or newer (WAITAOF): upgrade the server, or set wait_aof false.", e)
+            } else if e.to_string().contains("appendonly") {
+                Failure::config("wait_aof needs appendonly yes on the server (WAITAOF): turn on the AOF, or set wait_aof false.", e)
+            } else {
+                classify(&e, &link.ctx)
+            }
+        })?;
+        if local < 1 || replicas < i64::from(d.replicas) {
+            return Err(Failure::transient(
+                format!("The writes behind a state were fsynced to the AOF on {local} of 1 master and {replicas} of {} replicas of {at} within {ms} ms; the state was not echoed. Check the replicas' health or raise wait_timeout_ms.", d.replicas),
+                format!("WAITAOF returned [{local}, {replicas}]"),
+            ));
+        }
+    } else if d.replicas > 0 {
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(d.replicas)
+            .arg(ms)
+            .query(&mut link.con)
+            .map_err(|e| classify(&e, &link.ctx))?;
+        if acked < i64::from(d.replicas) {
+            return Err(Failure::transient(
+                format!("Only {acked} of {} replicas of {at} acknowledged the writes behind a state within {ms} ms; the state was not echoed. Check the replicas (INFO replication) or raise wait_timeout_ms.", d.replicas),
+                format!("WAIT returned {acked}"),
             ));
         }
     }
     Ok(())
+}
+
+/// The failure of a batch refused with `err` by the node of `link` (OOM names the memory limit).
+fn batch_error(calls: &[StreamCall], batch: &Batch, err: RedisError, link: &mut Link) -> Failure {
+    let oom = connect::classify::error_code(&err) == "OOM";
+    let mut f = batch_failure(calls, batch, &err, &link.ctx);
+    if oom {
+        // Name the limit the user has to raise, when the server lets us read it.
+        let limit: Option<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory")
+            .query(&mut link.con)
+            .ok();
+        if let Some(bytes) = limit.as_ref().and_then(|v| v.get(1)) {
+            f.message = f.message.replacen(
+                "(maxmemory reached)",
+                &format!("(maxmemory of {bytes} bytes reached)"),
+                1,
+            );
+        }
+    }
+    f
+}
+
+fn batch_failure(calls: &[StreamCall], batch: &Batch, err: &RedisError, ctx: &Context) -> Failure {
+    let keys = &calls[batch.stream].keys;
+    let ctx = ctx
+        .clone()
+        .with_keys(format!("{} or {}<id>", keys.counter, keys.record_prefix));
+    let ctx = Context {
+        during: format!("{} for stream key {:?}", ctx.during, keys.counter),
+        ..ctx
+    };
+    classify(err, &ctx)
 }

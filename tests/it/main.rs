@@ -1,5 +1,6 @@
 //! Integration tests: one binary (link time), a module per capability, real servers only.
 
+mod cluster;
 mod common;
 mod durable;
 mod faults;

@@ -2,6 +2,7 @@
 //! through pipes, message builders, and a counting TCP proxy.
 #![allow(dead_code)]
 
+mod cluster;
 #[cfg(feature = "docker-tests")]
 mod container;
 mod fault;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub use cluster::{read_tagged, tagged_counter, Cluster};
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;

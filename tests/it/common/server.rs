@@ -62,6 +62,27 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A free loopback port below 55536 whose cluster bus port (+10000) is free too.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if port > 55535 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+    // Below the ephemeral range: try fixed candidates (bounded).
+    (20000..30000)
+        .step_by(7)
+        .find(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", *p + 10000)).is_ok()
+        })
+        .expect("a free cluster port")
+}
+
 impl RedisServer {
     /// Starts a server with default settings.
     pub fn start() -> Self {
@@ -70,6 +91,16 @@ impl RedisServer {
 
     /// Starts a server with extra arguments (e.g. `["--requirepass", "pw"]`).
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_on(args, free_port)
+    }
+
+    /// Starts a cluster node (extra arguments as [`RedisServer::start_with`]): its port and the
+    /// cluster bus port (port + 10000) are both free.
+    pub fn start_cluster_node(args: &[&str]) -> Self {
+        Self::start_on(args, free_cluster_port)
+    }
+
+    fn start_on(args: &[&str], pick: fn() -> u16) -> Self {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let password = args
             .iter()
@@ -86,7 +117,7 @@ impl RedisServer {
             accept_loading: false,
         };
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = pick();
             if server.spawn_and_wait() {
                 return server;
             }
@@ -226,6 +257,38 @@ impl RedisServer {
             c["password"] = json!(pw);
         }
         c
+    }
+
+    /// Whether the server process runs (it was not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A connection, or `None` when the server does not answer.
+    pub fn try_conn(&self) -> Option<redis::Connection> {
+        if !self.is_running() {
+            return None;
+        }
+        let con = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .ok()?;
+        con.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        Some(con)
+    }
+
+    /// Runs redis-cli against the server; its stdout, or `None` when it failed.
+    pub fn try_cli(&self, args: &[&str]) -> Option<String> {
+        if !self.is_running() {
+            return None;
+        }
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs redis-cli against the server and returns its stdout.

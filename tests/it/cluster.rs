@@ -1,0 +1,299 @@
+//! Cluster mode against real clusters on loopback (`redis-server --cluster-enabled yes`, joined with
+//! `redis-cli --cluster create`): streams spread over the masters, append and overwrite keep every
+//! guarantee, `check` validates the topology, and a live resharding of a stream's slot and a
+//! killed master (its replica promoted) mid-sync lose and double nothing.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use destination_redis::connect::cluster::key_slot;
+use serde_json::json;
+
+use crate::common::{
+    self, catalog, catalog_with, read_tagged, record, status, stream_state, tagged_counter,
+    Cluster, Interactive, RedisServer,
+};
+
+type Stream = (Option<&'static str>, &'static str);
+
+/// Names that would collide in the Java layout or break a naive hash tag.
+const STREAMS: [Stream; 6] = [
+    (Some("public"), "users"),
+    (Some("public"), "orders"),
+    (None, "events"),
+    (Some("a:b"), "c"),
+    (Some("a"), "b:c"),
+    (Some("x}"), "{y"),
+];
+
+/// `per` records of every stream, interleaved, a state of each stream after every 250 of its own.
+fn records(streams: &[Stream], from: usize, to: usize, tag: &str) -> String {
+    let mut s = String::new();
+    for i in from..to {
+        for (ns, name) in streams {
+            s += &record(*ns, name, &format!(r#"{{"{tag}":{i}}}"#), 1_700_000_000_000);
+            s.push('\n');
+            if (i + 1) % 250 == 0 {
+                s += &stream_state(*ns, name, &format!(r#"{{"at":{}}}"#, i + 1));
+                s.push('\n');
+            }
+        }
+    }
+    s
+}
+
+/// The stream holds exactly `expected` (data in id order), ids 1..n.
+fn assert_stream(cluster: &Cluster, (ns, name): Stream, expected: &[String]) {
+    let (counter, recs) = read_tagged(cluster, ns, name);
+    assert_eq!(counter, Some(expected.len() as i64), "{ns:?}.{name}");
+    for (i, (r, data)) in recs.iter().zip(expected).enumerate() {
+        assert_eq!(r["_airbyte_ab_id"], (i + 1).to_string(), "{ns:?}.{name}");
+        assert_eq!(&r["_airbyte_data"], data, "{ns:?}.{name} record {}", i + 1);
+        assert_eq!(r["_airbyte_emitted_at"], "1700000000000");
+    }
+    // Nothing above the counter.
+    let key = format!("{}:{}", tagged_counter(ns, name), expected.len() + 1);
+    let mut con = cluster.owner(&key).conn();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query(&mut con)
+        .expect("EXISTS");
+    assert!(!exists, "{key} exists");
+}
+
+fn data(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!(r#"{{"{tag}":{i}}}"#)).collect()
+}
+
+/// Bookkeeping keys left on any master.
+fn bookkeeping(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .all_keys()
+        .into_iter()
+        .filter(|k| k.starts_with("_airbyte_redis"))
+        .collect()
+}
+
+#[test]
+fn streams_spread_over_the_masters_and_keep_every_guarantee() {
+    let cluster = Cluster::start(3, 0);
+    let config = cluster.config();
+    let owners: BTreeSet<u16> = STREAMS
+        .iter()
+        .map(|(ns, name)| cluster.owner(&tagged_counter(*ns, name)).port())
+        .collect();
+    assert!(owners.len() >= 2, "the streams all hash to one master");
+
+    // Append, twice: ids continue.
+    let out = common::write_sync(
+        &config,
+        &catalog(&STREAMS),
+        &records(&STREAMS, 0, 1_000, "a"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 6 * 4);
+    let out = common::write_sync(&config, &catalog(&STREAMS), &records(&STREAMS, 0, 500, "b"));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    for s in STREAMS {
+        let mut expected = data("a", 0..1_000);
+        expected.extend(data("b", 0..500));
+        assert_stream(&cluster, s, &expected);
+    }
+    assert_eq!(bookkeeping(&cluster), Vec::<String>::new());
+
+    // Overwrite: staged on each stream's master, published on COMPLETE; 300 replace 1,500.
+    let mut input = records(&STREAMS, 0, 300, "o");
+    for (ns, name) in STREAMS {
+        input += &status(ns, name, "COMPLETE");
+        input.push('\n');
+    }
+    let out = common::write_sync(&config, &catalog_with(&STREAMS, "overwrite", 0, 0), &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    for s in STREAMS {
+        assert_stream(&cluster, s, &data("o", 0..300));
+    }
+    assert_eq!(bookkeeping(&cluster), Vec::<String>::new());
+    // Only the streams' own keys exist: counters and records 1..300.
+    assert_eq!(cluster.all_keys().len(), 6 * 301);
+}
+
+#[test]
+fn check_validates_the_cluster() {
+    let mut cluster = Cluster::start(3, 0);
+    let out = common::check(&cluster.config());
+    let st = &out.statuses()[0]["connectionStatus"];
+    assert_eq!(st["status"], "SUCCEEDED", "{}", out.dump());
+    // The scripts are on every master (script caches are per node).
+    let sha = destination_redis::scripts::APPEND_BATCH.sha.clone();
+    for node in &cluster.nodes {
+        assert_eq!(node.cli(&["SCRIPT", "EXISTS", &sha]).trim(), "1");
+    }
+
+    let mut db = cluster.config();
+    db["db"] = json!(1);
+    let out = common::check(&db);
+    let st = &out.statuses()[0]["connectionStatus"];
+    assert_eq!(st["status"], "FAILED");
+    let msg = st["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("db") && msg.contains("only database 0"),
+        "{st}"
+    );
+
+    let plain = RedisServer::start();
+    let mut not_cluster = plain.config();
+    not_cluster["topology"] = json!({"mode": "cluster"});
+    let out = common::check(&not_cluster);
+    let st = &out.statuses()[0]["connectionStatus"];
+    assert_eq!(st["status"], "FAILED");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a cluster node"),
+        "{st}"
+    );
+
+    // A master down (no replica to take over): the cluster's state turns fail.
+    cluster.nodes[2].kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.nodes[0]
+        .cli(&["CLUSTER", "INFO"])
+        .contains("cluster_state:fail")
+    {
+        assert!(Instant::now() < deadline, "the cluster did not notice");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = common::check(&cluster.config());
+    let st = &out.statuses()[0]["connectionStatus"];
+    assert_eq!(st["status"], "FAILED", "{}", out.dump());
+    let msg = st["message"].as_str().unwrap_or("");
+    assert!(msg.contains("No node of the cluster"), "{msg}");
+    assert!(msg.contains("state is \"fail\""), "{msg}");
+}
+
+/// A stream name whose slot is the first slot the master at `nodes[index]` owns (so that
+/// `redis-cli --cluster reshard --cluster-slots 1` from that master moves exactly it).
+fn stream_on_first_slot_of(cluster: &Cluster, index: usize) -> String {
+    let port = cluster.nodes[index].port();
+    let first = (0..16384u16)
+        .find(|s| cluster.slot_map().owner(*s).map(|n| n.port) == Some(port))
+        .expect("the master owns slots");
+    (0..1_000_000)
+        .map(|i| format!("s{i}"))
+        .find(|name| key_slot(tagged_counter(Some("n"), name).as_bytes()) == first)
+        .expect("a name for the slot")
+}
+
+/// `redis-cli --cluster reshard` moves the slot of a stream to another master while the sync
+/// writes to it: MOVED, ASK and TRYAGAIN are followed, and every record lands exactly once.
+#[test]
+fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
+    let cluster = Cluster::start(3, 0);
+    let name = stream_on_first_slot_of(&cluster, 1);
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    let streams: [Stream; 2] = [(Some("n"), name), (Some("n"), "other")];
+    let key = tagged_counter(Some("n"), name);
+    let from = Cluster::node_id(&cluster.nodes[1]);
+    let to = Cluster::node_id(&cluster.nodes[2]);
+    assert_eq!(cluster.owner_index(&key), 1);
+
+    let mut config = cluster.config();
+    config["retry_budget_ms"] = json!(30_000);
+    let mut sync = Interactive::start(&config, &catalog(&streams));
+    sync.send(&records(&streams, 0, 2_000, "r"));
+    sync.wait_for_states(8, Duration::from_secs(30));
+    let mut reshard = Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{}", cluster.nodes[0].port()),
+        ])
+        .args([
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            "1",
+        ])
+        .args(["--cluster-yes", "--cluster-pipeline", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-cli --cluster reshard");
+    // Keep writing while the slot migrates (bounded).
+    let mut next = 2_000;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        if let Some(st) = reshard.try_wait().expect("reshard") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the reshard did not finish");
+        sync.send(&records(&streams, next, next + 250, "r"));
+        next += 250;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(finished.success(), "redis-cli --cluster reshard failed");
+    sync.send(&records(&streams, next, next + 1_000, "r"));
+    next += 1_000;
+    let out = sync.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 2 * next / 250, "{}", out.dump());
+    cluster.wait_until_ok(Duration::from_secs(10));
+    assert_eq!(cluster.owner_index(&key), 2, "the slot moved");
+    for s in streams {
+        assert_stream(&cluster, s, &data("r", 0..next));
+    }
+}
+
+/// Durable checkpoints on a 3 + 3 cluster: the master of a stream is killed mid-sync, its replica
+/// is promoted, and the sync finishes with every record exactly once on the new master.
+#[test]
+fn a_killed_master_is_replaced_by_its_replica_and_the_sync_finishes() {
+    let mut cluster = Cluster::start(3, 1);
+    let streams: [Stream; 3] = [(Some("n"), "a"), (Some("n"), "b"), (Some("n"), "c")];
+    let key = tagged_counter(Some("n"), "a");
+    let mut config = cluster.config();
+    config["wait_replicas"] = json!(1);
+    config["wait_timeout_ms"] = json!(2_000);
+    config["retry_budget_ms"] = json!(30_000);
+    let mut sync = Interactive::start(&config, &catalog(&streams));
+    sync.send(&records(&streams, 0, 1_000, "k"));
+    sync.wait_for_states(6, Duration::from_secs(30));
+    let victim = cluster.owner_index(&key);
+    cluster.nodes[victim].kill();
+    sync.send(&records(&streams, 1_000, 2_000, "k"));
+    // The replica takes over after the node timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let map = cluster.slot_map();
+        let owner = map.owner(key_slot(key.as_bytes())).map(|n| n.port);
+        if owner.is_some() && owner != Some(cluster.nodes[victim].port()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no replica was promoted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every record behind every state echoed so far is on the new master already.
+    let echoed = sync.wait_for_states(6, Duration::from_secs(1)).len();
+    let (counter, _) = read_tagged(&cluster, Some("n"), "a");
+    assert!(
+        counter.unwrap_or(0) >= (echoed / 3 * 250) as i64,
+        "{counter:?}, {echoed} states"
+    );
+    // The old master returns as a replica of the new one, so WAIT can be satisfied again.
+    cluster.nodes[victim].restart();
+    cluster.wait_until_ok(Duration::from_secs(30));
+    cluster.wait_for_replicas(1, Duration::from_secs(30));
+    sync.send(&records(&streams, 2_000, 3_000, "k"));
+    let out = sync.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 3 * 12, "{}", out.dump());
+    assert!(out.stdout.contains("Reconnected"), "{}", out.dump());
+    assert_ne!(cluster.owner_index(&key), victim);
+    for s in streams {
+        assert_stream(&cluster, s, &data("k", 0..3_000));
+    }
+}
