@@ -93,7 +93,7 @@ impl Cluster {
                 .nodes
                 .iter()
                 .filter(|n| n.is_running())
-                .map(|n| slot_map_of(n))
+                .map(slot_map_of)
                 .collect();
             let agree = maps.windows(2).all(|w| w[0] == w[1]) && maps[0].is_some();
             if ok && agree {
