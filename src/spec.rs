@@ -121,6 +121,10 @@ fn connection_specification() -> Value {
             },
             "tunnel_method": tunnel_method(),
             "topology": topology(),
+            "key_layout": {
+                "title": "Key layout", "type": "string", "order": 21, "enum": ["java", "tagged"],
+                "description": "java (the default; always tagged in cluster mode): <namespace>:<stream> and <namespace>:<stream>:<id>, as the Java connector. tagged: {<namespace>:<stream>} and {<namespace>:<stream>}:<id>, one hash tag per stream (names with % { } : percent-encoded), so any names are kept apart and a stream's keys share one cluster slot."
+            },
         }
     })
 }
@@ -128,7 +132,7 @@ fn connection_specification() -> Value {
 fn topology() -> Value {
     json!({
         "title": "Topology", "type": "object", "order": 20,
-        "description": "Where the master is: the host above, or wherever Redis Sentinel says (it follows failovers).",
+        "description": "Where the data goes: the host above, the master Redis Sentinel names (it follows failovers), or every master of a Redis Cluster.",
         "oneOf": [
             {
                 "title": "standalone", "additionalProperties": false,
@@ -146,6 +150,15 @@ fn topology() -> Value {
                     "master_name": {"type": "string", "title": "Master name", "description": "The name the sentinels monitor the master under.", "examples": ["mymaster"], "order": 2},
                     "sentinel_username": {"type": "string", "title": "Sentinel username", "description": "ACL user on the sentinels, if they require one.", "order": 3},
                     "sentinel_password": {"type": "string", "title": "Sentinel password", "description": "Password of the sentinels (not of the master), if they require one.", "airbyte_secret": true, "order": 4}
+                }
+            },
+            {
+                "title": "cluster",
+                "description": "A Redis Cluster: host and port (host may list several nodes, comma-separated) and the nodes below are seeds; the slot map says which master holds each stream. db must be 0; keys use the tagged layout.",
+                "required": ["mode"],
+                "properties": {
+                    "mode": {"type": "string", "const": "cluster", "enum": ["cluster"], "default": "cluster", "order": 0},
+                    "nodes": {"type": "string", "title": "Seed nodes", "description": "More nodes of the cluster, comma-separated host:port (port 6379 when omitted), asked when host:port does not answer.", "examples": ["10.0.0.5:6379,10.0.0.6:6379"], "order": 1}
                 }
             }
         ]
@@ -221,9 +234,11 @@ mod tests {
     fn check_secrets(v: &Value, path: &str, found: &mut Vec<String>) {
         if let Some(props) = v.get("properties").and_then(Value::as_object) {
             for (name, p) in props {
+                // `key_layout` names Redis keys, not a key to keep secret.
                 let secretish = ["password", "key", "certificate"]
                     .iter()
-                    .any(|w| name.contains(w));
+                    .any(|w| name.contains(w))
+                    && name != "key_layout";
                 if secretish && p.get("type") == Some(&json!("string")) {
                     assert_eq!(p.get("airbyte_secret"), Some(&json!(true)), "{path}.{name}");
                     found.push(name.clone());
