@@ -212,6 +212,7 @@ impl Coordinator {
             }
             Ack::Prepared => self.awaiting -= 1,
             Ack::Reconnected(message) => out.log(Level::Warn, message),
+            Ack::Note(message) => out.log(Level::Info, message),
             Ack::Echo(line) => {
                 self.awaiting -= 1;
                 self.summary.states += 1;

@@ -174,6 +174,7 @@ pub fn run<R: Read + Send + 'static>(
         max_group: settings.max_in_flight.get(),
         settings: settings.clone(),
         retained: Retained::default(),
+        redirects: Default::default(),
     };
     let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
 

@@ -83,6 +83,8 @@ pub enum Ack {
     },
     /// The connection was lost and restored; batches were resent.
     Reconnected(String),
+    /// Something the user may like to know (a slot of a stream moved in the cluster).
+    Note(String),
     /// Writing failed; nothing after this is committed.
     Failed(Failure),
 }
@@ -105,6 +107,8 @@ pub struct Writer {
     pub settings: Settings,
     /// Batches acknowledged since the last echoed state, sent again after every reconnect.
     pub retained: Retained,
+    /// Redirections already reported: (stream, "MOVED"/"ASK", node).
+    pub redirects: std::collections::HashSet<(usize, &'static str, String)>,
 }
 
 /// Where the writer stands with the overwrite streams.
@@ -465,6 +469,21 @@ impl Writer {
         ))
     }
 
+    /// Reports the first redirection of each kind of a stream to a node.
+    fn tell(&mut self, stream: usize, kind: &'static str, target: &str, acks: &Sender<Ack>) {
+        if self.redirects.insert((stream, kind, target.to_string())) {
+            let what = if kind == "MOVED" {
+                "has moved to"
+            } else {
+                "is migrating to"
+            };
+            let _ = acks.send(Ack::Note(format!(
+                "The slot of stream key {:?} {what} cluster node {target} ({kind}); the writer follows it.",
+                self.calls[stream].keys.counter
+            )));
+        }
+    }
+
     /// Takes a batch's reply: acknowledges it, or notes in `round` why and how it goes again.
     fn judge<'a>(
         &mut self,
@@ -494,6 +513,7 @@ impl Writer {
             Value::ServerError(e) if e.code() == "ASK" => {
                 // "ASK <slot> <host:port>": this one call goes to the importing node.
                 let target = e.details().and_then(|d| d.split(' ').nth(1)).unwrap_or("");
+                self.tell(batch.stream, "ASK", target, acks);
                 round.asked.push((batch.first_ordinal, target.to_string()));
                 round.busy.get_or_insert_with(|| {
                     Failure::transient("A slot is being migrated (ASK).", e.to_string())
@@ -514,6 +534,7 @@ impl Writer {
                 if code == "MOVED" || code == "READONLY" {
                     round.failover |= code == "READONLY";
                     if let Some(target) = target {
+                        self.tell(batch.stream, "MOVED", &target, acks);
                         round
                             .moved_to
                             .push((self.calls[batch.stream].keys.counter.clone(), target));

@@ -202,8 +202,8 @@ fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
     let mut config = cluster.config();
     config["retry_budget_ms"] = json!(30_000);
     let mut sync = Interactive::start(&config, &catalog(&streams));
-    sync.send(&records(&streams, 0, 2_000, "r"));
-    sync.wait_for_states(8, Duration::from_secs(30));
+    sync.send(&records(&streams, 0, 6_000, "r"));
+    sync.wait_for_states(40, Duration::from_secs(30));
     let mut reshard = Command::new("redis-cli")
         .args([
             "--cluster",
@@ -218,13 +218,13 @@ fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
             "--cluster-slots",
             "1",
         ])
-        .args(["--cluster-yes", "--cluster-pipeline", "5"])
+        .args(["--cluster-yes", "--cluster-pipeline", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-cli --cluster reshard");
     // Keep writing while the slot migrates (bounded).
-    let mut next = 2_000;
+    let mut next = 6_000;
     let deadline = Instant::now() + Duration::from_secs(60);
     let finished = loop {
         if let Some(st) = reshard.try_wait().expect("reshard") {
@@ -243,9 +243,87 @@ fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
     assert_eq!(out.states().len(), 2 * next / 250, "{}", out.dump());
     cluster.wait_until_ok(Duration::from_secs(10));
     assert_eq!(cluster.owner_index(&key), 2, "the slot moved");
+    // The writer met the move (it had the old map): it followed a MOVED to the new owner.
+    let moved = format!(
+        "{key}\\\" has moved to cluster node 127.0.0.1:{}",
+        cluster.nodes[2].port()
+    );
+    assert!(out.stdout.contains(&moved), "{}", out.dump());
     for s in streams {
         assert_stream(&cluster, s, &data("r", 0..next));
     }
+}
+
+/// A slot migrated by hand, step by step, under a running sync: while the stream's counter and
+/// token are on the importing node the old owner answers ASK and the batch runs there after
+/// ASKING; once the slot is assigned, MOVED. Every record lands exactly once, all on the new owner.
+#[test]
+fn ask_and_moved_during_a_manual_migration_are_followed() {
+    let cluster = Cluster::start(3, 0);
+    let streams: [Stream; 1] = [(Some("n"), "m")];
+    let key = tagged_counter(Some("n"), "m");
+    let slot = key_slot(key.as_bytes()).to_string();
+    let src = cluster.owner_index(&key);
+    let dst = (src + 1) % 3;
+    let (src_id, dst_id) = (
+        Cluster::node_id(&cluster.nodes[src]),
+        Cluster::node_id(&cluster.nodes[dst]),
+    );
+    let (source, target) = (&cluster.nodes[src], &cluster.nodes[dst]);
+    let dst_port = target.port().to_string();
+    let keys_in_slot = |node: &RedisServer| -> Vec<String> {
+        node.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "1000"])
+            .lines()
+            .map(str::to_string)
+            .filter(|k| !k.is_empty())
+            .collect()
+    };
+    let migrate = |keys: &[String]| {
+        let mut args = vec!["MIGRATE", "127.0.0.1", &dst_port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(String::as_str));
+        assert_eq!(source.cli(&args).trim(), "OK");
+    };
+
+    let mut sync = Interactive::start(&cluster.config(), &catalog(&streams));
+    sync.send(&records(&streams, 0, 1_000, "x"));
+    sync.wait_for_states(4, Duration::from_secs(30));
+    // The slot starts migrating; the counter and this run's token go first.
+    target.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
+    source.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]);
+    let mut first: Vec<String> = source
+        .cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100000"])
+        .lines()
+        .filter(|k| k.starts_with("_airbyte_redis:token:"))
+        .map(str::to_string)
+        .collect();
+    first.push(key.clone());
+    assert_eq!(first.len(), 2, "{first:?}");
+    migrate(&first);
+    sync.send(&records(&streams, 1_000, 2_000, "x"));
+    sync.wait_for_states(8, Duration::from_secs(30));
+    // The rest of the slot moves, and the slot is assigned to the new owner everywhere.
+    for _ in 0..100 {
+        let keys = keys_in_slot(source);
+        if keys.is_empty() {
+            break;
+        }
+        migrate(&keys);
+    }
+    assert!(keys_in_slot(source).is_empty());
+    for node in &cluster.nodes {
+        node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    }
+    sync.send(&records(&streams, 2_000, 3_000, "x"));
+    let out = sync.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 12, "{}", out.dump());
+    for kind in ["is migrating to", "has moved to"] {
+        let note = format!("{key}\\\" {kind} cluster node 127.0.0.1:{dst_port}");
+        assert!(out.stdout.contains(&note), "{kind}: {}", out.dump());
+    }
+    cluster.wait_until_ok(Duration::from_secs(10));
+    assert_eq!(cluster.owner_index(&key), dst);
+    assert_stream(&cluster, streams[0], &data("x", 0..3_000));
 }
 
 /// Durable checkpoints on a 3 + 3 cluster: the master of a stream is killed mid-sync, its replica
