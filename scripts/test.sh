@@ -88,6 +88,8 @@ phase "cargo clippy" cargo clippy --all-targets --locked "${features[@]}" -- -D 
 phase "build tests" cargo test --locked "${features[@]}" --no-run
 phase "tests" cargo test --locked "${features[@]}" -- --skip image::
 phase "serial tests (timing inside Redis, the 1M-record load)" cargo test --locked "${features[@]}" --test it -- --ignored --test-threads=1
+phase "property suites against a 3-master cluster" env REDIS_TOPOLOGY=cluster \
+  cargo test --locked "${features[@]}" --test it -- properties::
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images
   phase "destination image (binary from $IMAGE_BINARY)" destination_image

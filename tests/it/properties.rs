@@ -2,6 +2,8 @@
 //! batch limits and any placement of states, every stream ends with ids 1..N in arrival order, every
 //! record's data round-trips, and the states come back in order with the right counts. And two
 //! writers appending to one stream at once end with ids 1..N1+N2, no gap, no duplicate.
+//!
+//! With `REDIS_TOPOLOGY=cluster` the same properties are proved against a 3-master cluster.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::{json, Value};
 
-use crate::common::{self, catalog, global_state, legacy_state, record, stream_state, RedisServer};
+use crate::common::{self, catalog, global_state, legacy_state, record, stream_state, Target};
 
 const STREAMS: usize = 3;
 
@@ -38,7 +40,7 @@ fn runner(cases: u32, file: &'static str) -> TestRunner {
 
 #[test]
 fn any_interleaving_gives_ids_in_order_and_exact_states() {
-    let server = RedisServer::start();
+    let server = Target::start();
     let case = AtomicUsize::new(0);
     let strategy = (
         proptest::collection::vec(op(), 0..150),
@@ -101,9 +103,8 @@ fn any_interleaving_gives_ids_in_order_and_exact_states() {
             let out = common::write_sync(&config, &cat, &input);
             prop_assert_eq!(out.code, Some(0), "{}", out.dump());
 
-            let mut con = server.conn();
             for s in 0..STREAMS {
-                let (counter, records) = common::read_stream(&mut con, Some(&ns), &names[s]);
+                let (counter, records) = server.read_stream(Some(&ns), &names[s]);
                 let expected_counter = if sent[s].is_empty() {
                     None
                 } else {
@@ -116,7 +117,7 @@ fn any_interleaving_gives_ids_in_order_and_exact_states() {
                     prop_assert_eq!(r.get("_airbyte_data"), Some(data));
                 }
                 prop_assert_eq!(
-                    common::count_record_keys(&mut con, Some(&ns), &names[s]),
+                    server.count_record_keys(Some(&ns), &names[s]),
                     sent[s].len()
                 );
             }
@@ -142,7 +143,7 @@ fn state_of(line: &str) -> Value {
 
 #[test]
 fn two_concurrent_writers_share_one_gapless_sequence() {
-    let server = RedisServer::start();
+    let server = Target::start();
     let case = AtomicUsize::new(0);
     let strategy = (1usize..400, 1usize..400, 1usize..50, 1usize..50);
     runner(8, "proptest-regressions/it-properties-concurrent.txt")
@@ -173,7 +174,7 @@ fn two_concurrent_writers_share_one_gapless_sequence() {
             });
             prop_assert_eq!(o1.code, Some(0), "{}", o1.dump());
             prop_assert_eq!(o2.code, Some(0), "{}", o2.dump());
-            let (counter, records) = common::read_stream(&mut server.conn(), Some(&ns), "shared");
+            let (counter, records) = server.read_stream(Some(&ns), "shared");
             prop_assert_eq!(counter, Some((n1 + n2) as i64));
             let mut next = [0i64; 3];
             for (id, r) in records.iter().enumerate() {
@@ -211,7 +212,7 @@ enum Ending {
 
 #[test]
 fn overwrite_ends_with_exactly_the_old_or_exactly_the_new_records() {
-    let server = RedisServer::start();
+    let server = Target::start();
     let case = AtomicUsize::new(0);
     let ending = prop_oneof![
         2 => Just(Ending::Complete),
@@ -256,8 +257,7 @@ fn overwrite_ends_with_exactly_the_old_or_exactly_the_new_records() {
                     }
                 };
                 let out = common::write_sync(&config, &cat, &input);
-                let mut con = server.conn();
-                let (counter, records) = common::read_stream(&mut con, Some(&ns), "s");
+                let (counter, records) = server.read_stream(Some(&ns), "s");
                 let stored: Vec<String> = records
                     .iter()
                     .map(|r| r.get("_airbyte_data").cloned().unwrap_or_default())
@@ -275,25 +275,19 @@ fn overwrite_ends_with_exactly_the_old_or_exactly_the_new_records() {
                 prop_assert_eq!(out.code, Some(code), "{}", out.dump());
                 prop_assert_eq!(&stored, want);
                 prop_assert_eq!(counter.unwrap_or(0) as usize, want.len());
-                prop_assert_eq!(
-                    common::count_record_keys(&mut con, Some(&ns), "s"),
-                    want.len()
-                );
+                prop_assert_eq!(server.count_record_keys(Some(&ns), "s"), want.len());
 
                 // A rerun of the same generation from the start always ends with exactly the new records.
                 let out = common::write_sync(&config, &cat, &(lines(&new) + &complete));
                 prop_assert_eq!(out.code, Some(0), "{}", out.dump());
-                let (counter, records) = common::read_stream(&mut con, Some(&ns), "s");
+                let (counter, records) = server.read_stream(Some(&ns), "s");
                 let stored: Vec<String> = records
                     .iter()
                     .map(|r| r.get("_airbyte_data").cloned().unwrap_or_default())
                     .collect();
                 prop_assert_eq!(&stored, &new);
                 prop_assert_eq!(counter.unwrap_or(0) as usize, n_new);
-                let staging: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("_airbyte_redis:*{ns}*"))
-                    .query(&mut con)
-                    .expect("KEYS");
+                let staging = server.keys(&format!("_airbyte_redis:*{ns}*"));
                 prop_assert_eq!(
                     staging,
                     Vec::<String>::new(),

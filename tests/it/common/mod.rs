@@ -12,6 +12,7 @@ mod sentinel;
 mod server;
 #[cfg(feature = "ssh-tunnel")]
 pub mod sshd;
+mod target;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +29,7 @@ pub use proxy::CountingProxy;
 pub use sentinel::{SentinelSet, MASTER_NAME};
 pub use server::free_port;
 pub use server::RedisServer;
+pub use target::Target;
 
 const BIN: &str = env!("CARGO_BIN_EXE_destination-redis");
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -511,7 +513,11 @@ pub fn read_stream(
 
 /// How many keys are the stream's prefix followed by digits only (found with a bounded SCAN).
 pub fn count_record_keys(con: &mut redis::Connection, ns: Option<&str>, stream: &str) -> usize {
-    let prefix = format!("{}:", counter_key(ns, stream));
+    count_prefixed(con, &format!("{}:", counter_key(ns, stream)))
+}
+
+/// How many keys are `prefix` followed by digits only (found with a bounded SCAN).
+pub fn count_prefixed(con: &mut redis::Connection, prefix: &str) -> usize {
     let pattern: String = prefix
         .chars()
         .flat_map(|c| match c {

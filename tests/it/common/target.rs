@@ -1,0 +1,81 @@
+//! Where a suite writes: one `redis-server`, or with `REDIS_TOPOLOGY=cluster` a real 3-master
+//! cluster (the destination then uses cluster mode and the tagged key layout). Suites written
+//! against a [`Target`] prove the same guarantees in both.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::{cluster, Cluster, RedisServer};
+
+/// One server or a cluster, chosen by the environment.
+pub enum Target {
+    /// A standalone server (Java key layout).
+    Server(RedisServer),
+    /// A 3-master cluster (tagged key layout).
+    Cluster(Cluster),
+}
+
+impl Target {
+    /// Starts what `REDIS_TOPOLOGY` asks for (`cluster`, or a single server by default).
+    pub fn start() -> Self {
+        match std::env::var("REDIS_TOPOLOGY").as_deref() {
+            Ok("cluster") => Target::Cluster(Cluster::start(3, 0)),
+            _ => Target::Server(RedisServer::start()),
+        }
+    }
+
+    /// The destination's config for it.
+    pub fn config(&self) -> Value {
+        match self {
+            Target::Server(s) => s.config(),
+            Target::Cluster(c) => c.config(),
+        }
+    }
+
+    /// The stream's counter and its records 1..=counter in id order.
+    pub fn read_stream(
+        &self,
+        ns: Option<&str>,
+        stream: &str,
+    ) -> (Option<i64>, Vec<HashMap<String, String>>) {
+        match self {
+            Target::Server(s) => super::read_stream(&mut s.conn(), ns, stream),
+            Target::Cluster(c) => cluster::read_tagged(c, ns, stream),
+        }
+    }
+
+    /// How many record-shaped keys the stream has (counted with SCAN on the node that holds it).
+    pub fn count_record_keys(&self, ns: Option<&str>, stream: &str) -> usize {
+        match self {
+            Target::Server(s) => super::count_record_keys(&mut s.conn(), ns, stream),
+            Target::Cluster(c) => {
+                let counter = cluster::tagged_counter(ns, stream);
+                super::count_prefixed(&mut c.owner(&counter).conn(), &format!("{counter}:"))
+            }
+        }
+    }
+
+    /// Keys matching `pattern` (KEYS; small test databases only), over every master.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let nodes: Vec<&RedisServer> = match self {
+            Target::Server(s) => vec![s],
+            Target::Cluster(c) => c
+                .slot_map()
+                .masters()
+                .iter()
+                .map(|n| c.node_at(n))
+                .collect(),
+        };
+        let mut keys = Vec::new();
+        for node in nodes {
+            let found: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query(&mut node.conn())
+                .expect("KEYS");
+            keys.extend(found);
+        }
+        keys.sort();
+        keys
+    }
+}
