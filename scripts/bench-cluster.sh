@@ -4,7 +4,8 @@
 #   A. a 1-master cluster (one node owning all 16384 slots, CLUSTER ADDSLOTSRANGE)
 #   B. a 3-master cluster (redis-cli --cluster create; the 6 streams' hash tags spread over them)
 # Persistence off on every node. Runs alternate A, B for ROUNDS rounds (default 3); medians and the
-# B/A throughput ratio are printed, with how many streams each master of B holds.
+# B/A throughput ratio are printed, with how many streams each master of B holds, and the CPU time the
+# servers and the destination used per run (on a machine with few cores, that is the ceiling).
 #   bash scripts/bench-cluster.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,16 +102,23 @@ count() { # port... → records over the six counters (each read on any node wit
   for s in "${names[@]}"; do total=$((total + $(redis-cli -c -p "$1" GET "{demo:$s}"))); done
   echo "$total"
 }
+server_cpu() { # ports... → CPU seconds (user + sys) the servers used so far
+  local total=0 p
+  for p in "$@"; do
+    total=$(echo "$total + $(redis-cli -p "$p" INFO cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {print s}')" | bc)
+  done
+  echo "$total"
+}
 run() { # name config ports...
   local name=$1 config=$2; shift 2
   flush "$@"
-  local t0 t1; t0=$(now)
-  target/release/destination-redis write --config "$config" --catalog "$work/catalog.json" \
-    < "$work/in.jsonl" > "$work/out.jsonl"
-  t1=$(now)
+  local t0 t1 c0 c1; c0=$(server_cpu "$@"); t0=$(now)
+  /usr/bin/time -f "%U %S" -o "$work/cpu" target/release/destination-redis write --config "$config" \
+    --catalog "$work/catalog.json" < "$work/in.jsonl" > "$work/out.jsonl"
+  t1=$(now); c1=$(server_cpu "$@")
   local got; got=$(count "$1")
   [ "$got" -eq "$N" ] || { echo "$name: wrote $got of $N"; tail -3 "$work/out.jsonl"; exit 1; }
-  echo "$name $(echo "$t1 - $t0" | bc)" >> "$results"
+  echo "$name $(echo "$t1 - $t0" | bc) $(echo "$c1 - $c0" | bc) $(awk '{print $1 + $2}' "$work/cpu")" >> "$results"
 }
 for round in $(seq 1 "$ROUNDS"); do
   echo "=== round $round of $ROUNDS"
@@ -119,14 +127,20 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 python3 - "$results" "$N" <<'PY'
 import statistics, sys
-runs = {}
+import os
+runs, cpu = {}, {}
 for line in open(sys.argv[1]):
-    name, secs = line.split()
+    name, secs, servers, dest = line.split()
     runs.setdefault(name, []).append(float(secs))
+    cpu.setdefault(name, []).append((float(servers), float(dest)))
 n = int(sys.argv[2])
 med = {k: statistics.median(v) for k, v in runs.items()}
+print(f"machine: {os.cpu_count()} cores")
 for k, label in (("one_master", "A  1 master "), ("three_masters", "B  3 masters")):
-    print(f"{label}  median {med[k]:7.3f} s  {n / med[k]:11,.0f} records/s  runs {[round(x, 2) for x in runs[k]]}")
+    srv = statistics.median(c[0] for c in cpu[k])
+    dst = statistics.median(c[1] for c in cpu[k])
+    print(f"{label}  median {med[k]:7.3f} s  {n / med[k]:11,.0f} records/s  runs {[round(x, 2) for x in runs[k]]}"
+          f"  CPU: servers {srv:.2f} s + destination {dst:.2f} s = {(srv + dst) / med[k]:.2f} cores busy")
 pairs = [a / b for a, b in zip(runs["one_master"], runs["three_masters"])]
 print(f"throughput ratio B/A (3 masters / 1 master): median {statistics.median(pairs):.2f} (per round: {[round(p, 2) for p in pairs]})")
 PY
