@@ -144,10 +144,17 @@ impl Nodes {
         let settings = match &self.map {
             None => self.settings.clone(),
             Some(map) => {
+                // A master of the map, or a node named by an ASK reply (an importing node may own
+                // no slot yet).
                 let node = map
                     .masters()
                     .into_iter()
                     .find(|n| n.addr() == addr)
+                    .or_else(|| {
+                        let parsed = crate::topology::parse_list(addr, 6379, "node").ok()?;
+                        let (host, port) = parsed.into_iter().next()?;
+                        Some(Node { host, port })
+                    })
                     .ok_or_else(|| {
                         Failure::transient(
                             format!("No master of the cluster owns a slot the destination needs ({addr:?} is not in the slot map): wait for the cluster to recover."),
