@@ -7,11 +7,12 @@
 //! |---------------|-----|
 //! | `reader`      | stdin lines → routed records, states and statuses, in chunks (bounded channel) |
 //! | `coordinator` | records → `batcher`; states → `checkpoint`; statuses → overwrite prepare/publish |
-//! | `writer`      | work → pipelined EVALSHA on one connection, reconnect and resend; acks back |
+//! | `writer`      | work → pipelined EVALSHA, one connection per node (split by `routing`), reconnect and resend; acks back |
 //! | output        | every stdout line ([`crate::protocol::output::Output`]) |
 //!
 //! Pure parts: `batch`, `resp`, `batcher`, `checkpoint`, `router`, `retry`. Redis-facing parts:
-//! `writer` and `overwrite` (the staging and publish protocol).
+//! `writer`, `routing` (a group split by node, ASK, a round's replies), `durable` (WAIT/WAITAOF
+//! before a state), `rights` (the ACL probe) and `overwrite` (the staging and publish protocol).
 //!
 //! Memory is bounded: a fixed number of chunks between reader and coordinator, a fixed number of
 //! batches in flight, and one open batch per stream capped in records and bytes.
@@ -20,6 +21,7 @@ pub mod batch;
 pub mod batcher;
 pub mod checkpoint;
 mod coordinator;
+mod durable;
 pub mod overwrite;
 pub mod reader;
 pub mod resp;
@@ -27,6 +29,7 @@ mod retained;
 pub mod retry;
 mod rights;
 pub mod router;
+mod routing;
 pub mod writer;
 
 use std::io::{BufReader, Read};

@@ -26,9 +26,11 @@ use redis::{RedisError, Value};
 
 use super::batch::{Batch, StreamCall};
 use super::checkpoint::ReadyState;
+use super::durable::wait_durable_on;
 use super::overwrite::{self, OverwriteStream, PublishReport};
 use super::retained::Retained;
 use super::retry::Retry;
+use super::routing::{move_to, receive, split_by_node, Round, ASK_MARK};
 use crate::config::Settings;
 use crate::connect::nodes::{load_scripts, Link, Nodes};
 use crate::connect::{self, classify, Context};
@@ -554,148 +556,6 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// Marks a part of a group that goes to a node after `ASKING`.
-const ASK_MARK: &str = "ASK ";
-
-/// What one round of a group's replies calls for.
-#[derive(Default)]
-struct Round<'a> {
-    /// Batches to send again, in order.
-    again: Vec<&'a Batch>,
-    /// Nodes whose scripts must be loaded again (NOSCRIPT).
-    reload: Vec<String>,
-    /// A temporary refusal (LOADING, BUSY, TRYAGAIN, a migrating slot): wait, then resend.
-    busy: Option<Failure>,
-    /// A slot moved (MOVED) or a master became a replica (READONLY).
-    moved: Option<Failure>,
-    /// Whether a master became a replica (READONLY): reconnect rather than re-read the map.
-    failover: bool,
-    /// Per MOVED reply, a key of the stream and the node it was sent to.
-    moved_to: Vec<(String, String)>,
-    /// Per ASK reply, the batch (by first ordinal) and the importing node.
-    asked: Vec<(u64, String)>,
-    /// The connection to a node was lost: reconnect.
-    lost: Option<Failure>,
-}
-
-impl Round<'_> {
-    /// Notes a lost connection; a failure that is not transient ends the sync.
-    fn lost(&mut self, f: Failure) -> Result<(), Failure> {
-        if f.failure_type != FailureType::Transient {
-            return Err(f);
-        }
-        self.lost.get_or_insert(f);
-        Ok(())
-    }
-}
-
-/// Splits `batches` by the node that serves each one's stream, keeping their order per node.
-fn split_by_node<'a>(
-    nodes: &Nodes,
-    calls: &[StreamCall],
-    batches: &[&'a Batch],
-) -> Vec<(String, Vec<&'a Batch>)> {
-    let mut parts: Vec<(String, Vec<&'a Batch>)> = Vec::new();
-    for b in batches {
-        let addr = nodes.addr_for(&calls[b.stream].keys.counter);
-        match parts.iter_mut().find(|(a, _)| *a == addr) {
-            Some((_, part)) => part.push(b),
-            None => parts.push((addr, vec![b])),
-        }
-    }
-    parts
-}
-
-/// Moves the batch with `ordinal` (and the later batches of its stream, which must follow it) to a
-/// part that is sent to `target` after ASKING.
-fn move_to(parts: &mut Vec<(String, Vec<&Batch>)>, ordinal: u64, target: String) {
-    let Some((stream, seq)) = parts
-        .iter()
-        .flat_map(|(_, p)| p.iter())
-        .find(|b| b.first_ordinal == ordinal)
-        .map(|b| (b.stream, b.seq))
-    else {
-        return;
-    };
-    let mut moved = Vec::new();
-    for (_, part) in parts.iter_mut() {
-        part.retain(|b| {
-            let go = b.stream == stream && b.seq >= seq;
-            if go {
-                moved.push(*b);
-            }
-            !go
-        });
-    }
-    parts.retain(|(_, p)| !p.is_empty());
-    moved.sort_by_key(|b| b.seq);
-    let name = format!("{ASK_MARK}{target}");
-    match parts.iter_mut().find(|(a, _)| *a == name) {
-        Some((_, part)) => part.extend(moved),
-        None => parts.push((name, moved)),
-    }
-}
-
-/// Reads one call's reply (after the `ASKING` reply, when it was asked).
-fn receive(link: &mut Link, asked: bool) -> Result<Value, Failure> {
-    let mut read = || {
-        link.con
-            .recv_response()
-            .map_err(|e| classify(&e, &link.ctx))
-    };
-    if asked {
-        let ok = read()?;
-        if let Value::ServerError(_) = ok {
-            // ASKING refused: its reply stands for the call's (which is read and dropped).
-            let _ = read()?;
-            return Ok(ok);
-        }
-    }
-    read()
-}
-
-/// Durable checkpoints on one connection: WAIT for the replicas, or WAITAOF.
-fn wait_durable_on(link: &mut Link, settings: &Settings) -> Result<(), Failure> {
-    let d = settings.durability;
-    let ms = d.timeout.as_millis() as u64;
-    let at = &link.ctx.address;
-    if d.aof {
-        let reply: Result<(i64, i64), _> = redis::cmd("WAITAOF")
-            .arg(1)
-            .arg(d.replicas)
-            .arg(ms)
-            .query(&mut link.con);
-        let (local, replicas) = reply.map_err(|e| {
-            if e.to_string().contains("unknown command") {
-                Failure::config("wait_aof needs Redis 7.2 or newer (WAITAOF): upgrade the server, or set wait_aof false.", e)
-            } else if e.to_string().contains("appendonly") {
-                Failure::config("wait_aof needs appendonly yes on the server (WAITAOF): turn on the AOF, or set wait_aof false.", e)
-            } else {
-                classify(&e, &link.ctx)
-            }
-        })?;
-        if local < 1 || replicas < i64::from(d.replicas) {
-            return Err(Failure::transient(
-                format!("The writes behind a state were fsynced to the AOF on {local} of 1 master and {replicas} of {} replicas of {at} within {ms} ms; the state was not echoed. Check the replicas' health or raise wait_timeout_ms.", d.replicas),
-                format!("WAITAOF returned [{local}, {replicas}]"),
-            ));
-        }
-    } else if d.replicas > 0 {
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(d.replicas)
-            .arg(ms)
-            .query(&mut link.con)
-            .map_err(|e| classify(&e, &link.ctx))?;
-        if acked < i64::from(d.replicas) {
-            return Err(Failure::transient(
-                format!("Only {acked} of {} replicas of {at} acknowledged the writes behind a state within {ms} ms; the state was not echoed. Check the replicas (INFO replication) or raise wait_timeout_ms.", d.replicas),
-                format!("WAIT returned {acked}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The failure of a batch refused with `err` by the node of `link` (OOM names the memory limit).
