@@ -1,6 +1,7 @@
 -- append_batch.lua: append one batch of records to a stream, atomically and exactly once.
 --
--- KEYS[1]  the stream's counter key `<namespace>:<stream>` (a string integer, absent = 0)
+-- KEYS[1]  the stream's counter key (`<namespace>:<stream>`, or `{<tag>}` in the tagged layout; a
+--          string integer, absent = 0)
 -- KEYS[2]  the batch token key of this (stream, run): the last sequence number applied
 -- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
 -- ARGV[2]  the record key prefix, `<counter key>:`
@@ -17,6 +18,10 @@
 --   ABARGS     the arguments are malformed
 -- Invariant: ids of a stream are 1..N without gap or duplicate; each record hash has the fields
 -- _airbyte_ab_id (its id), _airbyte_emitted_at and _airbyte_data.
+-- Cluster: every key of a stream shares one hash tag (one slot). While that slot migrates away, any
+-- access to a key this node does not hold fails ("non local key"; a script gets no ASK); the first
+-- new record key is such a key and is read (EXISTS) before the first write, so a batch is refused
+-- whole, never split, and the writer retries it.
 local seq = tonumber(ARGV[1])
 local nargs = #ARGV - 3
 if seq == nil or nargs < 2 or nargs % 2 ~= 0 then

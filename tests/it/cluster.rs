@@ -326,6 +326,36 @@ fn ask_and_moved_during_a_manual_migration_are_followed() {
     assert_stream(&cluster, streams[0], &data("x", 0..3_000));
 }
 
+/// Script caches are per node: after SCRIPT FLUSH on every master mid-sync, each master's NOSCRIPT
+/// reloads the scripts there and the refused batches go again, exactly once.
+#[test]
+fn script_flush_on_every_master_mid_sync_loses_and_repeats_nothing() {
+    let cluster = Cluster::start(3, 0);
+    let mut sync = Interactive::start(&cluster.config(), &catalog(&STREAMS));
+    sync.send(&records(&STREAMS, 0, 500, "f"));
+    sync.wait_for_states(12, Duration::from_secs(30));
+    for node in &cluster.nodes {
+        assert_eq!(node.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
+    }
+    sync.send(&records(&STREAMS, 500, 1_000, "f"));
+    let out = sync.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 6 * 4, "{}", out.dump());
+    for s in STREAMS {
+        assert_stream(&cluster, s, &data("f", 0..1_000));
+    }
+    // Reloaded on every master that holds a stream (and only there were batches refused).
+    let sha = destination_redis::scripts::APPEND_BATCH.sha.clone();
+    for (ns, name) in STREAMS {
+        let owner = cluster.owner(&tagged_counter(ns, name));
+        assert_eq!(
+            owner.cli(&["SCRIPT", "EXISTS", &sha]).trim(),
+            "1",
+            "reloaded"
+        );
+    }
+}
+
 /// Durable checkpoints on a 3 + 3 cluster: the master of a stream is killed mid-sync, its replica
 /// is promoted, and the sync finishes with every record exactly once on the new master.
 #[test]
