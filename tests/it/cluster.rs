@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::common::{
     self, catalog, catalog_with, read_tagged, record, status, stream_state, tagged_counter,
-    Cluster, Interactive, RedisServer,
+    Cluster, Cut, Direction, FaultProxy, Interactive, Kind, RedisServer,
 };
 
 type Stream = (Option<&'static str>, &'static str);
@@ -353,6 +353,103 @@ fn script_flush_on_every_master_mid_sync_loses_and_repeats_nothing() {
             "1",
             "reloaded"
         );
+    }
+}
+
+/// Makes every master announce `ports[i]` (a proxy in front of it) instead of its own port, and
+/// waits until every node's slot map shows them (the cluster bus keeps its real port).
+fn announce(cluster: &Cluster, ports: &[u16]) {
+    for (node, port) in cluster.nodes.iter().zip(ports) {
+        let bus = (node.port() + 10000).to_string();
+        node.cli(&["CONFIG", "SET", "cluster-announce-bus-port", &bus]);
+        node.cli(&["CONFIG", "SET", "cluster-announce-port", &port.to_string()]);
+    }
+    let want: BTreeSet<u16> = ports
+        .iter()
+        .zip(&cluster.nodes)
+        .map(|(p, n)| if *p == 0 { n.port() } else { *p })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in &cluster.nodes {
+        loop {
+            let slots = node.cli(&["CLUSTER", "SLOTS"]);
+            if want
+                .iter()
+                .all(|p| slots.lines().any(|l| l.trim() == p.to_string()))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the announced ports did not spread"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Connections to the masters are cut (FIN) at chosen byte offsets, requests and replies, on every
+/// master in turn, while six streams are written across them: the writer reconnects, resends, and
+/// every record lands exactly once, with every state echoed once.
+#[test]
+fn dropped_connections_to_any_master_lose_and_double_nothing() {
+    let cluster = Cluster::start(3, 0);
+    for (case, seed) in [(0usize, 7u64), (1, 1_234), (2, 99_991)].into_iter() {
+        let ns: &'static str = Box::leak(format!("d{case}").into_boxed_str());
+        let streams: Vec<Stream> = ["a", "b", "c", "d", "e", "f"]
+            .into_iter()
+            .map(|name| (Some(ns), name))
+            .collect();
+        let input = records(&streams, 0, 1_500, "d");
+        // A deterministic spread of cut points over the first connections of each proxy.
+        let mut x = seed;
+        let mut next = |bound: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % bound.max(1)
+        };
+        let proxies: Vec<FaultProxy> = cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                let cuts: Vec<Cut> = (0..3)
+                    .map(|i| {
+                        let up = i != 1;
+                        Cut {
+                            kind: Kind::Drop,
+                            direction: if up { Direction::Up } else { Direction::Down },
+                            after: if up {
+                                next(input.len() as u64 / 3 + 20_000)
+                            } else {
+                                next(400)
+                            },
+                        }
+                    })
+                    .collect();
+                FaultProxy::start(node.port(), cuts)
+            })
+            .collect();
+        let ports: Vec<u16> = proxies.iter().map(FaultProxy::port).collect();
+        announce(&cluster, &ports);
+        let mut config = cluster.config();
+        config["port"] = json!(ports[0]);
+        config["topology"]["nodes"] = json!(ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(","));
+        config["batch_size"] = json!(97);
+        config["retry_budget_ms"] = json!(20_000);
+        let out = common::write_sync(&config, &catalog(&streams), &input);
+        let cuts: u64 = proxies.iter().map(FaultProxy::cuts).sum();
+        announce(&cluster, &[0, 0, 0]);
+        assert_eq!(out.code, Some(0), "case {case}: {}", out.dump());
+        assert_eq!(out.states().len(), 6 * 6, "case {case}: {}", out.dump());
+        assert!(cuts >= 3, "case {case}: only {cuts} cuts happened");
+        for s in &streams {
+            assert_stream(&cluster, *s, &data("d", 0..1_500));
+        }
     }
 }
 
