@@ -67,13 +67,7 @@ wait_ok "${three[0]}"
 for p in "${three[@]}"; do wait_ok "$p"; done
 
 names=(users orders events stream3 stream4 stream5)
-{
-  echo '{"streams": ['; sep=""
-  for s in "${names[@]}"; do
-    printf '%s{"stream": {"name": "%s", "namespace": "demo", "json_schema": {}}, "sync_mode": "incremental", "destination_sync_mode": "append"}\n' "$sep" "$s"; sep=","
-  done
-  echo ']}'
-} > "$work/catalog.json"
+append_catalog "$work/catalog.json" "${names[@]}"
 echo "{\"host\": \"127.0.0.1\", \"port\": $one, \"topology\": {\"mode\": \"cluster\"}}" > "$work/one.json"
 echo "{\"host\": \"127.0.0.1\", \"port\": ${three[0]}, \"topology\": {\"mode\": \"cluster\"}}" > "$work/three.json"
 target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 1000 > "$work/in.jsonl"

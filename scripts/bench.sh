@@ -35,13 +35,7 @@ cli() { redis-cli -p "$port" "$@"; }
 
 echo "=== inputs: $N records, $STREAMS streams"
 names=(users orders events); names=("${names[@]:0:$STREAMS}")
-{
-  echo '{"streams": ['; sep=""
-  for s in "${names[@]}"; do
-    printf '%s{"stream": {"name": "%s", "namespace": "demo", "json_schema": {}}, "sync_mode": "incremental", "destination_sync_mode": "append"}\n' "$sep" "$s"; sep=","
-  done
-  echo ']}'
-} > "$work/catalog.json"
+append_catalog "$work/catalog.json" "${names[@]}"
 echo "{\"host\": \"127.0.0.1\", \"port\": $port, \"batch_size\": $BATCH}" > "$work/config.json"
 python3 - "$work" "$tls_port" "$port" "$ssh_port" "$BATCH" <<'PY'
 import json, sys

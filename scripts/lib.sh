@@ -77,3 +77,15 @@ CFG
 stop_sshd() {
   [ -f "$work/sshd.pid" ] && kill "$(cat "$work/sshd.pid")" 2>/dev/null || true
 }
+
+# Writes an append catalog of streams demo.<name> for each name given: append_catalog FILE NAME...
+append_catalog() {
+  local file=$1 sep="" s; shift
+  {
+    echo '{"streams": ['
+    for s in "$@"; do
+      printf '%s{"stream": {"name": "%s", "namespace": "demo", "json_schema": {}}, "sync_mode": "incremental", "destination_sync_mode": "append"}\n' "$sep" "$s"; sep=","
+    done
+    echo ']}'
+  } > "$file"
+}
