@@ -407,22 +407,34 @@ impl Writer {
                     self.nodes.forget(&addr);
                     continue;
                 }
-                for (i, batch) in part.iter().enumerate() {
-                    let reply = match self.nodes.link(&addr) {
-                        Ok(link) => receive(link, ask),
-                        Err(f) => Err(f),
-                    };
-                    match reply {
-                        Ok(v) => self.judge(batch, v, &addr, &mut round, acks)?,
-                        Err(f) => {
-                            // Which of the rest landed is unknown: reconnect and resend them all;
-                            // the tokens sort it out.
-                            round.lost(f)?;
-                            round.again.extend(&part[i..]);
-                            self.nodes.forget(&addr);
-                            break;
+                // Every reply of the part is read before any is judged: judging may send a
+                // command (CONFIG GET after OOM), which must not meet a reply still on its way.
+                let mut replies = Vec::with_capacity(part.len());
+                let mut broken = None;
+                match self.nodes.link(&addr) {
+                    Ok(link) => {
+                        for _ in &part {
+                            match receive(link, ask) {
+                                Ok(v) => replies.push(v),
+                                Err(f) => {
+                                    broken = Some(f);
+                                    break;
+                                }
+                            }
                         }
                     }
+                    Err(f) => broken = Some(f),
+                }
+                let answered = replies.len();
+                for (batch, v) in part.iter().zip(replies) {
+                    self.judge(batch, v, &addr, &mut round, acks)?;
+                }
+                if let Some(f) = broken {
+                    // Which of the rest landed is unknown: reconnect and resend them all; the
+                    // tokens sort it out.
+                    round.lost(f)?;
+                    round.again.extend(&part[answered..]);
+                    self.nodes.forget(&addr);
                 }
             }
             if round.again.is_empty() {
