@@ -52,13 +52,16 @@ docker_up() {
   "$DOCKER" version --format 'Docker engine {{.Server.Version}} at '"$DOCKER_HOST"
 }
 
+# Stops our engine: the one in the pidfile, and any dockerd on our data root (a run that failed
+# while a background job was starting it may not have written the pidfile yet).
 docker_down() {
-  if [ -f "$DOCKER_STATE/dockerd.pid" ]; then
-    local pid; pid=$(cat "$DOCKER_STATE/dockerd.pid")
+  local pids pid i
+  pids=$(pgrep -f -- "--data-root $DOCKER_STATE/data" || true)
+  [ -f "$DOCKER_STATE/dockerd.pid" ] && pids="$pids $(cat "$DOCKER_STATE/dockerd.pid")"
+  for pid in $pids; do
     kill "$pid" 2>/dev/null || true
-    local i
     for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  fi
+  done
 }
 
 has_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
