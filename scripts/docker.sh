@@ -3,7 +3,8 @@
 #
 #   docker_install       apt-get docker.io and debootstrap when missing
 #   docker_up            start dockerd (host networking only, vfs storage) on our own socket
-#   docker_images        base images by debootstrap, the Redis matrix images, the destination image
+#   base_and_redis_images  base images by debootstrap, then the Redis matrix images
+#   docker_images        those, then the destination image
 #   docker_down          stop dockerd
 #
 # The engine's state lives in $DOCKER_STATE (default /var/tmp/destination-redis-docker), so a
@@ -107,14 +108,20 @@ destination_image() {
   echo "made $DESTINATION_IMAGE (binary from $IMAGE_BINARY, version $version)"
 }
 
-# Base images in parallel (network-bound), then the Redis images and the destination image.
-docker_images() {
+# Base images in parallel (network-bound), then the Redis matrix images (starts the engine if needed).
+base_and_redis_images() {
+  docker_up
   local pids=() suite failed=0
   for suite in bookworm bullseye trixie; do base_image "$suite" & pids+=($!); done
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" = 0 ] || return 1
   local m
   for m in "${MATRIX[@]}"; do redis_image "$m"; done
+}
+
+# Every image: the base and Redis images, then the destination image.
+docker_images() {
+  base_and_redis_images
   destination_image
 }
 

@@ -51,16 +51,6 @@ await() {
   return "$rc"
 }
 
-base_and_redis_images() {
-  docker_up
-  local pids=() suite failed=0
-  for suite in bookworm bullseye trixie; do base_image "$suite" & pids+=($!); done
-  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-  [ "$failed" = 0 ] || return 1
-  local m
-  for m in "${MATRIX[@]}"; do redis_image "$m"; done
-}
-
 matrix() {
   local m tag
   for m in "${MATRIX[@]}"; do
