@@ -110,13 +110,9 @@ impl RunOutput {
 
 /// Spawns the binary with piped stdio.
 fn spawn(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn destination-redis")
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    spawn_piped(cmd)
 }
 
 fn read_to_string_thread<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> {
@@ -154,14 +150,17 @@ pub fn run_bytes(args: &[&str], stdin: Vec<u8>) -> RunOutput {
 }
 
 /// Runs any command that speaks the protocol (e.g. `docker run … IMAGE write …`) like [`run_bytes`].
-pub fn run_command(mut cmd: Command, stdin: Vec<u8>) -> RunOutput {
-    let child = cmd
-        .stdin(Stdio::piped())
+pub fn run_command(cmd: Command, stdin: Vec<u8>) -> RunOutput {
+    run_child(spawn_piped(cmd), stdin)
+}
+
+/// Starts `cmd` with piped stdin, stdout and stderr.
+fn spawn_piped(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    run_child(child, stdin)
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 fn run_child(mut child: Child, stdin: Vec<u8>) -> RunOutput {
@@ -288,14 +287,8 @@ impl Interactive {
     }
 
     /// Starts any command that speaks the protocol (e.g. `docker run -i … IMAGE write …`).
-    pub fn start_command(mut cmd: Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Self::of_child(child, None)
+    pub fn start_command(cmd: Command) -> Self {
+        Self::of_child(spawn_piped(cmd), None)
     }
 
     fn of_child(mut child: Child, files: Option<Files>) -> Self {
