@@ -498,22 +498,29 @@ fn writes_to_the_configured_db() {
     assert_eq!(server.cli(&["-n", "0", "DBSIZE"]).trim(), "0");
 }
 
-#[test]
-fn a_stream_outside_the_users_acl_fails_before_any_data_moves() {
-    let server = RedisServer::start();
+/// Creates ACL user `loader` with `password`, every command, and the keys of `pattern` plus the
+/// bookkeeping keys; returns a config that logs in as it.
+fn loader(server: &RedisServer, password: &str, pattern: &str) -> serde_json::Value {
     server.cli(&[
         "ACL",
         "SETUSER",
         "loader",
         "on",
-        ">loader-pw-77",
-        "~allowed:*",
+        &format!(">{password}"),
+        pattern,
         "~_airbyte_redis:*",
         "+@all",
     ]);
     let mut config = server.config();
     config["username"] = json!("loader");
-    config["password"] = json!("loader-pw-77");
+    config["password"] = json!(password);
+    config
+}
+
+#[test]
+fn a_stream_outside_the_users_acl_fails_before_any_data_moves() {
+    let server = RedisServer::start();
+    let config = loader(&server, "loader-pw-77", "~allowed:*");
     let cat = catalog(&[(Some("allowed"), "s"), (Some("denied"), "s")]);
     let input =
         record(Some("allowed"), "s", "{}", 1) + "\n" + &record(Some("denied"), "s", "{}", 1) + "\n";
@@ -540,19 +547,7 @@ fn a_stream_outside_the_users_acl_fails_before_any_data_moves() {
 #[test]
 fn rights_on_the_counter_but_not_the_records_fail_before_any_data_moves() {
     let server = RedisServer::start();
-    server.cli(&[
-        "ACL",
-        "SETUSER",
-        "loader",
-        "on",
-        ">loader-pw-78",
-        "~part:s",
-        "~_airbyte_redis:*",
-        "+@all",
-    ]);
-    let mut config = server.config();
-    config["username"] = json!("loader");
-    config["password"] = json!("loader-pw-78");
+    let config = loader(&server, "loader-pw-78", "~part:s");
     let cat = catalog(&[(Some("part"), "s")]);
     let out = common::write_sync(&config, &cat, &(record(Some("part"), "s", "{}", 1) + "\n"));
     assert_eq!(out.code, Some(1), "{}", out.dump());
