@@ -441,7 +441,14 @@ fn sigterm_commits_what_was_read_echoes_only_committed_states_and_fails() {
         std::thread::sleep(Duration::from_millis(10));
     }
     proc.terminate();
-    let out = proc.finish();
+    // Stdin stays open: SIGTERM alone must end the process (closing stdin first would race it
+    // with a clean end of input).
+    let out = proc.wait_exit(Duration::from_secs(15));
+    assert!(
+        out.code.is_some(),
+        "SIGTERM did not end the process: {}",
+        out.dump()
+    );
     assert_ne!(out.code, Some(0), "{}", out.dump());
     let traces = out.traces();
     assert_eq!(traces.len(), 1, "{}", out.dump());

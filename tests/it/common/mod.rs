@@ -373,6 +373,21 @@ impl Interactive {
         RunOutput::new(code, stdout, self.stderr.join().expect("stderr"))
     }
 
+    /// Waits (bounded) for the process to exit on its own, stdin still open (after a signal), and
+    /// returns everything it printed.
+    pub fn wait_exit(mut self, timeout: Duration) -> RunOutput {
+        let code = wait_bounded(&mut self.child, timeout);
+        drop(self.stdin.take());
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(l);
+        }
+        let mut stdout = self.seen.join("\n");
+        if !stdout.is_empty() {
+            stdout.push('\n');
+        }
+        RunOutput::new(code, stdout, self.stderr.join().expect("stderr"))
+    }
+
     /// Closes stdin, waits for the exit (60 s at most) and returns everything printed.
     pub fn finish(mut self) -> RunOutput {
         drop(self.stdin.take());
