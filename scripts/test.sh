@@ -64,7 +64,8 @@ matrix() {
 phase "install packages" install_packages
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "install docker.io, debootstrap" docker_install
-  trap 'jobs -p | xargs -r kill 2>/dev/null; docker_down; rm -rf "$work_logs"' EXIT
+  # errexit holds inside the trap too: a kill of a job that already ended must not skip the rest.
+  trap '{ jobs -p | xargs -r kill; } 2>/dev/null || true; docker_down || true; rm -rf "$work_logs"' EXIT
   # Network- and disk-bound work goes on while the Rust code compiles.
   background images base_and_redis_images
   background venvs bash scripts/pyairbyte.sh --venvs-only
