@@ -71,14 +71,27 @@ has_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 base_image() {
   local suite=$1 root="$DOCKER_STATE/roots/$1"
   has_image "debian:$suite-slim" && return 0
-  rm -rf "$root"; mkdir -p "$root"
+  unmount_below "$root"; rm -rf "$root"; mkdir -p "$root"
   debootstrap --variant=minbase "$suite" "$root" http://deb.debian.org/debian \
     >"$DOCKER_STATE/debootstrap-$suite.log" 2>&1 \
     || { tail -20 "$DOCKER_STATE/debootstrap-$suite.log"; return 1; }
+  # debootstrap mounts the host's /proc (and sometimes /sys) inside the root while it configures
+  # packages; one left mounted (seen on a CI machine) must neither go into the image nor stop rm.
+  unmount_below "$root"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | "$DOCKER" import - "debian:$suite-slim" >/dev/null
+  tar -C "$root" --one-file-system -c . | "$DOCKER" import - "debian:$suite-slim" >/dev/null
+  unmount_below "$root"
   rm -rf "$root"
   echo "made debian:$suite-slim"
+}
+
+# Lazily unmounts every mount at or below a directory, deepest first.
+unmount_below() {
+  local dir m
+  dir=$(realpath -m "$1")
+  for m in $(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
 }
 
 matrix_tag() {
