@@ -1,5 +1,6 @@
-//! Overwrite and truncate refreshes against real servers: staged writes, publish on COMPLETE (or a
-//! clean end without statuses), old data intact on failure, resume, scoped deletes, bounded calls.
+//! Overwrite and truncate refreshes against a real server, or a real cluster with
+//! `REDIS_TOPOLOGY=cluster` ([`Target`]): staged writes, publish on COMPLETE (or a clean end
+//! without statuses), old data intact on failure, resume, scoped deletes, bounded calls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{self, catalog, catalog_with, legacy_state, record, status, RedisServer};
+use crate::common::{self, catalog, catalog_with, legacy_state, record, status, Target};
 
 fn records(ns: Option<&str>, stream: &str, tag: &str, range: std::ops::Range<usize>) -> String {
     range
@@ -15,12 +16,8 @@ fn records(ns: Option<&str>, stream: &str, tag: &str, range: std::ops::Range<usi
         .collect()
 }
 
-fn datas(
-    con: &mut redis::Connection,
-    ns: Option<&str>,
-    stream: &str,
-) -> (Option<i64>, Vec<String>) {
-    let (counter, records) = common::read_stream(con, ns, stream);
+fn datas(target: &Target, ns: Option<&str>, stream: &str) -> (Option<i64>, Vec<String>) {
+    let (counter, records) = target.read_stream(ns, stream);
     for (i, r) in records.iter().enumerate() {
         assert_eq!(
             r.get("_airbyte_ab_id"),
@@ -42,25 +39,22 @@ fn expected(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!(r#"{{"{tag}":{i}}}"#)).collect()
 }
 
-fn bookkeeping_keys(con: &mut redis::Connection) -> Vec<String> {
-    common::all_keys(con)
-        .into_iter()
-        .filter(|k| k.starts_with("_airbyte_redis"))
-        .collect()
+fn bookkeeping_keys(target: &Target) -> Vec<String> {
+    target.keys("_airbyte_redis*")
 }
 
-fn append_first(server: &RedisServer, streams: &[(Option<&str>, &str)], n: usize) {
+fn append_first(target: &Target, streams: &[(Option<&str>, &str)], n: usize) {
     let input: String = streams
         .iter()
         .map(|(ns, s)| records(*ns, s, "old", 0..n))
         .collect();
-    let out = common::write_sync(&server.config(), &catalog(streams), &input);
+    let out = common::write_sync(&target.config(), &catalog(streams), &input);
     assert_eq!(out.code, Some(0), "{}", out.dump());
 }
 
 #[test]
 fn overwrite_replaces_only_the_completed_stream() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let names: Vec<(Option<&str>, &str)> = vec![
         (Some("ns"), "users"),
         (Some("ns"), "users2"),
@@ -68,7 +62,7 @@ fn overwrite_replaces_only_the_completed_stream() {
         (Some("ns"), "a:b"),
         (Some("ns"), "g*l?o[b]\\"),
     ];
-    append_first(&server, &names, 7);
+    append_first(&target, &names, 7);
     // Overwrite ns.users with fewer records and ns."g*l?o[b]\" with more; the others are untouched.
     let mut cat = catalog_with(
         &[(Some("ns"), "users"), (Some("ns"), "g*l?o[b]\\")],
@@ -91,75 +85,73 @@ fn overwrite_replaces_only_the_completed_stream() {
         + "\n"
         + &status(Some("ns"), "users2", "COMPLETE")
         + "\n";
-    let out = common::write_sync(&server.config(), &cat, &input);
+    let out = common::write_sync(&target.config(), &cat, &input);
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.states().len(), 1);
-    let mut con = server.conn();
     assert_eq!(
-        datas(&mut con, Some("ns"), "users"),
+        datas(&target, Some("ns"), "users"),
         (Some(4), expected("new", 0..4))
     );
     assert_eq!(
-        common::count_record_keys(&mut con, Some("ns"), "users"),
+        target.count_record_keys(Some("ns"), "users"),
         4,
         "old records 5..7 are gone"
     );
     assert_eq!(
-        datas(&mut con, Some("ns"), "g*l?o[b]\\"),
+        datas(&target, Some("ns"), "g*l?o[b]\\"),
         (Some(12), expected("new", 0..12))
     );
     let mut users2 = expected("old", 0..7);
     users2.extend(expected("more", 0..2));
-    assert_eq!(datas(&mut con, Some("ns"), "users2"), (Some(9), users2));
+    assert_eq!(datas(&target, Some("ns"), "users2"), (Some(9), users2));
     assert_eq!(
-        datas(&mut con, Some("other"), "users"),
+        datas(&target, Some("other"), "users"),
         (Some(7), expected("old", 0..7))
     );
     assert_eq!(
-        datas(&mut con, Some("ns"), "a:b"),
+        datas(&target, Some("ns"), "a:b"),
         (Some(7), expected("old", 0..7))
     );
     assert_eq!(
-        bookkeeping_keys(&mut con),
+        bookkeeping_keys(&target),
         Vec::<String>::new(),
         "no staging, marker or token left"
     );
     // A following append continues after the overwritten count.
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &catalog(&[(Some("ns"), "users")]),
         &records(Some("ns"), "users", "after", 0..2),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
     let mut want = expected("new", 0..4);
     want.extend(expected("after", 0..2));
-    assert_eq!(datas(&mut con, Some("ns"), "users"), (Some(6), want));
+    assert_eq!(datas(&target, Some("ns"), "users"), (Some(6), want));
 }
 
 #[test]
 fn without_statuses_a_clean_end_publishes_and_a_failure_does_not() {
-    let server = RedisServer::start();
-    append_first(&server, &[(None, "s")], 5);
+    let target = Target::start();
+    append_first(&target, &[(None, "s")], 5);
     let cat = catalog_with(&[(None, "s")], "overwrite", 0, 0);
     let bad = records(None, "s", "new", 0..3) + "not json\n";
-    let out = common::write_sync(&server.config(), &cat, &bad);
+    let out = common::write_sync(&target.config(), &cat, &bad);
     assert_eq!(out.code, Some(1), "{}", out.dump());
-    let mut con = server.conn();
     assert_eq!(
-        datas(&mut con, None, "s"),
+        datas(&target, None, "s"),
         (Some(5), expected("old", 0..5)),
         "a failed sync publishes nothing"
     );
-    let out = common::write_sync(&server.config(), &cat, &records(None, "s", "new", 0..3));
+    let out = common::write_sync(&target.config(), &cat, &records(None, "s", "new", 0..3));
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(datas(&mut con, None, "s"), (Some(3), expected("new", 0..3)));
-    assert_eq!(bookkeeping_keys(&mut con), Vec::<String>::new());
+    assert_eq!(datas(&target, None, "s"), (Some(3), expected("new", 0..3)));
+    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
 }
 
 #[test]
 fn a_status_without_complete_keeps_the_old_data_and_a_rerun_finishes() {
-    let server = RedisServer::start();
-    append_first(&server, &[(Some("n"), "s"), (Some("n"), "t")], 5);
+    let target = Target::start();
+    append_first(&target, &[(Some("n"), "s"), (Some("n"), "t")], 5);
     let cat = catalog_with(&[(Some("n"), "s"), (Some("n"), "t")], "append", 4, 4);
     let input = status(Some("n"), "s", "STARTED")
         + "\n"
@@ -169,38 +161,37 @@ fn a_status_without_complete_keeps_the_old_data_and_a_rerun_finishes() {
         + "\n"
         + &status(Some("n"), "s", "INCOMPLETE")
         + "\n";
-    let out = common::write_sync(&server.config(), &cat, &input);
+    let out = common::write_sync(&target.config(), &cat, &input);
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    let mut con = server.conn();
     assert_eq!(
-        datas(&mut con, Some("n"), "s"),
+        datas(&target, Some("n"), "s"),
         (Some(5), expected("old", 0..5)),
         "INCOMPLETE: no publish"
     );
     assert_eq!(
-        datas(&mut con, Some("n"), "t"),
+        datas(&target, Some("n"), "t"),
         (Some(2), expected("new", 0..2)),
         "a namespace-less COMPLETE matches by name"
     );
     // The retry of the same generation starts over (as PyAirbyte's sources do): exactly the new data.
     let rerun = records(Some("n"), "s", "new", 0..8) + &status(Some("n"), "s", "COMPLETE") + "\n";
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &catalog_with(&[(Some("n"), "s")], "append", 4, 4),
         &rerun,
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(
-        datas(&mut con, Some("n"), "s"),
+        datas(&target, Some("n"), "s"),
         (Some(8), expected("new", 0..8))
     );
-    assert_eq!(bookkeeping_keys(&mut con), Vec::<String>::new());
+    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
 }
 
 #[test]
 fn a_retry_resumes_from_the_last_echoed_state() {
-    let server = RedisServer::start();
-    append_first(&server, &[(None, "s")], 3);
+    let target = Target::start();
+    append_first(&target, &[(None, "s")], 3);
     let cat = catalog_with(&[(None, "s")], "overwrite", 9, 9);
     // Attempt 1: records 0..45 with a state after every 10, then it dies (a bad line) before COMPLETE.
     let mut input = status(None, "s", "STARTED") + "\n";
@@ -211,7 +202,7 @@ fn a_retry_resumes_from_the_last_echoed_state() {
         }
     }
     input += "garbage\n";
-    let out = common::write_sync(&server.config(), &cat, &input);
+    let out = common::write_sync(&target.config(), &cat, &input);
     assert_eq!(out.code, Some(1), "{}", out.dump());
     let last = out
         .states()
@@ -219,14 +210,13 @@ fn a_retry_resumes_from_the_last_echoed_state() {
         .map(|s| s["state"]["data"]["after"].as_i64().unwrap())
         .unwrap();
     assert_eq!(last, 39);
-    let mut con = server.conn();
-    assert_eq!(datas(&mut con, None, "s"), (Some(3), expected("old", 0..3)));
+    assert_eq!(datas(&target, None, "s"), (Some(3), expected("old", 0..3)));
     // Attempt 2 resumes after the last echoed state: records 40..60, then COMPLETE.
     let resume = records(None, "s", "new", 40..60) + &status(None, "s", "COMPLETE") + "\n";
-    let out = common::write_sync(&server.config(), &cat, &resume);
+    let out = common::write_sync(&target.config(), &cat, &resume);
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(
-        datas(&mut con, None, "s"),
+        datas(&target, None, "s"),
         (Some(60), expected("new", 0..60)),
         "no record lost or doubled"
     );
@@ -234,55 +224,53 @@ fn a_retry_resumes_from_the_last_echoed_state() {
 
 #[test]
 fn staging_of_another_generation_is_discarded() {
-    let server = RedisServer::start();
-    append_first(&server, &[(None, "s")], 2);
+    let target = Target::start();
+    append_first(&target, &[(None, "s")], 2);
     let gen5 = catalog_with(&[(None, "s")], "overwrite", 5, 5);
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &gen5,
         &(status(None, "s", "STARTED") + "\n" + &records(None, "s", "five", 0..30)),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    let mut con = server.conn();
-    assert_eq!(datas(&mut con, None, "s"), (Some(2), expected("old", 0..2)));
+    assert_eq!(datas(&target, None, "s"), (Some(2), expected("old", 0..2)));
     let gen6 = catalog_with(&[(None, "s")], "overwrite", 6, 6);
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &gen6,
         &(records(None, "s", "six", 0..4) + &status(None, "s", "COMPLETE") + "\n"),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(datas(&mut con, None, "s"), (Some(4), expected("six", 0..4)));
-    assert_eq!(bookkeeping_keys(&mut con), Vec::<String>::new());
+    assert_eq!(datas(&target, None, "s"), (Some(4), expected("six", 0..4)));
+    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
 }
 
 #[test]
 fn an_empty_generation_clears_the_stream() {
-    let server = RedisServer::start();
-    append_first(&server, &[(None, "s"), (None, "keep")], 4);
+    let target = Target::start();
+    append_first(&target, &[(None, "s"), (None, "keep")], 4);
     let mut cat = catalog_with(&[(None, "s")], "overwrite", 2, 2);
     cat["streams"]
         .as_array_mut()
         .unwrap()
         .push(catalog(&[(None, "keep")])["streams"][0].clone());
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &cat,
         &(status(None, "s", "COMPLETE") + "\n"),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    let mut con = server.conn();
-    assert_eq!(datas(&mut con, None, "s"), (None, vec![]));
-    assert_eq!(common::count_record_keys(&mut con, None, "s"), 0);
-    assert_eq!(datas(&mut con, None, "keep").0, Some(4));
+    assert_eq!(datas(&target, None, "s"), (None, vec![]));
+    assert_eq!(target.count_record_keys(None, "s"), 0);
+    assert_eq!(datas(&target, None, "keep").0, Some(4));
 }
 
 #[test]
 fn sigkill_mid_sync_leaves_the_old_data_and_a_rerun_completes() {
-    let server = RedisServer::start();
-    append_first(&server, &[(None, "s")], 10);
+    let target = Target::start();
+    append_first(&target, &[(None, "s")], 10);
     let cat = catalog_with(&[(None, "s")], "overwrite", 1, 1);
-    let mut config = server.config();
+    let mut config = target.config();
     config["batch_linger_ms"] = json!(10);
     let mut proc = common::Interactive::start(&config, &cat);
     proc.send(
@@ -296,146 +284,92 @@ fn sigkill_mid_sync_leaves_the_old_data_and_a_rerun_completes() {
     proc.send(&records(None, "s", "new", 500..700));
     let killed = proc.kill();
     assert_eq!(killed.code, None, "killed by a signal\n{}", killed.dump());
-    let mut con = server.conn();
     assert_eq!(
-        datas(&mut con, None, "s"),
+        datas(&target, None, "s"),
         (Some(10), expected("old", 0..10))
     );
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &cat,
         &(records(None, "s", "new", 0..1000) + &status(None, "s", "COMPLETE") + "\n"),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(
-        datas(&mut con, None, "s"),
+        datas(&target, None, "s"),
         (Some(1000), expected("new", 0..1000))
     );
 }
 
 #[test]
 fn an_interrupted_publish_is_finished_by_the_next_run_or_check() {
-    let server = RedisServer::start();
-    append_first(&server, &[(None, "s")], 6);
-    let staging = "_airbyte_redis:staging::s";
+    let target = Target::start();
+    append_first(&target, &[(None, "s")], 6);
+    let counter = target.counter_key(None, "s");
+    let staging = format!("_airbyte_redis:staging:{counter}");
     // What a publish killed after its first step leaves: a marker, 4 staged records of which 2 moved.
     for i in 1..=4 {
         let key = if i <= 2 {
-            format!(":s:{i}")
+            target.record_key(None, "s", i)
         } else {
             format!("{staging}:{i}")
         };
-        server.cli(&[
-            "HSET",
+        target.cli_at(
             &key,
-            "_airbyte_ab_id",
-            &i.to_string(),
-            "_airbyte_emitted_at",
-            "1",
-            "_airbyte_data",
-            &format!(r#"{{"new":{}}}"#, i - 1),
-        ]);
+            &[
+                "HSET",
+                &key,
+                "_airbyte_ab_id",
+                &i.to_string(),
+                "_airbyte_emitted_at",
+                "1",
+                "_airbyte_data",
+                &format!(r#"{{"new":{}}}"#, i - 1),
+            ],
+        );
     }
-    server.cli(&["SET", staging, "4"]);
-    server.cli(&[
-        "HSET",
-        "_airbyte_redis:publish::s",
-        "n",
-        "4",
-        "old",
-        "6",
-        "generation",
-        "3",
-    ]);
-    server.cli(&["SADD", "_airbyte_redis:publishing", ":s"]);
-    let out = common::check(&server.config());
+    target.cli_at(&staging, &["SET", &staging, "4"]);
+    let marker = format!("_airbyte_redis:publish:{counter}");
+    target.cli_at(
+        &marker,
+        &["HSET", &marker, "n", "4", "old", "6", "generation", "3"],
+    );
+    let registry = "_airbyte_redis:publishing";
+    target.cli_at(registry, &["SADD", registry, &counter]);
+    let out = common::check(&target.config());
     assert_eq!(
         out.statuses()[0]["connectionStatus"]["status"],
         "SUCCEEDED",
         "{}",
         out.dump()
     );
-    let mut con = server.conn();
-    assert_eq!(datas(&mut con, None, "s"), (Some(4), expected("new", 0..4)));
-    assert_eq!(bookkeeping_keys(&mut con), Vec::<String>::new());
-}
-
-#[test]
-fn leftovers_are_swept_only_under_the_streams_exact_prefix() {
-    let server = RedisServer::start();
-    // users:2024 cannot share a catalog with users (its counter is a record key of users): apart.
-    append_first(
-        &server,
-        &[(Some("n"), "users"), (Some("n"), "a*b"), (Some("n"), "aXb")],
-        3,
-    );
-    append_first(&server, &[(Some("n"), "users:2024")], 3);
-    // Strays another tool left: records above the counter, and non-records under the prefix.
-    server.cli(&["HSET", "n:users:500", "_airbyte_data", "{}"]);
-    server.cli(&["SET", "n:users:900", "not a record"]);
-    server.cli(&["HSET", "n:a*b:77", "_airbyte_data", "{}"]);
-    let mut config = server.config();
-    config["sweep_leftovers"] = json!(true);
-    let cat = catalog_with(
-        &[(Some("n"), "users"), (Some("n"), "a*b")],
-        "overwrite",
-        1,
-        1,
-    );
-    let input = records(Some("n"), "users", "new", 0..2) + &records(Some("n"), "a*b", "new", 0..1);
-    let out = common::write_sync(&config, &cat, &input);
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert!(
-        out.stdout.contains("not records of this destination"),
-        "a warning about n:users:900\n{}",
-        out.dump()
-    );
-    let mut con = server.conn();
-    assert_eq!(
-        datas(&mut con, Some("n"), "users"),
-        (Some(2), expected("new", 0..2))
-    );
-    assert_eq!(
-        common::all_keys(&mut con)
-            .iter()
-            .filter(|k| k.starts_with("n:users:") && !k.starts_with("n:users:2024"))
-            .cloned()
-            .collect::<Vec<_>>(),
-        vec!["n:users:1", "n:users:2", "n:users:900"]
-    );
-    assert_eq!(
-        datas(&mut con, Some("n"), "users:2024"),
-        (Some(3), expected("old", 0..3)),
-        "users:2024 is another stream"
-    );
-    assert_eq!(
-        datas(&mut con, Some("n"), "aXb"),
-        (Some(3), expected("old", 0..3)),
-        "a*b must not match aXb"
-    );
-    assert_eq!(common::count_record_keys(&mut con, Some("n"), "a*b"), 1);
+    assert_eq!(datas(&target, None, "s"), (Some(4), expected("new", 0..4)));
+    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
 }
 
 #[test]
 fn readers_never_see_an_empty_stream_or_a_foreign_record() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let n_old = 12_000;
-    append_first(&server, &[(None, "s")], n_old);
+    append_first(&target, &[(None, "s")], n_old);
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let stop = stop.clone();
-        let mut con = server.conn();
+        let counter_key = target.counter_key(None, "s");
+        let mut reader_con = target.conn_for(&counter_key);
         std::thread::spawn(move || {
             let mut polls = 0;
             while !stop.load(Ordering::SeqCst) && polls < 100_000 {
-                let counter: Option<i64> = redis::cmd("GET").arg(":s").query(&mut con).unwrap();
+                let counter: Option<i64> = redis::cmd("GET")
+                    .arg(&counter_key)
+                    .query(&mut reader_con)
+                    .unwrap();
                 assert!(counter.unwrap_or(0) > 0, "the stream looked empty");
                 let c = counter.unwrap_or(0);
                 for id in [1, c / 2 + 1, c] {
                     let data: Option<String> = redis::cmd("HGET")
-                        .arg(format!(":s:{id}"))
+                        .arg(format!("{counter_key}:{id}"))
                         .arg("_airbyte_data")
-                        .query(&mut con)
+                        .query(&mut reader_con)
                         .unwrap();
                     if let Some(d) = data {
                         let v: Value = serde_json::from_str(&d).unwrap();
@@ -456,7 +390,7 @@ fn readers_never_see_an_empty_stream_or_a_foreign_record() {
     };
     let cat = catalog_with(&[(None, "s")], "overwrite", 2, 2);
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &cat,
         &(records(None, "s", "new", 0..20_000) + &status(None, "s", "COMPLETE") + "\n"),
     );
@@ -464,72 +398,139 @@ fn readers_never_see_an_empty_stream_or_a_foreign_record() {
     let polls = reader.join().expect("the reader saw something it must not");
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert!(polls > 10, "the reader polled {polls} times");
-    assert_eq!(datas(&mut server.conn(), None, "s").0, Some(20_000));
+    assert_eq!(datas(&target, None, "s").0, Some(20_000));
 }
 
-#[test]
-fn overwrite_cost_does_not_grow_with_the_rest_of_the_database() {
-    let server = RedisServer::start();
-    server.cli(&[
-        "EVAL",
-        "for i = 1, 1000000 do redis.call('SET', 'unrelated:' .. i, 'x') end return 1",
-        "0",
-    ]);
-    append_first(&server, &[(None, "s")], 10_000);
-    server.cli(&["CONFIG", "RESETSTAT"]);
-    let cat = catalog_with(&[(None, "s")], "overwrite", 1, 1);
-    let out = common::write_sync(
-        &server.config(),
-        &cat,
-        &(records(None, "s", "new", 0..10_000) + &status(None, "s", "COMPLETE") + "\n"),
-    );
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    let stats = server.cli(&["INFO", "commandstats"]);
-    let calls = |cmd: &str| -> u64 {
-        stats
-            .lines()
-            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
-            .and_then(|l| l.split("calls=").nth(1))
-            .and_then(|r| r.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let scripts = calls("evalsha") + calls("eval");
-    // 20 batches of 500, 20 publish steps of 500, begin/finish, rights probes: about 45 calls.
-    assert!(
-        scripts <= 50,
-        "{scripts} script calls for 10,000 records: {stats}"
-    );
-    assert_eq!(
-        calls("scan"),
-        0,
-        "no SCAN of the database on the normal path"
-    );
-    assert_eq!(calls("keys"), 0);
-    assert_eq!(datas(&mut server.conn(), None, "s").0, Some(10_000));
-}
+/// Tests of the Java layout's prefixes, of one server's statistics and SLOWLOG, and of a database
+/// filled by an unscoped script. The rest of this file also runs against a cluster
+/// (`REDIS_TOPOLOGY=cluster`, which skips `::standalone::`).
+mod standalone {
+    use super::*;
 
-/// Timing inside Redis: run alone (`scripts/test.sh` runs the ignored tests with one thread), since
-/// other tests loading both cores would stretch any call's wall time.
-#[test]
-#[ignore = "serial: scripts/test.sh runs it alone"]
-fn slowlog_stays_empty_across_a_large_overwrite() {
-    let server = RedisServer::start();
-    append_first(&server, &[(None, "s")], 1000);
-    server.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"]);
-    server.cli(&["SLOWLOG", "RESET"]);
-    let cat = catalog_with(&[(None, "s")], "overwrite", 1, 1);
-    let out = common::write_sync(
-        &server.config(),
-        &cat,
-        &(records(None, "s", "new", 0..200_000) + &status(None, "s", "COMPLETE") + "\n"),
-    );
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(
-        server.cli(&["SLOWLOG", "LEN"]).trim(),
-        "0",
-        "{}",
-        server.cli(&["SLOWLOG", "GET", "5"])
-    );
-    assert_eq!(datas(&mut server.conn(), None, "s").0, Some(200_000));
+    #[test]
+    fn leftovers_are_swept_only_under_the_streams_exact_prefix() {
+        let target = Target::standalone();
+        let server = target.server();
+        // users:2024 cannot share a catalog with users (its counter is a record key of users): apart.
+        append_first(
+            &target,
+            &[(Some("n"), "users"), (Some("n"), "a*b"), (Some("n"), "aXb")],
+            3,
+        );
+        append_first(&target, &[(Some("n"), "users:2024")], 3);
+        // Strays another tool left: records above the counter, and non-records under the prefix.
+        server.cli(&["HSET", "n:users:500", "_airbyte_data", "{}"]);
+        server.cli(&["SET", "n:users:900", "not a record"]);
+        server.cli(&["HSET", "n:a*b:77", "_airbyte_data", "{}"]);
+        let mut config = server.config();
+        config["sweep_leftovers"] = json!(true);
+        let cat = catalog_with(
+            &[(Some("n"), "users"), (Some("n"), "a*b")],
+            "overwrite",
+            1,
+            1,
+        );
+        let input =
+            records(Some("n"), "users", "new", 0..2) + &records(Some("n"), "a*b", "new", 0..1);
+        let out = common::write_sync(&config, &cat, &input);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert!(
+            out.stdout.contains("not records of this destination"),
+            "a warning about n:users:900\n{}",
+            out.dump()
+        );
+        let mut con = server.conn();
+        assert_eq!(
+            datas(&target, Some("n"), "users"),
+            (Some(2), expected("new", 0..2))
+        );
+        assert_eq!(
+            common::all_keys(&mut con)
+                .iter()
+                .filter(|k| k.starts_with("n:users:") && !k.starts_with("n:users:2024"))
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec!["n:users:1", "n:users:2", "n:users:900"]
+        );
+        assert_eq!(
+            datas(&target, Some("n"), "users:2024"),
+            (Some(3), expected("old", 0..3)),
+            "users:2024 is another stream"
+        );
+        assert_eq!(
+            datas(&target, Some("n"), "aXb"),
+            (Some(3), expected("old", 0..3)),
+            "a*b must not match aXb"
+        );
+        assert_eq!(common::count_record_keys(&mut con, Some("n"), "a*b"), 1);
+    }
+
+    #[test]
+    fn overwrite_cost_does_not_grow_with_the_rest_of_the_database() {
+        let target = Target::standalone();
+        let server = target.server();
+        server.cli(&[
+            "EVAL",
+            "for i = 1, 1000000 do redis.call('SET', 'unrelated:' .. i, 'x') end return 1",
+            "0",
+        ]);
+        append_first(&target, &[(None, "s")], 10_000);
+        server.cli(&["CONFIG", "RESETSTAT"]);
+        let cat = catalog_with(&[(None, "s")], "overwrite", 1, 1);
+        let out = common::write_sync(
+            &server.config(),
+            &cat,
+            &(records(None, "s", "new", 0..10_000) + &status(None, "s", "COMPLETE") + "\n"),
+        );
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        let stats = server.cli(&["INFO", "commandstats"]);
+        let calls = |cmd: &str| -> u64 {
+            stats
+                .lines()
+                .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+                .and_then(|l| l.split("calls=").nth(1))
+                .and_then(|r| r.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let scripts = calls("evalsha") + calls("eval");
+        // 20 batches of 500, 20 publish steps of 500, begin/finish, rights probes: about 45 calls.
+        assert!(
+            scripts <= 50,
+            "{scripts} script calls for 10,000 records: {stats}"
+        );
+        assert_eq!(
+            calls("scan"),
+            0,
+            "no SCAN of the database on the normal path"
+        );
+        assert_eq!(calls("keys"), 0);
+        assert_eq!(datas(&target, None, "s").0, Some(10_000));
+    }
+
+    /// Timing inside Redis: run alone (`scripts/test.sh` runs the ignored tests with one thread), since
+    /// other tests loading both cores would stretch any call's wall time.
+    #[test]
+    #[ignore = "serial: scripts/test.sh runs it alone"]
+    fn slowlog_stays_empty_across_a_large_overwrite() {
+        let target = Target::standalone();
+        let server = target.server();
+        append_first(&target, &[(None, "s")], 1000);
+        server.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"]);
+        server.cli(&["SLOWLOG", "RESET"]);
+        let cat = catalog_with(&[(None, "s")], "overwrite", 1, 1);
+        let out = common::write_sync(
+            &server.config(),
+            &cat,
+            &(records(None, "s", "new", 0..200_000) + &status(None, "s", "COMPLETE") + "\n"),
+        );
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert_eq!(
+            server.cli(&["SLOWLOG", "LEN"]).trim(),
+            "0",
+            "{}",
+            server.cli(&["SLOWLOG", "GET", "5"])
+        );
+        assert_eq!(datas(&target, None, "s").0, Some(200_000));
+    }
 }

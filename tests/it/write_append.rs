@@ -1,11 +1,14 @@
-//! `write` in append mode against real servers: keys, fields, data text, ids, states, errors.
+//! `write` in append mode against a real server, or a real cluster with `REDIS_TOPOLOGY=cluster`
+//! ([`Target`]): keys, fields, data text, ids, states, errors.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{self, catalog, global_state, legacy_state, record, stream_state, RedisServer};
+use crate::common::{
+    self, catalog, global_state, legacy_state, record, stream_state, RedisServer, Target,
+};
 
 fn state_counts(out: &common::RunOutput) -> Vec<f64> {
     out.states()
@@ -20,7 +23,7 @@ fn state_counts(out: &common::RunOutput) -> Vec<f64> {
 
 #[test]
 fn writes_exact_keys_fields_and_data_text() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let datas = [
         r#"{"b":1.10,"a":12345678901234567890123,"c":1e400}"#,
         r#"{ "spaced" : [ 1 , 2 ],  "s": "keep  inner  spaces\n", "u":"\u00e9\u2028" }"#,
@@ -31,10 +34,9 @@ fn writes_exact_keys_fields_and_data_text() {
         .enumerate()
         .map(|(i, d)| record(Some("ns"), "users", d, 1_700_000_000_000 + i as i64) + "\n")
         .collect();
-    let out = common::write_sync(&server.config(), &catalog(&[(Some("ns"), "users")]), &input);
+    let out = common::write_sync(&target.config(), &catalog(&[(Some("ns"), "users")]), &input);
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    let mut con = server.conn();
-    let (counter, records) = common::read_stream(&mut con, Some("ns"), "users");
+    let (counter, records) = target.read_stream(Some("ns"), "users");
     assert_eq!(counter, Some(3));
     let expected_data = [
         r#"{"b":1.10,"a":12345678901234567890123,"c":1e400}"#,
@@ -53,18 +55,16 @@ fn writes_exact_keys_fields_and_data_text() {
         .into();
         assert_eq!(r, &expected, "record {}", i + 1);
     }
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
-    keys.sort();
-    assert_eq!(
-        keys,
-        vec!["ns:users", "ns:users:1", "ns:users:2", "ns:users:3"],
-        "tokens are removed at the end"
-    );
+    let counter_key = target.counter_key(Some("ns"), "users");
+    let mut want: Vec<String> = (1..=3).map(|id| format!("{counter_key}:{id}")).collect();
+    want.push(counter_key);
+    want.sort();
+    assert_eq!(target.keys("*"), want, "tokens are removed at the end");
 }
 
 #[test]
 fn two_syncs_continue_the_ids() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let cat = catalog(&[(Some("ns"), "s")]);
     for round in 0..2 {
         let input: String = (0..5)
@@ -77,10 +77,10 @@ fn two_syncs_continue_the_ids() {
                 ) + "\n"
             })
             .collect();
-        let out = common::write_sync(&server.config(), &cat, &input);
+        let out = common::write_sync(&target.config(), &cat, &input);
         assert_eq!(out.code, Some(0), "{}", out.dump());
     }
-    let (counter, records) = common::read_stream(&mut server.conn(), Some("ns"), "s");
+    let (counter, records) = target.read_stream(Some("ns"), "s");
     assert_eq!(counter, Some(10));
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r["_airbyte_ab_id"], (i + 1).to_string());
@@ -93,7 +93,7 @@ fn two_syncs_continue_the_ids() {
 
 #[test]
 fn unusual_names_and_null_namespace() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let streams: Vec<(Option<&str>, &str)> = vec![
         (None, "plain"),
         (Some("a:b"), "c d"),
@@ -108,28 +108,31 @@ fn unusual_names_and_null_namespace() {
             (0..3).map(move |i| record(*ns, s, &format!(r#"{{"i":{i}}}"#), 5) + "\n")
         })
         .collect();
-    let out = common::write_sync(&server.config(), &cat, &input);
+    let out = common::write_sync(&target.config(), &cat, &input);
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    let mut con = server.conn();
     for (ns, s) in &streams {
-        let (counter, records) = common::read_stream(&mut con, *ns, s);
+        let (counter, records) = target.read_stream(*ns, s);
         assert_eq!(counter, Some(3), "{ns:?} {s:?}");
         assert_eq!(records.len(), 3);
         assert_eq!(records[2]["_airbyte_data"], r#"{"i":2}"#);
     }
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(":plain:1")
-        .query(&mut con)
-        .unwrap();
+    let plain = target.record_key(None, "plain", 1);
+    if !target.is_cluster() {
+        assert_eq!(
+            plain, ":plain:1",
+            "null namespace is the empty string, as the Java connector did"
+        );
+    }
     assert_eq!(
-        exists, 1,
-        "null namespace is the empty string, as the Java connector did"
+        target.cli_at(&plain, &["EXISTS", &plain]).trim(),
+        "1",
+        "{plain}"
     );
 }
 
 #[test]
 fn states_are_echoed_in_order_with_counts() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let cat = catalog(&[(None, "a"), (None, "b")]);
     let mut input = String::new();
     input += &(record(None, "a", "{}", 1) + "\n");
@@ -147,7 +150,7 @@ fn states_are_echoed_in_order_with_counts() {
     input += &(stream_state(None, "b", "null") + "\n");
     input += &(legacy_state(r#"{"x":1}"#) + "\n");
     input += &(stream_state(None, "not-in-catalog", "{}") + "\n");
-    let out = common::write_sync(&server.config(), &cat, &input);
+    let out = common::write_sync(&target.config(), &cat, &input);
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(state_counts(&out), vec![2.0, 3.0, 2.0, 1.0, 0.0]);
     let states = out.states();
@@ -175,7 +178,7 @@ fn states_are_echoed_in_order_with_counts() {
 
 #[test]
 fn unknown_stream_fails_after_committing_everything_before_it() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let cat = catalog(&[(Some("ns"), "s")]);
     let mut input = String::new();
     for i in 0..10 {
@@ -185,7 +188,7 @@ fn unknown_stream_fails_after_committing_everything_before_it() {
     input += &(record(Some("ns"), "s", "{}", 1) + "\n");
     input += &(record(Some("other"), "s", "{}", 1) + "\n");
     input += &(record(Some("ns"), "s", "{}", 1) + "\n");
-    let out = common::write_sync(&server.config(), &cat, &input);
+    let out = common::write_sync(&target.config(), &cat, &input);
     assert_eq!(out.code, Some(1), "{}", out.dump());
     assert_eq!(state_counts(&out), vec![10.0]);
     let traces = out.traces();
@@ -196,7 +199,7 @@ fn unknown_stream_fails_after_committing_everything_before_it() {
         err["message"].as_str().unwrap().contains("line 13"),
         "{err}"
     );
-    let (counter, _) = common::read_stream(&mut server.conn(), Some("ns"), "s");
+    let (counter, _) = target.read_stream(Some("ns"), "s");
     assert_eq!(
         counter,
         Some(11),
@@ -206,7 +209,7 @@ fn unknown_stream_fails_after_committing_everything_before_it() {
 
 #[test]
 fn bad_lines_end_the_sync_naming_the_line() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let cat = catalog(&[(None, "s")]);
     for (bad, needle) in [
         ("this is not json", "not valid JSON"),
@@ -227,14 +230,14 @@ fn bad_lines_end_the_sync_naming_the_line() {
             "not valid JSON",
         ),
     ] {
-        server.cli(&["FLUSHALL"]);
+        target.flush_all();
         let input = format!(
             "{}\n{}\n{bad}\n{}\n",
             record(None, "s", "{}", 1),
             legacy_state("1"),
             record(None, "s", "{}", 1)
         );
-        let out = common::write_sync(&server.config(), &cat, &input);
+        let out = common::write_sync(&target.config(), &cat, &input);
         assert_eq!(out.code, Some(1), "{bad}\n{}", out.dump());
         assert_eq!(state_counts(&out), vec![1.0], "{bad}");
         let msg = out.traces()[0]["trace"]["error"]["message"]
@@ -249,18 +252,18 @@ fn bad_lines_end_the_sync_naming_the_line() {
             out.traces()[0]["trace"]["error"]["failure_type"],
             "system_error"
         );
-        let (counter, _) = common::read_stream(&mut server.conn(), None, "s");
+        let (counter, _) = target.read_stream(None, "s");
         assert_eq!(counter, Some(1));
     }
 }
 
 #[test]
 fn invalid_utf8_line_is_named() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let cat = catalog(&[(None, "s")]);
     let mut input = (record(None, "s", "{}", 1) + "\n").into_bytes();
     input.extend_from_slice(b"{\"type\":\"LOG\",\"x\":\"\xff\xfe\"}\n");
-    let out = common::run_bytes_write(&server.config(), &cat, &input);
+    let out = common::run_bytes_write(&target.config(), &cat, &input);
     assert_eq!(out.code, Some(1), "{}", out.dump());
     let msg = out.traces()[0]["trace"]["error"]["message"]
         .as_str()
@@ -270,151 +273,8 @@ fn invalid_utf8_line_is_named() {
 }
 
 #[test]
-fn bad_config_and_catalog_are_config_errors() {
-    let server = RedisServer::start();
-    let mut config = server.config();
-    config["batch_size"] = json!("many");
-    let out = common::write_sync(&config, &catalog(&[(None, "s")]), "");
-    assert_eq!(out.code, Some(1));
-    assert_eq!(
-        out.traces()[0]["trace"]["error"]["failure_type"],
-        "config_error"
-    );
-    assert!(out.traces()[0]["trace"]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("config.batch_size"));
-
-    let colliding = catalog(&[(Some("a:b"), "c"), (Some("a"), "b:c")]);
-    let out = common::write_sync(&server.config(), &colliding, "");
-    assert_eq!(out.code, Some(1));
-    let err = &out.traces()[0]["trace"]["error"];
-    assert_eq!(err["failure_type"], "config_error");
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .contains("would share the Redis key"),
-        "{err}"
-    );
-
-    let mut dedup = catalog(&[(None, "s")]);
-    dedup["streams"][0]["destination_sync_mode"] = json!("append_dedup");
-    let out = common::write_sync(&server.config(), &dedup, "");
-    assert_eq!(out.code, Some(1));
-    assert_eq!(
-        out.traces()[0]["trace"]["error"]["failure_type"],
-        "config_error"
-    );
-    assert_eq!(server.cli(&["DBSIZE"]).trim(), "0");
-}
-
-#[test]
-fn state_is_not_echoed_when_redis_dies_before_its_records_commit() {
-    let mut server = RedisServer::start();
-    let cat = catalog(&[(None, "s")]);
-    let mut config = server.config();
-    config["batch_linger_ms"] = json!(20);
-    config["retry_budget_ms"] = json!(300);
-    let mut proc = common::Interactive::start(&config, &cat);
-    let first: String = (0..50)
-        .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
-        .collect::<String>()
-        + &legacy_state(r#"{"n":1}"#)
-        + "\n";
-    proc.send(&first);
-    let states = proc.wait_for_states(1, Duration::from_secs(20));
-    assert_eq!(
-        states[0]["state"]["destinationStats"]["recordCount"],
-        json!(50.0)
-    );
-    server.kill();
-    let second: String = (0..50)
-        .map(|i| record(None, "s", &format!(r#"{{"j":{i}}}"#), 1) + "\n")
-        .collect::<String>()
-        + &legacy_state(r#"{"n":2}"#)
-        + "\n";
-    proc.send(&second);
-    let out = proc.finish();
-    assert_eq!(out.code, Some(1), "{}", out.dump());
-    assert_eq!(
-        out.states().len(),
-        1,
-        "the second state must not be echoed\n{}",
-        out.dump()
-    );
-    let err = &out.traces()[0]["trace"]["error"];
-    assert_eq!(err["failure_type"], "transient_error", "{err}");
-}
-
-#[test]
-fn script_flush_mid_sync_loses_and_repeats_nothing() {
-    let server = RedisServer::start();
-    let cat = catalog(&[(None, "s")]);
-    let mut config = server.config();
-    config["batch_size"] = json!(10);
-    config["batch_linger_ms"] = json!(20);
-    let mut proc = common::Interactive::start(&config, &cat);
-    let mut n = 0;
-    for round in 0..5 {
-        let chunk: String = (0..25)
-            .map(|_| {
-                n += 1;
-                record(None, "s", &format!(r#"{{"n":{n}}}"#), 1) + "\n"
-            })
-            .collect::<String>()
-            + &legacy_state(&round.to_string())
-            + "\n";
-        proc.send(&chunk);
-        proc.wait_for_states(round + 1, Duration::from_secs(20));
-        server.cli(&["SCRIPT", "FLUSH"]);
-    }
-    let out = proc.finish();
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(state_counts(&out), vec![25.0; 5]);
-    let (counter, records) = common::read_stream(&mut server.conn(), None, "s");
-    assert_eq!(counter, Some(125));
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(
-            r["_airbyte_data"],
-            format!(r#"{{"n":{}}}"#, i + 1),
-            "id {}",
-            i + 1
-        );
-    }
-}
-
-#[test]
-fn several_batches_are_in_flight_at_once() {
-    let server = RedisServer::start();
-    let proxy = common::CountingProxy::start(server.port());
-    let mut config = server.config();
-    config["port"] = json!(proxy.port());
-    config["batch_size"] = json!(50);
-    let input: String = (0..20_000)
-        .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
-        .collect();
-    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input);
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert!(
-        proxy.evalsha_count() >= 400,
-        "{} EVALSHA",
-        proxy.evalsha_count()
-    );
-    assert!(
-        proxy.max_in_flight() >= 2,
-        "batches were sent one at a time (max in flight {})",
-        proxy.max_in_flight()
-    );
-    assert_eq!(
-        common::read_stream(&mut server.conn(), None, "s").0,
-        Some(20_000)
-    );
-}
-
-#[test]
 fn stdin_is_read_to_the_end_while_stdout_is_not_read() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let cat = catalog(&[(None, "s")]);
     // 20,000 states make about 2 MB of echoes: far more than a pipe holds.
     let mut input = String::new();
@@ -424,7 +284,7 @@ fn stdin_is_read_to_the_end_while_stdout_is_not_read() {
         input += &legacy_state(&format!(r#"{{"padding":"{}","i":{i}}}"#, "x".repeat(40)));
         input += "\n";
     }
-    let out = common::write_all_then_read(&server.config(), &cat, &input, Duration::from_secs(120));
+    let out = common::write_all_then_read(&target.config(), &cat, &input, Duration::from_secs(120));
     assert_eq!(
         out.code,
         Some(0),
@@ -432,169 +292,67 @@ fn stdin_is_read_to_the_end_while_stdout_is_not_read() {
         &out.dump()[..2000.min(out.dump().len())]
     );
     assert_eq!(out.states().len(), 20_000);
-    assert_eq!(
-        common::read_stream(&mut server.conn(), None, "s").0,
-        Some(20_000)
-    );
+    assert_eq!(target.read_stream(None, "s").0, Some(20_000));
 }
 
 #[test]
 fn ids_count_from_an_existing_counter_and_never_overwrite() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let cat = catalog(&[(Some("n"), "s")]);
-    server.cli(&["SET", "n:s", "7"]);
+    let counter_key = target.counter_key(Some("n"), "s");
+    let first = target.record_key(Some("n"), "s", 1);
+    // Every key of the stream is on one node (one hash tag in a cluster).
+    let cli = |args: &[&str]| target.cli_at(&counter_key, args);
+    cli(&["SET", &counter_key, "7"]);
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &cat,
         &(record(Some("n"), "s", "{}", 1) + "\n"),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(server.cli(&["HGET", "n:s:8", "_airbyte_ab_id"]).trim(), "8");
+    let eighth = target.record_key(Some("n"), "s", 8);
+    assert_eq!(cli(&["HGET", &eighth, "_airbyte_ab_id"]).trim(), "8");
     // The counter is lost while the records remain: refuse instead of overwriting record 1.
-    server.cli(&["HSET", "n:s:1", "_airbyte_data", "{\"old\":true}"]);
-    server.cli(&["DEL", "n:s"]);
+    cli(&["HSET", &first, "_airbyte_data", "{\"old\":true}"]);
+    cli(&["DEL", &counter_key]);
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &cat,
         &(record(Some("n"), "s", "{}", 1) + "\n"),
     );
     assert_eq!(out.code, Some(1), "{}", out.dump());
     let err = &out.traces()[0]["trace"]["error"];
     assert_eq!(err["failure_type"], "config_error");
-    assert!(err["message"].as_str().unwrap().contains("n:s:1"), "{err}");
+    assert!(err["message"].as_str().unwrap().contains(&first), "{err}");
     assert_eq!(
-        server.cli(&["HGET", "n:s:1", "_airbyte_data"]).trim(),
+        cli(&["HGET", &first, "_airbyte_data"]).trim(),
         "{\"old\":true}"
     );
 }
 
 #[test]
 fn wrongtype_at_the_counter_is_a_config_error_naming_the_key() {
-    let server = RedisServer::start();
-    server.cli(&["LPUSH", "n:s", "x"]);
+    let target = Target::start();
+    let counter_key = target.counter_key(Some("n"), "s");
+    target.cli_at(&counter_key, &["LPUSH", &counter_key, "x"]);
     let out = common::write_sync(
-        &server.config(),
+        &target.config(),
         &catalog(&[(Some("n"), "s")]),
         &(record(Some("n"), "s", "{}", 1) + "\n"),
     );
     assert_eq!(out.code, Some(1));
     let err = &out.traces()[0]["trace"]["error"];
     assert_eq!(err["failure_type"], "config_error", "{err}");
-    assert!(err["message"].as_str().unwrap().contains("n:s"), "{err}");
-}
-
-#[test]
-fn writes_to_the_configured_db() {
-    let server = RedisServer::start();
-    let mut config: Value = server.config();
-    config["db"] = json!(5);
-    let out = common::write_sync(
-        &config,
-        &catalog(&[(None, "s")]),
-        &(record(None, "s", "{}", 1) + "\n"),
-    );
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(server.cli(&["-n", "5", "GET", ":s"]).trim(), "1");
-    assert_eq!(server.cli(&["-n", "0", "DBSIZE"]).trim(), "0");
-}
-
-/// Creates ACL user `loader` with `password`, every command, and the keys of `pattern` plus the
-/// bookkeeping keys; returns a config that logs in as it.
-fn loader(server: &RedisServer, password: &str, pattern: &str) -> serde_json::Value {
-    server.cli(&[
-        "ACL",
-        "SETUSER",
-        "loader",
-        "on",
-        &format!(">{password}"),
-        pattern,
-        "~_airbyte_redis:*",
-        "+@all",
-    ]);
-    let mut config = server.config();
-    config["username"] = json!("loader");
-    config["password"] = json!(password);
-    config
-}
-
-#[test]
-fn a_stream_outside_the_users_acl_fails_before_any_data_moves() {
-    let server = RedisServer::start();
-    let config = loader(&server, "loader-pw-77", "~allowed:*");
-    let cat = catalog(&[(Some("allowed"), "s"), (Some("denied"), "s")]);
-    let input =
-        record(Some("allowed"), "s", "{}", 1) + "\n" + &record(Some("denied"), "s", "{}", 1) + "\n";
-    let out = common::write_sync(&config, &cat, &input);
-    assert_eq!(out.code, Some(1), "{}", out.dump());
-    let err = &out.traces()[0]["trace"]["error"];
-    assert_eq!(err["failure_type"], "config_error", "{err}");
-    let message = err["message"].as_str().unwrap();
     assert!(
-        message.contains("denied:s") && message.contains("permission"),
-        "{message}"
+        err["message"].as_str().unwrap().contains(&counter_key),
+        "{err}"
     );
-    assert_eq!(
-        server.cli(&["DBSIZE"]).trim(),
-        "0",
-        "nothing may be written, not even the allowed stream"
-    );
-    assert!(!out.stdout.contains("loader-pw-77") && !out.stderr.contains("loader-pw-77"));
-}
-
-/// A user allowed the counter key but not the record keys: before Redis 7 a script cannot ask
-/// about its rights, so the probe (commands queued in MULTI, then DISCARD) must catch it before
-/// the first batch would advance the counter and then fail.
-#[test]
-fn rights_on_the_counter_but_not_the_records_fail_before_any_data_moves() {
-    let server = RedisServer::start();
-    let config = loader(&server, "loader-pw-78", "~part:s");
-    let cat = catalog(&[(Some("part"), "s")]);
-    let out = common::write_sync(&config, &cat, &(record(Some("part"), "s", "{}", 1) + "\n"));
-    assert_eq!(out.code, Some(1), "{}", out.dump());
-    let err = &out.traces()[0]["trace"]["error"];
-    assert_eq!(err["failure_type"], "config_error", "{err}");
-    let message = err["message"].as_str().unwrap();
-    assert!(
-        message.contains("part:s:1") && message.contains("permission"),
-        "{message}"
-    );
-    assert_eq!(
-        server.cli(&["DBSIZE"]).trim(),
-        "0",
-        "nothing may be written"
-    );
-}
-
-#[test]
-fn secrets_never_appear_in_output() {
-    let server = RedisServer::start_with(&["--requirepass", "the-real-pw-4242"]);
-    let cat = catalog(&[(None, "s")]);
-    let input = record(None, "s", "{}", 1) + "\n" + &legacy_state("1") + "\n";
-    let ok = common::write_sync(&server.config(), &cat, &input);
-    assert_eq!(ok.code, Some(0), "{}", ok.dump());
-    let mut wrong = server.config();
-    wrong["password"] = json!("a-wrong-pw-1717");
-    let failed = common::write_sync(&wrong, &cat, &input);
-    assert_eq!(failed.code, Some(1));
-    assert_eq!(
-        failed.traces()[0]["trace"]["error"]["failure_type"],
-        "config_error"
-    );
-    for out in [&ok, &failed] {
-        for secret in ["the-real-pw-4242", "a-wrong-pw-1717"] {
-            assert!(
-                !out.stdout.contains(secret) && !out.stderr.contains(secret),
-                "{secret} leaked:\n{}",
-                out.dump()
-            );
-        }
-    }
 }
 
 #[test]
 fn a_record_larger_than_the_batch_byte_cap_travels_alone() {
-    let server = RedisServer::start();
-    let mut config = server.config();
+    let target = Target::start();
+    let mut config = target.config();
     config["batch_bytes"] = json!(100_000);
     let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(3_000_000));
     let input = record(None, "s", "{}", 1)
@@ -605,7 +363,7 @@ fn a_record_larger_than_the_batch_byte_cap_travels_alone() {
         + "\n";
     let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input);
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    let (counter, records) = common::read_stream(&mut server.conn(), None, "s");
+    let (counter, records) = target.read_stream(None, "s");
     assert_eq!(counter, Some(3));
     assert_eq!(records[1]["_airbyte_data"], big);
     assert_eq!(records[2]["_airbyte_emitted_at"], "3");
@@ -613,13 +371,13 @@ fn a_record_larger_than_the_batch_byte_cap_travels_alone() {
 
 #[test]
 fn debug_flag_is_accepted() {
-    let server = RedisServer::start();
+    let target = Target::start();
     let out = common::run(&["spec", "--debug"], "");
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.messages.len(), 1);
     let f = tempfile::tempdir().unwrap();
     let path = f.path().join("c.json");
-    std::fs::write(&path, server.config().to_string()).unwrap();
+    std::fs::write(&path, target.config().to_string()).unwrap();
     let out = common::run(
         &["--debug", "check", "--config", path.to_str().unwrap()],
         "",
@@ -630,4 +388,264 @@ fn debug_flag_is_accepted() {
         "{}",
         out.dump()
     );
+}
+
+/// Tests of one server's own features (databases, ACL users, a proxy, a restart, requirepass) and
+/// of the Java layout's collisions. The rest of this file also runs against a cluster
+/// (`REDIS_TOPOLOGY=cluster`, which skips `::standalone::`).
+mod standalone {
+    use super::*;
+
+    #[test]
+    fn bad_config_and_catalog_are_config_errors() {
+        let server = RedisServer::start();
+        let mut config = server.config();
+        config["batch_size"] = json!("many");
+        let out = common::write_sync(&config, &catalog(&[(None, "s")]), "");
+        assert_eq!(out.code, Some(1));
+        assert_eq!(
+            out.traces()[0]["trace"]["error"]["failure_type"],
+            "config_error"
+        );
+        assert!(out.traces()[0]["trace"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("config.batch_size"));
+
+        let colliding = catalog(&[(Some("a:b"), "c"), (Some("a"), "b:c")]);
+        let out = common::write_sync(&server.config(), &colliding, "");
+        assert_eq!(out.code, Some(1));
+        let err = &out.traces()[0]["trace"]["error"];
+        assert_eq!(err["failure_type"], "config_error");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("would share the Redis key"),
+            "{err}"
+        );
+
+        let mut dedup = catalog(&[(None, "s")]);
+        dedup["streams"][0]["destination_sync_mode"] = json!("append_dedup");
+        let out = common::write_sync(&server.config(), &dedup, "");
+        assert_eq!(out.code, Some(1));
+        assert_eq!(
+            out.traces()[0]["trace"]["error"]["failure_type"],
+            "config_error"
+        );
+        assert_eq!(server.cli(&["DBSIZE"]).trim(), "0");
+    }
+
+    #[test]
+    fn state_is_not_echoed_when_redis_dies_before_its_records_commit() {
+        let mut server = RedisServer::start();
+        let cat = catalog(&[(None, "s")]);
+        let mut config = server.config();
+        config["batch_linger_ms"] = json!(20);
+        config["retry_budget_ms"] = json!(300);
+        let mut proc = common::Interactive::start(&config, &cat);
+        let first: String = (0..50)
+            .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+            .collect::<String>()
+            + &legacy_state(r#"{"n":1}"#)
+            + "\n";
+        proc.send(&first);
+        let states = proc.wait_for_states(1, Duration::from_secs(20));
+        assert_eq!(
+            states[0]["state"]["destinationStats"]["recordCount"],
+            json!(50.0)
+        );
+        server.kill();
+        let second: String = (0..50)
+            .map(|i| record(None, "s", &format!(r#"{{"j":{i}}}"#), 1) + "\n")
+            .collect::<String>()
+            + &legacy_state(r#"{"n":2}"#)
+            + "\n";
+        proc.send(&second);
+        let out = proc.finish();
+        assert_eq!(out.code, Some(1), "{}", out.dump());
+        assert_eq!(
+            out.states().len(),
+            1,
+            "the second state must not be echoed\n{}",
+            out.dump()
+        );
+        let err = &out.traces()[0]["trace"]["error"];
+        assert_eq!(err["failure_type"], "transient_error", "{err}");
+    }
+
+    #[test]
+    fn script_flush_mid_sync_loses_and_repeats_nothing() {
+        let server = RedisServer::start();
+        let cat = catalog(&[(None, "s")]);
+        let mut config = server.config();
+        config["batch_size"] = json!(10);
+        config["batch_linger_ms"] = json!(20);
+        let mut proc = common::Interactive::start(&config, &cat);
+        let mut n = 0;
+        for round in 0..5 {
+            let chunk: String = (0..25)
+                .map(|_| {
+                    n += 1;
+                    record(None, "s", &format!(r#"{{"n":{n}}}"#), 1) + "\n"
+                })
+                .collect::<String>()
+                + &legacy_state(&round.to_string())
+                + "\n";
+            proc.send(&chunk);
+            proc.wait_for_states(round + 1, Duration::from_secs(20));
+            server.cli(&["SCRIPT", "FLUSH"]);
+        }
+        let out = proc.finish();
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert_eq!(state_counts(&out), vec![25.0; 5]);
+        let (counter, records) = common::read_stream(&mut server.conn(), None, "s");
+        assert_eq!(counter, Some(125));
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(
+                r["_airbyte_data"],
+                format!(r#"{{"n":{}}}"#, i + 1),
+                "id {}",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn several_batches_are_in_flight_at_once() {
+        let server = RedisServer::start();
+        let proxy = common::CountingProxy::start(server.port());
+        let mut config = server.config();
+        config["port"] = json!(proxy.port());
+        config["batch_size"] = json!(50);
+        let input: String = (0..20_000)
+            .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+            .collect();
+        let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert!(
+            proxy.evalsha_count() >= 400,
+            "{} EVALSHA",
+            proxy.evalsha_count()
+        );
+        assert!(
+            proxy.max_in_flight() >= 2,
+            "batches were sent one at a time (max in flight {})",
+            proxy.max_in_flight()
+        );
+        assert_eq!(
+            common::read_stream(&mut server.conn(), None, "s").0,
+            Some(20_000)
+        );
+    }
+
+    #[test]
+    fn writes_to_the_configured_db() {
+        let server = RedisServer::start();
+        let mut config: Value = server.config();
+        config["db"] = json!(5);
+        let out = common::write_sync(
+            &config,
+            &catalog(&[(None, "s")]),
+            &(record(None, "s", "{}", 1) + "\n"),
+        );
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert_eq!(server.cli(&["-n", "5", "GET", ":s"]).trim(), "1");
+        assert_eq!(server.cli(&["-n", "0", "DBSIZE"]).trim(), "0");
+    }
+
+    /// Creates ACL user `loader` with `password`, every command, and the keys of `pattern` plus the
+    /// bookkeeping keys; returns a config that logs in as it.
+    fn loader(server: &RedisServer, password: &str, pattern: &str) -> serde_json::Value {
+        server.cli(&[
+            "ACL",
+            "SETUSER",
+            "loader",
+            "on",
+            &format!(">{password}"),
+            pattern,
+            "~_airbyte_redis:*",
+            "+@all",
+        ]);
+        let mut config = server.config();
+        config["username"] = json!("loader");
+        config["password"] = json!(password);
+        config
+    }
+
+    #[test]
+    fn a_stream_outside_the_users_acl_fails_before_any_data_moves() {
+        let server = RedisServer::start();
+        let config = loader(&server, "loader-pw-77", "~allowed:*");
+        let cat = catalog(&[(Some("allowed"), "s"), (Some("denied"), "s")]);
+        let input = record(Some("allowed"), "s", "{}", 1)
+            + "\n"
+            + &record(Some("denied"), "s", "{}", 1)
+            + "\n";
+        let out = common::write_sync(&config, &cat, &input);
+        assert_eq!(out.code, Some(1), "{}", out.dump());
+        let err = &out.traces()[0]["trace"]["error"];
+        assert_eq!(err["failure_type"], "config_error", "{err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains("denied:s") && message.contains("permission"),
+            "{message}"
+        );
+        assert_eq!(
+            server.cli(&["DBSIZE"]).trim(),
+            "0",
+            "nothing may be written, not even the allowed stream"
+        );
+        assert!(!out.stdout.contains("loader-pw-77") && !out.stderr.contains("loader-pw-77"));
+    }
+
+    /// A user allowed the counter key but not the record keys: before Redis 7 a script cannot ask
+    /// about its rights, so the probe (commands queued in MULTI, then DISCARD) must catch it before
+    /// the first batch would advance the counter and then fail.
+    #[test]
+    fn rights_on_the_counter_but_not_the_records_fail_before_any_data_moves() {
+        let server = RedisServer::start();
+        let config = loader(&server, "loader-pw-78", "~part:s");
+        let cat = catalog(&[(Some("part"), "s")]);
+        let out = common::write_sync(&config, &cat, &(record(Some("part"), "s", "{}", 1) + "\n"));
+        assert_eq!(out.code, Some(1), "{}", out.dump());
+        let err = &out.traces()[0]["trace"]["error"];
+        assert_eq!(err["failure_type"], "config_error", "{err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains("part:s:1") && message.contains("permission"),
+            "{message}"
+        );
+        assert_eq!(
+            server.cli(&["DBSIZE"]).trim(),
+            "0",
+            "nothing may be written"
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_output() {
+        let server = RedisServer::start_with(&["--requirepass", "the-real-pw-4242"]);
+        let cat = catalog(&[(None, "s")]);
+        let input = record(None, "s", "{}", 1) + "\n" + &legacy_state("1") + "\n";
+        let ok = common::write_sync(&server.config(), &cat, &input);
+        assert_eq!(ok.code, Some(0), "{}", ok.dump());
+        let mut wrong = server.config();
+        wrong["password"] = json!("a-wrong-pw-1717");
+        let failed = common::write_sync(&wrong, &cat, &input);
+        assert_eq!(failed.code, Some(1));
+        assert_eq!(
+            failed.traces()[0]["trace"]["error"]["failure_type"],
+            "config_error"
+        );
+        for out in [&ok, &failed] {
+            for secret in ["the-real-pw-4242", "a-wrong-pw-1717"] {
+                assert!(
+                    !out.stdout.contains(secret) && !out.stderr.contains(secret),
+                    "{secret} leaked:\n{}",
+                    out.dump()
+                );
+            }
+        }
+    }
 }

@@ -494,7 +494,8 @@ pub fn legacy_state(data: &str) -> String {
     format!(r#"{{"type":"STATE","state":{{"data":{data}}}}}"#)
 }
 
-fn counter_key(ns: Option<&str>, stream: &str) -> String {
+/// The stream's counter key in the Java layout (`<namespace>:<stream>`).
+pub fn counter_key(ns: Option<&str>, stream: &str) -> String {
     format!("{}:{stream}", ns.unwrap_or(""))
 }
 

@@ -25,12 +25,59 @@ impl Target {
         }
     }
 
+    /// A single server whatever `REDIS_TOPOLOGY` says, for tests of one server's own features.
+    pub fn standalone() -> Self {
+        Target::Server(RedisServer::start())
+    }
+
+    /// The single server of a [`Target::standalone`] (panics on a cluster: a test bug).
+    pub fn server(&self) -> &RedisServer {
+        match self {
+            Target::Server(s) => s,
+            Target::Cluster(_) => panic!("a standalone test was given a cluster"),
+        }
+    }
+
+    /// `redis-cli args` on the server, or on the cluster node that owns `key`; its output.
+    pub fn cli_at(&self, key: &str, args: &[&str]) -> String {
+        match self {
+            Target::Server(s) => s.cli(args),
+            Target::Cluster(c) => c.owner(key).cli(args),
+        }
+    }
+
     /// The destination's config for it.
     pub fn config(&self) -> Value {
         match self {
             Target::Server(s) => s.config(),
             Target::Cluster(c) => c.config(),
         }
+    }
+
+    /// A fresh connection to the server, or to the cluster node that owns `key`.
+    pub fn conn_for(&self, key: &str) -> redis::Connection {
+        match self {
+            Target::Server(s) => s.conn(),
+            Target::Cluster(c) => c.owner(key).conn(),
+        }
+    }
+
+    /// The stream's counter key in the layout the destination uses here.
+    pub fn counter_key(&self, ns: Option<&str>, stream: &str) -> String {
+        match self {
+            Target::Server(_) => super::counter_key(ns, stream),
+            Target::Cluster(_) => cluster::tagged_counter(ns, stream),
+        }
+    }
+
+    /// The key of the stream's record `id`.
+    pub fn record_key(&self, ns: Option<&str>, stream: &str, id: u64) -> String {
+        format!("{}:{id}", self.counter_key(ns, stream))
+    }
+
+    /// Whether this is a cluster (for the few assertions that differ, such as key names).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
     }
 
     /// The stream's counter and its records 1..=counter in id order.
@@ -56,9 +103,9 @@ impl Target {
         }
     }
 
-    /// Keys matching `pattern` (KEYS; small test databases only), over every master.
-    pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let nodes: Vec<&RedisServer> = match self {
+    /// The server, or every master of the cluster.
+    fn masters(&self) -> Vec<&RedisServer> {
+        match self {
             Target::Server(s) => vec![s],
             Target::Cluster(c) => c
                 .slot_map()
@@ -66,9 +113,20 @@ impl Target {
                 .iter()
                 .map(|n| c.node_at(n))
                 .collect(),
-        };
+        }
+    }
+
+    /// Empties every database of the server, or of every master.
+    pub fn flush_all(&self) {
+        for node in self.masters() {
+            node.cli(&["FLUSHALL"]);
+        }
+    }
+
+    /// Keys matching `pattern` (KEYS; small test databases only), over every master.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
         let mut keys = Vec::new();
-        for node in nodes {
+        for node in self.masters() {
             let found: Vec<String> = redis::cmd("KEYS")
                 .arg(pattern)
                 .query(&mut node.conn())
