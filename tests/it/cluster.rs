@@ -1,10 +1,10 @@
 //! Cluster mode against real clusters on loopback (`redis-server --cluster-enabled yes`, joined with
 //! `redis-cli --cluster create`): streams spread over the masters, append and overwrite keep every
-//! guarantee, `check` validates the topology, and a live resharding of a stream's slot and a
-//! killed master (its replica promoted) mid-sync lose and double nothing.
+//! guarantee, `check` validates the topology, a live resharding of a stream's slot and a killed
+//! master (its replica promoted) mid-sync lose and double nothing, and all of it works over TLS.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use destination_redis::connect::cluster::key_slot;
@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::common::{
     self, catalog, catalog_with, read_tagged, record, status, stream_state, tagged_counter,
-    Cluster, Cut, Direction, FaultProxy, Interactive, Kind, RedisServer,
+    Cluster, Cut, Direction, FaultProxy, Interactive, Kind, Pki, RedisServer,
 };
 
 type Stream = (Option<&'static str>, &'static str);
@@ -190,8 +190,43 @@ fn stream_on_first_slot_of(cluster: &Cluster, index: usize) -> String {
 /// writes to it: MOVED, ASK and TRYAGAIN are followed, and every record lands exactly once.
 #[test]
 fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
-    let cluster = Cluster::start(3, 0);
-    let name = stream_on_first_slot_of(&cluster, 1);
+    live_reshard(&Cluster::start(3, 0));
+}
+
+/// A cluster that talks TLS (clients and bus, as managed services with in-transit encryption):
+/// `check` verifies every master's certificate, and a sync with a live reshard follows MOVED to
+/// the new owner's TLS port (Redis names TLS ports to TLS clients).
+#[test]
+fn a_tls_cluster_is_checked_and_written_through_a_live_reshard() {
+    let pki = Pki::new(&["127.0.0.1"]);
+    let cluster = Cluster::start_tls(3, &pki);
+    let out = common::check(&cluster.config());
+    assert_eq!(
+        out.statuses()[0]["connectionStatus"]["status"],
+        "SUCCEEDED",
+        "{}",
+        out.dump()
+    );
+    // The same cluster's plain ports do not speak TLS: the destination really uses the TLS ports.
+    let mut plain = cluster.config();
+    plain["port"] = json!(cluster.nodes[0].port());
+    plain["topology"]["nodes"] = json!("");
+    plain["connect_timeout_ms"] = json!(1_000);
+    let out = common::check(&plain);
+    let status = &out.statuses()[0]["connectionStatus"];
+    assert_eq!(status["status"], "FAILED", "{}", out.dump());
+    assert!(
+        status["message"].as_str().unwrap_or("").contains("TLS"),
+        "{}",
+        out.dump()
+    );
+    live_reshard(&cluster);
+}
+
+/// A sync of two streams while `redis-cli --cluster reshard` moves the first one's slot from
+/// master 1 to master 2; asserts the MOVED note and that every record landed exactly once.
+fn live_reshard(cluster: &Cluster) {
+    let name = stream_on_first_slot_of(cluster, 1);
     let name: &'static str = Box::leak(name.into_boxed_str());
     let streams: [Stream; 2] = [(Some("n"), name), (Some("n"), "other")];
     let key = tagged_counter(Some("n"), name);
@@ -204,12 +239,9 @@ fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
     let mut sync = Interactive::start(&config, &catalog(&streams));
     sync.send(&records(&streams, 0, 6_000, "r"));
     sync.wait_for_states(40, Duration::from_secs(30));
-    let mut reshard = Command::new("redis-cli")
-        .args([
-            "--cluster",
-            "reshard",
-            &format!("127.0.0.1:{}", cluster.nodes[0].port()),
-        ])
+    let (mut cli, entry) = cluster.cli_command(0);
+    let mut reshard = cli
+        .args(["--cluster", "reshard", &entry])
         .args([
             "--cluster-from",
             &from,
@@ -246,11 +278,11 @@ fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
     // The writer met the move (it had the old map): it followed a MOVED to the new owner.
     let moved = format!(
         "{key}\\\" has moved to cluster node 127.0.0.1:{}",
-        cluster.nodes[2].port()
+        cluster.client_port(2)
     );
     assert!(out.stdout.contains(&moved), "{}", out.dump());
     for s in streams {
-        assert_stream(&cluster, s, &data("r", 0..next));
+        assert_stream(cluster, s, &data("r", 0..next));
     }
 }
 

@@ -1,6 +1,7 @@
 //! A real Redis Cluster on loopback: `redis-server --cluster-enabled yes` processes on free ports,
 //! joined with `redis-cli --cluster create`, stopped on drop (each node is a [`RedisServer`]).
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,42 +14,80 @@ use super::server::RedisServer;
 pub struct Cluster {
     /// Every node, masters first (as `--cluster create` was given them); roles change on failover.
     pub nodes: Vec<RedisServer>,
+    /// For a TLS cluster: each node's TLS port (in `nodes` order) and the CA that signed them.
+    tls: Option<(Vec<u16>, PathBuf, String)>,
 }
+
+/// The arguments every cluster node gets.
+const NODE_ARGS: [&str; 8] = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "1000",
+    "--appendonly",
+    "yes",
+];
 
 impl Cluster {
     /// Starts the nodes, creates the cluster, and waits until every node reports state ok.
     pub fn start(masters: usize, replicas: usize) -> Self {
-        let count = masters * (1 + replicas);
-        let nodes: Vec<RedisServer> = (0..count)
-            .map(|_| {
-                RedisServer::start_cluster_node(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--appendonly",
-                    "yes",
-                ])
-            })
+        let nodes = (0..masters * (1 + replicas))
+            .map(|_| RedisServer::start_cluster_node(&NODE_ARGS))
             .collect();
-        let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
-        for n in &nodes {
-            create.arg(format!("127.0.0.1:{}", n.port()));
+        Self::create(Cluster { nodes, tls: None }, replicas)
+    }
+
+    /// A cluster whose nodes also listen on TLS ports (certificates of `pki`, valid for
+    /// 127.0.0.1) and talk TLS among themselves; [`Cluster::config`] then points at the TLS
+    /// ports. The harness itself keeps using the plain ports (Redis answers a plain connection
+    /// with the plain ports, a TLS one with the TLS ports).
+    pub fn start_tls(masters: usize, pki: &super::Pki) -> Self {
+        let (nodes, ports): (Vec<RedisServer>, Vec<u16>) = (0..masters)
+            .map(|_| RedisServer::start_tls_cluster_node(pki, &NODE_ARGS))
+            .unzip();
+        let tls = Some((ports, pki.file("ca.pem"), pki.ca.clone()));
+        Self::create(Cluster { nodes, tls }, 0)
+    }
+
+    /// `redis-cli` with `--tls --cacert …` for a TLS cluster (which migrates keys over TLS, so
+    /// `--cluster` commands that move slots must talk TLS), and the address of node `index`.
+    pub fn cli_command(&self, index: usize) -> (Command, String) {
+        let mut cli = Command::new("redis-cli");
+        let port = match &self.tls {
+            Some((ports, ca_file, _)) => {
+                cli.arg("--tls").arg("--cacert").arg(ca_file);
+                ports[index]
+            }
+            None => self.nodes[index].port(),
+        };
+        (cli, format!("127.0.0.1:{port}"))
+    }
+
+    /// The port the destination uses for node `index` (its TLS port in a TLS cluster).
+    pub fn client_port(&self, index: usize) -> u16 {
+        match &self.tls {
+            Some((ports, _, _)) => ports[index],
+            None => self.nodes[index].port(),
         }
-        let out = create
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+    }
+
+    fn create(cluster: Cluster, replicas: usize) -> Self {
+        let (mut create, _) = cluster.cli_command(0);
+        create.arg("--cluster").arg("create");
+        for i in 0..cluster.nodes.len() {
+            create.arg(format!("127.0.0.1:{}", cluster.client_port(i)));
+        }
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        // Bounded: a cluster whose nodes cannot meet (say, a TLS bus that refuses its peers)
+        // leaves redis-cli waiting for the join forever.
+        let (code, out, err) = super::output_within(create, Duration::from_secs(60));
+        assert_eq!(
+            code,
+            Some(0),
+            "redis-cli --cluster create failed: {out}{err}"
         );
-        let cluster = Cluster { nodes };
         cluster.wait_until_ok(Duration::from_secs(30));
         cluster.wait_for_replicas(replicas, Duration::from_secs(30));
         cluster
@@ -107,14 +146,19 @@ impl Cluster {
         }
     }
 
-    /// A config for the destination: the first node as `host`/`port`, the others as seeds.
+    /// A config for the destination: the first node as `host`/`port`, the others as seeds (for a
+    /// TLS cluster their TLS ports, verified against the test CA).
     pub fn config(&self) -> Value {
-        let others: Vec<String> = self.nodes[1..]
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
+        let others: Vec<String> = (1..self.nodes.len())
+            .map(|i| format!("127.0.0.1:{}", self.client_port(i)))
             .collect();
-        json!({"host": "127.0.0.1", "port": self.nodes[0].port(),
-               "topology": {"mode": "cluster", "nodes": others.join(",")}})
+        let mut config = json!({"host": "127.0.0.1", "port": self.client_port(0),
+               "topology": {"mode": "cluster", "nodes": others.join(",")}});
+        if let Some((_, _, ca)) = &self.tls {
+            config["ssl"] = json!(true);
+            config["ssl_mode"] = json!({"mode": "verify-full", "ca_certificate": ca});
+        }
+        config
     }
 
     /// The slot map as the first running node sees it.

@@ -133,7 +133,7 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<i32> {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("destination-redis did not exit within {timeout:?}");
+            panic!("the child process did not exit within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -152,6 +152,21 @@ pub fn run_bytes(args: &[&str], stdin: Vec<u8>) -> RunOutput {
 /// Runs any command that speaks the protocol (e.g. `docker run … IMAGE write …`) like [`run_bytes`].
 pub fn run_command(cmd: Command, stdin: Vec<u8>) -> RunOutput {
     run_child(spawn_piped(cmd), stdin)
+}
+
+/// Runs any command with its stdin closed; its exit code, stdout and stderr. Past `timeout` it is
+/// killed and the test fails.
+pub fn output_within(cmd: Command, timeout: Duration) -> (Option<i32>, String, String) {
+    let mut child = spawn_piped(cmd);
+    drop(child.stdin.take());
+    let out = read_to_string_thread(child.stdout.take().expect("stdout"));
+    let err = read_to_string_thread(child.stderr.take().expect("stderr"));
+    let code = wait_bounded(&mut child, timeout);
+    (
+        code,
+        out.join().expect("stdout"),
+        err.join().expect("stderr"),
+    )
 }
 
 /// Starts `cmd` with piped stdin, stdout and stderr.

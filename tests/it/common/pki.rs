@@ -74,13 +74,16 @@ impl Pki {
             ("ca.pem", &pki.ca),
             ("server.pem", &pki.server_cert),
             ("server.key", &pki.server_key),
+            ("client.pem", &pki.client_cert),
+            ("client.key", &pki.client_key),
         ] {
             std::fs::write(pki.dir.path().join(name), pem).expect("write pem");
         }
         pki
     }
 
-    /// Path of a file written by [`Pki::new`]: `ca.pem`, `server.pem` or `server.key`.
+    /// Path of a file written by [`Pki::new`]: `ca.pem`, `server.pem`, `server.key`, `client.pem`
+    /// or `client.key`.
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -92,8 +95,7 @@ impl Pki {
 
     /// The client key encrypted as PKCS#8 (PBES2, AES-256-CBC) with `password`, by the openssl CLI.
     pub fn encrypted_client_key(&self, password: &str) -> String {
-        let plain = self.dir.path().join("client.key");
-        std::fs::write(&plain, &self.client_key).expect("write key");
+        let plain = self.file("client.key");
         let out = std::process::Command::new("openssl")
             .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout"])
             .arg(format!("pass:{password}"))

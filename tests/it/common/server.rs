@@ -226,6 +226,42 @@ impl RedisServer {
         (server, tls_port)
     }
 
+    /// Starts a cluster node (extra arguments as [`RedisServer::start_with`]) that also listens on a
+    /// TLS port, returned, and speaks TLS on the cluster bus (`tls-cluster yes`, whose bus port is
+    /// the TLS port + 10000: both are free). Clients are not asked for certificates, but the bus
+    /// always asks its peers, so each node presents the client certificate (the server one is
+    /// for server authentication only).
+    pub fn start_tls_cluster_node(pki: &super::Pki, args: &[&str]) -> (Self, u16) {
+        let tls_port = free_cluster_port();
+        let f = |n: &str| pki.file(n).display().to_string();
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(
+            [
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                &f("server.pem"),
+                "--tls-key-file",
+                &f("server.key"),
+                "--tls-ca-cert-file",
+                &f("ca.pem"),
+                "--tls-client-cert-file",
+                &f("client.pem"),
+                "--tls-client-key-file",
+                &f("client.key"),
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+                "--tls-auth-clients",
+                "no",
+            ]
+            .map(String::from),
+        );
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        (Self::start_on(&all, free_port), tls_port)
+    }
+
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
