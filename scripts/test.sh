@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite on a fresh Debian machine (as root): installs the servers
 # the tests start (redis-server, sshd) and a Docker engine, then cargo fmt, clippy, every test
-# against local servers, the Airbyte image tests, the version matrix (the core suites against
-# Redis and Valkey servers in containers) and the PyAirbyte + source-faker test.
+# against local servers, the core suites against local 3-master clusters, the Airbyte image tests,
+# the version matrix (the core suites against Redis and Valkey servers in containers), the
+# PyAirbyte + source-faker test, and last, alone, the tests that time work inside Redis.
 # Each phase prints its duration. PROPTEST_CASES caps the property tests (default 32).
 # DOCKER_TESTS=0 skips everything that needs Docker or PyPI (image, matrix, PyAirbyte).
 set -euo pipefail
