@@ -81,17 +81,23 @@ base_image() {
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" --one-file-system -c . | "$DOCKER" import - "debian:$suite-slim" >/dev/null
   unmount_below "$root"
-  rm -rf "$root"
+  # The image is made: a root that cannot be removed is worth a line, not a failed run.
+  if ! rm -rf "$root" 2>/dev/null; then
+    echo "could not remove all of $root; mounted below it:" $(mounts_below "$root")
+  fi
   echo "made debian:$suite-slim"
+}
+
+# The mount points at or below a directory, deepest first.
+mounts_below() {
+  local dir; dir=$(realpath -m "$1")
+  awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r
 }
 
 # Lazily unmounts every mount at or below a directory, deepest first.
 unmount_below() {
-  local dir m
-  dir=$(realpath -m "$1")
-  for m in $(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
+  local m
+  for m in $(mounts_below "$1"); do umount -l "$m" 2>/dev/null || true; done
 }
 
 matrix_tag() {
