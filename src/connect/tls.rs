@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Map, Value};
 
-use crate::config::ConfigError;
+use crate::config::fields::ConfigError;
 
 /// How the connection is encrypted.
 #[derive(Clone, PartialEq, Eq)]

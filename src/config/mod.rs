@@ -12,8 +12,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub mod fields;
+
+use fields::{bool_field, field, int_field, millis, positive, string_field};
+pub use fields::{ConfigError, Secret};
+
 use crate::connect::tls::{self, Tls};
-use crate::error::Failure;
 use crate::keys::Layout;
 use crate::topology::{self, Topology};
 
@@ -58,42 +62,6 @@ const KNOWN_FIELDS: &[&str] = &[
     "topology",
     "key_layout",
 ];
-
-/// A configuration problem, naming the field and what is wrong with it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read the config file {path}: {source}")]
-    Read {
-        /// The path given with `--config`.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The config file is not a JSON object.
-    #[error("the config file {path} is not a JSON object: {reason}")]
-    NotJson {
-        /// The path given with `--config`.
-        path: String,
-        /// What the JSON parser said.
-        reason: String,
-    },
-    /// A field is missing or has a wrong value.
-    #[error("config.{field}: {reason}")]
-    Field {
-        /// The field's name (dotted for nested fields).
-        field: String,
-        /// What is wrong and what is accepted.
-        reason: String,
-    },
-}
-
-impl From<ConfigError> for Failure {
-    fn from(err: ConfigError) -> Self {
-        let message = format!("Invalid configuration: {err}.");
-        Failure::config(message, &err)
-    }
-}
 
 /// Validated settings of one run.
 #[derive(Debug, Clone)]
@@ -144,28 +112,6 @@ pub struct Settings {
     pub shown_address: Option<String>,
     /// Warnings about the config to log (e.g. TLS without verification).
     pub warnings: Vec<String>,
-}
-
-/// A secret string: its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub(crate) fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    /// The secret's value, for the one place that sends it to the server.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 impl Settings {
@@ -234,7 +180,7 @@ impl Settings {
         let username = string_field(map, "username")?.filter(|u| !u.is_empty());
         let password = string_field(map, "password")?
             .filter(|p| !p.is_empty())
-            .map(Secret);
+            .map(Secret::new);
         let db = int_field(map, "db")?.unwrap_or(0);
         if !(0..=1_000_000).contains(&db) {
             return Err(field("db", "must be a database index of 0 or more"));
@@ -464,12 +410,12 @@ fn tunnel_settings(method: Option<&Value>) -> Result<Option<TunnelSettings>, Con
     };
     let auth = match kind {
         "SSH_KEY_AUTH" => TunnelAuth::Key {
-            key: Secret(text("ssh_key")?),
+            key: Secret::new(text("ssh_key")?),
             passphrase: string_field(m, "ssh_key_passphrase")?
                 .filter(|p| !p.is_empty())
-                .map(Secret),
+                .map(Secret::new),
         },
-        "SSH_PASSWORD_AUTH" => TunnelAuth::Password(Secret(
+        "SSH_PASSWORD_AUTH" => TunnelAuth::Password(Secret::new(
             string_field(m, "tunnel_user_password")?
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| {
@@ -506,97 +452,6 @@ fn tunnel_settings(method: Option<&Value>) -> Result<Option<TunnelSettings>, Con
         auth,
         known_hosts: string_field(m, "known_hosts")?.filter(|k| !k.trim().is_empty()),
     }))
-}
-
-pub(crate) fn field(name: &str, reason: &str) -> ConfigError {
-    ConfigError::Field {
-        field: name.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// A string field; absent or null is `None`. Numbers are accepted as their text.
-pub(crate) fn string_field(
-    map: &Map<String, Value>,
-    name: &str,
-) -> Result<Option<String>, ConfigError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(field(name, "must be a string")),
-    }
-}
-
-/// An integer field; strings holding an integer are accepted (saved Java configs have them).
-fn int_field(map: &Map<String, Value>, name: &str) -> Result<Option<i64>, ConfigError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| field(name, "must be a whole number")),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| field(name, "must be a whole number")),
-        Some(_) => Err(field(name, "must be a whole number")),
-    }
-}
-
-/// A boolean field; `"true"`/`"false"` strings are accepted (saved Java configs have them).
-fn bool_field(map: &Map<String, Value>, name: &str) -> Result<Option<bool>, ConfigError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" => Ok(Some(true)),
-            "false" | "" => Ok(Some(false)),
-            _ => Err(field(name, "must be true or false")),
-        },
-        Some(_) => Err(field(name, "must be true or false")),
-    }
-}
-
-/// A duration field in milliseconds within `range`.
-fn millis(
-    map: &Map<String, Value>,
-    name: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Duration, ConfigError> {
-    let value = int_field(map, name)?.unwrap_or(default as i64);
-    u64::try_from(value)
-        .ok()
-        .filter(|v| range.contains(v))
-        .map(Duration::from_millis)
-        .ok_or_else(|| ConfigError::Field {
-            field: name.to_string(),
-            reason: format!(
-                "must be between {} and {} milliseconds",
-                range.start(),
-                range.end()
-            ),
-        })
-}
-
-fn positive(
-    map: &Map<String, Value>,
-    name: &str,
-    default: usize,
-    max: usize,
-) -> Result<NonZeroUsize, ConfigError> {
-    let value = int_field(map, name)?.unwrap_or(default as i64);
-    usize::try_from(value)
-        .ok()
-        .filter(|v| *v <= max)
-        .and_then(NonZeroUsize::new)
-        .ok_or_else(|| ConfigError::Field {
-            field: name.to_string(),
-            reason: format!("must be between 1 and {max}"),
-        })
 }
 
 #[cfg(test)]
