@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::common::{
     self, catalog, catalog_with, read_tagged, record, status, stream_state, tagged_counter,
-    Cluster, Cut, Direction, FaultProxy, Interactive, Kind, Pki, RedisServer,
+    Cluster, Cut, Direction, FaultProxy, Interactive, Kind, Pki, RedisServer, TLS_CLUSTER_PASSWORD,
 };
 
 type Stream = (Option<&'static str>, &'static str);
@@ -193,19 +193,19 @@ fn a_live_reshard_of_a_streams_slot_loses_and_doubles_nothing() {
     live_reshard(&Cluster::start(3, 0));
 }
 
-/// A cluster that talks TLS (clients and bus, as managed services with in-transit encryption):
-/// `check` verifies every master's certificate, and a sync with a live reshard follows MOVED to
-/// the new owner's TLS port (Redis names TLS ports to TLS clients).
+/// A cluster that talks TLS (clients and bus) and requires a password, as managed services with
+/// in-transit encryption run it: `check` verifies every master's certificate, and a sync with a
+/// live reshard follows MOVED to the new owner's TLS port (Redis names TLS ports to TLS clients).
 #[test]
 fn a_tls_cluster_is_checked_and_written_through_a_live_reshard() {
     let pki = Pki::new(&["127.0.0.1"]);
     let cluster = Cluster::start_tls(3, &pki);
-    let out = common::check(&cluster.config());
+    let checked = common::check(&cluster.config());
     assert_eq!(
-        out.statuses()[0]["connectionStatus"]["status"],
+        checked.statuses()[0]["connectionStatus"]["status"],
         "SUCCEEDED",
         "{}",
-        out.dump()
+        checked.dump()
     );
     // The same cluster's plain ports do not speak TLS: the destination really uses the TLS ports.
     let mut plain = cluster.config();
@@ -220,12 +220,34 @@ fn a_tls_cluster_is_checked_and_written_through_a_live_reshard() {
         "{}",
         out.dump()
     );
-    live_reshard(&cluster);
+    // Every node requires the password: without it, `check` says so.
+    let mut no_password = cluster.config();
+    no_password["password"] = json!(null);
+    let refused = common::check(&no_password);
+    let status = &refused.statuses()[0]["connectionStatus"];
+    assert_eq!(status["status"], "FAILED", "{}", refused.dump());
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("password"),
+        "{}",
+        refused.dump()
+    );
+    let written = live_reshard(&cluster);
+    for run in [&checked, &out, &written] {
+        assert!(
+            !run.stdout.contains(TLS_CLUSTER_PASSWORD)
+                && !run.stderr.contains(TLS_CLUSTER_PASSWORD),
+            "the password leaked:\n{}",
+            run.dump()
+        );
+    }
 }
 
 /// A sync of two streams while `redis-cli --cluster reshard` moves the first one's slot from
 /// master 1 to master 2; asserts the MOVED note and that every record landed exactly once.
-fn live_reshard(cluster: &Cluster) {
+fn live_reshard(cluster: &Cluster) -> common::RunOutput {
     let name = stream_on_first_slot_of(cluster, 1);
     let name: &'static str = Box::leak(name.into_boxed_str());
     let streams: [Stream; 2] = [(Some("n"), name), (Some("n"), "other")];
@@ -284,6 +306,7 @@ fn live_reshard(cluster: &Cluster) {
     for s in streams {
         assert_stream(cluster, s, &data("r", 0..next));
     }
+    out
 }
 
 /// A slot migrated by hand, step by step, under a running sync: while the stream's counter and

@@ -16,7 +16,12 @@ pub struct Cluster {
     pub nodes: Vec<RedisServer>,
     /// For a TLS cluster: each node's TLS port (in `nodes` order) and the CA that signed them.
     tls: Option<(Vec<u16>, PathBuf, String)>,
+    /// The password every node requires (`requirepass`), if any.
+    password: Option<&'static str>,
 }
+
+/// The password of a [`Cluster::start_tls`] cluster.
+pub const TLS_CLUSTER_PASSWORD: &str = "tls-cluster-pw-5150";
 
 /// The arguments every cluster node gets.
 const NODE_ARGS: [&str; 8] = [
@@ -36,25 +41,43 @@ impl Cluster {
         let nodes = (0..masters * (1 + replicas))
             .map(|_| RedisServer::start_cluster_node(&NODE_ARGS))
             .collect();
-        Self::create(Cluster { nodes, tls: None }, replicas)
+        let cluster = Cluster {
+            nodes,
+            tls: None,
+            password: None,
+        };
+        Self::create(cluster, replicas)
     }
 
-    /// A cluster whose nodes also listen on TLS ports (certificates of `pki`, valid for
-    /// 127.0.0.1) and talk TLS among themselves; [`Cluster::config`] then points at the TLS
-    /// ports. The harness itself keeps using the plain ports (Redis answers a plain connection
-    /// with the plain ports, a TLS one with the TLS ports).
+    /// A cluster as managed services run it: nodes that also listen on TLS ports (certificates
+    /// of `pki`, valid for 127.0.0.1), talk TLS among themselves, and require
+    /// [`TLS_CLUSTER_PASSWORD`]; [`Cluster::config`] then points at the TLS ports with the
+    /// password. The harness itself keeps using the plain ports (Redis answers a plain
+    /// connection with the plain ports, a TLS one with the TLS ports).
     pub fn start_tls(masters: usize, pki: &super::Pki) -> Self {
+        let pw = TLS_CLUSTER_PASSWORD;
+        let mut args = NODE_ARGS.to_vec();
+        args.extend(["--requirepass", pw, "--masterauth", pw]);
         let (nodes, ports): (Vec<RedisServer>, Vec<u16>) = (0..masters)
-            .map(|_| RedisServer::start_tls_cluster_node(pki, &NODE_ARGS))
+            .map(|_| RedisServer::start_tls_cluster_node(pki, &args))
             .unzip();
         let tls = Some((ports, pki.file("ca.pem"), pki.ca.clone()));
-        Self::create(Cluster { nodes, tls }, 0)
+        let cluster = Cluster {
+            nodes,
+            tls,
+            password: Some(pw),
+        };
+        Self::create(cluster, 0)
     }
 
-    /// `redis-cli` with `--tls --cacert …` for a TLS cluster (which migrates keys over TLS, so
-    /// `--cluster` commands that move slots must talk TLS), and the address of node `index`.
+    /// `redis-cli` with the password and, for a TLS cluster, `--tls --cacert …` (it migrates keys
+    /// over TLS, so `--cluster` commands that move slots must talk TLS), and the address of node
+    /// `index`.
     pub fn cli_command(&self, index: usize) -> (Command, String) {
         let mut cli = Command::new("redis-cli");
+        if let Some(pw) = self.password {
+            cli.args(["-a", pw, "--no-auth-warning"]);
+        }
         let port = match &self.tls {
             Some((ports, ca_file, _)) => {
                 cli.arg("--tls").arg("--cacert").arg(ca_file);
@@ -154,6 +177,9 @@ impl Cluster {
             .collect();
         let mut config = json!({"host": "127.0.0.1", "port": self.client_port(0),
                "topology": {"mode": "cluster", "nodes": others.join(",")}});
+        if let Some(pw) = self.password {
+            config["password"] = json!(pw);
+        }
         if let Some((_, _, ca)) = &self.tls {
             config["ssl"] = json!(true);
             config["ssl_mode"] = json!({"mode": "verify-full", "ca_certificate": ca});

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub use cluster::{read_tagged, tagged_counter, Cluster};
+pub use cluster::{read_tagged, tagged_counter, Cluster, TLS_CLUSTER_PASSWORD};
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;

@@ -305,11 +305,24 @@ impl RedisServer {
         if !self.is_running() {
             return None;
         }
-        let con = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
             .ok()?;
         con.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        if let Some(pw) = &self.password {
+            redis::cmd("AUTH").arg(pw).query::<()>(&mut con).ok()?;
+        }
         Some(con)
+    }
+
+    /// `redis-cli` aimed at the server (with its password).
+    fn cli_command(&self) -> Command {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(pw) = &self.password {
+            cmd.args(["-a", pw, "--no-auth-warning"]);
+        }
+        cmd
     }
 
     /// Runs redis-cli against the server; its stdout, or `None` when it failed.
@@ -317,11 +330,7 @@ impl RedisServer {
         if !self.is_running() {
             return None;
         }
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
+        let out = self.cli_command().args(args).output().ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -329,12 +338,11 @@ impl RedisServer {
 
     /// Runs redis-cli against the server and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new("redis-cli");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
-        if let Some(pw) = &self.password {
-            cmd.args(["-a", pw, "--no-auth-warning"]);
-        }
-        let out = cmd.args(args).output().expect("run redis-cli");
+        let out = self
+            .cli_command()
+            .args(args)
+            .output()
+            .expect("run redis-cli");
         assert!(
             out.status.success(),
             "redis-cli {args:?} failed: {}",
