@@ -1,9 +1,14 @@
 //! Finding the master through Redis Sentinel.
 //!
-//! Each sentinel is asked in turn (`SENTINEL GET-MASTER-ADDR-BY-NAME`) until one names the master.
-//! Right after a failover a sentinel may still name the old master, so the caller checks `ROLE`
-//! on the connection it makes and treats "not a master" as a failover still under way (transient).
-//! Every reconnect asks again, so the writer follows the master wherever it moves.
+//! Every sentinel is asked (`SENTINEL MASTER <name>`), and the answer with the highest
+//! `config-epoch` wins: each failover raises the epoch, so a sentinel that has not heard of the
+//! latest one yet (it learns through the others within seconds) cannot send the writer to the old
+//! master, which may be back, empty, and still calling itself a master until the sentinels turn
+//! it into a replica. The caller also checks `ROLE` on the connection it makes and treats "not a
+//! master" as a failover still under way (transient). Every reconnect asks again, so the writer
+//! follows the master wherever it moves.
+
+use std::collections::HashMap;
 
 use redis::Value;
 
@@ -12,28 +17,43 @@ use crate::config::Settings;
 use crate::error::Failure;
 use crate::topology::{join_host_port, SentinelSettings};
 
-/// `settings` pointed at the master the sentinels name.
+/// What one sentinel says about the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Named {
+    host: String,
+    port: u16,
+    /// Raised by every failover: the highest one is the latest word.
+    epoch: u64,
+}
+
+/// `settings` pointed at the master the sentinels name (the latest failover's, when they differ).
 pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Settings, Failure> {
     let mut unreachable = Vec::new();
     let mut unknown = Vec::new();
+    let mut latest: Option<Named> = None;
     for (host, port) in &s.sentinels {
         let address = join_host_port(host, *port);
         match ask(settings, s, host, *port) {
-            Ok(Some((master_host, master_port))) => {
-                let mut m = settings.clone();
-                m.shown_address = Some(format!(
-                    "{} (master {:?} of the sentinels)",
-                    join_host_port(&master_host, master_port),
-                    s.master_name
-                ));
-                m.host = master_host;
-                m.port = master_port;
-                return Ok(m);
+            Ok(Some(named)) => {
+                if latest.as_ref().is_none_or(|l| named.epoch > l.epoch) {
+                    latest = Some(named);
+                }
             }
             Ok(None) => unknown.push(address),
             Err(f) if f.failure_type == crate::error::FailureType::Config => return Err(f),
             Err(f) => unreachable.push(f),
         }
+    }
+    if let Some(named) = latest {
+        let mut m = settings.clone();
+        m.shown_address = Some(format!(
+            "{} (master {:?} of the sentinels)",
+            join_host_port(&named.host, named.port),
+            s.master_name
+        ));
+        m.host = named.host;
+        m.port = named.port;
+        return Ok(m);
     }
     if !unknown.is_empty() {
         return Err(Failure::config(
@@ -42,7 +62,7 @@ pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Sett
                 unknown.join(", "),
                 s.master_name
             ),
-            "SENTINEL GET-MASTER-ADDR-BY-NAME returned nil",
+            "SENTINEL MASTER: no such master",
         ));
     }
     let first = unreachable.swap_remove(0);
@@ -56,13 +76,13 @@ pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Sett
     ))
 }
 
-/// One sentinel's answer: the master's address, or None when it monitors no such name.
+/// One sentinel's answer: the master's address and epoch, or None when it monitors no such name.
 fn ask(
     settings: &Settings,
     s: &SentinelSettings,
     host: &str,
     port: u16,
-) -> Result<Option<(String, u16)>, Failure> {
+) -> Result<Option<Named>, Failure> {
     let mut at = settings.clone();
     at.host = host.to_string();
     at.port = port;
@@ -77,12 +97,33 @@ fn ask(
         .and_then(|()| con.set_write_timeout(Some(at.connect_timeout)))
         .map_err(|e| classify(&e, &ctx))?;
     authenticate(&mut con, &at, &mut Vec::new())?;
-    let reply: Option<(String, u16)> = redis::cmd("SENTINEL")
-        .arg("GET-MASTER-ADDR-BY-NAME")
+    let reply: redis::RedisResult<HashMap<String, String>> = redis::cmd("SENTINEL")
+        .arg("MASTER")
         .arg(&s.master_name)
-        .query(&mut con)
-        .map_err(|e| classify(&e, &ctx))?;
-    Ok(reply)
+        .query(&mut con);
+    match reply {
+        Ok(fields) => named(&fields).map(Some).ok_or_else(|| {
+            Failure::transient(
+                format!(
+                    "The sentinel at {} described master {:?} without a usable ip, port and config-epoch; check that it is a Redis Sentinel.",
+                    join_host_port(host, port),
+                    s.master_name
+                ),
+                format!("SENTINEL MASTER returned {fields:?}"),
+            )
+        }),
+        Err(e) if e.to_string().contains("No such master") => Ok(None),
+        Err(e) => Err(classify(&e, &ctx)),
+    }
+}
+
+/// The master's address and epoch out of `SENTINEL MASTER`'s fields.
+fn named(fields: &HashMap<String, String>) -> Option<Named> {
+    Some(Named {
+        host: fields.get("ip")?.clone(),
+        port: fields.get("port")?.parse().ok()?,
+        epoch: fields.get("config-epoch")?.parse().ok()?,
+    })
 }
 
 /// Fails (transient) unless the server behind `con` is a master: right after a failover the
@@ -106,5 +147,36 @@ pub fn ensure_master(con: &mut redis::Connection, ctx: &Context) -> Result<(), F
             ),
             format!("ROLE returned {role:?}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn named_reads_address_and_epoch() {
+        let f = fields(&[
+            ("name", "m"),
+            ("ip", "10.0.0.7"),
+            ("port", "6380"),
+            ("config-epoch", "4"),
+        ]);
+        let n = named(&f).expect("complete");
+        assert_eq!((n.host.as_str(), n.port, n.epoch), ("10.0.0.7", 6380, 4));
+    }
+
+    #[test]
+    fn named_refuses_what_it_cannot_use() {
+        assert_eq!(named(&fields(&[("ip", "h"), ("port", "1")])), None);
+        let bad_port = fields(&[("ip", "h"), ("port", "x"), ("config-epoch", "1")]);
+        assert_eq!(named(&bad_port), None);
     }
 }

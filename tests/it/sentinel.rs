@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{self, catalog, read_stream, record, stream_state, Interactive, SentinelSet};
+use crate::common::{
+    self, catalog, read_stream, record, stream_state, Interactive, RedisServer, SentinelSet,
+};
 
 fn chunk(from: usize, to: usize) -> String {
     let mut s = String::new();
@@ -87,6 +89,45 @@ fn check_names_what_is_wrong_with_the_sentinels() {
             .unwrap_or("")
             .contains("None of the sentinels"),
         "{err}"
+    );
+}
+
+/// A sentinel that missed the latest failover (here: one that monitors an empty server under
+/// the same name, at config epoch 0) is asked first; it names a server that answers as a master.
+/// The writer asks every sentinel and follows the highest epoch: the records go to the real
+/// master, none to the stray server.
+#[test]
+fn a_sentinel_that_missed_the_latest_failover_is_outvoted() {
+    let mut set = SentinelSet::start();
+    let old = set.master_port();
+    set.sentinel_cli(0, &["SENTINEL", "FAILOVER", common::MASTER_NAME]);
+    let new = set.wait_for_new_master(old, Duration::from_secs(30));
+    let stray_server = RedisServer::start();
+    let stray = set.start_stray_sentinel(stray_server.port());
+    let named = common::sentinel_named_port(stray);
+    assert_eq!(
+        named,
+        stray_server.port(),
+        "the stray sentinel names the stray server"
+    );
+    let mut config = set.config();
+    config["topology"]["sentinels"] = json!(format!("127.0.0.1:{stray},{}", set.addresses()));
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &chunk(0, 1_000));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 2, "{}", out.dump());
+    assert_eq!(set.master_port(), new);
+    assert_all_on_the_master(&set, 1_000);
+    assert_eq!(
+        stray_server.cli(&["DBSIZE"]).trim(),
+        "0",
+        "nothing on the stray server"
+    );
+    let checked = common::check(&config);
+    assert_eq!(
+        checked.statuses()[0]["connectionStatus"]["status"],
+        "SUCCEEDED",
+        "{}",
+        checked.dump()
     );
 }
 

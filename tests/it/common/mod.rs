@@ -26,7 +26,7 @@ pub use cluster::{read_tagged, tagged_counter, Cluster, TLS_CLUSTER_PASSWORD};
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;
-pub use sentinel::{SentinelSet, MASTER_NAME};
+pub use sentinel::{sentinel_named_port, SentinelSet, MASTER_NAME};
 pub use server::free_port;
 pub use server::RedisServer;
 pub use target::Target;

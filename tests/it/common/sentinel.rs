@@ -16,6 +16,8 @@ pub struct SentinelSet {
     /// The two data servers; which one is the master changes with a failover.
     pub servers: Vec<RedisServer>,
     sentinels: Vec<(Child, u16)>,
+    /// Sentinels of [`SentinelSet::start_stray_sentinel`], apart from the set's.
+    strays: Vec<(Child, u16)>,
     dir: tempfile::TempDir,
 }
 
@@ -35,10 +37,13 @@ impl SentinelSet {
         let mut set = SentinelSet {
             servers: vec![master, replica],
             sentinels: Vec::new(),
+            strays: Vec::new(),
             dir,
         };
+        let master_port = set.servers[0].port();
         for _ in 0..3 {
-            set.start_sentinel();
+            let sentinel = set.start_sentinel(master_port);
+            set.sentinels.push(sentinel);
         }
         wait_for(
             Duration::from_secs(30),
@@ -54,8 +59,18 @@ impl SentinelSet {
         set
     }
 
-    fn start_sentinel(&mut self) {
-        let master_port = self.servers[0].port();
+    /// Starts one more sentinel that monitors [`MASTER_NAME`] at `master_port`, another server
+    /// than the set's: it never hears of the set's failovers, so it keeps naming that server at
+    /// config epoch 0, as a sentinel that missed the latest failover would. Returns its port.
+    pub fn start_stray_sentinel(&mut self, master_port: u16) -> u16 {
+        let stray = self.start_sentinel(master_port);
+        let port = stray.1;
+        self.strays.push(stray);
+        port
+    }
+
+    /// A running sentinel monitoring [`MASTER_NAME`] at `master_port`, and its port.
+    fn start_sentinel(&self, master_port: u16) -> (Child, u16) {
         for _ in 0..5 {
             let port = free_port();
             let conf = self.dir.path().join(format!("sentinel-{port}.conf"));
@@ -92,8 +107,7 @@ impl SentinelSet {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if up {
-                self.sentinels.push((child, port));
-                return;
+                return (child, port);
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -122,11 +136,7 @@ impl SentinelSet {
 
     /// The port the sentinels currently name as the master's.
     pub fn master_port(&self) -> u16 {
-        let out = self.sentinel_cli(0, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
-        out.lines()
-            .nth(1)
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no master address: {out:?}"))
+        sentinel_named_port(self.sentinels[0].1)
     }
 
     /// The data server that is the master now.
@@ -159,11 +169,20 @@ impl SentinelSet {
 
 impl Drop for SentinelSet {
     fn drop(&mut self) {
-        for (child, _) in &mut self.sentinels {
+        for (child, _) in self.sentinels.iter_mut().chain(&mut self.strays) {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// The master port the sentinel at `port` names for [`MASTER_NAME`].
+pub fn sentinel_named_port(port: u16) -> u16 {
+    let out = cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+    out.lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no master address: {out:?}"))
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
