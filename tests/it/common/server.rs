@@ -62,6 +62,21 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The arguments that make a server listen on `tls_port` with the PKI's server certificate and CA.
+fn tls_args(pki: &super::Pki, tls_port: u16) -> Vec<String> {
+    let f = |n: &str| pki.file(n).display().to_string();
+    vec![
+        "--tls-port".to_string(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_string(),
+        f("server.pem"),
+        "--tls-key-file".to_string(),
+        f("server.key"),
+        "--tls-ca-cert-file".to_string(),
+        f("ca.pem"),
+    ]
+}
+
 /// A free loopback port below 55536 whose cluster bus port (+10000) is free too.
 pub fn free_cluster_port() -> u16 {
     for _ in 0..1000 {
@@ -210,20 +225,10 @@ impl RedisServer {
     /// the tests' own reads.
     pub fn start_tls(pki: &super::Pki, client_certs: &str) -> (Self, u16) {
         let tls_port = free_port();
-        let f = |n: &str| pki.file(n).display().to_string();
-        let server = Self::start_with(&[
-            "--tls-port",
-            &tls_port.to_string(),
-            "--tls-cert-file",
-            &f("server.pem"),
-            "--tls-key-file",
-            &f("server.key"),
-            "--tls-ca-cert-file",
-            &f("ca.pem"),
-            "--tls-auth-clients",
-            client_certs,
-        ]);
-        (server, tls_port)
+        let mut args = tls_args(pki, tls_port);
+        args.extend(["--tls-auth-clients".to_string(), client_certs.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (Self::start_with(&args), tls_port)
     }
 
     /// Starts a cluster node (extra arguments as [`RedisServer::start_with`]) that also listens on a
@@ -235,16 +240,9 @@ impl RedisServer {
         let tls_port = free_cluster_port();
         let f = |n: &str| pki.file(n).display().to_string();
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(tls_args(pki, tls_port));
         all.extend(
             [
-                "--tls-port",
-                &tls_port.to_string(),
-                "--tls-cert-file",
-                &f("server.pem"),
-                "--tls-key-file",
-                &f("server.key"),
-                "--tls-ca-cert-file",
-                &f("ca.pem"),
                 "--tls-client-cert-file",
                 &f("client.pem"),
                 "--tls-client-key-file",
