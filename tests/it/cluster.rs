@@ -201,12 +201,7 @@ fn a_tls_cluster_is_checked_and_written_through_a_live_reshard() {
     let pki = Pki::new(&["127.0.0.1"]);
     let cluster = Cluster::start_tls(3, &pki);
     let checked = common::check(&cluster.config());
-    assert_eq!(
-        checked.statuses()[0]["connectionStatus"]["status"],
-        "SUCCEEDED",
-        "{}",
-        checked.dump()
-    );
+    checked.assert_check_succeeded();
     // The same cluster's plain ports do not speak TLS: the destination really uses the TLS ports.
     let mut plain = cluster.config();
     plain["port"] = json!(cluster.nodes[0].port());

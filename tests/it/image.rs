@@ -175,12 +175,7 @@ fn check_in_the_image_succeeds_and_fails_with_a_status() {
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.statuses().len(), 1, "{}", out.dump());
-    assert_eq!(
-        out.statuses()[0]["connectionStatus"]["status"],
-        "SUCCEEDED",
-        "{}",
-        out.dump()
-    );
+    out.assert_check_succeeded();
 
     let mut wrong = server.config();
     wrong["password"] = json!("not-the-password-0xC0FFEE");

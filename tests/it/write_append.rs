@@ -382,12 +382,7 @@ fn debug_flag_is_accepted() {
         &["--debug", "check", "--config", path.to_str().unwrap()],
         "",
     );
-    assert_eq!(
-        out.statuses()[0]["connectionStatus"]["status"],
-        "SUCCEEDED",
-        "{}",
-        out.dump()
-    );
+    out.assert_check_succeeded();
 }
 
 /// Tests of one server's own features (databases, ACL users, a proxy, a restart, requirepass) and

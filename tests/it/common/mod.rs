@@ -86,6 +86,17 @@ impl RunOutput {
         self.of_type("CONNECTION_STATUS")
     }
 
+    /// Asserts that the run printed a `CONNECTION_STATUS` of SUCCEEDED first (`check`).
+    #[track_caller]
+    pub fn assert_check_succeeded(&self) {
+        assert_eq!(
+            self.statuses()[0]["connectionStatus"]["status"],
+            "SUCCEEDED",
+            "{}",
+            self.dump()
+        );
+    }
+
     /// Everything, for assertion messages (long stdout is cut).
     pub fn dump(&self) -> String {
         let cut = |s: &str| {
