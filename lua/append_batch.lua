@@ -13,14 +13,15 @@
 -- so that a batch is never applied in part:
 --   ABSEQ      the sequence number is not the next one (a batch overtook another)
 --   ABCOUNTER  the counter key does not hold an integer
---   ABEXISTS   a record key of the new id range already exists (the counter was lost or reset)
+--   ABEXISTS   a key of the new id range already exists (a record whose counter was lost or reset,
+--              another stream's key in the Java layout, another tool's key): nothing is written
 --   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
 --   ABARGS     the arguments are malformed
 -- Invariant: ids of a stream are 1..N without gap or duplicate; each record hash has the fields
 -- _airbyte_ab_id (its id), _airbyte_emitted_at and _airbyte_data.
 -- Cluster: every key of a stream shares one hash tag (one slot). While that slot migrates away, any
--- access to a key this node does not hold fails ("non local key"; a script gets no ASK); the first
--- new record key is such a key and is read (EXISTS) before the first write, so a batch is refused
+-- access to a key this node does not hold fails ("non local key"; a script gets no ASK); every new
+-- record key is such a key and is read (EXISTS) before the first write, so a batch is refused
 -- whole, never split, and the writer retries it.
 local seq = tonumber(ARGV[1])
 local nargs = #ARGV - 3
@@ -45,11 +46,24 @@ end
 local n = nargs / 2
 local prefix = ARGV[2]
 local first = last + 1
-if redis.call('EXISTS', prefix .. first) == 1 then
-  return redis.error_reply('ABEXISTS ' .. prefix .. first)
+-- Every new key of the batch is checked before the first write, with one EXISTS over all of them
+-- (in slices: unpack fails near 8000 values). Checking only the ends is not enough: a foreign key
+-- in the middle (another stream's counter in the Java layout, a user's key, a record that outlived
+-- its counter) would make HSET fail half-way, or be silently overwritten.
+local keys = {}
+for i = 1, n do
+  keys[i] = prefix .. (last + i)
 end
-if n > 1 and redis.call('EXISTS', prefix .. (last + n)) == 1 then
-  return redis.error_reply('ABEXISTS ' .. prefix .. (last + n))
+local taken = 0
+for from = 1, n, 4000 do
+  taken = taken + redis.call('EXISTS', unpack(keys, from, math.min(from + 3999, n)))
+end
+if taken > 0 then
+  for i = 1, n do
+    if redis.call('EXISTS', keys[i]) == 1 then
+      return redis.error_reply('ABEXISTS ' .. keys[i])
+    end
+  end
 end
 if redis.acl_check_cmd then
   if not (redis.acl_check_cmd('INCRBY', KEYS[1], '1')
@@ -60,9 +74,8 @@ if redis.acl_check_cmd then
 end
 redis.call('INCRBY', KEYS[1], n)
 for i = 1, n do
-  local id = last + i
-  redis.call('HSET', prefix .. id,
-    '_airbyte_ab_id', id,
+  redis.call('HSET', keys[i],
+    '_airbyte_ab_id', last + i,
     '_airbyte_emitted_at', ARGV[2 + 2 * i],
     '_airbyte_data', ARGV[3 + 2 * i])
 end

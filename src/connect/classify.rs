@@ -77,7 +77,7 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
         "WRONGTYPE" => Failure::config(format!("A key the destination writes holds another type of value {during} ({keys}): delete or rename that key, or write to another namespace or database."), raw),
         "ABCOUNTER" => Failure::config(format!("The counter key {} does not hold a whole number {during}: it is not a stream counter of this destination; delete or rename it.", err.detail().unwrap_or(keys)), raw),
         "ABEXISTS" => Failure::config(
-            format!("Record key {} already exists although the stream's counter says it is free {during}: the counter was deleted, evicted or reset. Set the counter to the highest record id (or delete the stream's records) before syncing again; nothing was overwritten.", err.detail().unwrap_or(keys)),
+            format!("Key {} is in the way of the next records {during}: the stream's counter says that id is free, but the key exists (another stream's counter or record in the Java layout, another tool's key, or a record whose counter was deleted, evicted or reset). The batch was refused whole and nothing of it was written: rename or delete that key, or set the counter to the highest record id, then sync again.", err.detail().unwrap_or(keys)),
             raw,
         ),
         "READONLY" if ctx.failover => Failure::transient(format!("Redis at {at} has become a replica {during}: a failover is under way; the writer asks the sentinels for the new master."), raw),

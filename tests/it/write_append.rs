@@ -330,6 +330,107 @@ fn ids_count_from_an_existing_counter_and_never_overwrite() {
     );
 }
 
+/// `n` records of stream `n.s`, one per line, `{"i":<k>}` for k in `range`.
+fn numbered(range: std::ops::Range<usize>) -> String {
+    range
+        .map(|i| record(Some("n"), "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+        .collect()
+}
+
+/// Asserts that the sync failed with a `config_error` naming `key`.
+fn assert_refused_naming(out: &common::RunOutput, key: &str) {
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains(key),
+        "the message names {key}: {err}"
+    );
+}
+
+#[test]
+fn a_foreign_string_inside_the_first_batch_is_refused_before_any_write() {
+    let target = Target::start();
+    let counter = target.counter_key(Some("n"), "s");
+    let fifth = target.record_key(Some("n"), "s", 5);
+    let cli = |args: &[&str]| target.cli_at(&counter, args);
+    // In the Java layout this is stream `n.s:5`'s counter; here it is only somebody's string.
+    cli(&["SET", &fifth, "not a record"]);
+    let out = common::write_sync(
+        &target.config(),
+        &catalog(&[(Some("n"), "s")]),
+        &numbered(0..10),
+    );
+    assert_refused_naming(&out, &fifth);
+    assert_eq!(cli(&["GET", &fifth]).trim(), "not a record");
+    assert_eq!(
+        cli(&["EXISTS", &counter]).trim(),
+        "0",
+        "the counter did not move"
+    );
+    for id in (1..=10).filter(|id| *id != 5) {
+        let key = target.record_key(Some("n"), "s", id);
+        assert_eq!(cli(&["EXISTS", &key]).trim(), "0", "{key} was not written");
+    }
+}
+
+#[test]
+fn a_foreign_hash_inside_a_later_batch_is_neither_overwritten_nor_split() {
+    let target = Target::start();
+    let counter = target.counter_key(Some("n"), "s");
+    let tenth = target.record_key(Some("n"), "s", 10);
+    let cli = |args: &[&str]| target.cli_at(&counter, args);
+    cli(&["HSET", &tenth, "email", "user@example.com"]);
+    let mut config = target.config();
+    config["batch_size"] = json!(4);
+    let out = common::write_sync(&config, &catalog(&[(Some("n"), "s")]), &numbered(0..12));
+    assert_refused_naming(&out, &tenth);
+    // Batches 1..4 and 5..8 are committed; batch 9..12 is refused whole.
+    assert_eq!(cli(&["GET", &counter]).trim(), "8");
+    assert_eq!(cli(&["HGETALL", &tenth]).trim(), "email\nuser@example.com");
+    for id in [9, 11, 12] {
+        let key = target.record_key(Some("n"), "s", id);
+        assert_eq!(cli(&["EXISTS", &key]).trim(), "0", "{key} was not written");
+    }
+}
+
+#[test]
+fn records_that_outlived_their_counter_are_never_overwritten() {
+    let target = Target::start();
+    let counter = target.counter_key(Some("n"), "s");
+    let cli = |args: &[&str]| target.cli_at(&counter, args);
+    // Records 2..9 survive (the counter was deleted or evicted); record 1 does not.
+    for id in 2..=9 {
+        let key = target.record_key(Some("n"), "s", id);
+        cli(&[
+            "HSET",
+            &key,
+            "_airbyte_ab_id",
+            &id.to_string(),
+            "_airbyte_data",
+            "{\"old\":true}",
+        ]);
+    }
+    let out = common::write_sync(
+        &target.config(),
+        &catalog(&[(Some("n"), "s")]),
+        &numbered(0..10),
+    );
+    assert_refused_naming(&out, &target.record_key(Some("n"), "s", 2));
+    for id in 2..=9 {
+        let key = target.record_key(Some("n"), "s", id);
+        assert_eq!(
+            cli(&["HGET", &key, "_airbyte_data"]).trim(),
+            "{\"old\":true}"
+        );
+    }
+    assert_eq!(cli(&["EXISTS", &counter]).trim(), "0");
+    assert_eq!(
+        cli(&["EXISTS", &target.record_key(Some("n"), "s", 1)]).trim(),
+        "0"
+    );
+}
+
 #[test]
 fn wrongtype_at_the_counter_is_a_config_error_naming_the_key() {
     let target = Target::start();
@@ -390,6 +491,33 @@ fn debug_flag_is_accepted() {
 /// (`REDIS_TOPOLOGY=cluster`, which skips `::standalone::`).
 mod standalone {
     use super::*;
+
+    #[test]
+    fn another_catalogs_stream_counter_inside_the_range_is_refused_whole() {
+        let server = RedisServer::start();
+        // Another connection's catalog has stream `pub.users:3`: its counter `pub:users:3` is
+        // record 3 of stream `pub.users` in the Java layout.
+        let other = common::write_sync(
+            &server.config(),
+            &catalog(&[(Some("pub"), "users:3")]),
+            &(record(Some("pub"), "users:3", "{}", 1) + "\n"),
+        );
+        assert_eq!(other.code, Some(0), "{}", other.dump());
+        let out = common::write_sync(
+            &server.config(),
+            &catalog(&[(Some("pub"), "users")]),
+            &(0..5)
+                .map(|i| record(Some("pub"), "users", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+                .collect::<String>(),
+        );
+        assert_refused_naming(&out, "pub:users:3");
+        assert_eq!(server.cli(&["GET", "pub:users:3"]).trim(), "1");
+        assert_eq!(server.cli(&["EXISTS", "pub:users"]).trim(), "0");
+        assert_eq!(
+            server.cli(&["EXISTS", "pub:users:1", "pub:users:2"]).trim(),
+            "0"
+        );
+    }
 
     #[test]
     fn bad_config_and_catalog_are_config_errors() {
