@@ -16,7 +16,7 @@ use destination_redis::keys::StreamKeys;
 use destination_redis::protocol::input::{self, Message};
 use destination_redis::protocol::StreamDescriptor;
 use destination_redis::scripts::APPEND_BATCH;
-use destination_redis::write::batch::{Batch, StreamCall};
+use destination_redis::write::batch::{Batch, Expiry, StreamCall};
 use destination_redis::write::resp;
 
 type Failure = Box<dyn std::error::Error>;
@@ -85,7 +85,7 @@ fn resp_evalsha(inp: &str, outp: &str, batch_size: usize) -> Result<(), Failure>
     for (d, at, data) in records(inp)? {
         let keys = StreamKeys::new(&d);
         let (call, batch) = open.entry(keys.counter.clone()).or_insert_with(|| {
-            let call = StreamCall::new(&APPEND_BATCH, keys.clone(), "bench");
+            let call = StreamCall::new(&APPEND_BATCH, keys.clone(), "bench", Expiry::NONE);
             (
                 call,
                 Batch {

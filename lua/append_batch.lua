@@ -6,7 +6,11 @@
 -- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
 -- ARGV[2]  the record key prefix, `<counter key>:`
 -- ARGV[3]  the token key's time to live, in seconds
--- ARGV[4..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
+-- ARGV[4]  the record keys' time to live, in seconds (0: none; staged records of an overwrite
+--          expire unless their generation is resumed or published)
+-- ARGV[5]  the counter's time to live, in seconds (0: none, the counter of live records never
+--          expires; a staging counter is refreshed with its records)
+-- ARGV[6..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
 --
 -- Returns the id of the batch's last record when the batch was applied now, or -1 when this batch
 -- had been applied before (a resend after a lost reply). Errors, all raised before the first write
@@ -24,8 +28,10 @@
 -- record key is such a key and is read (EXISTS) before the first write, so a batch is refused
 -- whole, never split, and the writer retries it.
 local seq = tonumber(ARGV[1])
-local nargs = #ARGV - 3
-if seq == nil or nargs < 2 or nargs % 2 ~= 0 then
+local record_ttl = tonumber(ARGV[4])
+local counter_ttl = tonumber(ARGV[5])
+local nargs = #ARGV - 5
+if seq == nil or record_ttl == nil or counter_ttl == nil or nargs < 2 or nargs % 2 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -47,7 +53,7 @@ local n = nargs / 2
 local prefix = ARGV[2]
 local first = last + 1
 -- Every new key of the batch is checked before the first write, with one EXISTS over all of them
--- (in slices: unpack fails near 8000 values). Checking only the ends is not enough: a foreign key
+-- (in slices: unpack fails near 8000 values), and one by one only when one is taken. Checking only the ends is not enough: a foreign key
 -- in the middle (another stream's counter in the Java layout, a user's key, a record that outlived
 -- its counter) would make HSET fail half-way, or be silently overwritten.
 local keys = {}
@@ -56,7 +62,14 @@ for i = 1, n do
 end
 local taken = 0
 for from = 1, n, 4000 do
-  taken = taken + redis.call('EXISTS', unpack(keys, from, math.min(from + 3999, n)))
+  local r = redis.pcall('EXISTS', unpack(keys, from, math.min(from + 3999, n)))
+  if type(r) == 'table' then
+    -- A slot being imported answers a multi-key command about missing keys with TRYAGAIN: the
+    -- keys are then checked one by one below (the answer is the same).
+    taken = 1
+    break
+  end
+  taken = taken + r
 end
 if taken > 0 then
   for i = 1, n do
@@ -76,8 +89,14 @@ redis.call('INCRBY', KEYS[1], n)
 for i = 1, n do
   redis.call('HSET', keys[i],
     '_airbyte_ab_id', last + i,
-    '_airbyte_emitted_at', ARGV[2 + 2 * i],
-    '_airbyte_data', ARGV[3 + 2 * i])
+    '_airbyte_emitted_at', ARGV[4 + 2 * i],
+    '_airbyte_data', ARGV[5 + 2 * i])
+  if record_ttl > 0 then
+    redis.call('EXPIRE', keys[i], record_ttl)
+  end
+end
+if counter_ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], counter_ttl)
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
 return last + n

@@ -5,6 +5,9 @@
 -- KEYS[3]  the stream's publish marker (a hash)
 -- ARGV[1]  the generation being published
 --
+-- The marker's `moved` (0 here) is advanced by each publish step, atomically with the records it
+-- moves: it is what tells an already-moved staged record from a missing one.
+--
 -- Returns {n, old}: the staged count to publish and the stream's old counter. If a marker exists
 -- already (a publish interrupted earlier), it is kept and returned, so publishing rolls forward.
 -- Once the marker exists, every later step is idempotent and any run finishes the publish. The
@@ -19,5 +22,5 @@ local old = tonumber(redis.call('GET', KEYS[1]) or '0')
 if staged == nil or old == nil then
   return redis.error_reply('ABCOUNTER ' .. KEYS[1])
 end
-redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1])
+redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1], 'moved', 0)
 return {staged, old}

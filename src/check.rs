@@ -38,11 +38,9 @@ pub fn run(settings: &Settings) -> Result<Vec<String>, Failure> {
             warnings.push(w);
         }
     }
-    for counter in crate::write::overwrite::recover(&mut nodes)? {
-        warnings.push(format!(
-            "Finished the publish of stream key {counter:?} that an earlier sync left under way."
-        ));
-    }
+    let recovery = crate::write::overwrite::recover(&mut nodes)?;
+    warnings.extend(recovery.finished_messages());
+    warnings.extend(recovery.stuck_messages());
     probe_write(&mut nodes)?;
     Ok(warnings)
 }
@@ -72,6 +70,8 @@ fn probe_write(nodes: &mut Nodes) -> Result<(), Failure> {
         .arg(1)
         .arg(&keys.record_prefix)
         .arg(TOKEN_TTL_SECONDS)
+        .arg(0)
+        .arg(0)
         .arg(0)
         .arg("{\"probe\":true}")
         .query(con);

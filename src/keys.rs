@@ -25,6 +25,10 @@ pub const RESERVED_PREFIX: &str = "_airbyte_redis";
 /// Time to live of a batch token key: long enough for any sync, gone a week later.
 pub const TOKEN_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
+/// Time to live of staged records and staging bookkeeping: a generation that is never resumed or
+/// published is gone a week after its last use.
+pub const STAGING_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
 /// How stream keys are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {

@@ -40,6 +40,18 @@ pub static PUBLISH_BEGIN: LazyLock<LuaScript> = LazyLock::new(|| {
     )
 });
 
+/// `lua/staging_trim.lua`: shrinks a stream's staging to the records this run keeps.
+pub static STAGING_TRIM: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("staging_trim.lua", include_str!("../lua/staging_trim.lua")));
+
+/// `lua/publish_check.lua`: finds a key in the way of a publish, before it begins.
+pub static PUBLISH_CHECK: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "publish_check.lua",
+        include_str!("../lua/publish_check.lua"),
+    )
+});
+
 /// `lua/publish_step.lua`: moves a bounded range of staged records into place.
 pub static PUBLISH_STEP: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("publish_step.lua", include_str!("../lua/publish_step.lua")));
@@ -57,9 +69,11 @@ pub static SCAN_DELETE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("scan_delete.lua", include_str!("../lua/scan_delete.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 6] {
+pub fn all() -> [&'static LuaScript; 8] {
     [
         &APPEND_BATCH,
+        &STAGING_TRIM,
+        &PUBLISH_CHECK,
         &DELETE_RANGE,
         &PUBLISH_BEGIN,
         &PUBLISH_STEP,

@@ -80,6 +80,14 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
             format!("Key {} is in the way of the next records {during}: the stream's counter says that id is free, but the key exists (another stream's counter or record in the Java layout, another tool's key, or a record whose counter was deleted, evicted or reset). The batch was refused whole and nothing of it was written: rename or delete that key, or set the counter to the highest record id, then sync again.", err.detail().unwrap_or(keys)),
             raw,
         ),
+        "ABFOREIGN" => Failure::config(
+            format!("Key {} is in the way of a publish {during}: it is not a record of this destination (another tool's key). Rename or delete it; the next sync finishes the publish (until then the stream's other records are those of the old and the new generation, and other streams are not affected).", err.detail().unwrap_or(keys)),
+            raw,
+        ),
+        "ABSTAGED" => Failure::config(
+            format!("Staged record {} of a publish under way is gone {during} (deleted, or expired after a week): the publish cannot finish. Delete the stream's publish marker (_airbyte_redis:publish:<stream key>) and run a full sync of the stream.", err.detail().unwrap_or(keys)),
+            raw,
+        ),
         "READONLY" if ctx.failover => Failure::transient(format!("Redis at {at} has become a replica {during}: a failover is under way; the writer asks the sentinels for the new master."), raw),
         "READONLY" => Failure::config(format!("Redis at {at} is a read-only replica: point \"host\" at the master."), raw),
         "MOVED" | "ASK" => Failure::transient(format!("The cluster moved a slot away from {at} {during} ({}): a failover or resharding is under way; the writer follows the cluster's new slot map.", first_line(&raw)), raw),

@@ -54,6 +54,9 @@ pub enum SyncMode {
     Overwrite {
         /// The generation being written (0 when the platform sends none).
         generation: i64,
+        /// The stream's `is_resumable` (true when absent): false means its source starts over on
+        /// every attempt, so staging left by an earlier attempt is discarded.
+        resumable: bool,
     },
 }
 
@@ -72,8 +75,17 @@ struct RawCatalog {
 }
 
 #[derive(Deserialize)]
+struct RawStream {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    is_resumable: Option<bool>,
+}
+
+#[derive(Deserialize)]
 struct RawConfiguredStream {
-    stream: StreamDescriptor,
+    stream: RawStream,
     #[serde(default)]
     destination_sync_mode: Option<String>,
     #[serde(default)]
@@ -115,8 +127,12 @@ fn configure(
 ) -> Result<ConfiguredStream, CatalogError> {
     let generation = raw.generation_id.unwrap_or(0);
     let minimum = raw.minimum_generation_id.unwrap_or(0);
+    let descriptor = StreamDescriptor {
+        name: raw.stream.name,
+        namespace: raw.stream.namespace,
+    };
     let refuse = |reason: String| CatalogError::Stream {
-        stream: raw.stream.clone(),
+        stream: descriptor.clone(),
         reason,
     };
     let mode = raw.destination_sync_mode.as_deref().unwrap_or("append");
@@ -141,14 +157,14 @@ fn configure(
     }
     let truncate_refresh = truncate_refreshes && minimum > 0 && minimum == generation;
     let mode = if overwrite || truncate_refresh {
-        SyncMode::Overwrite { generation }
+        SyncMode::Overwrite {
+            generation,
+            resumable: raw.stream.is_resumable.unwrap_or(true),
+        }
     } else {
         SyncMode::Append
     };
-    Ok(ConfiguredStream {
-        descriptor: raw.stream,
-        mode,
-    })
+    Ok(ConfiguredStream { descriptor, mode })
 }
 
 #[cfg(test)]
@@ -170,11 +186,28 @@ mod tests {
     #[test]
     fn modes_and_refreshes() {
         let s = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"overwrite","generation_id":7,"minimum_generation_id":0}"#, true).unwrap();
-        assert_eq!(s[0].mode, SyncMode::Overwrite { generation: 7 });
+        assert_eq!(
+            s[0].mode,
+            SyncMode::Overwrite {
+                generation: 7,
+                resumable: true
+            }
+        );
+        let s = one(r#"{"stream":{"name":"u","is_resumable":false},"destination_sync_mode":"overwrite","generation_id":7}"#, true).unwrap();
+        assert_eq!(
+            s[0].mode,
+            SyncMode::Overwrite {
+                generation: 7,
+                resumable: false
+            }
+        );
         let refresh = r#"{"stream":{"name":"u"},"destination_sync_mode":"append","generation_id":1,"minimum_generation_id":1}"#;
         assert_eq!(
             one(refresh, true).unwrap()[0].mode,
-            SyncMode::Overwrite { generation: 1 }
+            SyncMode::Overwrite {
+                generation: 1,
+                resumable: true
+            }
         );
         assert_eq!(one(refresh, false).unwrap()[0].mode, SyncMode::Append);
         let err = one(

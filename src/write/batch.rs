@@ -1,7 +1,7 @@
 //! A batch: the records of one stream that one script call writes, and the call that writes them.
 
 use super::resp;
-use crate::keys::{StreamKeys, TOKEN_TTL_SECONDS};
+use crate::keys::{StreamKeys, STAGING_TTL_SECONDS, TOKEN_TTL_SECONDS};
 use crate::scripts::LuaScript;
 
 /// A sealed batch of one stream's records, ready to send.
@@ -19,12 +19,35 @@ pub struct Batch {
     pub body: Vec<u8>,
 }
 
+/// Times to live the append script sets, in seconds (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Of every record key the batch writes.
+    pub records: u64,
+    /// Of the counter.
+    pub counter: u64,
+}
+
+impl Expiry {
+    /// Live records and their counter never expire.
+    pub const NONE: Expiry = Expiry {
+        records: 0,
+        counter: 0,
+    };
+    /// Staged records and the staging counter expire unless their generation is resumed or
+    /// published (each batch refreshes the counter's expiry; prepare refreshes the rest).
+    pub const STAGING: Expiry = Expiry {
+        records: STAGING_TTL_SECONDS,
+        counter: STAGING_TTL_SECONDS,
+    };
+}
+
 /// The unchanging parts of a stream's script call, encoded once.
 #[derive(Debug, Clone)]
 pub struct StreamCall {
     /// `EVALSHA sha 2 counter token` without the array header.
     head: Vec<u8>,
-    /// The record prefix and the token TTL.
+    /// The record prefix, the token TTL and the expiry.
     tail: Vec<u8>,
     /// The keys, for error messages.
     pub keys: StreamKeys,
@@ -34,7 +57,7 @@ pub struct StreamCall {
 
 impl StreamCall {
     /// The call of `script` for a stream with `keys` in run `run_id`.
-    pub fn new(script: &LuaScript, keys: StreamKeys, run_id: &str) -> Self {
+    pub fn new(script: &LuaScript, keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
         let mut head = Vec::new();
         resp::bulk(&mut head, b"EVALSHA");
         resp::bulk(&mut head, script.sha.as_bytes());
@@ -45,6 +68,8 @@ impl StreamCall {
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
+        resp::bulk_int(&mut tail, expiry.records as i64);
+        resp::bulk_int(&mut tail, expiry.counter as i64);
         StreamCall {
             head,
             tail,
@@ -55,7 +80,7 @@ impl StreamCall {
 
     /// Appends the whole EVALSHA call of `batch` to `out`.
     pub fn encode(&self, batch: &Batch, out: &mut Vec<u8>) {
-        resp::array_header(out, 8 + 2 * batch.records);
+        resp::array_header(out, 10 + 2 * batch.records);
         out.extend_from_slice(&self.head);
         resp::bulk_int(out, batch.seq as i64);
         out.extend_from_slice(&self.tail);
@@ -75,7 +100,7 @@ mod tests {
             name: "u".into(),
             namespace: Some("n".into()),
         });
-        let call = StreamCall::new(&APPEND_BATCH, keys, "run");
+        let call = StreamCall::new(&APPEND_BATCH, keys, "run", Expiry::NONE);
         let mut body = Vec::new();
         resp::bulk_int(&mut body, 5);
         resp::bulk(&mut body, b"{}");
@@ -89,7 +114,7 @@ mod tests {
         let mut out = Vec::new();
         call.encode(&batch, &mut out);
         let expected = format!(
-            "*10\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
+            "*12\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
             APPEND_BATCH.sha
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);

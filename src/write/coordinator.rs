@@ -167,12 +167,12 @@ impl Coordinator {
                         if let Some(f) = self.take_chunk(chunk) {
                             input_failure = Some(f);
                             input_open = false;
-                            self.end_of_input(false, out);
+                            self.end_of_input(false);
                         }
                     }
                     Err(_) => {
                         input_open = false;
-                        self.end_of_input(true, out);
+                        input_failure = self.end_of_input(true);
                     }
                 },
                 recv(terminate_source) -> _ => {
@@ -186,7 +186,7 @@ impl Coordinator {
                             "The sync was cancelled (SIGTERM); states were echoed for every committed record.",
                             "SIGTERM",
                         ));
-                        self.end_of_input(false, out);
+                        self.end_of_input(false);
                     }
                 }
                 recv(acks) -> ack => match ack {
@@ -360,13 +360,17 @@ impl Coordinator {
     }
 
     /// The input ended: seal everything; at a clean end, publish the overwrite streams of a source
-    /// that sent no stream statuses at all (older sources).
-    fn end_of_input(&mut self, clean: bool, out: &Output) {
+    /// that sent no stream statuses at all (older sources). An overwrite stream that cannot be
+    /// published (a status but no COMPLETE, or no status while other streams had one) makes the
+    /// sync fail once everything is committed and every state echoed: the data was not replaced,
+    /// and a retry resumes its staging.
+    fn end_of_input(&mut self, clean: bool) -> Option<Failure> {
         self.batcher.seal_all(&mut self.sealed);
         self.move_sealed();
         if !clean {
-            return;
+            return None;
         }
+        let mut unpublished = Vec::new();
         for stream in 0..self.streams.len() {
             let p = &self.streams[stream];
             if !p.overwrite || p.published {
@@ -375,15 +379,18 @@ impl Coordinator {
             if !self.any_status {
                 self.publish(stream);
             } else {
-                out.log(
-                    Level::Warn,
-                    format!(
-                        "Stream {} did not report COMPLETE: its new records stay staged and its old records are unchanged.",
-                        self.descriptors[stream]
-                    ),
-                );
+                unpublished.push(self.descriptors[stream].to_string());
             }
         }
+        (!unpublished.is_empty()).then(|| {
+            Failure::transient(
+                format!(
+                    "Stream(s) {} did not report COMPLETE, so their new records were not published: their old records are unchanged and the new ones stay staged (states were echoed for them, so the next attempt resumes them). Retry the sync.",
+                    unpublished.join(", ")
+                ),
+                "overwrite streams without COMPLETE",
+            )
+        })
     }
 
     fn move_sealed(&mut self) {

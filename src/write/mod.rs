@@ -47,7 +47,7 @@ use crate::keys::{self, StreamKeys};
 use crate::protocol::catalog::{self, SyncMode};
 use crate::protocol::output::{Level, Output};
 use crate::scripts::APPEND_BATCH;
-use batch::StreamCall;
+use batch::{Expiry, StreamCall};
 use coordinator::Coordinator;
 use overwrite::OverwriteStream;
 use reader::Chunk;
@@ -96,34 +96,58 @@ pub fn run<R: Read + Send + 'static>(
         .iter()
         .map(|s| match s.mode {
             SyncMode::Append => None,
-            SyncMode::Overwrite { generation } => Some(OverwriteStream::new(
+            SyncMode::Overwrite {
+                generation,
+                resumable,
+            } => Some(OverwriteStream::new(
                 StreamKeys::with_layout(&s.descriptor, layout),
                 generation,
+                resumable,
             )),
         })
         .collect();
     let calls: Vec<StreamCall> = descriptors
         .iter()
         .zip(&overwrites)
-        .map(|(d, ow)| {
-            let target = ow.as_ref().map_or_else(
-                || StreamKeys::with_layout(d, layout),
-                OverwriteStream::staging_as_stream,
-            );
-            StreamCall::new(&APPEND_BATCH, target, &run_id)
+        .map(|(d, ow)| match ow {
+            Some(ow) => StreamCall::new(
+                &APPEND_BATCH,
+                ow.staging_as_stream(),
+                &run_id,
+                Expiry::STAGING,
+            ),
+            None => StreamCall::new(
+                &APPEND_BATCH,
+                StreamKeys::with_layout(d, layout),
+                &run_id,
+                Expiry::NONE,
+            ),
         })
         .collect();
     let live_calls: Vec<StreamCall> = descriptors
         .iter()
-        .map(|d| StreamCall::new(&APPEND_BATCH, StreamKeys::with_layout(d, layout), &run_id))
+        .map(|d| {
+            StreamCall::new(
+                &APPEND_BATCH,
+                StreamKeys::with_layout(d, layout),
+                &run_id,
+                Expiry::NONE,
+            )
+        })
         .collect();
     // Setup rides through a restarting or briefly unreachable server like the writes do.
     let mut retry = Retry::new(settings.retry_budget);
     let mut nodes = loop {
         let attempt = Nodes::open(settings, reply_timeout).and_then(|mut nodes| {
             let recovered = overwrite::recover(&mut nodes)?;
+            let counters: Vec<&str> = live_calls.iter().map(|c| c.keys.counter.as_str()).collect();
+            if let Some(f) = recovered.blocking(&counters) {
+                return Err(f);
+            }
             rights::check_rights(&mut nodes, &live_calls)?;
             rights::check_rights(&mut nodes, &calls)?;
+            let staged: Vec<&OverwriteStream> = overwrites.iter().flatten().collect();
+            rights::check_publish_rights(&mut nodes, &staged)?;
             Ok((nodes, recovered))
         });
         match attempt {
@@ -131,8 +155,11 @@ pub fn run<R: Read + Send + 'static>(
                 for w in nodes.take_warnings() {
                     out.log(Level::Warn, w);
                 }
-                for counter in recovered {
-                    out.log(Level::Info, format!("Finished the publish of stream key {counter:?} that an earlier run left under way."));
+                for line in recovered.finished_messages() {
+                    out.log(Level::Info, line);
+                }
+                for line in recovered.stuck_messages() {
+                    out.log(Level::Warn, line);
                 }
                 break nodes;
             }

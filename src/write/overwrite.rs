@@ -17,10 +17,11 @@ use redis::Value;
 
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
-use crate::error::Failure;
-use crate::keys::{self, StagingKeys, StreamKeys};
+use crate::error::{Failure, FailureType};
+use crate::keys::{self, StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
 use crate::scripts::{
-    LuaScript, DELETE_RANGE, PUBLISH_BEGIN, PUBLISH_FINISH, PUBLISH_STEP, SCAN_DELETE,
+    LuaScript, DELETE_RANGE, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH, PUBLISH_STEP,
+    SCAN_DELETE, STAGING_TRIM,
 };
 
 /// Keys per publish or delete call: each call stays in the low milliseconds.
@@ -39,16 +40,21 @@ pub struct OverwriteStream {
     pub staging: StagingKeys,
     /// The generation being written.
     pub generation: i64,
+    /// Whether the source can resume the stream from a state (the catalog's `is_resumable`; true
+    /// when it does not say). Staging of an earlier attempt of a stream that cannot resume is
+    /// discarded: its source starts over, and a content match could not tell.
+    pub resumable: bool,
 }
 
 impl OverwriteStream {
     /// The overwrite keys of a stream with these live keys.
-    pub fn new(live: StreamKeys, generation: i64) -> Self {
+    pub fn new(live: StreamKeys, generation: i64, resumable: bool) -> Self {
         let staging = StagingKeys::for_counter(&live.counter);
         OverwriteStream {
             live,
             staging,
             generation,
+            resumable,
         }
     }
 
@@ -151,6 +157,10 @@ fn delete_range(
 
 /// Readies a stream's staging for this run; returns how many staged records are kept (the offset of
 /// this run's records in staging).
+///
+/// Staging of another generation, or of a stream whose source cannot resume (`is_resumable:
+/// false`), is discarded. Safe to stop at any command and repeat: the logical view (counter, marks)
+/// shrinks first, in one script call, and the records above it are deleted afterwards.
 pub fn prepare(
     con: &mut redis::Connection,
     s: &OverwriteStream,
@@ -171,23 +181,55 @@ pub fn prepare(
         .query(con)
         .map_err(q)?;
     let count = count.unwrap_or(0);
+    let keep = if generation == Some(s.generation) && s.resumable {
+        restart_point(con, s, count, first_data, ctx)?
+    } else {
+        0
+    };
     let mut calls = 0;
-    if generation != Some(s.generation) {
-        delete_range(con, &s.staging.record_prefix, 1, count, ctx, &mut calls)?;
-        redis::pipe()
-            .cmd("DEL")
-            .arg(&s.staging.counter)
-            .arg(&s.staging.marks)
-            .ignore()
-            .cmd("HSET")
+    let reply = eval(
+        con,
+        &STAGING_TRIM,
+        &[&s.staging.counter, &s.staging.marks, &s.staging.meta],
+        &[
+            &s.generation.to_string(),
+            &keep.to_string(),
+            &STAGING_TTL_SECONDS.to_string(),
+        ],
+        ctx,
+    )?;
+    let high = whole_number(&reply, "staging_trim.lua")?;
+    if high > keep {
+        delete_range(
+            con,
+            &s.staging.record_prefix,
+            keep + 1,
+            high,
+            ctx,
+            &mut calls,
+        )?;
+        redis::cmd("HSET")
             .arg(&s.staging.meta)
-            .arg("generation")
-            .arg(s.generation)
-            .ignore()
+            .arg("high")
+            .arg(keep)
             .query::<()>(con)
             .map_err(q)?;
-        return Ok(0);
     }
+    refresh_expiry(con, &s.staging.record_prefix, keep, ctx)?;
+    Ok(keep)
+}
+
+/// Where a resumed source restarted: the number of staged records to keep. The new attempt's first
+/// record is compared with the staged record at position 1 and after each mark; the latest equal
+/// one tells the restart point, and without one staging is kept up to the last mark.
+fn restart_point(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    count: u64,
+    first_data: Option<&[u8]>,
+    ctx: &Context,
+) -> Result<u64, Failure> {
+    let q = |e: redis::RedisError| classify(&e, ctx);
     let mut marks: Vec<u64> = redis::cmd("LRANGE")
         .arg(&s.staging.marks)
         .arg(0)
@@ -198,65 +240,126 @@ pub fn prepare(
     marks.sort_unstable();
     marks.dedup();
     let last_mark = marks.last().copied().unwrap_or(0);
-    let keep = match first_data {
-        Some(first) => {
-            let mut candidates = vec![0];
-            candidates.extend(marks.iter().copied().filter(|m| *m > 0));
-            candidates.retain(|c| *c < count);
-            let mut pipe = redis::pipe();
-            for c in &candidates {
-                pipe.cmd("HGET")
-                    .arg(format!("{}{}", s.staging.record_prefix, c + 1))
-                    .arg("_airbyte_data");
-            }
-            let staged: Vec<Option<Vec<u8>>> = if candidates.is_empty() {
-                Vec::new()
-            } else {
-                pipe.query(con).map_err(q)?
-            };
-            // The latest match: a source restarting from its last state is the common case, and
-            // taking an earlier match on duplicate data would drop records the source will not resend.
-            candidates
-                .iter()
-                .zip(staged)
-                .filter(|(_, d)| d.as_deref() == Some(first))
-                .map(|(c, _)| *c)
-                .max()
-                .unwrap_or(last_mark)
-        }
-        None => last_mark,
+    let Some(first) = first_data else {
+        return Ok(last_mark);
     };
-    if keep < count {
-        delete_range(
-            con,
-            &s.staging.record_prefix,
-            keep + 1,
-            count,
-            ctx,
-            &mut calls,
-        )?;
+    let mut candidates = vec![0];
+    candidates.extend(marks.iter().copied().filter(|m| *m > 0));
+    candidates.retain(|c| *c < count);
+    if candidates.is_empty() {
+        return Ok(last_mark);
     }
     let mut pipe = redis::pipe();
-    if keep > 0 {
-        pipe.cmd("SET").arg(&s.staging.counter).arg(keep).ignore();
-    } else {
-        pipe.cmd("DEL").arg(&s.staging.counter).ignore();
+    for c in &candidates {
+        pipe.cmd("HGET")
+            .arg(format!("{}{}", s.staging.record_prefix, c + 1))
+            .arg("_airbyte_data");
     }
-    pipe.cmd("DEL").arg(&s.staging.marks).ignore();
-    let kept: Vec<u64> = marks.into_iter().filter(|m| *m <= keep).collect();
-    if !kept.is_empty() {
-        pipe.cmd("RPUSH").arg(&s.staging.marks).arg(&kept).ignore();
-    }
-    pipe.query::<()>(con).map_err(q)?;
-    Ok(keep)
+    let staged: Vec<Option<Vec<u8>>> = pipe.query(con).map_err(q)?;
+    // The latest match: a source restarting from its last state is the common case, and taking an
+    // earlier match on duplicate data would drop records the source will not resend.
+    Ok(candidates
+        .iter()
+        .zip(staged)
+        .filter(|(_, d)| d.as_deref() == Some(first))
+        .map(|(c, _)| *c)
+        .max()
+        .unwrap_or(last_mark))
 }
 
-/// Records that a state was echoed when `position` records of the stream were staged.
+/// Gives staged records 1..=`last` a fresh expiry (a resumed generation is in use again).
+fn refresh_expiry(
+    con: &mut redis::Connection,
+    prefix: &str,
+    last: u64,
+    ctx: &Context,
+) -> Result<(), Failure> {
+    let mut start = 1;
+    while start <= last {
+        let end = (start + CHUNK - 1).min(last);
+        let mut pipe = redis::pipe();
+        for id in start..=end {
+            pipe.cmd("EXPIRE")
+                .arg(format!("{prefix}{id}"))
+                .arg(STAGING_TTL_SECONDS)
+                .ignore();
+        }
+        pipe.query::<()>(con).map_err(|e| classify(&e, ctx))?;
+        start = end + 1;
+    }
+    Ok(())
+}
+
+/// A script's integer reply, or a `system_error` naming the script.
+fn whole_number(reply: &Value, script: &str) -> Result<u64, Failure> {
+    match reply {
+        Value::Int(n) if *n >= 0 => Ok(*n as u64),
+        other => Err(Failure::system(
+            format!("{script} answered unexpectedly."),
+            format!("{other:?}"),
+        )),
+    }
+}
+
+/// Records that a state was echoed when `position` records of the stream were staged, and keeps
+/// the staging bookkeeping of a generation in use from expiring.
 pub fn mark(pipe: &mut redis::Pipeline, s: &OverwriteStream, position: u64) {
     pipe.cmd("RPUSH")
         .arg(&s.staging.marks)
         .arg(position)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&s.staging.marks)
+        .arg(STAGING_TTL_SECONDS)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&s.staging.meta)
+        .arg(STAGING_TTL_SECONDS)
         .ignore();
+}
+
+/// Fails with a `config_error` naming the first key in records 1..=`n` of the stream that is not
+/// one of the destination's records: found before the publish writes anything.
+fn check_publish_range(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    n: u64,
+    ctx: &Context,
+    calls: &mut u64,
+) -> Result<(), Failure> {
+    let mut start = 1;
+    while start <= n {
+        let end = (start + CHUNK - 1).min(n);
+        let reply = eval(
+            con,
+            &PUBLISH_CHECK,
+            &[],
+            &[&live.record_prefix, &start.to_string(), &end.to_string()],
+            ctx,
+        )?;
+        *calls += 1;
+        match reply {
+            Value::BulkString(key) if key.is_empty() => {}
+            Value::BulkString(key) => {
+                let key = String::from_utf8_lossy(&key);
+                return Err(Failure::config(
+                    format!(
+                        "Key {key:?} is in the way of the new records of stream key {:?}: it is not a record of this destination (another tool's key, or another stream's in the Java layout). Nothing was published and the old records are unchanged: rename or delete that key, then sync again (the staged records are kept for a week and the next attempt resumes them).",
+                        live.counter
+                    ),
+                    format!("publish_check.lua found {key}"),
+                ));
+            }
+            other => {
+                return Err(Failure::system(
+                    "publish_check.lua answered unexpectedly.",
+                    format!("{other:?}"),
+                ))
+            }
+        }
+        start = end + 1;
+    }
+    Ok(())
 }
 
 /// Publishes a stream's staged generation (see the module documentation).
@@ -272,6 +375,30 @@ pub fn publish(
     let started = Instant::now();
     let registry = keys::publish_registry();
     let during = format!("publishing stream key {:?}", s.live.counter);
+    let mut checks = 0;
+    {
+        let link = nodes.link_for(&s.live.counter)?;
+        let ctx = Context {
+            during: during.clone(),
+            ..link.ctx.clone()
+        };
+        let (marker, staged): (bool, Option<u64>) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(&s.staging.marker)
+            .cmd("GET")
+            .arg(&s.staging.counter)
+            .query(&mut link.con)
+            .map_err(|e| classify(&e, &ctx))?;
+        if !marker {
+            check_publish_range(
+                &mut link.con,
+                &s.live,
+                staged.unwrap_or(0),
+                &ctx,
+                &mut checks,
+            )?;
+        }
+    }
     let link = nodes.link_for(&registry)?;
     let ctx = Context {
         during: during.clone(),
@@ -302,7 +429,7 @@ pub fn publish(
     );
     let mut report = finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?;
     unregister(nodes, &s.live.counter, ctx)?;
-    report.calls += 1;
+    report.calls += 1 + checks;
     report.millis = started.elapsed().as_millis();
     Ok(report)
 }
@@ -343,7 +470,7 @@ fn finish_publish(
         eval(
             con,
             &PUBLISH_STEP,
-            &[],
+            &[&staging.marker],
             &[
                 &staging.record_prefix,
                 &live.record_prefix,
@@ -433,9 +560,57 @@ pub fn sweep_leftovers(
     Ok(skipped)
 }
 
-/// Finishes every publish a failed or killed run left under way. Returns the streams it finished.
-pub fn recover(nodes: &mut Nodes) -> Result<Vec<String>, Failure> {
-    let during = "finishing an interrupted publish";
+/// What [`recover`] found: publishes it finished, and publishes that cannot finish.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Counter keys of the streams whose interrupted publish is now finished.
+    pub finished: Vec<String>,
+    /// Counter keys of the streams whose publish cannot finish, with why (a key in the way, a
+    /// staged record gone): each blocks only its own stream.
+    pub stuck: Vec<(String, Failure)>,
+}
+
+impl Recovery {
+    /// One line per publish it finished.
+    pub fn finished_messages(&self) -> Vec<String> {
+        self.finished
+            .iter()
+            .map(|counter| {
+                format!("Finished the publish of stream key {counter:?} that an earlier sync left under way.")
+            })
+            .collect()
+    }
+
+    /// One warning per publish that cannot finish (each blocks only its own stream).
+    pub fn stuck_messages(&self) -> Vec<String> {
+        self.stuck
+            .iter()
+            .map(|(counter, f)| {
+                format!("The publish of stream key {counter:?} that an earlier sync left under way cannot finish: {} Other streams are not affected; the next sync of that stream fails until it is fixed.", f.message)
+            })
+            .collect()
+    }
+
+    /// The failure of a stuck publish of one of `counters` (a stream this sync writes), if any.
+    pub fn blocking(&self, counters: &[&str]) -> Option<Failure> {
+        self.stuck
+            .iter()
+            .find(|(c, _)| counters.contains(&c.as_str()))
+            .map(|(counter, f)| Failure {
+                message: format!(
+                    "Stream key {counter:?} cannot be written: the publish an earlier sync left under way cannot finish. {}",
+                    f.message
+                ),
+                ..f.clone()
+            })
+    }
+}
+
+/// Finishes every publish a failed or killed run left under way. A publish that cannot finish (not
+/// a transient failure) is reported in [`Recovery::stuck`] and stays registered: it must not block
+/// the syncs of other streams, and its own stream's next sync reports it.
+pub fn recover(nodes: &mut Nodes) -> Result<Recovery, Failure> {
+    let during = "finishing a publish that an earlier run left under way";
     let registry = keys::publish_registry();
     let link = nodes.link_for(&registry)?;
     let ctx = Context {
@@ -446,12 +621,12 @@ pub fn recover(nodes: &mut Nodes) -> Result<Vec<String>, Failure> {
         .arg(&registry)
         .query(&mut link.con)
         .map_err(|e| classify(&e, &ctx))?;
-    let mut finished = Vec::new();
+    let mut recovery = Recovery::default();
     for counter in &counters {
         let staging = StagingKeys::for_counter(counter);
         let link = nodes.link_for(counter)?;
         let ctx = Context {
-            during: during.into(),
+            during: format!("{during} (stream key {counter:?})"),
             ..link.ctx.clone()
         };
         let (n, old): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
@@ -465,10 +640,16 @@ pub fn recover(nodes: &mut Nodes) -> Result<Vec<String>, Failure> {
             record_prefix: format!("{counter}:"),
         };
         if let (Some(n), Some(old)) = (n, old) {
-            finish_publish(&mut link.con, &live, &staging, n, old, false, &ctx)?;
-            finished.push(counter.clone());
+            match finish_publish(&mut link.con, &live, &staging, n, old, false, &ctx) {
+                Ok(_) => recovery.finished.push(counter.clone()),
+                Err(f) if f.failure_type == FailureType::Transient => return Err(f),
+                Err(f) => {
+                    recovery.stuck.push((counter.clone(), f));
+                    continue;
+                }
+            }
         }
         unregister(nodes, counter, &ctx)?;
     }
-    Ok(finished)
+    Ok(recovery)
 }

@@ -13,32 +13,118 @@ use crate::connect::{classify, classify::error_code, Context};
 use crate::error::Failure;
 
 use super::batch::StreamCall;
+use super::overwrite::OverwriteStream;
+use crate::keys;
+
+/// One command to queue: its name, its key (or first argument) and the rest of its arguments.
+type Probe = (&'static str, String, Vec<String>);
 
 /// Fails with a `config_error` naming the first command and key the user may not use. Each stream
 /// is probed on the node that holds it.
 pub fn check_rights(nodes: &mut Nodes, calls: &[StreamCall]) -> Result<(), Failure> {
-    let mut by_node: Vec<(String, Vec<&StreamCall>)> = Vec::new();
-    for call in calls {
-        let addr = nodes.addr_for(&call.keys.counter);
+    let probes = calls.iter().map(|call| {
+        let counter = call.keys.counter.clone();
+        let record = format!("{}1", call.keys.record_prefix);
+        let token = call.token.clone();
+        let probes: Vec<Probe> = vec![
+            ("GET", counter.clone(), vec![]),
+            ("INCRBY", counter.clone(), vec!["0".into()]),
+            ("EXPIRE", counter.clone(), vec!["1".into()]),
+            ("EXISTS", record.clone(), vec![]),
+            ("HSET", record.clone(), vec!["f".into(), "v".into()]),
+            ("EXPIRE", record, vec!["1".into()]),
+            ("GET", token.clone(), vec![]),
+            ("SET", token, vec!["1".into(), "EX".into(), "1".into()]),
+        ];
+        (counter, probes)
+    });
+    probe_by_node(
+        nodes,
+        probes.collect(),
+        "which every batch of its stream needs",
+    )
+}
+
+/// The same for what preparing and publishing an overwrite stream needs (RENAME, UNLINK, SCAN, the
+/// staging bookkeeping and the registry of publishes), so a user without them fails before any
+/// data moves, not after the whole stream is staged.
+pub fn check_publish_rights(
+    nodes: &mut Nodes,
+    streams: &[&OverwriteStream],
+) -> Result<(), Failure> {
+    if streams.is_empty() {
+        return Ok(());
+    }
+    let probes = streams.iter().map(|s| {
+        let live = s.live.record(1);
+        let staged = format!("{}1", s.staging.record_prefix);
+        let (marker, meta, marks) = (&s.staging.marker, &s.staging.meta, &s.staging.marks);
+        let one = || vec!["1".to_string()];
+        let probes: Vec<Probe> = vec![
+            ("TYPE", live.clone(), vec![]),
+            ("HEXISTS", live.clone(), vec!["_airbyte_data".into()]),
+            ("RENAME", staged.clone(), vec![live.clone()]),
+            ("PERSIST", live.clone(), vec![]),
+            ("UNLINK", live, vec![]),
+            ("UNLINK", staged, vec![]),
+            ("HSET", marker.clone(), vec!["n".into(), "0".into()]),
+            ("DEL", marker.clone(), vec![]),
+            ("HSET", meta.clone(), vec!["high".into(), "0".into()]),
+            ("EXPIRE", meta.clone(), one()),
+            ("LRANGE", marks.clone(), vec!["0".into(), "-1".into()]),
+            ("RPUSH", marks.clone(), one()),
+            ("SET", s.live.counter.clone(), one()),
+            ("SCAN", "0".into(), vec!["COUNT".into(), "1".into()]),
+        ];
+        (s.live.counter.clone(), probes)
+    });
+    probe_by_node(
+        nodes,
+        probes.collect(),
+        "which publishing an overwrite stream needs",
+    )?;
+    let registry = keys::publish_registry();
+    let probes: Vec<Probe> = vec![
+        ("SADD", registry.clone(), vec!["probe".into()]),
+        ("SREM", registry.clone(), vec!["probe".into()]),
+        ("SMEMBERS", registry.clone(), vec![]),
+    ];
+    probe_by_node(
+        nodes,
+        vec![(registry, probes)],
+        "which publishing an overwrite stream needs",
+    )
+}
+
+/// Queues each stream's probes on the node that holds the stream (by the key given with them).
+fn probe_by_node(
+    nodes: &mut Nodes,
+    streams: Vec<(String, Vec<Probe>)>,
+    why: &str,
+) -> Result<(), Failure> {
+    let mut by_node: Vec<(String, Vec<Probe>)> = Vec::new();
+    for (key, probes) in streams {
+        let addr = nodes.addr_for(&key);
         match by_node.iter_mut().find(|(a, _)| *a == addr) {
-            Some((_, part)) => part.push(call),
-            None => by_node.push((addr, vec![call])),
+            Some((_, part)) => part.extend(probes),
+            None => by_node.push((addr, probes)),
         }
     }
-    for (addr, part) in by_node {
+    for (addr, probes) in by_node {
         let link = nodes.link(&addr)?;
         let ctx = Context {
             during: "while checking the user's rights".into(),
             ..link.ctx.clone()
         };
-        check_on(&mut link.con, &part, &ctx)?;
+        check_on(&mut link.con, &probes, why, &ctx)?;
     }
     Ok(())
 }
 
 fn check_on(
     con: &mut redis::Connection,
-    calls: &[&StreamCall],
+    probes: &[Probe],
+    why: &str,
     ctx: &Context,
 ) -> Result<(), Failure> {
     // MULTI alone first: were the transaction refused, the commands below would run for real.
@@ -50,35 +136,18 @@ fn check_on(
         Err(e) => return Err(classify(&e, ctx)),
     }
     let mut pipe = redis::pipe();
-    let mut probes: Vec<(&str, String)> = Vec::new();
-    for call in calls {
-        let counter = &call.keys.counter;
-        let record = format!("{}1", call.keys.record_prefix);
-        let token = &call.token;
-        let commands: [(&str, &str, &[&str]); 6] = [
-            ("GET", counter, &[]),
-            ("INCRBY", counter, &["0"]),
-            ("EXISTS", &record, &[]),
-            ("HSET", &record, &["f", "v"]),
-            ("GET", token, &[]),
-            ("SET", token, &["1", "EX", "1"]),
-        ];
-        for (name, key, args) in commands {
-            pipe.cmd(name).arg(key).arg(args);
-            probes.push((name, key.to_string()));
-        }
+    for (name, key, args) in probes {
+        pipe.cmd(name).arg(key).arg(args);
     }
     pipe.cmd("DISCARD");
     let replies: Vec<Value> = pipe
         .ignore_errors()
         .query(con)
         .map_err(|e| classify(&e, ctx))?;
-    for ((name, key), reply) in probes.into_iter().zip(replies) {
+    for ((name, key, _), reply) in probes.iter().zip(replies) {
         if let Value::ServerError(e) = reply {
             let ctx = Context {
-                during: format!(
-                    "to run {name} on key {key:?}, which every batch of its stream needs"
-                ),
+                during: format!("to run {name} on key {key:?}, {why}"),
                 ..ctx.clone()
             };
             return Err(classify(&RedisError::from(e), &ctx));

@@ -270,7 +270,7 @@ fn overwrite_ends_with_exactly_the_old_or_exactly_the_new_records() {
                 let (want, code) = match ending {
                     Ending::Complete => (&new, 0),
                     Ending::BadLineAfter(_) => (&old, 1),
-                    Ending::Incomplete => (&old, 0),
+                    Ending::Incomplete => (&old, 1),
                 };
                 prop_assert_eq!(out.code, Some(code), "{}", out.dump());
                 prop_assert_eq!(&stored, want);

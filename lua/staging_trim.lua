@@ -1,0 +1,55 @@
+-- staging_trim.lua: ready a stream's staging for this run by shrinking its logical view first.
+--
+-- KEYS[1]  the staging counter (how many records are staged)
+-- KEYS[2]  the staging marks (a list of staged positions at which states were echoed)
+-- KEYS[3]  the staging metadata (a hash: `generation`, and `high`, the highest staged id that may
+--          still exist)
+-- ARGV[1]  the generation this run stages
+-- ARGV[2]  keep: staged records 1..keep stay (0 discards everything); at most the staging counter
+-- ARGV[3]  the staging keys' time to live, in seconds
+--
+-- Returns `high`: the caller then deletes staged records keep+1..high and records `high` = keep.
+-- Safe to stop at any point and repeat: the counter and marks shrink here, in one atomic call, and
+-- the records above them are deleted only afterwards; an interrupted deletion is finished by the
+-- next prepare, which finds `high` still above the counter. A staged record above the counter is
+-- never read as part of the generation.
+local keep = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local high = tonumber(redis.call('HGET', KEYS[3], 'high') or '0')
+if count == nil or high == nil then
+  return redis.error_reply('ABCOUNTER ' .. KEYS[1])
+end
+if keep == nil or ttl == nil or keep < 0 or keep > count then
+  return redis.error_reply('ABARGS keep ' .. tostring(ARGV[2]) .. ' is not within 0..' .. count)
+end
+if count > high then
+  high = count
+end
+if keep > 0 then
+  redis.call('SET', KEYS[1], keep, 'EX', ttl)
+else
+  redis.call('DEL', KEYS[1])
+end
+local kept = {}
+for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local position = tonumber(m)
+  if position and position > 0 and position <= keep then
+    kept[#kept + 1] = position
+  end
+end
+table.sort(kept)
+redis.call('DEL', KEYS[2])
+local last = 0
+for _, position in ipairs(kept) do
+  if position ~= last then
+    redis.call('RPUSH', KEYS[2], position)
+    last = position
+  end
+end
+if last > 0 then
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('HSET', KEYS[3], 'generation', ARGV[1], 'high', high)
+redis.call('EXPIRE', KEYS[3], ttl)
+return high
