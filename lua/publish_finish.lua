@@ -1,23 +1,32 @@
--- publish_finish.lua: last step of a publish: the counter becomes the published count and the
--- bookkeeping of the publish and of the staging goes away.
+-- publish_finish.lua: last step of a publish: the counter becomes the published count, the staging
+-- and the marker go, and the staging metadata remembers that this generation is published.
 --
 -- KEYS[1]  the stream's counter key
 -- KEYS[2]  the staging counter key
 -- KEYS[3]  the publish marker
 -- KEYS[4]  the staging metadata hash
 -- KEYS[5]  the staging marks list
+-- ARGV[1]  the time to live of the metadata and marks, in seconds
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
 -- marker it does nothing and returns -1. The caller removes the stream from the registry after it.
+-- The metadata ({generation, published = n}) and the marks (positions of echoed states, now ids of
+-- live records) stay for a week: a later attempt of the same generation (the platform retries
+-- from the last echoed state, and the publish may have happened after it) resumes the published
+-- stream instead of starting an empty one.
 local n = redis.call('HGET', KEYS[3], 'n')
 if not n then
   return -1
 end
 n = tonumber(n)
+local generation = redis.call('HGET', KEYS[3], 'generation')
 if n > 0 then
   redis.call('SET', KEYS[1], n)
 else
   redis.call('DEL', KEYS[1])
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[4], 'generation', generation, 'published', n)
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+redis.call('EXPIRE', KEYS[5], ARGV[1])
 return n

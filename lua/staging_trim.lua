@@ -7,6 +7,8 @@
 -- ARGV[1]  the generation this run stages
 -- ARGV[2]  keep: staged records 1..keep stay (0 discards everything); at most the staging counter
 -- ARGV[3]  the staging keys' time to live, in seconds
+-- ARGV[4]  live: records 1..live of this generation are live already (an earlier attempt published
+--          them and this attempt resumes after them: then live = keep); 0 otherwise
 --
 -- Returns `high`: the caller then deletes staged records keep+1..high and records `high` = keep.
 -- Safe to stop at any point and repeat: the counter and marks shrink here, in one atomic call, and
@@ -15,12 +17,14 @@
 -- never read as part of the generation.
 local keep = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local live = tonumber(ARGV[4])
 local count = tonumber(redis.call('GET', KEYS[1]) or '0')
 local high = tonumber(redis.call('HGET', KEYS[3], 'high') or '0')
 if count == nil or high == nil then
   return redis.error_reply('ABCOUNTER ' .. KEYS[1])
 end
-if keep == nil or ttl == nil or keep < 0 or keep > count then
+if keep == nil or ttl == nil or live == nil or keep < 0 or live > keep
+    or (keep > count and live ~= keep) then
   return redis.error_reply('ABARGS keep ' .. tostring(ARGV[2]) .. ' is not within 0..' .. count)
 end
 if count > high then
@@ -50,6 +54,7 @@ end
 if last > 0 then
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-redis.call('HSET', KEYS[3], 'generation', ARGV[1], 'high', high)
+redis.call('HDEL', KEYS[3], 'published')
+redis.call('HSET', KEYS[3], 'generation', ARGV[1], 'high', high, 'live', live)
 redis.call('EXPIRE', KEYS[3], ttl)
 return high

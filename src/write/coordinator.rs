@@ -218,6 +218,16 @@ impl Coordinator {
                 self.summary.states += 1;
                 out.send(line);
             }
+            Ack::Published { stream, report } if report.earlier => {
+                self.awaiting -= 1;
+                out.log(
+                    Level::Info,
+                    format!(
+                        "Stream {} was published by an earlier attempt of this generation, and this attempt brought no records after it: nothing to replace.",
+                        self.descriptors[stream]
+                    ),
+                );
+            }
             Ack::Published { stream, report } => {
                 self.awaiting -= 1;
                 out.log(

@@ -80,6 +80,8 @@ pub struct PublishReport {
     pub calls: u64,
     /// How long it took, in milliseconds.
     pub millis: u128,
+    /// An earlier attempt of this generation had published it whole; nothing was left to do.
+    pub earlier: bool,
 }
 
 fn eval(
@@ -155,36 +157,69 @@ fn delete_range(
     Ok(skipped)
 }
 
-/// Readies a stream's staging for this run; returns how many staged records are kept (the offset of
-/// this run's records in staging).
+/// What [`prepare`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// Records of the generation kept from earlier attempts: this run's records follow them.
+    pub kept: u64,
+    /// The generation was published whole by an earlier attempt and this attempt brings no records
+    /// (it resumed after the last state): there is nothing to publish.
+    pub already_published: bool,
+}
+
+/// Readies a stream's staging for this run.
 ///
 /// Staging of another generation, or of a stream whose source cannot resume (`is_resumable:
-/// false`), is discarded. Safe to stop at any command and repeat: the logical view (counter, marks)
-/// shrinks first, in one script call, and the records above it are deleted afterwards.
+/// false`), is discarded. Staging of the same generation is kept up to where the source restarted
+/// (see `restart_point`); when an earlier attempt already published the generation, its live
+/// records count as staged up to that point, and the publish later moves only what follows. Safe
+/// to stop at any command and repeat: the logical view (counter, marks) shrinks first, in one
+/// script call, and the records above it are deleted afterwards.
 pub fn prepare(
     con: &mut redis::Connection,
     s: &OverwriteStream,
     first_data: Option<&[u8]>,
     ctx: &Context,
-) -> Result<u64, Failure> {
+) -> Result<Prepared, Failure> {
     let ctx = &Context {
         during: format!("preparing the staging of stream key {:?}", s.live.counter),
         ..ctx.clone()
     };
     let q = |e: redis::RedisError| classify(&e, ctx);
-    let (generation, count): (Option<i64>, Option<u64>) = redis::pipe()
-        .cmd("HGET")
+    let ((generation, published, live), count): (
+        (Option<i64>, Option<u64>, Option<u64>),
+        Option<u64>,
+    ) = redis::pipe()
+        .cmd("HMGET")
         .arg(&s.staging.meta)
         .arg("generation")
+        .arg("published")
+        .arg("live")
         .cmd("GET")
         .arg(&s.staging.counter)
         .query(con)
         .map_err(q)?;
-    let count = count.unwrap_or(0);
-    let keep = if generation == Some(s.generation) && s.resumable {
-        restart_point(con, s, count, first_data, ctx)?
-    } else {
-        0
+    let same = generation == Some(s.generation) && s.resumable;
+    let (keep, live) = match (same, published) {
+        (false, _) => (0, 0),
+        (true, Some(n)) => match first_data {
+            None => {
+                return Ok(Prepared {
+                    kept: n,
+                    already_published: true,
+                })
+            }
+            Some(_) => {
+                let keep = restart_point(con, s, n, n, first_data, ctx)?;
+                (keep, keep)
+            }
+        },
+        (true, None) => {
+            let count = count.unwrap_or(0);
+            let live = live.unwrap_or(0).min(count);
+            let keep = restart_point(con, s, count, live, first_data, ctx)?;
+            (keep, live.min(keep))
+        }
     };
     let mut calls = 0;
     let reply = eval(
@@ -195,6 +230,7 @@ pub fn prepare(
             &s.generation.to_string(),
             &keep.to_string(),
             &STAGING_TTL_SECONDS.to_string(),
+            &live.to_string(),
         ],
         ctx,
     )?;
@@ -215,17 +251,22 @@ pub fn prepare(
             .query::<()>(con)
             .map_err(q)?;
     }
-    refresh_expiry(con, &s.staging.record_prefix, keep, ctx)?;
-    Ok(keep)
+    refresh_expiry(con, &s.staging.record_prefix, live + 1, keep, ctx)?;
+    Ok(Prepared {
+        kept: keep,
+        already_published: false,
+    })
 }
 
-/// Where a resumed source restarted: the number of staged records to keep. The new attempt's first
-/// record is compared with the staged record at position 1 and after each mark; the latest equal
-/// one tells the restart point, and without one staging is kept up to the last mark.
+/// Where a resumed source restarted: the number of the generation's records to keep (of `count`;
+/// records 1..=`live` are live records, the rest staged). The new attempt's first record is
+/// compared with the record at position 1 and after each mark; the latest equal one tells the
+/// restart point, and without one everything up to the last mark is kept.
 fn restart_point(
     con: &mut redis::Connection,
     s: &OverwriteStream,
     count: u64,
+    live: u64,
     first_data: Option<&[u8]>,
     ctx: &Context,
 ) -> Result<u64, Failure> {
@@ -251,30 +292,35 @@ fn restart_point(
     }
     let mut pipe = redis::pipe();
     for c in &candidates {
-        pipe.cmd("HGET")
-            .arg(format!("{}{}", s.staging.record_prefix, c + 1))
-            .arg("_airbyte_data");
+        let id = c + 1;
+        let key = if id <= live {
+            s.live.record(id)
+        } else {
+            format!("{}{id}", s.staging.record_prefix)
+        };
+        pipe.cmd("HGET").arg(key).arg("_airbyte_data");
     }
-    let staged: Vec<Option<Vec<u8>>> = pipe.query(con).map_err(q)?;
+    let stored: Vec<Option<Vec<u8>>> = pipe.query(con).map_err(q)?;
     // The latest match: a source restarting from its last state is the common case, and taking an
     // earlier match on duplicate data would drop records the source will not resend.
     Ok(candidates
         .iter()
-        .zip(staged)
+        .zip(stored)
         .filter(|(_, d)| d.as_deref() == Some(first))
         .map(|(c, _)| *c)
         .max()
         .unwrap_or(last_mark))
 }
 
-/// Gives staged records 1..=`last` a fresh expiry (a resumed generation is in use again).
+/// Gives staged records `first..=last` a fresh expiry (a resumed generation is in use again).
 fn refresh_expiry(
     con: &mut redis::Connection,
     prefix: &str,
+    first: u64,
     last: u64,
     ctx: &Context,
 ) -> Result<(), Failure> {
-    let mut start = 1;
+    let mut start = first;
     while start <= last {
         let end = (start + CHUNK - 1).min(last);
         let mut pipe = redis::pipe();
@@ -418,7 +464,12 @@ pub fn publish(
     let r = eval(
         con,
         &PUBLISH_BEGIN,
-        &[&s.live.counter, &s.staging.counter, &s.staging.marker],
+        &[
+            &s.live.counter,
+            &s.staging.counter,
+            &s.staging.marker,
+            &s.staging.meta,
+        ],
         &[&s.generation.to_string()],
         ctx,
     )?;
@@ -504,7 +555,7 @@ fn finish_publish(
             &staging.meta,
             &staging.marks,
         ],
-        &[],
+        &[&STAGING_TTL_SECONDS.to_string()],
         ctx,
     )?;
     report.calls += 1;

@@ -119,6 +119,8 @@ struct OverwriteProgress {
     offsets: Vec<u64>,
     /// Streams already published.
     published: Vec<bool>,
+    /// Streams whose generation an earlier attempt published whole (nothing to publish).
+    earlier: Vec<bool>,
 }
 
 impl Writer {
@@ -129,6 +131,7 @@ impl Writer {
         let mut progress = OverwriteProgress {
             offsets: vec![0; self.calls.len()],
             published: vec![false; self.calls.len()],
+            earlier: vec![false; self.calls.len()],
         };
         let mut held: Option<Work> = None;
         loop {
@@ -191,11 +194,12 @@ impl Writer {
             Work::Batch(_) => Ok(()),
             Work::Prepare { stream, first_data } => {
                 if let Some(ow) = self.overwrite[stream].clone() {
-                    let kept = self.with_retry(acks, |w| {
+                    let prepared = self.with_retry(acks, |w| {
                         let link = w.nodes.link_for(&ow.live.counter)?;
                         overwrite::prepare(&mut link.con, &ow, first_data.as_deref(), &link.ctx)
                     })?;
-                    p.offsets[stream] = kept;
+                    p.offsets[stream] = prepared.kept;
+                    p.earlier[stream] = prepared.already_published;
                 }
                 let _ = acks.send(Ack::Prepared);
                 Ok(())
@@ -249,7 +253,9 @@ impl Writer {
                 if let Some(ow) = self.overwrite[stream].clone() {
                     // Its staging keys are renamed away: its batches must never be sent again.
                     self.retained.drop_stream(stream);
-                    if !std::mem::replace(&mut p.published[stream], true) {
+                    if p.earlier[stream] {
+                        report.earlier = true;
+                    } else if !std::mem::replace(&mut p.published[stream], true) {
                         let sweep = self.sweep;
                         report = self
                             .with_retry(acks, |w| overwrite::publish(&mut w.nodes, &ow, sweep))?;

@@ -40,7 +40,7 @@ fn expected(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 fn bookkeeping_keys(target: &Target) -> Vec<String> {
-    target.keys("_airbyte_redis*")
+    target.leftover_bookkeeping()
 }
 
 fn append_first(target: &Target, streams: &[(Option<&str>, &str)], n: usize) {

@@ -136,4 +136,30 @@ impl Target {
         keys.sort();
         keys
     }
+
+    /// Bookkeeping keys (`_airbyte_redis*`) left behind, except what a finished publish keeps on
+    /// purpose for a week: the metadata and marks of the published generation (asserted to expire
+    /// and to say `published`).
+    pub fn leftover_bookkeeping(&self) -> Vec<String> {
+        self.keys("_airbyte_redis*")
+            .into_iter()
+            .filter(|key| {
+                let kept = key.starts_with("_airbyte_redis:staging-meta:")
+                    || key.starts_with("_airbyte_redis:staging-marks:");
+                if !kept {
+                    return true;
+                }
+                let ttl: i64 = self.cli_at(key, &["TTL", key]).trim().parse().expect("TTL");
+                assert!(ttl > 0, "{key} must expire, TTL {ttl}");
+                if key.starts_with("_airbyte_redis:staging-meta:") {
+                    let published = self.cli_at(key, &["HGET", key, "published"]);
+                    assert!(
+                        !published.trim().is_empty(),
+                        "{key} is not a published generation's"
+                    );
+                }
+                false
+            })
+            .collect()
+    }
 }
