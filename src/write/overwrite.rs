@@ -157,6 +157,9 @@ fn delete_range(
     Ok(skipped)
 }
 
+/// The staging metadata's `generation`, `published` and `live`.
+type StagingMeta = (Option<i64>, Option<u64>, Option<u64>);
+
 /// What [`prepare`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared {
@@ -186,10 +189,7 @@ pub fn prepare(
         ..ctx.clone()
     };
     let q = |e: redis::RedisError| classify(&e, ctx);
-    let ((generation, published, live), count): (
-        (Option<i64>, Option<u64>, Option<u64>),
-        Option<u64>,
-    ) = redis::pipe()
+    let (meta, count): (StagingMeta, Option<u64>) = redis::pipe()
         .cmd("HMGET")
         .arg(&s.staging.meta)
         .arg("generation")
@@ -199,6 +199,7 @@ pub fn prepare(
         .arg(&s.staging.counter)
         .query(con)
         .map_err(q)?;
+    let (generation, published, live) = meta;
     let same = generation == Some(s.generation) && s.resumable;
     let (keep, live) = match (same, published) {
         (false, _) => (0, 0),
