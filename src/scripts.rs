@@ -44,6 +44,10 @@ pub static PUBLISH_BEGIN: LazyLock<LuaScript> = LazyLock::new(|| {
 pub static STAGING_TRIM: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("staging_trim.lua", include_str!("../lua/staging_trim.lua")));
 
+/// `lua/expire_range.lua`: refreshes the expiry of a bounded range of staged records.
+pub static EXPIRE_RANGE: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("expire_range.lua", include_str!("../lua/expire_range.lua")));
+
 /// `lua/publish_check.lua`: finds a key in the way of a publish, before it begins.
 pub static PUBLISH_CHECK: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
@@ -69,10 +73,11 @@ pub static SCAN_DELETE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("scan_delete.lua", include_str!("../lua/scan_delete.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 8] {
+pub fn all() -> [&'static LuaScript; 9] {
     [
         &APPEND_BATCH,
         &STAGING_TRIM,
+        &EXPIRE_RANGE,
         &PUBLISH_CHECK,
         &DELETE_RANGE,
         &PUBLISH_BEGIN,

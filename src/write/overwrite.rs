@@ -20,8 +20,8 @@ use crate::connect::{classify, Context};
 use crate::error::{Failure, FailureType};
 use crate::keys::{self, StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
 use crate::scripts::{
-    LuaScript, DELETE_RANGE, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH, PUBLISH_STEP,
-    SCAN_DELETE, STAGING_TRIM,
+    LuaScript, DELETE_RANGE, EXPIRE_RANGE, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH,
+    PUBLISH_STEP, SCAN_DELETE, STAGING_TRIM,
 };
 
 /// Keys per publish or delete call: each call stays in the low milliseconds.
@@ -324,14 +324,18 @@ fn refresh_expiry(
     let mut start = first;
     while start <= last {
         let end = (start + CHUNK - 1).min(last);
-        let mut pipe = redis::pipe();
-        for id in start..=end {
-            pipe.cmd("EXPIRE")
-                .arg(format!("{prefix}{id}"))
-                .arg(STAGING_TTL_SECONDS)
-                .ignore();
-        }
-        pipe.query::<()>(con).map_err(|e| classify(&e, ctx))?;
+        eval(
+            con,
+            &EXPIRE_RANGE,
+            &[],
+            &[
+                prefix,
+                &start.to_string(),
+                &end.to_string(),
+                &STAGING_TTL_SECONDS.to_string(),
+            ],
+            ctx,
+        )?;
         start = end + 1;
     }
     Ok(())

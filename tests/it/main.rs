@@ -7,6 +7,7 @@ mod faults;
 #[cfg(feature = "docker-tests")]
 mod image;
 mod overwrite;
+mod overwrite_stops;
 mod properties;
 mod sentinel;
 mod spec_check;

@@ -5,6 +5,7 @@
 mod cluster;
 #[cfg(feature = "docker-tests")]
 mod container;
+mod cutter;
 mod fault;
 mod pki;
 mod proxy;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub use cluster::{read_tagged, tagged_counter, Cluster, TLS_CLUSTER_PASSWORD};
+pub use cutter::CommandCutter;
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;
