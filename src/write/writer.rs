@@ -208,7 +208,8 @@ impl Writer {
                 let marks: Vec<(OverwriteStream, u64)> = state
                     .marks
                     .iter()
-                    .filter(|(s, _)| !p.published[*s])
+                    // Streams published already too: a later attempt of the generation resumes
+                    // the published records from these marks.
                     .filter_map(|(s, n)| {
                         self.overwrite[*s].clone().map(|ow| (ow, p.offsets[*s] + n))
                     })

@@ -413,6 +413,262 @@ fn readers_never_see_an_empty_stream_or_a_foreign_record() {
     assert_eq!(datas(&target, None, "s").0, Some(20_000));
 }
 
+/// `records` of stream `n.s`, one line each (`{"v":"<name>"}`).
+fn named(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| record(Some("n"), "s", &format!(r#"{{"v":"{n}"}}"#), 1) + "\n")
+        .collect()
+}
+
+#[test]
+fn a_source_that_cannot_resume_starts_over_without_doubling() {
+    let target = Target::start();
+    append_first(&target, &[(Some("n"), "s")], 3);
+    let mut cat = catalog_with(&[(Some("n"), "s")], "overwrite", 4, 4);
+    cat["streams"][0]["stream"]["is_resumable"] = json!(false);
+    let attempt = named(&["a", "b"])
+        + &legacy_state("1")
+        + "\n"
+        + &named(&["c", "d"])
+        + &status(Some("n"), "s", "INCOMPLETE")
+        + "\n";
+    let out = common::write_sync(&target.config(), &cat, &attempt);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert_eq!(out.states().len(), 1, "{}", out.dump());
+    // The source starts over and sends its rows in another order.
+    let retry = named(&["b", "a", "c", "d"]) + &status(Some("n"), "s", "COMPLETE") + "\n";
+    let out = common::write_sync(&target.config(), &cat, &retry);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let (counter, datas) = datas(&target, Some("n"), "s");
+    assert_eq!(counter, Some(4));
+    let want: Vec<String> = ["b", "a", "c", "d"]
+        .iter()
+        .map(|n| format!(r#"{{"v":"{n}"}}"#))
+        .collect();
+    assert_eq!(datas, want);
+}
+
+#[test]
+fn a_foreign_key_in_the_publish_range_is_refused_before_anything_is_published() {
+    let target = Target::start();
+    append_first(&target, &[(Some("n"), "s"), (Some("n"), "t")], 5);
+    let foreign = target.record_key(Some("n"), "s", 7);
+    target.cli_at(&foreign, &["SET", &foreign, "not a record"]);
+    let cat = catalog_with(&[(Some("n"), "s")], "overwrite", 3, 3);
+    let input = records(Some("n"), "s", "new", 0..10) + &status(Some("n"), "s", "COMPLETE") + "\n";
+    let out = common::write_sync(&target.config(), &cat, &input);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    assert!(err["message"].as_str().unwrap().contains(&foreign), "{err}");
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(5), expected("old", 0..5)),
+        "nothing was published"
+    );
+    let marker = format!(
+        "_airbyte_redis:publish:{}",
+        target.counter_key(Some("n"), "s")
+    );
+    assert_eq!(target.cli_at(&marker, &["EXISTS", &marker]).trim(), "0");
+    assert_eq!(
+        target.keys("_airbyte_redis:publishing"),
+        Vec::<String>::new()
+    );
+    // Nothing is stuck: check passes and other streams sync.
+    common::check(&target.config()).assert_check_succeeded();
+    let out = common::write_sync(
+        &target.config(),
+        &catalog(&[(Some("n"), "t")]),
+        &records(Some("n"), "t", "more", 0..2),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    // Once the key is gone, the retry publishes exactly the new records.
+    target.cli_at(&foreign, &["DEL", &foreign]);
+    let out = common::write_sync(&target.config(), &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(10), expected("new", 0..10))
+    );
+}
+
+#[test]
+fn a_publish_that_cannot_finish_blocks_only_its_own_stream() {
+    let target = Target::start();
+    append_first(&target, &[(Some("n"), "s"), (Some("n"), "t")], 6);
+    let counter = target.counter_key(Some("n"), "s");
+    let staging = format!("_airbyte_redis:staging:{counter}");
+    // A publish under way (marker, registry, 4 staged records, none moved yet), and another tool's
+    // key in its way at record 2.
+    for i in 1..=4 {
+        let key = format!("{staging}:{i}");
+        let data = format!(r#"{{"new":{}}}"#, i - 1);
+        target.cli_at(
+            &key,
+            &[
+                "HSET",
+                &key,
+                "_airbyte_ab_id",
+                &i.to_string(),
+                "_airbyte_emitted_at",
+                "1",
+                "_airbyte_data",
+                &data,
+            ],
+        );
+    }
+    target.cli_at(&staging, &["SET", &staging, "4"]);
+    let marker = format!("_airbyte_redis:publish:{counter}");
+    target.cli_at(
+        &marker,
+        &[
+            "HSET",
+            &marker,
+            "n",
+            "4",
+            "old",
+            "6",
+            "generation",
+            "3",
+            "moved",
+            "0",
+        ],
+    );
+    let registry = "_airbyte_redis:publishing";
+    target.cli_at(registry, &["SADD", registry, &counter]);
+    let foreign = target.record_key(Some("n"), "s", 2);
+    target.cli_at(&foreign, &["DEL", &foreign]);
+    target.cli_at(&foreign, &["SET", &foreign, "not a record"]);
+
+    let warned = |out: &common::RunOutput| {
+        out.messages.iter().any(|m| {
+            m["log"]["level"] == "WARN"
+                && m["log"]["message"].as_str().is_some_and(|t| {
+                    t.contains(&format!("{counter:?}")) && t.contains("cannot finish")
+                })
+        })
+    };
+    let out = common::check(&target.config());
+    out.assert_check_succeeded();
+    assert!(warned(&out), "{}", out.dump());
+    let out = common::write_sync(
+        &target.config(),
+        &catalog(&[(Some("n"), "t")]),
+        &records(Some("n"), "t", "more", 0..2),
+    );
+    assert_eq!(out.code, Some(0), "another stream syncs: {}", out.dump());
+    assert!(warned(&out), "{}", out.dump());
+    assert_eq!(target.read_stream(Some("n"), "t").0, Some(8));
+    // The stream's own sync reports it.
+    let out = common::write_sync(
+        &target.config(),
+        &catalog(&[(Some("n"), "s")]),
+        &records(Some("n"), "s", "x", 0..1),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    assert!(err["message"].as_str().unwrap().contains(&foreign), "{err}");
+    // Once the key is gone, the next run finishes the publish: exactly the new records.
+    target.cli_at(&foreign, &["DEL", &foreign]);
+    common::check(&target.config()).assert_check_succeeded();
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(4), expected("new", 0..4))
+    );
+    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+}
+
+#[test]
+fn staged_records_expire_and_published_records_do_not() {
+    let target = Target::start();
+    let cat = catalog_with(&[(Some("n"), "s")], "overwrite", 2, 2);
+    let ttl = |key: &str| -> i64 { target.cli_at(key, &["TTL", key]).trim().parse().unwrap() };
+    let week = 7 * 24 * 3600;
+    let attempt = status(Some("n"), "s", "STARTED")
+        + "\n"
+        + &records(Some("n"), "s", "new", 0..5)
+        + &legacy_state("1")
+        + "\n";
+    let out = common::write_sync(&target.config(), &cat, &attempt);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let counter = target.counter_key(Some("n"), "s");
+    let staging = format!("_airbyte_redis:staging:{counter}");
+    let staged: Vec<String> = (1..=5).map(|i| format!("{staging}:{i}")).collect();
+    for key in staged.iter().chain([
+        &staging,
+        &format!("_airbyte_redis:staging-meta:{counter}"),
+        &format!("_airbyte_redis:staging-marks:{counter}"),
+    ]) {
+        let t = ttl(key);
+        assert!(t > week - 600 && t <= week, "{key} expires in {t} s");
+    }
+    let out = common::write_sync(
+        &target.config(),
+        &cat,
+        &(records(Some("n"), "s", "new", 5..8) + &status(Some("n"), "s", "COMPLETE") + "\n"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(8), expected("new", 0..8))
+    );
+    for id in 1..=8 {
+        let key = target.record_key(Some("n"), "s", id);
+        assert_eq!(ttl(&key), -1, "{key} never expires");
+    }
+    assert_eq!(ttl(&counter), -1);
+}
+
+#[test]
+fn a_generation_published_by_an_earlier_attempt_is_resumed_not_restarted() {
+    let target = Target::start();
+    append_first(&target, &[(Some("n"), "s")], 3);
+    let cat = catalog_with(&[(Some("n"), "s")], "overwrite", 5, 5);
+    // Attempt 1 publishes the whole generation and then fails (another stream's bad line).
+    let attempt = records(Some("n"), "s", "new", 0..4)
+        + &legacy_state("4")
+        + "\n"
+        + &records(Some("n"), "s", "new", 4..6)
+        + &legacy_state("6")
+        + "\n"
+        + &status(Some("n"), "s", "COMPLETE")
+        + "\n"
+        + "garbage\n";
+    let out = common::write_sync(&target.config(), &cat, &attempt);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(6), expected("new", 0..6))
+    );
+    // The retry from the last state brings no records of the stream: nothing is cleared.
+    let out = common::write_sync(
+        &target.config(),
+        &cat,
+        &(status(Some("n"), "s", "COMPLETE") + "\n"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(6), expected("new", 0..6))
+    );
+    // A retry from the earlier state resends records 4.. (and more): the live records before the
+    // restart point stay, exactly once.
+    let out = common::write_sync(
+        &target.config(),
+        &cat,
+        &(records(Some("n"), "s", "new", 4..9) + &status(Some("n"), "s", "COMPLETE") + "\n"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(9), expected("new", 0..9))
+    );
+    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+}
+
 /// Tests of the Java layout's prefixes, of one server's statistics and SLOWLOG, and of a database
 /// filled by an unscoped script. The rest of this file also runs against a cluster
 /// (`REDIS_TOPOLOGY=cluster`, which skips `::standalone::`).
