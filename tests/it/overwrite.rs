@@ -676,6 +676,47 @@ mod standalone {
     use super::*;
 
     #[test]
+    fn a_user_who_cannot_publish_fails_before_any_data_moves() {
+        let target = Target::standalone();
+        let server = target.server();
+        append_first(&target, &[(Some("n"), "s")], 3);
+        // Everything a batch needs, but not RENAME, which the publish needs.
+        server.cli(&[
+            "ACL",
+            "SETUSER",
+            "loader",
+            "on",
+            ">pw",
+            "~n:*",
+            "~_airbyte_redis:*",
+            "+@all",
+            "-rename",
+        ]);
+        let mut config = server.config();
+        config["username"] = json!("loader");
+        config["password"] = json!("pw");
+        let cat = catalog_with(&[(Some("n"), "s")], "overwrite", 2, 2);
+        let out = common::write_sync(
+            &config,
+            &cat,
+            &(records(Some("n"), "s", "new", 0..5) + &status(Some("n"), "s", "COMPLETE") + "\n"),
+        );
+        assert_eq!(out.code, Some(1), "{}", out.dump());
+        let err = &out.traces()[0]["trace"]["error"];
+        assert_eq!(err["failure_type"], "config_error", "{err}");
+        assert!(err["message"].as_str().unwrap().contains("RENAME"), "{err}");
+        assert_eq!(
+            target.keys("_airbyte_redis:staging*"),
+            Vec::<String>::new(),
+            "nothing was staged"
+        );
+        assert_eq!(
+            datas(&target, Some("n"), "s"),
+            (Some(3), expected("old", 0..3))
+        );
+    }
+
+    #[test]
     fn leftovers_are_swept_only_under_the_streams_exact_prefix() {
         let target = Target::standalone();
         let server = target.server();
