@@ -5,6 +5,8 @@
 #   2. the same with a state every 100 records
 #   3. the server's limit for plain hashes: redis-cli --pipe of one HSET per record (same fields/values)
 #   4. the server's limit for this design: redis-cli --pipe of our own append-script EVALSHA batches
+#   4b. the same batches through benches/lua/append_batch_ends_only.lua (the script before every new
+#      key was checked: only the first and last), for the cost of the all-keys check
 #   5. the Java connector's access pattern (INCR+HSET per record, then KEYS + INCR+RENAME), N_JAVA records
 #   6. write (state every 1,000) over TLS and through an SSH tunnel (a local sshd), as ratios to 1
 # Each is run ROUNDS times (default 3), interleaved; medians are reported with the ratios 1/3, 1/4, 2/1,
@@ -52,6 +54,10 @@ target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 1000
 target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 100 > "$work/in100.jsonl"
 target/release/examples/bench_tools resp-hset "$work/in1000.jsonl" "$work/hset.resp"
 target/release/examples/bench_tools resp-evalsha "$work/in1000.jsonl" "$work/evalsha.resp" "$BATCH"
+sha_of() { sha1sum "$1" | cut -d' ' -f1; }
+# The same calls to the ends-only script: only the 40-character SHA differs.
+sed "s/$(sha_of lua/append_batch.lua)/$(sha_of benches/lua/append_batch_ends_only.lua)/g" \
+  "$work/evalsha.resp" > "$work/evalsha_ends.resp"
 bytes=$(stat -c %s "$work/in1000.jsonl")
 echo "input: $((bytes / 1000000)) MB; hset pipe $(( $(stat -c %s "$work/hset.resp") / 1000000 )) MB; evalsha pipe $(( $(stat -c %s "$work/evalsha.resp") / 1000000 )) MB"
 
@@ -69,9 +75,9 @@ run_write() { # name input config
   [ "$got" -eq "$N" ] || { echo "$1: wrote $got of $N"; exit 1; }
   echo "$1 $(echo "$t1 - $t0" | bc) $(cat "$work/rss")" >> "$results"
 }
-run_pipe() { # name file
+run_pipe() { # name file [script]
   fresh
-  cli -x SCRIPT LOAD < lua/append_batch.lua >/dev/null
+  cli -x SCRIPT LOAD < "${3:-lua/append_batch.lua}" >/dev/null
   local t0 t1; t0=$(now)
   cli --pipe < "$2" > "$work/pipe.txt"
   t1=$(now)
@@ -86,6 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
   run_write write_ssh "$work/in1000.jsonl" "$work/config_ssh.json"
   run_pipe hset_pipe "$work/hset.resp"
   run_pipe evalsha_pipe "$work/evalsha.resp"
+  run_pipe evalsha_ends_pipe "$work/evalsha_ends.resp" benches/lua/append_batch_ends_only.lua
   fresh
   echo "java_pattern $(target/release/examples/bench_tools java-pattern "$port" "$work/in1000.jsonl" "$N_JAVA") 0" >> "$results"
 done
@@ -110,6 +117,7 @@ labels = {
     "write_state100": "2 write, state every 100",
     "hset_pipe": "3 redis-cli --pipe, HSET per record",
     "evalsha_pipe": "4 redis-cli --pipe, our EVALSHA batches",
+    "evalsha_ends_pipe": "4b the same, script checking 2 keys only",
     "java_pattern": "5 Java connector's pattern",
     "write_tls": "6a write over TLS (verify-full)",
     "write_ssh": "6b write through an SSH tunnel",
@@ -126,6 +134,8 @@ def ratio(a, b):
 print()
 print(f"ratio 1/3 (write / plain HSET pipe):       {ratio('write_state1000', 'hset_pipe'):.2f}")
 print(f"ratio 1/4 (write / EVALSHA pipe):          {ratio('write_state1000', 'evalsha_pipe'):.2f}")
+print(f"ratio 1/4b (write / ends-only EVALSHA pipe): {ratio('write_state1000', 'evalsha_ends_pipe'):.2f}")
+print(f"ratio 4/4b (all-keys / ends-only check):   {ratio('evalsha_pipe', 'evalsha_ends_pipe'):.2f}")
 print(f"ratio 2/1 (state every 100 / every 1,000): {ratio('write_state100', 'write_state1000'):.2f}")
 print(f"ratio 1/5 (write / Java pattern, per rec): {ratio('write_state1000', 'java_pattern'):.0f}")
 print(f"ratio 6a/1 (TLS / plain):                  {ratio('write_tls', 'write_state1000'):.2f}")
