@@ -1,15 +1,31 @@
 //! Overwrite and truncate refreshes: a stream's new generation is staged, then published.
 //!
-//! * **Prepare** (before a stream's first staged batch): staging of another generation is discarded;
-//!   staging of the same generation (a failed attempt being retried) is kept and trimmed to where the
-//!   source restarted: the new attempt's first record is compared with the staged record at position
-//!   1 and after each mark (a mark is the staged position of an echoed state); the latest equal one
-//!   tells the restart point, and without one staging is trimmed to the last mark.
-//! * **Publish** (the stream completed): a roll-forward series of short calls. A marker records
-//!   (n, old counter); staged records 1..n are RENAMEd over records 1..n; records n+1..old are deleted
-//!   by range; leftovers above that are swept with SCAN only when a probe finds one; the counter
-//!   becomes n and the bookkeeping goes. Any run that finds a marker finishes the publish first, so
-//!   after any failure plus recovery a stream holds exactly its old or exactly its new records.
+//! Every step below is safe to stop at any Redis command and to repeat (proved by
+//! `tests/it/overwrite_stops.rs`, which cuts an overwrite at each of its commands in turn):
+//!
+//! * **Prepare** (before a stream's first staged batch): staging of another generation, or of a
+//!   stream whose source cannot resume (`is_resumable: false`), is discarded; staging of the same
+//!   generation (a failed attempt being retried) is kept up to where the source restarted: the new
+//!   attempt's first record is compared with the record at position 1 and after each mark (a mark is
+//!   the position of an echoed state); the latest equal one is the restart point, and without one
+//!   everything up to the last mark is kept. The logical view (staging counter, marks) shrinks first
+//!   in one script call (`staging_trim.lua`, which remembers the highest staged id), and the staged
+//!   records above it are deleted afterwards.
+//! * **Publish** (the stream completed): first a read-only pass finds any key in the way of records
+//!   1..n that is not a record (`publish_check.lua`: a `config_error`, nothing published). Then a
+//!   roll-forward series of short calls: a marker records (n, old counter, moved); staged records are
+//!   RENAMEd over records 1..n, each step advancing the marker's `moved` in the same call (so a
+//!   missing staged record is an error unless the marker says it moved); records n+1..old are
+//!   deleted by range; leftovers above that are swept with SCAN only when a probe finds one; the
+//!   counter becomes n. Any run that finds a marker finishes the publish first, so after any failure
+//!   plus recovery a stream holds exactly its old or exactly its new records; one that cannot finish
+//!   (a key in the way) blocks only its own stream.
+//! * **After a publish** the generation's metadata and marks stay for a week: the platform retries a
+//!   failed sync from its last echoed state, which may come before the publish, and that attempt
+//!   resumes the published records (live records 1..restart point count as staged) instead of
+//!   publishing only what it resends.
+//! * Staged records and the staging bookkeeping expire a week after their last use (a generation
+//!   never resumed does not stay forever); the publish removes the expiry from the records it moves.
 
 use std::time::Instant;
 
@@ -28,7 +44,7 @@ use crate::scripts::{
 pub const CHUNK: u64 = 500;
 /// SCAN COUNT hint of one sweep step.
 const SCAN_COUNT: u64 = 1000;
-/// Sweep steps at most (a bound on the loop; a sweep of a huge keyspace ends here with a warning).
+/// Sweep steps at most: a bound on the loop (ten billion keys scanned, beyond any real keyspace).
 const MAX_SCAN_STEPS: u64 = 10_000_000;
 
 /// A stream written by overwrite: its live keys, its staging keys, its generation.
