@@ -219,6 +219,9 @@ pub fn prepare(
     let same = generation == Some(s.generation) && s.resumable;
     let (keep, live) = match (same, published) {
         (false, _) => (0, 0),
+        // Generation 0 carries no identity (the platform sends it to connectors without refresh
+        // support, for every sync): a published generation 0 is never resumed.
+        (true, Some(_)) if s.generation == 0 => (0, 0),
         (true, Some(n)) => match first_data {
             None => {
                 return Ok(Prepared {
@@ -227,14 +230,16 @@ pub fn prepare(
                 })
             }
             Some(_) => {
-                let keep = restart_point(con, s, n, n, first_data, ctx)?;
+                // Only a positive match after an echoed state resumes: PyAirbyte stamps every sync
+                // with the same generation, and a new sync must replace, not extend, the old one.
+                let keep = restart_point(con, s, n, n, first_data, Unmatched::StartOver, ctx)?;
                 (keep, keep)
             }
         },
         (true, None) => {
             let count = count.unwrap_or(0);
             let live = live.unwrap_or(0).min(count);
-            let keep = restart_point(con, s, count, live, first_data, ctx)?;
+            let keep = restart_point(con, s, count, live, first_data, Unmatched::LastMark, ctx)?;
             (keep, live.min(keep))
         }
     };
@@ -275,16 +280,26 @@ pub fn prepare(
     })
 }
 
+/// What [`restart_point`] keeps when the first record matches no candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unmatched {
+    /// Everything up to the last mark (staging of a failed attempt: never lose a record).
+    LastMark,
+    /// Nothing (a published generation: a source that matches no state is a new sync).
+    StartOver,
+}
+
 /// Where a resumed source restarted: the number of the generation's records to keep (of `count`;
 /// records 1..=`live` are live records, the rest staged). The new attempt's first record is
 /// compared with the record at position 1 and after each mark; the latest equal one tells the
-/// restart point, and without one everything up to the last mark is kept.
+/// restart point, and without one `unmatched` decides.
 fn restart_point(
     con: &mut redis::Connection,
     s: &OverwriteStream,
     count: u64,
     live: u64,
     first_data: Option<&[u8]>,
+    unmatched: Unmatched,
     ctx: &Context,
 ) -> Result<u64, Failure> {
     let q = |e: redis::RedisError| classify(&e, ctx);
@@ -297,7 +312,10 @@ fn restart_point(
     marks.retain(|m| *m <= count);
     marks.sort_unstable();
     marks.dedup();
-    let last_mark = marks.last().copied().unwrap_or(0);
+    let last_mark = match unmatched {
+        Unmatched::LastMark => marks.last().copied().unwrap_or(0),
+        Unmatched::StartOver => 0,
+    };
     let Some(first) = first_data else {
         return Ok(last_mark);
     };

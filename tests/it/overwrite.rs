@@ -623,6 +623,42 @@ fn staged_records_expire_and_published_records_do_not() {
 }
 
 #[test]
+fn a_new_sync_with_the_same_generation_replaces_the_published_one() {
+    let target = Target::start();
+    // PyAirbyte stamps every sync with generation 1; generation 0 means no generations at all.
+    for generation in [1, 0] {
+        target.flush_all();
+        let cat = catalog_with(&[(Some("n"), "s")], "overwrite", generation, generation);
+        let sync = |tag: &str, n: usize| {
+            records(Some("n"), "s", tag, 0..n)
+                + &legacy_state("1")
+                + "\n"
+                + &status(Some("n"), "s", "COMPLETE")
+                + "\n"
+        };
+        let out = common::write_sync(&target.config(), &cat, &sync("first", 6));
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        // The next sync's data differs from the first one's: it replaces it, never extends it.
+        let out = common::write_sync(&target.config(), &cat, &sync("second", 4));
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert_eq!(
+            datas(&target, Some("n"), "s"),
+            (Some(4), expected("second", 0..4)),
+            "generation {generation}"
+        );
+    }
+    // With generation 0, an empty sync clears the stream as before.
+    let cat = catalog_with(&[(Some("n"), "s")], "overwrite", 0, 0);
+    let out = common::write_sync(
+        &target.config(),
+        &cat,
+        &(status(Some("n"), "s", "COMPLETE") + "\n"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(datas(&target, Some("n"), "s"), (None, Vec::new()));
+}
+
+#[test]
 fn a_generation_published_by_an_earlier_attempt_is_resumed_not_restarted() {
     let target = Target::start();
     append_first(&target, &[(Some("n"), "s")], 3);
