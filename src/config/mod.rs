@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub mod fields;
+pub mod pem;
 
 use fields::{bool_field, field, int_field, millis, positive, string_field};
 pub use fields::{ConfigError, Secret};
@@ -121,7 +122,9 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| ConfigError::NotJson {
+        // A UTF-8 byte-order mark (Windows editors write one) is not part of the JSON.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::NotJson {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
@@ -389,11 +392,23 @@ fn tunnel_settings(method: Option<&Value>) -> Result<Option<TunnelSettings>, Con
             Some(_) => Err(field("tunnel_method", "must be an object")),
         };
     };
-    let kind = m
-        .get("tunnel_method")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .unwrap_or("NO_TUNNEL");
+    // Without its discriminator a tunnel block must not silently become a direct connection
+    // (AUTH would then travel outside the tunnel the user asked for).
+    let kind = match m.get("tunnel_method") {
+        Some(Value::String(kind)) => kind.trim(),
+        Some(_) => {
+            return Err(field(
+                "tunnel_method.tunnel_method",
+                "must be a string: NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH",
+            ))
+        }
+        None => {
+            return Err(field(
+                "tunnel_method.tunnel_method",
+                "is required: NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH",
+            ))
+        }
+    };
     if kind == "NO_TUNNEL" {
         return Ok(None);
     }
@@ -479,6 +494,32 @@ mod tests {
         assert_eq!(s.password.as_ref().map(Secret::expose), Some("pw"));
         assert_eq!(s.ignored_fields, vec!["extra".to_string()]);
         assert_eq!(s.batch_size.get(), DEFAULT_BATCH_SIZE);
+    }
+
+    #[test]
+    fn a_tunnel_block_without_its_discriminator_is_refused() {
+        for tunnel in [
+            json!({"tunnel_host": "bastion", "tunnel_user": "u", "ssh_key": "k"}),
+            json!({"tunnel_method": 1, "tunnel_host": "bastion"}),
+            json!({}),
+        ] {
+            let e = settings(json!({"host": "h", "tunnel_method": tunnel})).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("config.tunnel_method.tunnel_method:"),
+                "{e}"
+            );
+        }
+        let s = settings(json!({"host": "h", "tunnel_method": {"tunnel_method": "NO_TUNNEL"}}));
+        assert!(s.is_ok());
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_config_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, "\u{feff}{\"host\": \"h\", \"port\": 6380}").unwrap();
+        assert_eq!(Settings::from_file(&path).unwrap().port, 6380);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! did: TLS verified against the system's roots. `mode: "encrypted-unverified"` encrypts without
 //! verifying the server (for self-signed servers), and says so loudly.
 
+use crate::config::pem;
 use pkcs8::der::pem::LineEnding;
 use pkcs8::{EncryptedPrivateKeyInfo, SecretDocument};
 use rustls::pki_types::pem::PemObject;
@@ -87,20 +88,23 @@ pub fn from_config(ssl: bool, ssl_mode: Option<&Value>) -> Result<(Tls, Vec<Stri
         // What the Java connector really did with this label: TLS against the system's roots.
         "disable" => Tls::Verified { ca: None, client: None },
         "verify-full" => {
+            // Pasted PEM is mended first (literal \n, spaces or no line breaks).
             let ca = text(mode, "ca_certificate")?
-                .map(|pem| certificates("ssl_mode.ca_certificate", pem))
+                .map(|pem| certificates("ssl_mode.ca_certificate", &pem::mend(pem)))
                 .transpose()?;
-            let cert = text(mode, "client_certificate")?;
-            let key = text(mode, "client_key")?;
+            let cert = text(mode, "client_certificate")?.map(pem::mend);
+            let key = text(mode, "client_key")?.map(pem::mend);
             let password = text(mode, "client_key_password")?;
             let client = match (cert, key) {
                 (None, None) => None,
                 (Some(_), None) => return Err(err("ssl_mode.client_key", "is needed with client_certificate")),
                 (None, Some(_)) => return Err(err("ssl_mode.client_certificate", "is needed with client_key")),
-                (Some(cert), Some(key)) => Some(ClientIdentity {
-                    cert: certificates("ssl_mode.client_certificate", cert)?,
-                    key: private_key(key, password, &mut warnings)?,
-                }),
+                (Some(cert), Some(key)) => {
+                    let cert = certificates("ssl_mode.client_certificate", &cert)?;
+                    let key = private_key(&key, password, &mut warnings)?;
+                    check_pair(&cert, &key)?;
+                    Some(ClientIdentity { cert, key })
+                }
             };
             Tls::Verified { ca, client }
         }
@@ -120,11 +124,23 @@ pub fn from_config(ssl: bool, ssl_mode: Option<&Value>) -> Result<(Tls, Vec<Stri
     Ok((tls, warnings))
 }
 
-/// Checks that `pem` holds at least one certificate; returns its bytes.
+/// Checks that `pem` holds at least one certificate, each a real one; returns the PEM bytes.
 fn certificates(field: &str, pem: &str) -> Result<Vec<u8>, ConfigError> {
     let mut n = 0;
     for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        c.map_err(|e| err(field, format!("is not valid PEM ({e})")))?;
+        // The parser's words may quote the text: name the field only.
+        let der = c.map_err(|_| {
+            err(
+                field,
+                "is not valid PEM: expected -----BEGIN CERTIFICATE----- blocks of base64 text",
+            )
+        })?;
+        rustls::RootCertStore::empty().add(der).map_err(|_| {
+            err(
+                field,
+                "holds a CERTIFICATE block that is not a valid X.509 certificate (damaged or cut short)",
+            )
+        })?;
         n += 1;
     }
     if n == 0 {
@@ -134,6 +150,32 @@ fn certificates(field: &str, pem: &str) -> Result<Vec<u8>, ConfigError> {
         ));
     }
     Ok(pem.as_bytes().to_vec())
+}
+
+/// Checks, before any connection, that the client key is a usable key and belongs to the first
+/// certificate of the client chain (both PEM, already checked to parse as PEM).
+fn check_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), ConfigError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| err("ssl_mode.client_certificate", "is not valid PEM"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| err("ssl_mode.client_key", "holds no usable private key"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
+        Ok(_) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(err(
+            "ssl_mode.client_key",
+            "does not belong to ssl_mode.client_certificate (their public keys differ): give the key the certificate was issued for",
+        )),
+        Err(rustls::Error::General(_)) => Err(err(
+            "ssl_mode.client_key",
+            "holds no usable private key: not an RSA, ECDSA or Ed25519 key, or damaged",
+        )),
+        Err(_) => Err(err(
+            "ssl_mode.client_certificate",
+            "is not a valid certificate for TLS client authentication",
+        )),
+    }
 }
 
 /// The client key as unencrypted PEM: decrypted with `password` when it is an encrypted PKCS#8 key.
@@ -150,13 +192,18 @@ fn private_key(
                 "is needed: the client key is encrypted",
             )
         })?;
-        let (label, doc) = SecretDocument::from_pem(pem)
-            .map_err(|e| err(FIELD, format!("is not valid PEM ({e})")))?;
+        // Never the parser's words: they may quote the key.
+        let (label, doc) = SecretDocument::from_pem(pem).map_err(|_| {
+            err(
+                FIELD,
+                "is not valid PEM (an -----BEGIN ENCRYPTED PRIVATE KEY----- block of base64 text)",
+            )
+        })?;
         if label != "ENCRYPTED PRIVATE KEY" {
             return Err(err(FIELD, format!("holds a {label}, not a private key")));
         }
         let info = EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
-            .map_err(|e| err(FIELD, format!("is not an encrypted PKCS#8 key ({e})")))?;
+            .map_err(|_| err(FIELD, "is not an encrypted PKCS#8 key"))?;
         let key = info.decrypt(password).map_err(|_| {
             err(
                 "ssl_mode.client_key_password",
@@ -165,7 +212,7 @@ fn private_key(
         })?;
         let pem = key
             .to_pem("PRIVATE KEY", LineEnding::LF)
-            .map_err(|e| err(FIELD, format!("could not be re-encoded ({e})")))?;
+            .map_err(|_| err(FIELD, "could not be re-encoded after decryption"))?;
         return Ok(pem.as_bytes().to_vec());
     }
     if pem.contains("Proc-Type: 4,ENCRYPTED") {
@@ -174,8 +221,12 @@ fn private_key(
             "is a traditionally encrypted key; convert it to encrypted PKCS#8 with `openssl pkcs8 -topk8 -v2 aes-256-cbc`",
         ));
     }
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| err(FIELD, format!("holds no usable private key ({e})")))?;
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
+        err(
+            FIELD,
+            "holds no usable private key: expected a PEM block (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) of base64 text",
+        )
+    })?;
     if password.is_some() {
         warnings.push("ssl_mode.client_key_password is set but the client key is not encrypted; the password is ignored.".into());
     }

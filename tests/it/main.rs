@@ -9,6 +9,7 @@ mod image;
 mod overwrite;
 mod overwrite_stops;
 mod properties;
+mod secrets;
 mod sentinel;
 mod spec_check;
 mod tls;
