@@ -22,8 +22,9 @@ use crate::protocol::output::{Level, Output};
 use crate::protocol::state;
 use crate::protocol::StreamDescriptor;
 
-/// How long after SIGTERM the committing of in-flight batches may take.
-const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+/// How long after SIGTERM the committing of in-flight batches may take (a platform kills the
+/// process 10 s after SIGTERM; the TRACE and the exit must come before that).
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 
 /// Where one catalog stream stands in this run.
 #[derive(Debug, Default, Clone)]
@@ -412,6 +413,7 @@ impl Coordinator {
     fn queue_ready_states(&mut self, out: &Output) {
         self.checkpoint.take_ready(&mut self.ready);
         let through_writer = self.durable || self.streams.iter().any(|p| p.overwrite);
+        let mut echoed = false;
         for state in self.ready.drain(..) {
             if through_writer {
                 self.awaiting += 1;
@@ -419,7 +421,13 @@ impl Coordinator {
             } else {
                 self.summary.states += 1;
                 out.send(state.line);
+                echoed = true;
             }
+        }
+        if echoed {
+            // The writer keeps acknowledged batches until a state is echoed (to resend them after
+            // a reconnect): tell it, or it keeps them up to its byte cap.
+            self.outbox.push(Work::Echoed);
         }
     }
 }

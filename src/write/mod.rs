@@ -32,10 +32,11 @@ pub mod router;
 mod routing;
 pub mod writer;
 
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver};
 
@@ -45,7 +46,7 @@ use crate::connect::{self, Context};
 use crate::error::{Failure, FailureType};
 use crate::keys::{self, StreamKeys};
 use crate::protocol::catalog::{self, SyncMode};
-use crate::protocol::output::{Level, Output};
+use crate::protocol::output::{self, Level, Output};
 use crate::scripts::APPEND_BATCH;
 use batch::{Expiry, StreamCall};
 use coordinator::Coordinator;
@@ -55,6 +56,9 @@ use retained::Retained;
 use retry::Retry;
 use router::Router;
 use writer::{Ack, Work, Writer};
+
+/// How long a failed or cancelled run waits for the writer to stop before it exits anyway.
+const WRITER_WIND_DOWN: Duration = Duration::from_secs(2);
 
 /// Chunks waiting between the reader and the coordinator, at most.
 const CHUNKS_IN_QUEUE: usize = 8;
@@ -78,6 +82,10 @@ pub fn run<R: Read + Send + 'static>(
     out: &Output,
 ) -> Result<Summary, Failure> {
     let started = Instant::now();
+    // From here on SIGTERM never takes the default action (exit 143, no TRACE): before the writer
+    // runs it ends the process at once with a TRACE, afterwards the coordinator winds down.
+    let setup_done = Arc::new(AtomicBool::new(false));
+    let terminate = sigterm_channel(setup_done.clone())?;
     let streams = catalog::load(catalog_path, settings.truncate_refreshes)?;
     let descriptors: Vec<_> = streams.iter().map(|s| s.descriptor.clone()).collect();
     let layout = settings.layout;
@@ -181,7 +189,7 @@ pub fn run<R: Read + Send + 'static>(
         ),
     );
 
-    let terminate = sigterm_channel()?;
+    setup_done.store(true, Ordering::SeqCst);
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(CHUNKS_IN_QUEUE);
     let router = Arc::new(Router::new(&descriptors));
     std::thread::spawn(move || {
@@ -211,10 +219,17 @@ pub fn run<R: Read + Send + 'static>(
     let mut coordinator = Coordinator::new(settings, descriptors, &is_overwrite, max_record_bytes);
     let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, &terminate, out);
     drop(work_tx);
-    if !coordinator.writer_failed() {
-        // Everything sent was acknowledged (the sync succeeded, or stopped at bad input): the writer
-        // only waits for the channel to close, then removes this run's tokens.
+    if result.is_ok() {
+        // Everything sent was acknowledged: the writer only waits for the channel to close, then
+        // removes this run's tokens.
         let _ = writer_thread.join();
+    } else if !coordinator.writer_failed() {
+        // After a failure or SIGTERM the writer may still wait for a reply that is not coming
+        // (in-flight batches were abandoned: each is atomic and no echoed state covers them).
+        let until = Instant::now() + WRITER_WIND_DOWN;
+        while !writer_thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     let summary = coordinator.into_summary();
     if result.is_ok() {
@@ -233,13 +248,27 @@ pub fn run<R: Read + Send + 'static>(
     result.map(|()| summary)
 }
 
-/// A channel that receives one message per SIGTERM (the default action, exiting, is replaced).
-fn sigterm_channel() -> Result<Receiver<()>, Failure> {
+/// A channel that receives one message per SIGTERM once `setup_done` is set (the default action,
+/// exiting, is replaced). Before that, nothing of this run is committed and setup may wait on a
+/// silent server far longer than a platform's grace period, so SIGTERM prints the TRACE itself and
+/// ends the process with exit code 1.
+fn sigterm_channel(setup_done: Arc<AtomicBool>) -> Result<Receiver<()>, Failure> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
         .map_err(|e| Failure::system("Could not install the SIGTERM handler.", e))?;
     let (tx, rx) = unbounded();
     std::thread::spawn(move || {
         for _ in signals.forever() {
+            if !setup_done.load(Ordering::SeqCst) {
+                let f = Failure::transient(
+                    "The sync was cancelled (SIGTERM) while it was connecting to Redis and getting ready; nothing was written.",
+                    "SIGTERM during setup",
+                );
+                // One write of a whole line: it cannot interleave with the printer's lines.
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{}", output::trace_error_line(&f));
+                let _ = stdout.flush();
+                std::process::exit(1);
+            }
             if tx.send(()).is_err() {
                 break;
             }

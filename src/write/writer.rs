@@ -55,6 +55,9 @@ pub enum Work {
     },
     /// Record the staging marks of a ready state, then hand the state back for echo.
     State(ReadyState),
+    /// States were echoed without the writer (no marks, no durable checkpoints): the batches
+    /// acknowledged so far need not be kept for a resend any more.
+    Echoed,
     /// Publish an overwrite stream whose batches were all sent before this.
     Publish {
         /// Catalog index.
@@ -192,6 +195,10 @@ impl Writer {
     ) -> Result<(), Failure> {
         match work {
             Work::Batch(_) => Ok(()),
+            Work::Echoed => {
+                self.retained.clear();
+                Ok(())
+            }
             Work::Prepare { stream, first_data } => {
                 if let Some(ow) = self.overwrite[stream].clone() {
                     let prepared = self.with_retry(acks, |w| {

@@ -409,6 +409,85 @@ fn a_record_above_proto_max_bulk_len_is_named_and_large_records_below_it_are_wri
 }
 
 #[test]
+fn sigterm_while_redis_is_paused_ends_the_sync_within_ten_seconds() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config["batch_size"] = json!(100);
+    let cat = catalog(&[(None, "s")]);
+    let mut proc = common::Interactive::start(&config, &cat);
+    let chunk = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+            .collect()
+    };
+    proc.send(&(chunk(0..500) + &legacy_state("1") + "\n"));
+    proc.wait_for_states(1, Duration::from_secs(20));
+    // Redis stops answering: the next batches wait for replies that do not come.
+    server.cli(&["CLIENT", "PAUSE", "60000", "ALL"]);
+    proc.send(&(chunk(500..1000) + &legacy_state("2") + "\n"));
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = std::time::Instant::now();
+    proc.terminate();
+    let out = proc.wait_exit(Duration::from_secs(20));
+    let took = signalled.elapsed();
+    server.cli(&["CLIENT", "UNPAUSE"]);
+    assert!(
+        took < Duration::from_secs(10),
+        "exit {took:?} after SIGTERM: {}",
+        out.dump()
+    );
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let traces = out.traces();
+    assert_eq!(traces.len(), 1, "{}", out.dump());
+    assert!(traces[0]["trace"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("SIGTERM"));
+    // Only the state whose records were committed before the pause.
+    assert_eq!(out.states().len(), 1, "{}", out.dump());
+}
+
+#[test]
+fn sigterm_while_connecting_to_a_silent_server_gives_a_trace_within_ten_seconds() {
+    // A port that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let _ = silent.set_nonblocking(true);
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            if let Ok((c, _)) = silent.accept() {
+                held.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let config = json!({"host": "127.0.0.1", "port": port});
+    let proc = common::Interactive::start(&config, &catalog(&[(None, "s")]));
+    std::thread::sleep(Duration::from_millis(800));
+    let signalled = std::time::Instant::now();
+    proc.terminate();
+    let out = proc.wait_exit(Duration::from_secs(20));
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "exit {took:?} after SIGTERM: {}",
+        out.dump()
+    );
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let traces = out.traces();
+    assert_eq!(traces.len(), 1, "{}", out.dump());
+    let message = traces[0]["trace"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("SIGTERM"), "{message}");
+    assert_eq!(
+        traces[0]["trace"]["error"]["failure_type"],
+        "transient_error"
+    );
+    drop(held);
+}
+
+#[test]
 fn sigterm_commits_what_was_read_echoes_only_committed_states_and_fails() {
     let server = RedisServer::start();
     let mut config = server.config();
