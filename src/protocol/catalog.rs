@@ -150,6 +150,11 @@ fn configure(
             )))
         }
     };
+    if minimum > generation {
+        return Err(refuse(format!(
+            "minimum_generation_id {minimum} is above generation_id {generation}; the platform never sends that: check the catalog"
+        )));
+    }
     if minimum > 0 && minimum < generation {
         return Err(refuse(format!(
             "minimum_generation_id {minimum} is between 0 and generation_id {generation}; deleting older generations is not supported"
@@ -222,5 +227,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("minimum_generation_id 2"), "{err}");
+        let err = one(
+            r#"{"stream":{"name":"u"},"generation_id":3,"minimum_generation_id":4}"#,
+            true,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("above generation_id 3"), "{err}");
     }
 }

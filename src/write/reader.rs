@@ -84,7 +84,12 @@ pub fn read_all<R: Read>(mut input: BufReader<R>, router: Arc<Router>, tx: Sende
             }
         }
         line_no += 1;
-        if let Err(f) = parse_into(&line, line_no, &router, &mut chunk) {
+        // A UTF-8 byte-order mark before the first message (some tools write one) is not data.
+        let text = match line.strip_prefix(b"\xEF\xBB\xBF") {
+            Some(rest) if line_no == 1 => rest,
+            _ => &line[..],
+        };
+        if let Err(f) = parse_into(text, line_no, &router, &mut chunk) {
             chunk.items.push(Item::Failed(f));
             break;
         }
@@ -179,6 +184,23 @@ mod tests {
             name: "s".into(),
             namespace: None,
         }]))
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_line_is_skipped() {
+        let line = br#"{"type":"RECORD","record":{"stream":"s","emitted_at":1,"data":{}}}"#;
+        let mut input = b"\xEF\xBB\xBF".to_vec();
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        let (items, failure) = read(input.clone());
+        assert!(failure.is_none(), "{failure:?}");
+        assert_eq!(items.len(), 1);
+        // Anywhere else it is not JSON, and says so.
+        let mut later = line.to_vec();
+        later.push(b'\n');
+        later.extend_from_slice(&input);
+        let (_, failure) = read(later);
+        assert!(failure.is_some_and(|f| f.message.contains("line 2")));
     }
 
     /// Reads `input` and returns every item and the failure, if any.
