@@ -53,9 +53,10 @@ local n = nargs / 2
 local prefix = ARGV[2]
 local first = last + 1
 -- Every new key of the batch is checked before the first write, with one EXISTS over all of them
--- (in slices: unpack fails near 8000 values), and one by one only when one is taken. Checking only the ends is not enough: a foreign key
--- in the middle (another stream's counter in the Java layout, a user's key, a record that outlived
--- its counter) would make HSET fail half-way, or be silently overwritten.
+-- (in slices: unpack fails near 8000 values), and one by one only when one is taken. Checking only
+-- the ends is not enough: a foreign key in the middle (another stream's counter in the Java layout,
+-- a user's key, a record that outlived its counter) would make HSET fail half-way, or be silently
+-- overwritten.
 local keys = {}
 for i = 1, n do
   keys[i] = prefix .. (last + i)

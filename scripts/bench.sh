@@ -5,8 +5,8 @@
 #   2. the same with a state every 100 records
 #   3. the server's limit for plain hashes: redis-cli --pipe of one HSET per record (same fields/values)
 #   4. the server's limit for this design: redis-cli --pipe of our own append-script EVALSHA batches
-#   4b. the same batches through benches/lua/append_batch_ends_only.lua (the script before every new
-#      key was checked: only the first and last), for the cost of the all-keys check
+#   4b. the same batches through the append script as it was before every new key was checked (only
+#      the first and last; made from lua/append_batch.lua), for the cost of the all-keys check
 #   5. the Java connector's access pattern (INCR+HSET per record, then KEYS + INCR+RENAME), N_JAVA records
 #   6. write (state every 1,000) over TLS and through an SSH tunnel (a local sshd), as ratios to 1
 # Each is run ROUNDS times (default 3), interleaved; medians are reported with the ratios 1/3, 1/4, 2/1,
@@ -54,9 +54,29 @@ target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 1000
 target/release/examples/gen_records "$N" --streams "$STREAMS" --state-every 100 > "$work/in100.jsonl"
 target/release/examples/bench_tools resp-hset "$work/in1000.jsonl" "$work/hset.resp"
 target/release/examples/bench_tools resp-evalsha "$work/in1000.jsonl" "$work/evalsha.resp" "$BATCH"
+# The ends-only script: lua/append_batch.lua with its check of every new key replaced by the check
+# of the first and last key that it had before (same arguments, same writes).
+python3 - lua/append_batch.lua "$work/append_batch_ends_only.lua" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+start = text.index("-- Every new key of the batch is checked")
+end = text.index("if redis.acl_check_cmd then")
+ends = '''local keys = {}
+for i = 1, n do
+  keys[i] = prefix .. (last + i)
+end
+if redis.call('EXISTS', keys[1]) == 1 then
+  return redis.error_reply('ABEXISTS ' .. keys[1])
+end
+if n > 1 and redis.call('EXISTS', keys[n]) == 1 then
+  return redis.error_reply('ABEXISTS ' .. keys[n])
+end
+'''
+open(sys.argv[2], "w").write(text[:start] + ends + text[end:])
+PY
 sha_of() { sha1sum "$1" | cut -d' ' -f1; }
 # The same calls to the ends-only script: only the 40-character SHA differs.
-sed "s/$(sha_of lua/append_batch.lua)/$(sha_of benches/lua/append_batch_ends_only.lua)/g" \
+sed "s/$(sha_of lua/append_batch.lua)/$(sha_of "$work/append_batch_ends_only.lua")/g" \
   "$work/evalsha.resp" > "$work/evalsha_ends.resp"
 bytes=$(stat -c %s "$work/in1000.jsonl")
 echo "input: $((bytes / 1000000)) MB; hset pipe $(( $(stat -c %s "$work/hset.resp") / 1000000 )) MB; evalsha pipe $(( $(stat -c %s "$work/evalsha.resp") / 1000000 )) MB"
@@ -92,7 +112,7 @@ for round in $(seq 1 "$ROUNDS"); do
   run_write write_ssh "$work/in1000.jsonl" "$work/config_ssh.json"
   run_pipe hset_pipe "$work/hset.resp"
   run_pipe evalsha_pipe "$work/evalsha.resp"
-  run_pipe evalsha_ends_pipe "$work/evalsha_ends.resp" benches/lua/append_batch_ends_only.lua
+  run_pipe evalsha_ends_pipe "$work/evalsha_ends.resp" "$work/append_batch_ends_only.lua"
   fresh
   echo "java_pattern $(target/release/examples/bench_tools java-pattern "$port" "$work/in1000.jsonl" "$N_JAVA") 0" >> "$results"
 done

@@ -13,6 +13,13 @@ use crate::common::{
     self, catalog, legacy_state, record, Cut, Direction, FaultProxy, Kind, RedisServer,
 };
 
+/// Records `{"i":<k>}` of stream `s` for k in `range`, one line each.
+fn numbered(range: std::ops::Range<usize>) -> String {
+    range
+        .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
+        .collect()
+}
+
 fn check_exact(
     con: &mut redis::Connection,
     ns: &str,
@@ -415,16 +422,11 @@ fn sigterm_while_redis_is_paused_ends_the_sync_within_ten_seconds() {
     config["batch_size"] = json!(100);
     let cat = catalog(&[(None, "s")]);
     let mut proc = common::Interactive::start(&config, &cat);
-    let chunk = |range: std::ops::Range<usize>| -> String {
-        range
-            .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
-            .collect()
-    };
-    proc.send(&(chunk(0..500) + &legacy_state("1") + "\n"));
+    proc.send(&(numbered(0..500) + &legacy_state("1") + "\n"));
     proc.wait_for_states(1, Duration::from_secs(20));
     // Redis stops answering: the next batches wait for replies that do not come.
     server.cli(&["CLIENT", "PAUSE", "60000", "ALL"]);
-    proc.send(&(chunk(500..1000) + &legacy_state("2") + "\n"));
+    proc.send(&(numbered(500..1000) + &legacy_state("2") + "\n"));
     std::thread::sleep(Duration::from_millis(500));
     let signalled = std::time::Instant::now();
     proc.terminate();
@@ -495,15 +497,10 @@ fn sigterm_commits_what_was_read_echoes_only_committed_states_and_fails() {
     config["batch_linger_ms"] = json!(60_000);
     let cat = catalog(&[(None, "s")]);
     let mut proc = common::Interactive::start(&config, &cat);
-    let chunk = |range: std::ops::Range<usize>| -> String {
-        range
-            .map(|i| record(None, "s", &format!(r#"{{"i":{i}}}"#), 1) + "\n")
-            .collect()
-    };
-    proc.send(&(chunk(0..1000) + &legacy_state("1") + "\n"));
+    proc.send(&(numbered(0..1000) + &legacy_state("1") + "\n"));
     proc.wait_for_states(1, Duration::from_secs(20));
     // 250 more records: with a 60 s linger, the last 50 sit in an open batch when SIGTERM comes.
-    proc.send(&(chunk(1000..1250) + &legacy_state("2") + "\n"));
+    proc.send(&(numbered(1000..1250) + &legacy_state("2") + "\n"));
     // Two more full batches commit; the reader has then read the rest of that input too.
     let mut con = server.conn();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

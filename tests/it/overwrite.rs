@@ -52,6 +52,43 @@ fn append_first(target: &Target, streams: &[(Option<&str>, &str)], n: usize) {
     assert_eq!(out.code, Some(0), "{}", out.dump());
 }
 
+/// What a publish of `n` records over `old`, killed after moving `moved`, leaves: staged records
+/// (`{"new":i}`) of which the first `moved` are in place already, the staging counter, the marker
+/// and the registry entry.
+fn publish_under_way(target: &Target, ns: Option<&str>, n: u64, old: u64, moved: u64) {
+    let counter = target.counter_key(ns, "s");
+    let staging = format!("_airbyte_redis:staging:{counter}");
+    for i in 1..=n {
+        let key = if i <= moved {
+            target.record_key(ns, "s", i)
+        } else {
+            format!("{staging}:{i}")
+        };
+        let data = format!(r#"{{"new":{}}}"#, i - 1);
+        let id = i.to_string();
+        let fields = [
+            "_airbyte_ab_id",
+            &id,
+            "_airbyte_emitted_at",
+            "1",
+            "_airbyte_data",
+            &data,
+        ];
+        let mut args = vec!["HSET", &key];
+        args.extend(fields);
+        target.cli_at(&key, &args);
+    }
+    target.cli_at(&staging, &["SET", &staging, &n.to_string()]);
+    let marker = format!("_airbyte_redis:publish:{counter}");
+    let (n, old, moved) = (n.to_string(), old.to_string(), moved.to_string());
+    let fields = ["n", &n, "old", &old, "generation", "3", "moved", &moved];
+    let mut args = vec!["HSET", &marker];
+    args.extend(fields);
+    target.cli_at(&marker, &args);
+    let registry = "_airbyte_redis:publishing";
+    target.cli_at(registry, &["SADD", registry, &counter]);
+}
+
 #[test]
 fn overwrite_replaces_only_the_completed_stream() {
     let target = Target::start();
@@ -310,48 +347,9 @@ fn sigkill_mid_sync_leaves_the_old_data_and_a_rerun_completes() {
 fn an_interrupted_publish_is_finished_by_the_next_run_or_check() {
     let target = Target::start();
     append_first(&target, &[(None, "s")], 6);
-    let counter = target.counter_key(None, "s");
-    let staging = format!("_airbyte_redis:staging:{counter}");
-    // What a publish killed after a step of 2 leaves: a marker saying 2 moved, 4 staged records of which 2 moved.
-    for i in 1..=4 {
-        let key = if i <= 2 {
-            target.record_key(None, "s", i)
-        } else {
-            format!("{staging}:{i}")
-        };
-        target.cli_at(
-            &key,
-            &[
-                "HSET",
-                &key,
-                "_airbyte_ab_id",
-                &i.to_string(),
-                "_airbyte_emitted_at",
-                "1",
-                "_airbyte_data",
-                &format!(r#"{{"new":{}}}"#, i - 1),
-            ],
-        );
-    }
-    target.cli_at(&staging, &["SET", &staging, "4"]);
-    let marker = format!("_airbyte_redis:publish:{counter}");
-    target.cli_at(
-        &marker,
-        &[
-            "HSET",
-            &marker,
-            "n",
-            "4",
-            "old",
-            "6",
-            "generation",
-            "3",
-            "moved",
-            "2",
-        ],
-    );
-    let registry = "_airbyte_redis:publishing";
-    target.cli_at(registry, &["SADD", registry, &counter]);
+    // What a publish killed after a step of 2 leaves: a marker saying 2 moved, 4 staged records of
+    // which 2 moved.
+    publish_under_way(&target, None, 4, 6, 2);
     let out = common::check(&target.config());
     out.assert_check_succeeded();
     assert_eq!(datas(&target, None, "s"), (Some(4), expected("new", 0..4)));
@@ -499,45 +497,9 @@ fn a_publish_that_cannot_finish_blocks_only_its_own_stream() {
     let target = Target::start();
     append_first(&target, &[(Some("n"), "s"), (Some("n"), "t")], 6);
     let counter = target.counter_key(Some("n"), "s");
-    let staging = format!("_airbyte_redis:staging:{counter}");
     // A publish under way (marker, registry, 4 staged records, none moved yet), and another tool's
     // key in its way at record 2.
-    for i in 1..=4 {
-        let key = format!("{staging}:{i}");
-        let data = format!(r#"{{"new":{}}}"#, i - 1);
-        target.cli_at(
-            &key,
-            &[
-                "HSET",
-                &key,
-                "_airbyte_ab_id",
-                &i.to_string(),
-                "_airbyte_emitted_at",
-                "1",
-                "_airbyte_data",
-                &data,
-            ],
-        );
-    }
-    target.cli_at(&staging, &["SET", &staging, "4"]);
-    let marker = format!("_airbyte_redis:publish:{counter}");
-    target.cli_at(
-        &marker,
-        &[
-            "HSET",
-            &marker,
-            "n",
-            "4",
-            "old",
-            "6",
-            "generation",
-            "3",
-            "moved",
-            "0",
-        ],
-    );
-    let registry = "_airbyte_redis:publishing";
-    target.cli_at(registry, &["SADD", registry, &counter]);
+    publish_under_way(&target, Some("n"), 4, 6, 0);
     let foreign = target.record_key(Some("n"), "s", 2);
     target.cli_at(&foreign, &["DEL", &foreign]);
     target.cli_at(&foreign, &["SET", &foreign, "not a record"]);
