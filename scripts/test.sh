@@ -77,6 +77,9 @@ else
 fi
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --all-targets --locked "${features[@]}" -- -D warnings
+# The build without the SSH tunnel (no default features) must not rot.
+phase "cargo clippy without default features" \
+  cargo clippy --all-targets --locked --no-default-features -- -D warnings
 phase "build tests" cargo test --locked "${features[@]}" --no-run
 phase "tests" cargo test --locked "${features[@]}" -- --skip image::
 # The core suites again, each test against its own 3-master cluster (tests that need one server's
