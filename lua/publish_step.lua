@@ -4,7 +4,7 @@
 -- ARGV[1]  the staging record prefix
 -- ARGV[2]  the stream's record prefix (`<counter key>:`)
 -- ARGV[3]  first id
--- ARGV[4]  last id (about a thousand per call: one short call)
+-- ARGV[4]  last id (a few hundred per call: one short call)
 --
 -- RENAMEs staged record i over record i of the stream (replacing the old record i atomically),
 -- removes the staging expiry from it, and records in the marker that every id up to `last` has

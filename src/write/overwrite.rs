@@ -42,6 +42,9 @@ use crate::scripts::{
 
 /// Keys per publish or delete call: each call stays in the low milliseconds.
 pub const CHUNK: u64 = 500;
+/// Records per publish step: each one may free an old record (RENAME over it) and moves an expiry,
+/// so a step of 250 takes about as long as a check or delete call of 500.
+pub const MOVE_CHUNK: u64 = 250;
 /// SCAN COUNT hint of one sweep step.
 const SCAN_COUNT: u64 = 1000;
 /// Sweep steps at most: a bound on the loop (ten billion keys scanned, beyond any real keyspace).
@@ -556,7 +559,7 @@ fn finish_publish(
     };
     let mut start = 1;
     while start <= n {
-        let end = (start + CHUNK - 1).min(n);
+        let end = (start + MOVE_CHUNK - 1).min(n);
         eval(
             con,
             &PUBLISH_STEP,
