@@ -91,6 +91,7 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
         "READONLY" if ctx.failover => Failure::transient(format!("Redis at {at} has become a replica {during}: a failover is under way; the writer asks the sentinels for the new master."), raw),
         "READONLY" => Failure::config(format!("Redis at {at} is a read-only replica: point \"host\" at the master."), raw),
         "MOVED" | "ASK" => Failure::transient(format!("The cluster moved a slot away from {at} {during} ({}): a failover or resharding is under way; the writer follows the cluster's new slot map.", first_line(&raw)), raw),
+        "ERR" if raw.contains("max number of clients reached") => Failure::transient(format!("Redis at {at} refused the connection {during}: max number of clients reached (its maxclients setting). Close idle clients or raise maxclients, then retry the sync."), raw),
         "ERR" if raw.contains("non local key") => Failure::transient(format!("A slot is being migrated away from {at} {during} (a resharding is under way); the writer retries once it has moved."), raw),
         "ERR" if raw.contains("cluster support disabled") => Failure::config(format!("Redis at {at} is not a cluster node (cluster-enabled no): use topology mode \"standalone\" for it."), raw),
         "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => Failure::transient(format!("Redis at {at} is temporarily unable to serve {during} ({code}); retry the sync."), raw),

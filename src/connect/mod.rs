@@ -100,10 +100,17 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
             .map_err(|e| classify(&e, &Context::new(settings, "selecting the database")))?;
     }
     // Lets operators see the destination in CLIENT LIST; refused by some ACLs, which is harmless.
-    let _ = redis::cmd("CLIENT")
+    // A server at its maxclients answers the first command with its refusal and hangs up: that
+    // refusal is the one to report, not the lost connection that follows.
+    if let Err(e) = redis::cmd("CLIENT")
         .arg("SETNAME")
         .arg("destination-redis")
-        .query::<()>(&mut con);
+        .query::<()>(&mut con)
+    {
+        if e.to_string().contains("max number of clients") {
+            return Err(classify(&e, &ctx));
+        }
+    }
     Ok(Connected { con, warnings })
 }
 

@@ -222,3 +222,29 @@ fn check_db_out_of_range_names_db() {
     assert_eq!(st, "FAILED");
     assert!(msg.contains("\"db\""), "{msg}");
 }
+
+#[test]
+fn a_server_at_its_maxclients_is_named_in_check_and_write() {
+    let server = RedisServer::start_with(&["--maxclients", "1"]);
+    // The one client the server accepts.
+    let _held = server.conn();
+    let out = common::check(&server.config());
+    let (status, message) = status(&out);
+    assert_eq!(status, "FAILED");
+    assert!(message.contains("max number of clients"), "{message}");
+    assert!(message.contains("maxclients"), "{message}");
+    let out = common::write_sync(
+        &json!({"host": "127.0.0.1", "port": server.port(), "retry_budget_ms": 300}),
+        &common::catalog(&[(None, "s")]),
+        "",
+    );
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("max number of clients"),
+        "{err}"
+    );
+}
