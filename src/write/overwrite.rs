@@ -706,8 +706,11 @@ pub fn recover(nodes: &mut Nodes) -> Result<Recovery, Failure> {
     let during = "finishing a publish that an earlier run left under way";
     let registry = keys::publish_registry();
     let link = nodes.link_for(&registry)?;
+    // Named for what it does: most runs find no publish under way at all.
     let ctx = Context {
-        during: during.into(),
+        during: format!(
+            "while reading {registry} (the publishes an earlier run may have left under way)"
+        ),
         ..link.ctx.clone()
     };
     let counters: Vec<String> = redis::cmd("SMEMBERS")

@@ -493,6 +493,28 @@ mod standalone {
     use super::*;
 
     #[test]
+    fn a_user_without_the_bookkeeping_keys_is_told_what_was_being_read() {
+        let server = RedisServer::start();
+        server.cli(&[
+            "ACL", "SETUSER", "loader", "on", ">pw-3434", "~n:*", "+@all",
+        ]);
+        let mut config = server.config();
+        config["username"] = json!("loader");
+        config["password"] = json!("pw-3434");
+        let out = common::write_sync(
+            &config,
+            &catalog(&[(Some("n"), "s")]),
+            &(record(Some("n"), "s", "{}", 1) + "\n"),
+        );
+        assert_eq!(out.code, Some(1), "{}", out.dump());
+        let err = &out.traces()[0]["trace"]["error"];
+        assert_eq!(err["failure_type"], "config_error", "{err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains("_airbyte_redis:publishing"), "{message}");
+        assert!(!message.contains("interrupted"), "{message}");
+    }
+
+    #[test]
     fn another_catalogs_stream_counter_inside_the_range_is_refused_whole() {
         let server = RedisServer::start();
         // Another connection's catalog has stream `pub.users:3`: its counter `pub:users:3` is
