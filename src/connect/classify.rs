@@ -58,6 +58,13 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
     if let Some(f) = classify_tls(&raw, ctx) {
         return f;
     }
+    if err.kind() == redis::ErrorKind::Parse {
+        // An HTTP server, a TLS port spoken to in plain text, or anything else that is not RESP.
+        return Failure::config(
+            format!("The server at {at} is not a Redis server: it answered something other than the Redis protocol {during}. Check host and port (and ssl: a TLS port answers plain-text clients this way)."),
+            raw,
+        );
+    }
     if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
         return classify_io(err, ctx, raw);
     }

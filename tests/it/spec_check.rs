@@ -248,3 +248,40 @@ fn a_server_at_its_maxclients_is_named_in_check_and_write() {
         "{err}"
     );
 }
+
+#[test]
+fn a_server_that_does_not_speak_redis_is_named_as_such() {
+    // An HTTP server's answer to anything, for 20 s at most.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok((mut c, _)) = listener.accept() {
+                use std::io::{Read, Write};
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let config = json!({"host": "127.0.0.1", "port": port, "connect_timeout_ms": 2000});
+    let (status, message) = status(&common::check(&config));
+    assert_eq!(status, "FAILED");
+    assert!(message.contains("is not a Redis server"), "{message}");
+    let out = common::write_sync(&config, &common::catalog(&[(None, "s")]), "");
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "config_error", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a Redis server"),
+        "{err}"
+    );
+}
