@@ -1,0 +1,179 @@
+//! Overwrite and truncate refreshes: a stream's new generation is staged, then published.
+//!
+//! Every step below is safe to stop at any Redis command and to repeat (proved by
+//! `tests/it/overwrite_stops.rs`, which cuts an overwrite at each of its commands in turn):
+//!
+//! * **Prepare** (before a stream's first staged batch): staging of another generation, or of a
+//!   stream whose source cannot resume (`is_resumable: false`), is discarded; staging of the same
+//!   generation (a failed attempt being retried) is kept up to where the source restarted: the new
+//!   attempt's first record is compared with the record at position 1 and after each mark (a mark is
+//!   the position of an echoed state); the latest equal one is the restart point, and without one
+//!   everything up to the last mark is kept. The logical view (staging counter, marks) shrinks first
+//!   in one script call (`staging_trim.lua`, which remembers the highest staged id), and the staged
+//!   records above it are deleted afterwards.
+//! * **Publish** (the stream completed): first a read-only pass finds any key in the way of records
+//!   1..n that is not a record (`publish_check.lua`: a `config_error`, nothing published). Then a
+//!   roll-forward series of short calls: a marker records (n, old counter, moved); staged records are
+//!   RENAMEd over records 1..n, each step advancing the marker's `moved` in the same call (so a
+//!   missing staged record is an error unless the marker says it moved); records n+1..old are
+//!   deleted by range; leftovers above that are swept with SCAN only when a probe finds one; the
+//!   counter becomes n. Any run that finds a marker finishes the publish first, so after any failure
+//!   plus recovery a stream holds exactly its old or exactly its new records; one that cannot finish
+//!   (a key in the way) blocks only its own stream.
+//! * **After a publish** the generation's metadata and marks stay for a week: the platform retries a
+//!   failed sync from its last echoed state, which may come before the publish, and that attempt
+//!   resumes the published records (live records 1..restart point count as staged) instead of
+//!   publishing only what it resends.
+//! * Staged records and the staging bookkeeping expire a week after their last use (a generation
+//!   never resumed does not stay forever); the publish removes the expiry from the records it moves.
+//!
+//! | file | job |
+//! |---|---|
+//! | `prepare.rs` | ready a stream's staging for this run (trim to the restart point), record marks |
+//! | `publish.rs` | check, then roll the staged records forward into place |
+//! | `recover.rs` | finish the publishes an earlier run left under way |
+
+mod prepare;
+mod publish;
+mod recover;
+
+use redis::Value;
+
+use crate::connect::{classify, Context};
+use crate::error::Failure;
+use crate::keys::{StagingKeys, StreamKeys};
+use crate::scripts::{LuaScript, DELETE_RANGE};
+
+pub use prepare::{mark, prepare, Prepared};
+pub use publish::{publish, sweep_leftovers, PublishReport};
+pub use recover::{recover, Recovery};
+
+/// Keys per publish or delete call: each call stays in the low milliseconds.
+pub const CHUNK: u64 = 500;
+/// Records per publish step: each one may free an old record (RENAME over it) and moves an expiry,
+/// so a step of 250 takes about as long as a check or delete call of 500.
+pub const MOVE_CHUNK: u64 = 250;
+/// SCAN COUNT hint of one sweep step.
+const SCAN_COUNT: u64 = 1000;
+/// Sweep steps at most: a bound on the loop (ten billion keys scanned, beyond any real keyspace).
+const MAX_SCAN_STEPS: u64 = 10_000_000;
+
+/// A stream written by overwrite: its live keys, its staging keys, its generation.
+#[derive(Debug, Clone)]
+pub struct OverwriteStream {
+    /// The stream's own keys.
+    pub live: StreamKeys,
+    /// Its staging keys.
+    pub staging: StagingKeys,
+    /// The generation being written.
+    pub generation: i64,
+    /// Whether the source can resume the stream from a state (the catalog's `is_resumable`; true
+    /// when it does not say). Staging of an earlier attempt of a stream that cannot resume is
+    /// discarded: its source starts over, and a content match could not tell.
+    pub resumable: bool,
+}
+
+impl OverwriteStream {
+    /// The overwrite keys of a stream with these live keys.
+    pub fn new(live: StreamKeys, generation: i64, resumable: bool) -> Self {
+        let staging = StagingKeys::for_counter(&live.counter);
+        OverwriteStream {
+            live,
+            staging,
+            generation,
+            resumable,
+        }
+    }
+
+    /// The keys the append script writes for this stream: the staging counter and records.
+    pub fn staging_as_stream(&self) -> StreamKeys {
+        StreamKeys {
+            counter: self.staging.counter.clone(),
+            record_prefix: self.staging.record_prefix.clone(),
+        }
+    }
+}
+
+fn eval(
+    con: &mut redis::Connection,
+    script: &LuaScript,
+    keys: &[&str],
+    args: &[&str],
+    ctx: &Context,
+) -> Result<Value, Failure> {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(&script.sha).arg(keys.len());
+    for k in keys {
+        cmd.arg(*k);
+    }
+    for a in args {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(con) {
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(script.body)
+                .query::<String>(con)
+                .map_err(|e| classify(&e, ctx))?;
+            cmd.query(con).map_err(|e| classify(&e, ctx))
+        }
+        other => other.map_err(|e| classify(&e, ctx)),
+    }
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::Int(n) => *n,
+                Value::BulkString(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                _ => 0,
+            })
+            .collect(),
+        Value::Int(n) => vec![*n],
+        _ => Vec::new(),
+    }
+}
+
+/// Deletes records `from..=to` under `prefix` in chunks; returns the keys left alone (not records).
+fn delete_range(
+    con: &mut redis::Connection,
+    prefix: &str,
+    from: u64,
+    to: u64,
+    ctx: &Context,
+    calls: &mut u64,
+) -> Result<u64, Failure> {
+    let mut skipped = 0;
+    let mut start = from;
+    while start <= to {
+        let end = (start + CHUNK - 1).min(to);
+        let r = eval(
+            con,
+            &DELETE_RANGE,
+            &[],
+            &[prefix, &start.to_string(), &end.to_string()],
+            ctx,
+        )?;
+        *calls += 1;
+        skipped += ints(&r).get(1).copied().unwrap_or(0) as u64;
+        start = end + 1;
+    }
+    Ok(skipped)
+}
+
+/// A script's integer reply, or a `system_error` naming the script.
+fn whole_number(reply: &Value, script: &str) -> Result<u64, Failure> {
+    match reply {
+        Value::Int(n) if *n >= 0 => Ok(*n as u64),
+        other => Err(Failure::system(
+            format!("{script} answered unexpectedly."),
+            format!("{other:?}"),
+        )),
+    }
+}

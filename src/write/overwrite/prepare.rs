@@ -1,0 +1,227 @@
+//! Prepare: a stream's staging made ready for this run, before its first staged batch, and the
+//! marks that record where states were echoed. See the module above for the protocol.
+
+use super::{delete_range, eval, whole_number, OverwriteStream, CHUNK};
+use crate::connect::{classify, Context};
+use crate::error::Failure;
+use crate::keys::STAGING_TTL_SECONDS;
+use crate::scripts::{EXPIRE_RANGE, STAGING_TRIM};
+
+/// The staging metadata's `generation`, `published` and `live`.
+type StagingMeta = (Option<i64>, Option<u64>, Option<u64>);
+
+/// What [`prepare`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// Records of the generation kept from earlier attempts: this run's records follow them.
+    pub kept: u64,
+    /// The generation was published whole by an earlier attempt and this attempt brings no records
+    /// (it resumed after the last state): there is nothing to publish.
+    pub already_published: bool,
+}
+
+/// Readies a stream's staging for this run.
+///
+/// Staging of another generation, or of a stream whose source cannot resume (`is_resumable:
+/// false`), is discarded. Staging of the same generation is kept up to where the source restarted
+/// (see `restart_point`); when an earlier attempt already published the generation, its live
+/// records count as staged up to that point, and the publish later moves only what follows. Safe
+/// to stop at any command and repeat: the logical view (counter, marks) shrinks first, in one
+/// script call, and the records above it are deleted afterwards.
+pub fn prepare(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    first_data: Option<&[u8]>,
+    ctx: &Context,
+) -> Result<Prepared, Failure> {
+    let ctx = &Context {
+        during: format!("preparing the staging of stream key {:?}", s.live.counter),
+        ..ctx.clone()
+    };
+    let q = |e: redis::RedisError| classify(&e, ctx);
+    let (meta, count): (StagingMeta, Option<u64>) = redis::pipe()
+        .cmd("HMGET")
+        .arg(&s.staging.meta)
+        .arg("generation")
+        .arg("published")
+        .arg("live")
+        .cmd("GET")
+        .arg(&s.staging.counter)
+        .query(con)
+        .map_err(q)?;
+    let (generation, published, live) = meta;
+    let same = generation == Some(s.generation) && s.resumable;
+    let (keep, live) = match (same, published) {
+        (false, _) => (0, 0),
+        // Generation 0 carries no identity (the platform sends it to connectors without refresh
+        // support, for every sync): a published generation 0 is never resumed.
+        (true, Some(_)) if s.generation == 0 => (0, 0),
+        (true, Some(n)) => match first_data {
+            None => {
+                return Ok(Prepared {
+                    kept: n,
+                    already_published: true,
+                })
+            }
+            Some(_) => {
+                // Only a positive match after an echoed state resumes: PyAirbyte stamps every sync
+                // with the same generation, and a new sync must replace, not extend, the old one.
+                let keep = restart_point(con, s, n, n, first_data, Unmatched::StartOver, ctx)?;
+                (keep, keep)
+            }
+        },
+        (true, None) => {
+            let count = count.unwrap_or(0);
+            let live = live.unwrap_or(0).min(count);
+            let keep = restart_point(con, s, count, live, first_data, Unmatched::LastMark, ctx)?;
+            (keep, live.min(keep))
+        }
+    };
+    let mut calls = 0;
+    let reply = eval(
+        con,
+        &STAGING_TRIM,
+        &[&s.staging.counter, &s.staging.marks, &s.staging.meta],
+        &[
+            &s.generation.to_string(),
+            &keep.to_string(),
+            &STAGING_TTL_SECONDS.to_string(),
+            &live.to_string(),
+        ],
+        ctx,
+    )?;
+    let high = whole_number(&reply, "staging_trim.lua")?;
+    if high > keep {
+        delete_range(
+            con,
+            &s.staging.record_prefix,
+            keep + 1,
+            high,
+            ctx,
+            &mut calls,
+        )?;
+        redis::cmd("HSET")
+            .arg(&s.staging.meta)
+            .arg("high")
+            .arg(keep)
+            .query::<()>(con)
+            .map_err(q)?;
+    }
+    refresh_expiry(con, &s.staging.record_prefix, live + 1, keep, ctx)?;
+    Ok(Prepared {
+        kept: keep,
+        already_published: false,
+    })
+}
+
+/// What [`restart_point`] keeps when the first record matches no candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unmatched {
+    /// Everything up to the last mark (staging of a failed attempt: never lose a record).
+    LastMark,
+    /// Nothing (a published generation: a source that matches no state is a new sync).
+    StartOver,
+}
+
+/// Where a resumed source restarted: the number of the generation's records to keep (of `count`;
+/// records 1..=`live` are live records, the rest staged). The new attempt's first record is
+/// compared with the record at position 1 and after each mark; the latest equal one tells the
+/// restart point, and without one `unmatched` decides.
+fn restart_point(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    count: u64,
+    live: u64,
+    first_data: Option<&[u8]>,
+    unmatched: Unmatched,
+    ctx: &Context,
+) -> Result<u64, Failure> {
+    let q = |e: redis::RedisError| classify(&e, ctx);
+    let mut marks: Vec<u64> = redis::cmd("LRANGE")
+        .arg(&s.staging.marks)
+        .arg(0)
+        .arg(-1)
+        .query(con)
+        .map_err(q)?;
+    marks.retain(|m| *m <= count);
+    marks.sort_unstable();
+    marks.dedup();
+    let last_mark = match unmatched {
+        Unmatched::LastMark => marks.last().copied().unwrap_or(0),
+        Unmatched::StartOver => 0,
+    };
+    let Some(first) = first_data else {
+        return Ok(last_mark);
+    };
+    let mut candidates = vec![0];
+    candidates.extend(marks.iter().copied().filter(|m| *m > 0));
+    candidates.retain(|c| *c < count);
+    if candidates.is_empty() {
+        return Ok(last_mark);
+    }
+    let mut pipe = redis::pipe();
+    for c in &candidates {
+        let id = c + 1;
+        let key = if id <= live {
+            s.live.record(id)
+        } else {
+            format!("{}{id}", s.staging.record_prefix)
+        };
+        pipe.cmd("HGET").arg(key).arg("_airbyte_data");
+    }
+    let stored: Vec<Option<Vec<u8>>> = pipe.query(con).map_err(q)?;
+    // The latest match: a source restarting from its last state is the common case, and taking an
+    // earlier match on duplicate data would drop records the source will not resend.
+    Ok(candidates
+        .iter()
+        .zip(stored)
+        .filter(|(_, d)| d.as_deref() == Some(first))
+        .map(|(c, _)| *c)
+        .max()
+        .unwrap_or(last_mark))
+}
+
+/// Gives staged records `first..=last` a fresh expiry (a resumed generation is in use again).
+fn refresh_expiry(
+    con: &mut redis::Connection,
+    prefix: &str,
+    first: u64,
+    last: u64,
+    ctx: &Context,
+) -> Result<(), Failure> {
+    let mut start = first;
+    while start <= last {
+        let end = (start + CHUNK - 1).min(last);
+        eval(
+            con,
+            &EXPIRE_RANGE,
+            &[],
+            &[
+                prefix,
+                &start.to_string(),
+                &end.to_string(),
+                &STAGING_TTL_SECONDS.to_string(),
+            ],
+            ctx,
+        )?;
+        start = end + 1;
+    }
+    Ok(())
+}
+
+/// Records that a state was echoed when `position` records of the stream were staged, and keeps
+/// the staging bookkeeping of a generation in use from expiring.
+pub fn mark(pipe: &mut redis::Pipeline, s: &OverwriteStream, position: u64) {
+    pipe.cmd("RPUSH")
+        .arg(&s.staging.marks)
+        .arg(position)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&s.staging.marks)
+        .arg(STAGING_TTL_SECONDS)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&s.staging.meta)
+        .arg(STAGING_TTL_SECONDS)
+        .ignore();
+}

@@ -1,0 +1,279 @@
+//! Publish: the read-only check of the range, then the roll-forward of staged records into place
+//! (marker, moves, tail delete, sweep, finish). See the module above for the protocol.
+
+use std::time::Instant;
+
+use redis::Value;
+
+use super::{
+    delete_range, eval, ints, OverwriteStream, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK, SCAN_COUNT,
+};
+use crate::connect::nodes::Nodes;
+use crate::connect::{classify, Context};
+use crate::error::Failure;
+use crate::keys::{self, StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
+use crate::scripts::{PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH, PUBLISH_STEP, SCAN_DELETE};
+
+/// What a publish did.
+#[derive(Debug, Clone, Default)]
+pub struct PublishReport {
+    /// Records the stream holds now.
+    pub published: u64,
+    /// Records it held before.
+    pub old: u64,
+    /// Keys under the stream's prefix that were not records and were left alone.
+    pub skipped: u64,
+    /// Script calls the publish made.
+    pub calls: u64,
+    /// How long it took, in milliseconds.
+    pub millis: u128,
+    /// An earlier attempt of this generation had published it whole; nothing was left to do.
+    pub earlier: bool,
+}
+
+/// Fails with a `config_error` naming the first key in records 1..=`n` of the stream that is not
+/// one of the destination's records: found before the publish writes anything.
+fn check_publish_range(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    n: u64,
+    ctx: &Context,
+    calls: &mut u64,
+) -> Result<(), Failure> {
+    let mut start = 1;
+    while start <= n {
+        let end = (start + CHUNK - 1).min(n);
+        let reply = eval(
+            con,
+            &PUBLISH_CHECK,
+            &[],
+            &[&live.record_prefix, &start.to_string(), &end.to_string()],
+            ctx,
+        )?;
+        *calls += 1;
+        match reply {
+            Value::BulkString(key) if key.is_empty() => {}
+            Value::BulkString(key) => {
+                let key = String::from_utf8_lossy(&key);
+                return Err(Failure::config(
+                    format!(
+                        "Key {key:?} is in the way of the new records of stream key {:?}: it is not a record of this destination (another tool's key, or another stream's in the Java layout). Nothing was published and the old records are unchanged: rename or delete that key, then sync again (the staged records are kept for a week and the next attempt resumes them).",
+                        live.counter
+                    ),
+                    format!("publish_check.lua found {key}"),
+                ));
+            }
+            other => {
+                return Err(Failure::system(
+                    "publish_check.lua answered unexpectedly.",
+                    format!("{other:?}"),
+                ))
+            }
+        }
+        start = end + 1;
+    }
+    Ok(())
+}
+
+/// Publishes a stream's staged generation (see the module documentation).
+///
+/// The stream joins the registry of publishes under way before its marker is written and leaves
+/// it after its marker is gone; the registry is one key (its own cluster slot), the rest of the
+/// publish runs on the node that holds the stream.
+pub fn publish(
+    nodes: &mut Nodes,
+    s: &OverwriteStream,
+    sweep: bool,
+) -> Result<PublishReport, Failure> {
+    let started = Instant::now();
+    let registry = keys::publish_registry();
+    let during = format!("publishing stream key {:?}", s.live.counter);
+    let mut checks = 0;
+    {
+        let link = nodes.link_for(&s.live.counter)?;
+        let ctx = Context {
+            during: during.clone(),
+            ..link.ctx.clone()
+        };
+        let (marker, staged): (bool, Option<u64>) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(&s.staging.marker)
+            .cmd("GET")
+            .arg(&s.staging.counter)
+            .query(&mut link.con)
+            .map_err(|e| classify(&e, &ctx))?;
+        if !marker {
+            check_publish_range(
+                &mut link.con,
+                &s.live,
+                staged.unwrap_or(0),
+                &ctx,
+                &mut checks,
+            )?;
+        }
+    }
+    let link = nodes.link_for(&registry)?;
+    let ctx = Context {
+        during: during.clone(),
+        ..link.ctx.clone()
+    };
+    redis::cmd("SADD")
+        .arg(&registry)
+        .arg(&s.live.counter)
+        .query::<()>(&mut link.con)
+        .map_err(|e| classify(&e, &ctx))?;
+    let link = nodes.link_for(&s.live.counter)?;
+    let ctx = &Context {
+        during,
+        ..link.ctx.clone()
+    };
+    let con = &mut link.con;
+    let r = eval(
+        con,
+        &PUBLISH_BEGIN,
+        &[
+            &s.live.counter,
+            &s.staging.counter,
+            &s.staging.marker,
+            &s.staging.meta,
+        ],
+        &[&s.generation.to_string()],
+        ctx,
+    )?;
+    let v = ints(&r);
+    let (n, old) = (
+        v.first().copied().unwrap_or(0) as u64,
+        v.get(1).copied().unwrap_or(0) as u64,
+    );
+    let mut report = finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?;
+    unregister(nodes, &s.live.counter, ctx)?;
+    report.calls += 1 + checks;
+    report.millis = started.elapsed().as_millis();
+    Ok(report)
+}
+
+/// Removes a stream whose publish is finished (or never began) from the registry.
+pub(super) fn unregister(nodes: &mut Nodes, counter: &str, ctx: &Context) -> Result<(), Failure> {
+    let registry = keys::publish_registry();
+    let link = nodes.link_for(&registry)?;
+    let ctx = Context {
+        address: link.ctx.address.clone(),
+        ..ctx.clone()
+    };
+    redis::cmd("SREM")
+        .arg(&registry)
+        .arg(counter)
+        .query::<()>(&mut link.con)
+        .map_err(|e| classify(&e, &ctx))
+}
+
+/// Steps 2 to 4 of a publish whose marker says (n, old); idempotent.
+pub(super) fn finish_publish(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    staging: &StagingKeys,
+    n: u64,
+    old: u64,
+    sweep: bool,
+    ctx: &Context,
+) -> Result<PublishReport, Failure> {
+    let mut report = PublishReport {
+        published: n,
+        old,
+        ..PublishReport::default()
+    };
+    let mut start = 1;
+    while start <= n {
+        let end = (start + MOVE_CHUNK - 1).min(n);
+        eval(
+            con,
+            &PUBLISH_STEP,
+            &[&staging.marker],
+            &[
+                &staging.record_prefix,
+                &live.record_prefix,
+                &start.to_string(),
+                &end.to_string(),
+            ],
+            ctx,
+        )?;
+        report.calls += 1;
+        start = end + 1;
+    }
+    if old > n {
+        report.skipped +=
+            delete_range(con, &live.record_prefix, n + 1, old, ctx, &mut report.calls)?;
+    }
+    let probe = live.record(n.max(old) + 1);
+    let stray: bool = redis::cmd("EXISTS")
+        .arg(&probe)
+        .query(con)
+        .map_err(|e| classify(&e, ctx))?;
+    if sweep || stray {
+        report.skipped += sweep_leftovers(con, live, n, ctx, &mut report.calls)?;
+    }
+    eval(
+        con,
+        &PUBLISH_FINISH,
+        &[
+            &live.counter,
+            &staging.counter,
+            &staging.marker,
+            &staging.meta,
+            &staging.marks,
+        ],
+        &[&STAGING_TTL_SECONDS.to_string()],
+        ctx,
+    )?;
+    report.calls += 1;
+    Ok(report)
+}
+
+/// SCANs the stream's record keys and deletes the records with ids above `keep`.
+pub fn sweep_leftovers(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    keep: u64,
+    ctx: &Context,
+    calls: &mut u64,
+) -> Result<u64, Failure> {
+    let pattern = format!("{}*", keys::escape_glob(&live.record_prefix));
+    let mut cursor = "0".to_string();
+    let mut skipped = 0;
+    for _ in 0..MAX_SCAN_STEPS {
+        let r = eval(
+            con,
+            &SCAN_DELETE,
+            &[],
+            &[
+                &cursor,
+                &pattern,
+                &live.record_prefix,
+                &keep.to_string(),
+                &SCAN_COUNT.to_string(),
+            ],
+            ctx,
+        )?;
+        *calls += 1;
+        let Value::Array(items) = r else {
+            return Err(Failure::system(
+                "The leftover sweep answered unexpectedly.",
+                format!("{r:?}"),
+            ));
+        };
+        cursor = match items.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => {
+                return Err(Failure::system(
+                    "The leftover sweep answered unexpectedly.",
+                    format!("{other:?}"),
+                ))
+            }
+        };
+        skipped += ints(&Value::Array(items)).get(2).copied().unwrap_or(0) as u64;
+        if cursor == "0" {
+            break;
+        }
+    }
+    Ok(skipped)
+}
