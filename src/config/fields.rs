@@ -37,6 +37,24 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The same error about a field of the nested block `block` (`topology`, `tunnel_method`): its
+    /// name gets the block's path unless it has it already.
+    pub fn within(self, block: &str) -> Self {
+        match self {
+            ConfigError::Field { field, reason }
+                if field != block && !field.starts_with(&format!("{block}.")) =>
+            {
+                ConfigError::Field {
+                    field: format!("{block}.{field}"),
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 impl From<ConfigError> for Failure {
     fn from(err: ConfigError) -> Self {
         let message = format!("Invalid configuration: {err}.");

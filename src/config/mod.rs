@@ -139,7 +139,8 @@ impl Settings {
 
     /// Validates a config object.
     pub fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
-        let mut topology = topology::from_config(map.get("topology"))?;
+        let mut topology =
+            topology::from_config(map.get("topology")).map_err(|e| e.within("topology"))?;
         let host = string_field(map, "host")?
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty());
@@ -228,7 +229,8 @@ impl Settings {
         }
         let ssl = bool_field(map, "ssl")?.unwrap_or(false);
         let (tls, warnings) = tls::from_config(ssl, map.get("ssl_mode"))?;
-        let tunnel = tunnel_settings(map.get("tunnel_method"))?;
+        let tunnel =
+            tunnel_settings(map.get("tunnel_method")).map_err(|e| e.within("tunnel_method"))?;
         if tunnel.is_some() && matches!(topology, Topology::Sentinel(_)) {
             return Err(field(
                 "tunnel_method",
@@ -512,6 +514,36 @@ mod tests {
         }
         let s = settings(json!({"host": "h", "tunnel_method": {"tunnel_method": "NO_TUNNEL"}}));
         assert!(s.is_ok());
+    }
+
+    #[test]
+    fn errors_in_nested_blocks_give_the_full_path() {
+        let cases = [
+            (
+                json!({"host": "h", "topology": {"mode": "sentinel", "sentinels": [1], "master_name": "m"}}),
+                "config.topology.sentinels:",
+            ),
+            (
+                json!({"host": "h", "topology": {"mode": "sentinel", "sentinels": "s:1", "master_name": "m", "sentinel_password": {}}}),
+                "config.topology.sentinel_password:",
+            ),
+            (
+                json!({"host": "h", "topology": {"mode": "cluster", "nodes": "a:b:c"}}),
+                "config.topology.nodes:",
+            ),
+            (
+                json!({"host": "h", "tunnel_method": {"tunnel_method": "SSH_KEY_AUTH", "tunnel_host": "b", "tunnel_user": "u", "ssh_key": "k", "ssh_key_passphrase": []}}),
+                "config.tunnel_method.ssh_key_passphrase:",
+            ),
+            (
+                json!({"host": "h", "tunnel_method": {"tunnel_method": "SSH_KEY_AUTH", "tunnel_host": "b", "tunnel_user": "u", "ssh_key": "k", "tunnel_port": "x"}}),
+                "config.tunnel_method.tunnel_port:",
+            ),
+        ];
+        for (config, path) in cases {
+            let e = settings(config).unwrap_err();
+            assert!(e.to_string().starts_with(path), "{e}");
+        }
     }
 
     #[test]
