@@ -1,13 +1,35 @@
 //! Durable checkpoints on one connection: before a state is echoed, `WAIT` for the configured
 //! replicas, or `WAITAOF` for the AOF fsyncs; too few confirmations in time fail the sync.
 
+use std::time::Duration;
+
 use crate::config::Settings;
 use crate::connect::classify;
 use crate::connect::nodes::Link;
 use crate::error::Failure;
 
 /// Durable checkpoints on one connection: WAIT for the replicas, or WAITAOF.
+///
+/// Both block up to `wait_timeout_ms` by design, so while they run the connection's reply timeout is
+/// raised above it: a `wait_timeout_ms` longer than `reply_timeout_ms` must give "too few replicas",
+/// not a lost connection.
 pub fn wait_durable_on(link: &mut Link, settings: &Settings) -> Result<(), Failure> {
+    let needed = settings.durability.timeout + WAIT_MARGIN;
+    let raise = needed > settings.reply_timeout;
+    if raise {
+        let _ = link.con.set_read_timeout(Some(needed));
+    }
+    let result = wait(link, settings);
+    if raise {
+        let _ = link.con.set_read_timeout(Some(settings.reply_timeout));
+    }
+    result
+}
+
+/// How much longer than `wait_timeout_ms` a WAIT's reply may take to arrive.
+const WAIT_MARGIN: Duration = Duration::from_secs(5);
+
+fn wait(link: &mut Link, settings: &Settings) -> Result<(), Failure> {
     let d = settings.durability;
     let ms = d.timeout.as_millis() as u64;
     let at = &link.ctx.address;

@@ -95,3 +95,26 @@ fn wait_aof_needs_redis_7_2() {
         assert_eq!(out.states().len(), 0);
     }
 }
+
+#[test]
+fn a_wait_longer_than_the_reply_timeout_fails_for_the_replicas_not_the_connection() {
+    let master = RedisServer::start();
+    let mut config = master.config();
+    config["wait_replicas"] = json!(1);
+    config["wait_timeout_ms"] = json!(1500);
+    config["reply_timeout_ms"] = json!(300);
+    config["retry_budget_ms"] = json!(500);
+    let started = std::time::Instant::now();
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input(1000));
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert_eq!(out.states().len(), 0, "no state without its confirmation");
+    let err = &out.traces()[0]["trace"]["error"];
+    assert_eq!(err["failure_type"], "transient_error");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("Only 0 of 1 replicas"), "{message}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "one WAIT, not a retry budget of them: {:?}",
+        started.elapsed()
+    );
+}
