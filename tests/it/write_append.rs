@@ -339,13 +339,7 @@ fn numbered(range: std::ops::Range<usize>) -> String {
 
 /// Asserts that the sync failed with a `config_error` naming `key`.
 fn assert_refused_naming(out: &common::RunOutput, key: &str) {
-    assert_eq!(out.code, Some(1), "{}", out.dump());
-    let err = &out.traces()[0]["trace"]["error"];
-    assert_eq!(err["failure_type"], "config_error", "{err}");
-    assert!(
-        err["message"].as_str().unwrap().contains(key),
-        "the message names {key}: {err}"
-    );
+    out.assert_failed_with("config_error", key);
 }
 
 #[test]

@@ -99,6 +99,19 @@ impl RunOutput {
         );
     }
 
+    /// Asserts that `write` failed: exit 1, exactly one TRACE error, of `failure_type`, whose
+    /// message contains `text`.
+    #[track_caller]
+    pub fn assert_failed_with(&self, failure_type: &str, text: &str) {
+        assert_eq!(self.code, Some(1), "{}", self.dump());
+        let traces = self.traces();
+        assert_eq!(traces.len(), 1, "one TRACE error\n{}", self.dump());
+        let err = &traces[0]["trace"]["error"];
+        assert_eq!(err["failure_type"], failure_type, "{err}");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains(text), "the message names {text:?}: {err}");
+    }
+
     /// Everything, for assertion messages (long stdout is cut).
     pub fn dump(&self) -> String {
         let cut = |s: &str| {
