@@ -85,8 +85,8 @@ pub fn read_all<R: Read>(mut input: BufReader<R>, router: Arc<Router>, tx: Sende
         }
         line_no += 1;
         // A UTF-8 byte-order mark before the first message (some tools write one) is not data.
-        let text = match line.strip_prefix(b"\xEF\xBB\xBF") {
-            Some(rest) if line_no == 1 => rest,
+        let text = match line_no {
+            1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line),
             _ => &line[..],
         };
         if let Err(f) = parse_into(text, line_no, &router, &mut chunk) {
