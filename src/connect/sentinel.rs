@@ -4,9 +4,14 @@
 //! `config-epoch` wins: each failover raises the epoch, so a sentinel that has not heard of the
 //! latest one yet (it learns through the others within seconds) cannot send the writer to the old
 //! master, which may be back, empty, and still calling itself a master until the sentinels turn
-//! it into a replica. The caller also checks `ROLE` on the connection it makes and treats "not a
-//! master" as a failover still under way (transient). Every reconnect asks again, so the writer
-//! follows the master wherever it moves.
+//! it into a replica. While a failover is under way (a sentinel reports the master `o_down` or
+//! `failover_in_progress` at the latest epoch) no answer is trusted: the old master may come back
+//! empty and, until the sentinels switch, they all still name it (their `SENTINEL MASTER` record
+//! changes only when the failover ends). The writer waits (a transient failure, retried within
+//! `retry_budget_ms`). A master only one sentinel thinks down (`s_down`) is that sentinel's view,
+//! and the others decide. The caller also checks `ROLE` on the connection it makes and treats "not
+//! a master" as a failover still under way. Every reconnect asks again, so the writer follows the
+//! master wherever it moves.
 
 use std::collections::HashMap;
 
@@ -24,36 +29,90 @@ struct Named {
     port: u16,
     /// Raised by every failover: the highest one is the latest word.
     epoch: u64,
+    /// What the sentinel thinks of that master right now.
+    health: Health,
+}
+
+/// A sentinel's view of the master it names (from the `flags` field of `SENTINEL MASTER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// Up, as far as this sentinel sees.
+    Up,
+    /// This sentinel alone cannot reach it (`s_down`): other sentinels may.
+    SubjectivelyDown,
+    /// The sentinels agree it is down (`o_down`), or a failover is running
+    /// (`failover_in_progress`): the master is about to change.
+    FailingOver,
+}
+
+/// What the sentinels' answers, taken together, say.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict<'a> {
+    /// Write here.
+    Master(&'a Named),
+    /// A failover is under way (or every sentinel sees the master down): wait and ask again.
+    Wait,
+}
+
+/// The latest answer nobody contradicts: the highest epoch among masters that are up, unless a
+/// sentinel at that epoch or later reports the master down or a failover running.
+fn verdict(answers: &[Named]) -> Option<Verdict<'_>> {
+    let latest_up = answers
+        .iter()
+        .filter(|n| n.health == Health::Up)
+        .max_by_key(|n| n.epoch);
+    let failing = answers
+        .iter()
+        .filter(|n| n.health == Health::FailingOver)
+        .map(|n| n.epoch)
+        .max();
+    if answers.is_empty() {
+        return None;
+    }
+    Some(match (latest_up, failing) {
+        (Some(up), Some(f)) if f >= up.epoch => Verdict::Wait,
+        (Some(up), _) => Verdict::Master(up),
+        (None, _) => Verdict::Wait,
+    })
 }
 
 /// `settings` pointed at the master the sentinels name (the latest failover's, when they differ).
 pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Settings, Failure> {
     let mut unreachable = Vec::new();
     let mut unknown = Vec::new();
-    let mut latest: Option<Named> = None;
+    let mut answers = Vec::new();
     for (host, port) in &s.sentinels {
         let address = join_host_port(host, *port);
         match ask(settings, s, host, *port) {
-            Ok(Some(named)) => {
-                if latest.as_ref().is_none_or(|l| named.epoch > l.epoch) {
-                    latest = Some(named);
-                }
-            }
+            Ok(Some(named)) => answers.push(named),
             Ok(None) => unknown.push(address),
             Err(f) if f.failure_type == crate::error::FailureType::Config => return Err(f),
             Err(f) => unreachable.push(f),
         }
     }
-    if let Some(named) = latest {
-        let mut m = settings.clone();
-        m.shown_address = Some(format!(
-            "{} (master {:?} of the sentinels)",
-            join_host_port(&named.host, named.port),
-            s.master_name
-        ));
-        m.host = named.host;
-        m.port = named.port;
-        return Ok(m);
+    match verdict(&answers) {
+        Some(Verdict::Master(named)) => {
+            let mut m = settings.clone();
+            m.shown_address = Some(format!(
+                "{} (master {:?} of the sentinels)",
+                join_host_port(&named.host, named.port),
+                s.master_name
+            ));
+            m.host = named.host.clone();
+            m.port = named.port;
+            return Ok(m);
+        }
+        Some(Verdict::Wait) => {
+            return Err(Failure::transient(
+                format!(
+                    "The sentinels ({}) report master {:?} down or a failover under way; waiting for them to name the new master.",
+                    s.list(),
+                    s.master_name
+                ),
+                format!("SENTINEL MASTER answers: {answers:?}"),
+            ))
+        }
+        None => {}
     }
     if !unknown.is_empty() {
         return Err(Failure::config(
@@ -123,7 +182,20 @@ fn named(fields: &HashMap<String, String>) -> Option<Named> {
         host: fields.get("ip")?.clone(),
         port: fields.get("port")?.parse().ok()?,
         epoch: fields.get("config-epoch")?.parse().ok()?,
+        health: health(fields.get("flags").map_or("", String::as_str)),
     })
+}
+
+/// The master's health out of the `flags` field (`master,s_down,o_down,failover_in_progress`…).
+fn health(flags: &str) -> Health {
+    let has = |f: &str| flags.split(',').any(|x| x == f);
+    if has("o_down") || has("failover_in_progress") {
+        Health::FailingOver
+    } else if has("s_down") {
+        Health::SubjectivelyDown
+    } else {
+        Health::Up
+    }
 }
 
 /// Fails (transient) unless the server behind `con` is a master: right after a failover the
@@ -171,6 +243,71 @@ mod tests {
         ]);
         let n = named(&f).expect("complete");
         assert_eq!((n.host.as_str(), n.port, n.epoch), ("10.0.0.7", 6380, 4));
+        assert_eq!(n.health, Health::Up);
+    }
+
+    #[test]
+    fn health_reads_the_flags() {
+        assert_eq!(health("master"), Health::Up);
+        assert_eq!(health("master,disconnected"), Health::Up);
+        assert_eq!(
+            health("s_down,master,disconnected"),
+            Health::SubjectivelyDown
+        );
+        assert_eq!(health("s_down,o_down,master"), Health::FailingOver);
+        assert_eq!(health("master,failover_in_progress"), Health::FailingOver);
+        assert_eq!(health("master,s_down_x"), Health::Up);
+    }
+
+    fn answer(port: u16, epoch: u64, health: Health) -> Named {
+        Named {
+            host: "127.0.0.1".into(),
+            port,
+            epoch,
+            health,
+        }
+    }
+
+    #[test]
+    fn the_latest_master_that_is_up_wins() {
+        let answers = [
+            answer(1, 3, Health::Up),
+            answer(2, 4, Health::Up),
+            answer(1, 3, Health::Up),
+        ];
+        assert_eq!(verdict(&answers), Some(Verdict::Master(&answers[1])));
+        assert_eq!(verdict(&[]), None);
+    }
+
+    #[test]
+    fn a_failover_at_the_latest_epoch_means_wait() {
+        // The old master is back (empty) and one sentinel sees it up again, while the leader is
+        // still promoting the replica: both name the old address at the old epoch.
+        let racing = [answer(1, 3, Health::Up), answer(1, 3, Health::FailingOver)];
+        assert_eq!(verdict(&racing), Some(Verdict::Wait));
+        // Every sentinel sees the master down: nothing to write to yet.
+        let down = [
+            answer(1, 3, Health::SubjectivelyDown),
+            answer(1, 3, Health::FailingOver),
+        ];
+        assert_eq!(verdict(&down), Some(Verdict::Wait));
+        let alone = [answer(1, 3, Health::SubjectivelyDown)];
+        assert_eq!(verdict(&alone), Some(Verdict::Wait));
+    }
+
+    #[test]
+    fn a_finished_failover_outvotes_sentinels_still_in_the_old_one() {
+        let answers = [answer(1, 3, Health::FailingOver), answer(2, 4, Health::Up)];
+        assert_eq!(verdict(&answers), Some(Verdict::Master(&answers[1])));
+    }
+
+    #[test]
+    fn one_sentinel_that_cannot_see_the_master_is_outvoted() {
+        let answers = [
+            answer(1, 3, Health::SubjectivelyDown),
+            answer(1, 3, Health::Up),
+        ];
+        assert_eq!(verdict(&answers), Some(Verdict::Master(&answers[1])));
     }
 
     #[test]
