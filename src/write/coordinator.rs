@@ -14,6 +14,7 @@ use super::batch::Batch;
 use super::batcher::Batcher;
 use super::checkpoint::{Checkpoint, ReadyState, StateScope};
 use super::reader::{Chunk, Item};
+use super::record_limit::{RecordLimit, TooLarge};
 use super::writer::{Ack, Work};
 use super::Summary;
 use crate::config::Settings;
@@ -52,8 +53,8 @@ pub(super) struct Coordinator {
     writer_failed: bool,
     /// Whether states wait for durable checkpoints (so they go through the writer).
     durable: bool,
-    /// The largest record the server accepts (its proto-max-bulk-len).
-    max_record_bytes: u64,
+    /// The largest record the servers accept (their proto-max-bulk-len).
+    limit: RecordLimit,
     summary: Summary,
 }
 
@@ -63,7 +64,7 @@ impl Coordinator {
         settings: &Settings,
         descriptors: Vec<StreamDescriptor>,
         overwrite: &[bool],
-        max_record_bytes: u64,
+        limit: RecordLimit,
     ) -> Self {
         Coordinator {
             batcher: Batcher::new(
@@ -88,7 +89,7 @@ impl Coordinator {
             awaiting: 0,
             writer_failed: false,
             durable: settings.durability.is_on(),
-            max_record_bytes,
+            limit,
             summary: Summary::default(),
         }
     }
@@ -272,15 +273,19 @@ impl Coordinator {
                     line,
                 } => {
                     let data = &chunk.arena[data];
-                    if data.len() as u64 > self.max_record_bytes {
+                    if let Err(too_large) = self.limit.admit(data.len() as u64) {
+                        let record = format!(
+                            "The record on line {line} (record {} of stream {} in this sync) is {} bytes",
+                            self.streams[stream].records + 1,
+                            self.descriptors[stream],
+                            data.len()
+                        );
+                        let why = match too_large {
+                            TooLarge::AboveRead(limit) => format!("more than the server's proto-max-bulk-len of {limit} bytes"),
+                            TooLarge::Refused(server) => format!("and Redis at {server} refuses an argument that large (its proto-max-bulk-len is lower; this user may not read it with CONFIG GET)"),
+                        };
                         return Some(Failure::config(
-                            format!(
-                                "The record on line {line} (record {} of stream {} in this sync) is {} bytes, more than the server's proto-max-bulk-len of {} bytes: raise proto-max-bulk-len on the server, or make the source send smaller records.",
-                                self.streams[stream].records + 1,
-                                self.descriptors[stream],
-                                data.len(),
-                                self.max_record_bytes
-                            ),
+                            format!("{record}, {why}: raise proto-max-bulk-len on the server, or make the source send smaller records."),
                             "record above proto-max-bulk-len",
                         ));
                     }

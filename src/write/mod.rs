@@ -24,6 +24,7 @@ mod coordinator;
 mod durable;
 pub mod overwrite;
 pub mod reader;
+mod record_limit;
 pub mod resp;
 mod retained;
 pub mod retry;
@@ -52,6 +53,7 @@ use batch::{Expiry, StreamCall};
 use coordinator::Coordinator;
 use overwrite::OverwriteStream;
 use reader::Chunk;
+use record_limit::RecordLimit;
 use retained::Retained;
 use retry::Retry;
 use router::Router;
@@ -175,7 +177,7 @@ pub fn run<R: Read + Send + 'static>(
             Err(f) => return Err(f),
         }
     };
-    let max_record_bytes = proto_max_bulk_len(&mut nodes);
+    let limit = RecordLimit::read(&mut nodes, settings, reply_timeout);
     let overwrite_count = overwrites.iter().flatten().count();
     out.log(
         Level::Info,
@@ -216,7 +218,7 @@ pub fn run<R: Read + Send + 'static>(
     };
     let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
 
-    let mut coordinator = Coordinator::new(settings, descriptors, &is_overwrite, max_record_bytes);
+    let mut coordinator = Coordinator::new(settings, descriptors, &is_overwrite, limit);
     let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, &terminate, out);
     drop(work_tx);
     if result.is_ok() {
@@ -275,26 +277,6 @@ fn sigterm_channel(setup_done: Arc<AtomicBool>) -> Result<Receiver<()>, Failure>
         }
     });
     Ok(rx)
-}
-
-/// The servers' largest accepted argument (the smallest over a cluster's masters; 512 MiB, Redis's
-/// default, where CONFIG is not allowed).
-fn proto_max_bulk_len(nodes: &mut Nodes) -> u64 {
-    let mut limit = 512 * 1024 * 1024;
-    for addr in nodes.open_addrs() {
-        let Ok(link) = nodes.link(&addr) else {
-            continue;
-        };
-        let reply: Option<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("proto-max-bulk-len")
-            .query(&mut link.con)
-            .ok();
-        if let Some(n) = reply.and_then(|v| v.get(1).and_then(|n| n.parse::<u64>().ok())) {
-            limit = limit.min(n);
-        }
-    }
-    limit
 }
 
 /// A random id for this run's batch tokens (never derived from the input).

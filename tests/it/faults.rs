@@ -415,6 +415,76 @@ fn a_record_above_proto_max_bulk_len_is_named_and_large_records_below_it_are_wri
     );
 }
 
+/// A user that may not run CONFIG cannot read proto-max-bulk-len: a record above it must still be
+/// a config_error naming it (not "Protocol error", nor a lost connection retried for a minute),
+/// and records below it, even above 1 MiB, must still be written.
+#[test]
+fn a_record_above_an_unreadable_proto_max_bulk_len_is_named_at_once() {
+    let server = RedisServer::start_with(&["--proto-max-bulk-len", "2mb"]);
+    server.cli(&[
+        "ACL", "SETUSER", "loader", "on", ">pw", "~*", "+@all", "-config",
+    ]);
+    let mut config = server.config();
+    config["username"] = json!("loader");
+    config["password"] = json!("pw");
+    let blob = |mb: f64| {
+        format!(
+            r#"{{"blob":"{}"}}"#,
+            "b".repeat((mb * 1024.0 * 1024.0) as usize)
+        )
+    };
+    let below = blob(1.5);
+    for size_mb in [2.5, 20.0] {
+        let input = record(None, "s", &below, 1)
+            + "\n"
+            + &legacy_state("1")
+            + "\n"
+            + &record(None, "s", &blob(size_mb), 2)
+            + "\n";
+        let started = std::time::Instant::now();
+        let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input);
+        let took = started.elapsed();
+        out.assert_failed_with("config_error", "proto-max-bulk-len");
+        let message = out.traces()[0]["trace"]["error"]["message"].to_string();
+        assert!(
+            message.contains("line 3") && message.contains("record 2 of stream"),
+            "{message}"
+        );
+        assert!(!out.stdout.contains("Reconnected"), "{}", out.dump());
+        assert!(took < Duration::from_secs(15), "{size_mb} MB took {took:?}");
+        assert_eq!(
+            out.states().len(),
+            1,
+            "the state before the big record is echoed"
+        );
+    }
+    let (counter, records) = common::read_stream(&mut server.conn(), None, "s");
+    assert_eq!(counter, Some(2), "the 1.5 MB record of each run is written");
+    assert!(records.iter().all(|r| r["_airbyte_data"] == below.as_str()));
+}
+
+/// A server whose proto-max-bulk-len is above Redis's 512 MiB default takes records above 512 MiB.
+#[test]
+#[ignore = "serial: scripts/test.sh runs it alone (a 513 MiB record, about 4 GB of memory)"]
+fn a_limit_above_512_mib_read_from_the_server_is_used() {
+    let server = RedisServer::start_with(&["--proto-max-bulk-len", "1gb"]);
+    let size = 513 * 1024 * 1024;
+    let input = record(
+        None,
+        "s",
+        &format!(r#"{{"blob":"{}"}}"#, "h".repeat(size)),
+        1,
+    ) + "\n";
+    let out = common::write_sync(&server.config(), &catalog(&[(None, "s")]), &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let len: i64 = redis::cmd("HSTRLEN")
+        .arg(":s:1")
+        .arg("_airbyte_data")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(len as usize, size + r#"{"blob":""}"#.len());
+}
+
 #[test]
 fn sigterm_while_redis_is_paused_ends_the_sync_within_ten_seconds() {
     let server = RedisServer::start();
