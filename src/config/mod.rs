@@ -93,6 +93,9 @@ pub struct Settings {
     pub retry_budget: Duration,
     /// How long `write` waits for one reply before it treats the connection as lost.
     pub reply_timeout: Duration,
+    /// The config field that sets `reply_timeout`, named in timeout messages: `reply_timeout_ms`,
+    /// or `connect_timeout_ms` where the connect timeout bounds replies too (`check`, sentinels).
+    pub reply_timeout_field: &'static str,
     /// Durable checkpoints: what must confirm the writes behind a state before it is echoed.
     pub durability: Durability,
     /// Whether every publish sweeps the stream's keys with SCAN for leftover records above the new
@@ -297,6 +300,7 @@ impl Settings {
             sweep_leftovers,
             retry_budget,
             reply_timeout,
+            reply_timeout_field: "reply_timeout_ms",
             durability,
             ignored_fields,
             tls,

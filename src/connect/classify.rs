@@ -28,6 +28,8 @@ pub struct Context {
     /// Whether the master can move (sentinel and cluster mode): a READONLY reply then means a
     /// failover.
     pub failover: bool,
+    /// The config field whose timeout ran out when the server did not answer in time.
+    pub timeout_field: &'static str,
 }
 
 impl Context {
@@ -40,7 +42,14 @@ impl Context {
             keys: None,
             tls: settings.tls != crate::connect::tls::Tls::Off,
             failover: !matches!(settings.topology, crate::topology::Topology::Standalone),
+            timeout_field: settings.reply_timeout_field,
         }
+    }
+
+    /// The same context for making the TCP connection (bounded by `connect_timeout_ms`).
+    pub fn connecting(mut self) -> Self {
+        self.timeout_field = "connect_timeout_ms";
+        self
     }
 
     /// The same context naming the keys involved.
@@ -185,7 +194,7 @@ fn classify_io(err: &RedisError, ctx: &Context, raw: String) -> Failure {
             ""
         };
         return Failure::transient(
-            format!("Redis at {at} did not answer in time {}: check that host and port lead to a Redis server{tls} and that it is not overloaded, or raise \"connect_timeout_ms\".", ctx.during),
+            format!("Redis at {at} did not answer in time {}: check that host and port lead to a Redis server{tls} and that it is not overloaded, or raise {:?}.", ctx.during, ctx.timeout_field),
             raw,
         );
     }

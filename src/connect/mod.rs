@@ -84,7 +84,7 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
     let client = client(settings).map_err(|e| classify(&e, &ctx))?;
     let mut con = client
         .get_connection_with_timeout(settings.connect_timeout)
-        .map_err(|e| classify(&e, &ctx))?;
+        .map_err(|e| classify(&e, &ctx.clone().connecting()))?;
     con.set_read_timeout(Some(reply_timeout))
         .and_then(|()| con.set_write_timeout(Some(reply_timeout)))
         .map_err(|e| classify(&e, &ctx))?;
@@ -101,13 +101,14 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
     }
     // Lets operators see the destination in CLIENT LIST; refused by some ACLs, which is harmless.
     // A server at its maxclients answers the first command with its refusal and hangs up: that
-    // refusal is the one to report, not the lost connection that follows.
+    // refusal is the one to report, not the lost connection that follows. A server that does not
+    // answer at all is reported now (the next command would only wait as long again).
     if let Err(e) = redis::cmd("CLIENT")
         .arg("SETNAME")
         .arg("destination-redis")
         .query::<()>(&mut con)
     {
-        if e.to_string().contains("max number of clients") {
+        if e.to_string().contains("max number of clients") || e.is_timeout() || e.is_io_error() {
             return Err(classify(&e, &ctx));
         }
     }

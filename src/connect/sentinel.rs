@@ -148,6 +148,7 @@ fn ask(
     at.shown_address = Some(format!("sentinel {}", join_host_port(host, port)));
     at.username = s.username.clone();
     at.password = s.password.clone();
+    at.reply_timeout_field = "connect_timeout_ms";
     let ctx = Context::new(&at, "asking for the master");
     let mut con = client(&at)
         .and_then(|c| c.get_connection_with_timeout(at.connect_timeout))

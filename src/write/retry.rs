@@ -1,5 +1,9 @@
 //! A bounded retry budget with exponential backoff, for riding through dropped connections,
 //! restarts and a server that is loading or busy.
+//!
+//! An attempt is not started when it would likely end after the budget: the last attempt's length
+//! is the estimate, so a server that accepts connections and never answers is waited for once (one
+//! reply timeout), not once more past the budget.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,8 @@ pub struct Retry {
     budget: Duration,
     delay: Duration,
     attempts: u32,
+    /// When the attempt that just failed began (the end of the last wait).
+    attempt_began: Instant,
 }
 
 impl Retry {
@@ -24,13 +30,16 @@ impl Retry {
             budget,
             delay: FIRST_DELAY,
             attempts: 0,
+            attempt_began: Instant::now(),
         }
     }
 
-    /// Waits before the next attempt, or gives up with `cause` when the budget would be exceeded.
+    /// Waits before the next attempt, or gives up with `cause` when the next attempt (as long as
+    /// the last one) would end after the budget.
     pub fn wait(&mut self, cause: &Failure) -> Result<(), Failure> {
         let elapsed = self.started.elapsed();
-        if elapsed + self.delay > self.budget {
+        let attempt = self.attempt_began.elapsed();
+        if elapsed + self.delay + attempt > self.budget {
             return Err(Failure {
                 message: format!(
                     "{} Gave up after {} retries in {:.1} s (raise \"retry_budget_ms\" to wait longer).",
@@ -44,6 +53,7 @@ impl Retry {
         std::thread::sleep(self.delay);
         self.delay = (self.delay * 2).min(MAX_DELAY);
         self.attempts += 1;
+        self.attempt_began = Instant::now();
         Ok(())
     }
 }
@@ -72,6 +82,24 @@ mod tests {
         );
         assert_eq!(err.failure_type, crate::error::FailureType::Transient);
         assert!(r.started.elapsed() <= Duration::from_millis(400));
+    }
+
+    #[test]
+    fn an_attempt_that_would_end_after_the_budget_is_not_started() {
+        let cause = Failure::transient("Redis did not answer in time.", "timed out");
+        let mut r = Retry::new(Duration::from_millis(500));
+        // The first attempt waited 300 ms (a reply timeout): another would end at 600 ms.
+        std::thread::sleep(Duration::from_millis(300));
+        let err = r.wait(&cause).expect_err("no second wait");
+        assert!(
+            err.message.contains("Gave up after 0 retries"),
+            "{}",
+            err.message
+        );
+        // Quick failures are retried within the same budget.
+        let mut r = Retry::new(Duration::from_millis(500));
+        assert!(r.wait(&cause).is_ok());
+        assert!(r.wait(&cause).is_ok());
     }
 
     #[test]

@@ -128,28 +128,56 @@ fn check_closed_port_fails_fast() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[test]
-fn check_silent_server_times_out_within_the_configured_timeout() {
-    // A listener that accepts and never answers: the reply timeout must end the wait.
+/// A port whose listener accepts (up to `connections`) and never answers, for 30 s.
+fn silent_port(connections: usize) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let _keep = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut held = Vec::new();
-        for s in listener.incoming().take(4) {
+        for s in listener.incoming().take(connections) {
             held.push(s);
         }
         std::thread::sleep(Duration::from_secs(30));
     });
+    port
+}
+
+#[test]
+fn check_silent_server_times_out_within_the_configured_timeout() {
+    // The connect timeout bounds every reply of a check, and the message names it.
+    let port = silent_port(4);
     let started = Instant::now();
     let config =
         json!({"host": "127.0.0.1", "port": port, "connect_timeout_ms": 500, "password": "x"});
     let (st, msg) = status(&common::check(&config));
     assert_eq!(st, "FAILED");
-    assert!(msg.contains("did not answer in time"), "{msg}");
+    assert!(
+        msg.contains("did not answer in time") && msg.contains("connect_timeout_ms"),
+        "{msg}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+/// `write` against a server that never answers: the reply timeout is waited once (a second wait
+/// would end after the retry budget), and the message names `reply_timeout_ms`, which governs it.
+#[test]
+fn write_to_a_silent_server_waits_one_reply_timeout_and_names_it() {
+    let port = silent_port(8);
+    let config = json!({"host": "127.0.0.1", "port": port, "reply_timeout_ms": 2000, "retry_budget_ms": 3000});
+    let started = Instant::now();
+    let out = common::write_sync(&config, &common::catalog(&[(None, "s")]), "");
+    let took = started.elapsed();
+    out.assert_failed_with("transient_error", "did not answer in time");
+    let message = out.traces()[0]["trace"]["error"]["message"].to_string();
+    assert!(message.contains("reply_timeout_ms"), "{message}");
+    assert!(!message.contains("connect_timeout_ms"), "{message}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "one wait of 2 s, not two: {took:?}"
     );
 }
 
