@@ -110,6 +110,24 @@ pub fn open(
         }
         TunnelAuth::Password(p) => sess.userauth_password(&t.user, p.expose()),
     };
+    // libssh2 reads the key itself: LIBSSH2_ERROR_FILE (a key it cannot read) and
+    // LIBSSH2_ERROR_KEYFILE_AUTH_FAILED (a wrong passphrase) are this side's, not a refusal.
+    if let (Err(e), TunnelAuth::Key { passphrase, .. }) = (&auth, &t.auth) {
+        if KEY_UNREADABLE
+            .map(ssh2::ErrorCode::Session)
+            .contains(&e.code())
+        {
+            let fix = if passphrase.is_some() {
+                "check that tunnel_method.ssh_key is the whole private key (OpenSSH or PEM, with its BEGIN and END lines) and that tunnel_method.ssh_key_passphrase is its passphrase"
+            } else {
+                "check that tunnel_method.ssh_key is the whole private key (OpenSSH or PEM, with its BEGIN and END lines); if the key is encrypted, set tunnel_method.ssh_key_passphrase"
+            };
+            return Err(Failure::config(
+                format!("The SSH key in tunnel_method.ssh_key could not be read here (the bastion did not refuse it): {fix}."),
+                format!("libssh2 error {}", e.message()),
+            ));
+        }
+    }
     if auth.is_err() || !sess.authenticated() {
         let what = match t.auth {
             TunnelAuth::Key { .. } => "ssh_key (and its passphrase)",
@@ -167,6 +185,10 @@ pub fn open(
         stop,
     })
 }
+
+/// libssh2's codes for a key it could not read (LIBSSH2_ERROR_FILE) or decrypt
+/// (LIBSSH2_ERROR_KEYFILE_AUTH_FAILED).
+const KEY_UNREADABLE: [std::os::raw::c_int; 2] = [-16, -48];
 
 fn accept_loop(
     listener: TcpListener,

@@ -123,8 +123,28 @@ fn passphrase_key_and_password_auth_and_their_failures() {
         key_tunnel(&ssh, &ssh.encrypted_key, Some("wrong-phrase-1"), None),
     ));
     assert_eq!(st, "FAILED");
-    assert!(msg.contains("refused user"), "{msg}");
+    assert!(
+        msg.contains("could not be read") && msg.contains("tunnel_method.ssh_key_passphrase"),
+        "a wrong passphrase is named, not blamed on the bastion: {msg} {}",
+        out.dump()
+    );
     assert_no_secrets(&out);
+    // A key cut short (as when pasted in part) is named as the key, not as a refusal.
+    let half = &ssh.key[..ssh.key.len() / 2];
+    let (st, msg, out) = status(&through(&server, key_tunnel(&ssh, half, None, None)));
+    assert_eq!(st, "FAILED");
+    assert!(
+        msg.contains("tunnel_method.ssh_key could not be read") && !msg.contains("refused"),
+        "{msg}"
+    );
+    assert_no_secrets(&out);
+    // A key the bastion does not know is the bastion's refusal.
+    let (st, msg, _) = status(&through(
+        &server,
+        key_tunnel(&ssh, &ssh.stranger_key, None, None),
+    ));
+    assert_eq!(st, "FAILED");
+    assert!(msg.contains("refused user"), "{msg}");
     let password = |pw: &str| {
         json!({"tunnel_method": "SSH_PASSWORD_AUTH", "tunnel_host": "127.0.0.1", "tunnel_port": ssh.port,
             "tunnel_user": PASSWORD_USER, "tunnel_user_password": pw})

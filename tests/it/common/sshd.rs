@@ -24,6 +24,8 @@ pub struct SshServer {
     pub key: String,
     /// A passphrase-protected private key authorized for root.
     pub encrypted_key: String,
+    /// A valid private key that is not authorized (the bastion refuses it).
+    pub stranger_key: String,
     _dir: tempfile::TempDir,
 }
 
@@ -84,6 +86,7 @@ impl SshServer {
             &["-t", "rsa", "-b", "2048", "-m", "PEM"],
             KEY_PASSPHRASE,
         );
+        keygen(&d.join("id_stranger"), &["-t", "ed25519"], "");
         let authorized = [d.join("id_rsa.pub"), d.join("id_rsa_enc.pub")]
             .iter()
             .map(|p| std::fs::read_to_string(p).expect("pub key"))
@@ -149,6 +152,7 @@ impl SshServer {
                 known_hosts,
                 key: std::fs::read_to_string(d.join("id_rsa")).expect("key"),
                 encrypted_key: std::fs::read_to_string(d.join("id_rsa_enc")).expect("key"),
+                stranger_key: std::fs::read_to_string(d.join("id_stranger")).expect("key"),
                 _dir: dir,
             };
         }
