@@ -135,6 +135,12 @@ impl Nodes {
         self.links.keys().cloned().collect()
     }
 
+    /// The servers written to, as named in messages (the master the sentinels named, or every
+    /// cluster master connected to): after a reconnect, whether the master moved.
+    pub fn servers(&self) -> Vec<String> {
+        self.links.values().map(|l| l.ctx.address.clone()).collect()
+    }
+
     /// Warnings gathered while connecting (each connection's AUTH notes), drained.
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)

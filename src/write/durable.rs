@@ -13,7 +13,7 @@ use crate::error::Failure;
 /// Both block up to `wait_timeout_ms` by design, so while they run the connection's reply timeout is
 /// raised above it: a `wait_timeout_ms` longer than `reply_timeout_ms` must give "too few replicas",
 /// not a lost connection.
-pub fn wait_durable_on(link: &mut Link, settings: &Settings) -> Result<(), Failure> {
+pub fn wait_durable_on(link: &mut Link, settings: &Settings) -> Result<(), WaitFailure> {
     let needed = settings.durability.timeout + WAIT_MARGIN;
     let raise = needed > settings.reply_timeout;
     if raise {
@@ -26,10 +26,28 @@ pub fn wait_durable_on(link: &mut Link, settings: &Settings) -> Result<(), Failu
     result
 }
 
+/// Why a durable wait failed.
+#[derive(Debug)]
+pub enum WaitFailure {
+    /// The server answered: fewer replicas (or AOF fsyncs) than configured confirmed in time.
+    TooFew(Failure),
+    /// The wait itself failed (a lost connection, a refusal).
+    Failed(Failure),
+}
+
+impl WaitFailure {
+    /// The failure to report.
+    pub fn into_failure(self) -> Failure {
+        match self {
+            WaitFailure::TooFew(f) | WaitFailure::Failed(f) => f,
+        }
+    }
+}
+
 /// How much longer than `wait_timeout_ms` a WAIT's reply may take to arrive.
 const WAIT_MARGIN: Duration = Duration::from_secs(5);
 
-fn wait(link: &mut Link, settings: &Settings) -> Result<(), Failure> {
+fn wait(link: &mut Link, settings: &Settings) -> Result<(), WaitFailure> {
     let d = settings.durability;
     let ms = d.timeout.as_millis() as u64;
     let at = &link.ctx.address;
@@ -47,24 +65,24 @@ fn wait(link: &mut Link, settings: &Settings) -> Result<(), Failure> {
             } else {
                 classify(&e, &link.ctx)
             }
-        })?;
+        }).map_err(WaitFailure::Failed)?;
         if local < 1 || replicas < i64::from(d.replicas) {
-            return Err(Failure::transient(
+            return Err(WaitFailure::TooFew(Failure::transient(
                 format!("The writes behind a state were fsynced to the AOF on {local} of 1 master and {replicas} of {} replicas of {at} within {ms} ms; the state was not echoed. Check the replicas' health or raise wait_timeout_ms.", d.replicas),
                 format!("WAITAOF returned [{local}, {replicas}]"),
-            ));
+            )));
         }
     } else if d.replicas > 0 {
         let acked: i64 = redis::cmd("WAIT")
             .arg(d.replicas)
             .arg(ms)
             .query(&mut link.con)
-            .map_err(|e| classify(&e, &link.ctx))?;
+            .map_err(|e| WaitFailure::Failed(classify(&e, &link.ctx)))?;
         if acked < i64::from(d.replicas) {
-            return Err(Failure::transient(
+            return Err(WaitFailure::TooFew(Failure::transient(
                 format!("Only {acked} of {} replicas of {at} acknowledged the writes behind a state within {ms} ms; the state was not echoed. Check the replicas (INFO replication) or raise wait_timeout_ms.", d.replicas),
                 format!("WAIT returned {acked}"),
-            ));
+            )));
         }
     }
     Ok(())

@@ -205,7 +205,9 @@ pub fn run<R: Read + Send + 'static>(
     let (work_tx, work_rx) = bounded::<Work>(settings.max_in_flight.get());
     let (ack_tx, ack_rx) = unbounded::<Ack>();
     let is_overwrite: Vec<bool> = overwrites.iter().map(Option::is_some).collect();
+    let servers = nodes.servers();
     let writer = Writer {
+        durable_on: servers,
         nodes,
         calls: Arc::new(calls),
         overwrite: overwrites,

@@ -26,7 +26,7 @@ use redis::{RedisError, Value};
 
 use super::batch::{Batch, StreamCall};
 use super::checkpoint::ReadyState;
-use super::durable::wait_durable_on;
+use super::durable::{wait_durable_on, WaitFailure};
 use super::overwrite::{self, OverwriteStream, PublishReport};
 use super::retained::Retained;
 use super::retry::Retry;
@@ -114,6 +114,9 @@ pub struct Writer {
     pub retained: Retained,
     /// Redirections already reported: (stream, "MOVED"/"ASK", node).
     pub redirects: std::collections::HashSet<(usize, &'static str, String)>,
+    /// The servers on which the last durable wait succeeded (at first, those of the start): too
+    /// few replicas there again is final, since only a moved master is worth waiting for.
+    pub durable_on: Vec<String>,
 }
 
 /// Where the writer stands with the overwrite streams.
@@ -246,10 +249,9 @@ impl Writer {
                 }
                 if self.settings.durability.is_on() {
                     if self.ctx.failover {
-                        // A failover may have moved the master: find it, resend, and wait there.
-                        self.with_retry(acks, |w| w.wait_durable())?;
+                        self.wait_durable_following_failovers(acks)?;
                     } else {
-                        self.wait_durable()?;
+                        self.wait_durable().map_err(WaitFailure::into_failure)?;
                     }
                 }
                 self.retained.clear();
@@ -277,12 +279,44 @@ impl Writer {
 
     /// Durable checkpoints: waits until the configured replicas (WAIT) and AOF fsyncs (WAITAOF)
     /// confirm every write of every connection so far; fails the sync when they do not in time.
-    fn wait_durable(&mut self) -> Result<(), Failure> {
+    fn wait_durable(&mut self) -> Result<(), WaitFailure> {
         for addr in self.nodes.open_addrs() {
-            let link = self.nodes.link(&addr)?;
+            let link = self.nodes.link(&addr).map_err(WaitFailure::Failed)?;
             wait_durable_on(link, &self.settings)?;
         }
         Ok(())
+    }
+
+    /// [`Writer::wait_durable`] in sentinel and cluster mode, where a failover may move a master:
+    /// a lost connection is followed to the (new) master, the work resent and the wait repeated,
+    /// within the retry budget. Too few replicas is retried only while the master is not the one
+    /// the last wait succeeded on (a promoted replica waits for its replicas to attach); on the
+    /// same master it fails at once, after one `wait_timeout_ms`.
+    fn wait_durable_following_failovers(&mut self, acks: &Sender<Ack>) -> Result<(), Failure> {
+        let mut retry = Retry::new(self.settings.retry_budget);
+        loop {
+            match self.wait_durable() {
+                Ok(()) => {
+                    self.durable_on = self.nodes.servers();
+                    return Ok(());
+                }
+                Err(WaitFailure::TooFew(f)) => {
+                    if self.nodes.servers() == self.durable_on {
+                        // Ask again where the master is: a failover may be under way.
+                        self.reconnect(&mut retry, f.clone(), acks)?;
+                        if self.nodes.servers() == self.durable_on {
+                            return Err(f);
+                        }
+                    } else {
+                        self.reconnect(&mut retry, f, acks)?;
+                    }
+                }
+                Err(WaitFailure::Failed(f)) if f.failure_type == FailureType::Transient => {
+                    self.reconnect(&mut retry, f, acks)?;
+                }
+                Err(WaitFailure::Failed(f)) => return Err(f),
+            }
+        }
     }
 
     /// Runs `op`, and after a transient failure reconnects and runs it again, within the budget.

@@ -561,3 +561,21 @@ fn a_killed_master_is_replaced_by_its_replica_and_the_sync_finishes() {
         assert_stream(&cluster, s, &data("k", 0..3_000));
     }
 }
+
+/// Too few replicas for `wait_replicas` on masters that stay the same fail the sync after one
+/// `wait_timeout_ms`, not after the whole retry budget.
+#[test]
+fn too_few_replicas_on_unchanged_masters_fail_after_one_wait() {
+    let cluster = Cluster::start(3, 0);
+    let streams: [Stream; 2] = [(Some("n"), "a"), (Some("n"), "b")];
+    let mut config = cluster.config();
+    config["wait_replicas"] = json!(1);
+    config["wait_timeout_ms"] = json!(1_000);
+    config["retry_budget_ms"] = json!(60_000);
+    let started = Instant::now();
+    let out = common::write_sync(&config, &catalog(&streams), &records(&streams, 0, 300, "k"));
+    let took = started.elapsed();
+    out.assert_failed_with("transient_error", "Only 0 of 1 replicas");
+    assert_eq!(out.states().len(), 0, "{}", out.dump());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}

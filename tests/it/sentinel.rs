@@ -185,3 +185,21 @@ fn a_killed_master_is_replaced_and_the_sync_finishes_with_every_record() {
     assert_ne!(new, old);
     assert_all_on_the_master(&set, 8_000);
 }
+
+/// Too few replicas for `wait_replicas` on a master that stays the same is not a failover: the
+/// sync fails after one `wait_timeout_ms` (and one look at the sentinels), not after the whole
+/// retry budget.
+#[test]
+fn too_few_replicas_on_an_unchanged_master_fail_after_one_wait() {
+    let set = SentinelSet::start();
+    let mut config = set.config();
+    config["wait_replicas"] = json!(2);
+    config["wait_timeout_ms"] = json!(1000);
+    config["retry_budget_ms"] = json!(60_000);
+    let started = std::time::Instant::now();
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &chunk(0, 500));
+    let took = started.elapsed();
+    out.assert_failed_with("transient_error", "Only 1 of 2 replicas");
+    assert_eq!(out.states().len(), 0, "{}", out.dump());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
