@@ -66,6 +66,8 @@ pub struct Connected {
     pub con: redis::Connection,
     /// Warnings to log (e.g. a password the server does not need).
     pub warnings: Vec<String>,
+    /// `host:port` of the server connected to (in sentinel mode, the master the sentinels named).
+    pub server: String,
 }
 
 /// Connects (to the master the sentinels name, in sentinel mode; to `host`/`port` itself in cluster
@@ -112,7 +114,11 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
             return Err(classify(&e, &ctx));
         }
     }
-    Ok(Connected { con, warnings })
+    Ok(Connected {
+        con,
+        warnings,
+        server: crate::topology::join_host_port(&settings.host, settings.port),
+    })
 }
 
 /// A client for the configured address and TLS mode.

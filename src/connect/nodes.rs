@@ -25,6 +25,8 @@ pub struct Link {
     pub con: redis::Connection,
     /// Names the server (the cluster node) in messages.
     pub ctx: Context,
+    /// `host:port` connected to (in sentinel mode, the master the sentinels named).
+    pub server: String,
 }
 
 /// Every connection of a run, by node address ("" outside cluster mode).
@@ -135,10 +137,10 @@ impl Nodes {
         self.links.keys().cloned().collect()
     }
 
-    /// The servers written to, as named in messages (the master the sentinels named, or every
-    /// cluster master connected to): after a reconnect, whether the master moved.
+    /// The servers written to (`host:port` of the master the sentinels named, or of every cluster
+    /// master connected to): after a reconnect, whether the master moved.
     pub fn servers(&self) -> Vec<String> {
-        self.links.values().map(|l| l.ctx.address.clone()).collect()
+        self.links.values().map(|l| l.server.clone()).collect()
     }
 
     /// Warnings gathered while connecting (each connection's AUTH notes), drained.
@@ -179,7 +181,11 @@ impl Nodes {
         let ctx = Context::new(&settings, "while writing");
         let mut con = connected.con;
         load_scripts(&mut con, &ctx)?;
-        Ok(Link { con, ctx })
+        Ok(Link {
+            con,
+            ctx,
+            server: connected.server,
+        })
     }
 }
 
