@@ -29,12 +29,14 @@ fn connection_specification() -> Value {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "Redis Destination Spec",
         "type": "object",
-        "required": ["host", "port"],
+        // `host` is not required: in sentinel mode the sentinels name the master, and in cluster
+        // mode topology.nodes may list the seeds. The config reader requires it otherwise.
+        "required": ["port"],
         "additionalProperties": true,
         "properties": {
             "host": {
                 "title": "Host", "type": "string", "order": 0,
-                "description": "Redis host to connect to.",
+                "description": "Redis host to connect to. Not needed in sentinel mode (the sentinels name the master); in cluster mode, a node of the cluster (or several, comma-separated).",
                 "examples": ["localhost", "127.0.0.1"]
             },
             "port": {
@@ -290,5 +292,7 @@ mod tests {
         }
         let required = &spec()["connectionSpecification"]["required"];
         assert!(!required.as_array().unwrap().contains(&json!("username")));
+        // A sentinel config has no host: the platform must not refuse it before `check`.
+        assert!(!required.as_array().unwrap().contains(&json!("host")));
     }
 }

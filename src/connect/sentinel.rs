@@ -81,27 +81,51 @@ pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Sett
     let mut unreachable = Vec::new();
     let mut unknown = Vec::new();
     let mut answers = Vec::new();
+    let mut addresses = Vec::new();
     for (host, port) in &s.sentinels {
         let address = join_host_port(host, *port);
         match ask(settings, s, host, *port) {
-            Ok(Some(named)) => answers.push(named),
+            Ok(Some(Answer::Named(named))) => answers.push(named),
+            Ok(Some(Answer::AddressOnly(host, port))) => addresses.push((address, host, port)),
             Ok(None) => unknown.push(address),
             Err(f) if f.failure_type == crate::error::FailureType::Config => return Err(f),
             Err(f) => unreachable.push(f),
         }
     }
-    match verdict(&answers) {
-        Some(Verdict::Master(named)) => {
-            let mut m = settings.clone();
-            m.shown_address = Some(format!(
-                "{} (master {:?} of the sentinels)",
-                join_host_port(&named.host, named.port),
-                s.master_name
+    let master_at = |host: &str, port: u16| {
+        let mut m = settings.clone();
+        m.shown_address = Some(format!(
+            "{} (master {:?} of the sentinels)",
+            join_host_port(host, port),
+            s.master_name
+        ));
+        m.host = host.to_string();
+        m.port = port;
+        m
+    };
+    if answers.is_empty() {
+        if let Some((_, host, port)) = addresses.first() {
+            // Only the address, no epoch nor flags: trusted only when every sentinel that
+            // answered names the same one (while a failover spreads, they differ).
+            if addresses.iter().all(|(_, h, p)| h == host && p == port) {
+                return Ok(master_at(host, *port));
+            }
+            let named: Vec<String> = addresses
+                .iter()
+                .map(|(at, h, p)| format!("{at} names {}", join_host_port(h, *p)))
+                .collect();
+            return Err(Failure::transient(
+                format!(
+                    "The sentinels disagree on where master {:?} is ({}): a failover is spreading; waiting until they agree.",
+                    s.master_name,
+                    named.join(", ")
+                ),
+                "SENTINEL GET-MASTER-ADDR-BY-NAME answers differ",
             ));
-            m.host = named.host.clone();
-            m.port = named.port;
-            return Ok(m);
         }
+    }
+    match verdict(&answers) {
+        Some(Verdict::Master(named)) => return Ok(master_at(&named.host, named.port)),
         Some(Verdict::Wait) => {
             return Err(Failure::transient(
                 format!(
@@ -135,13 +159,21 @@ pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Sett
     ))
 }
 
-/// One sentinel's answer: the master's address and epoch, or None when it monitors no such name.
+/// What one sentinel said.
+enum Answer {
+    /// `SENTINEL MASTER`: address, epoch and health.
+    Named(Named),
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME`, for a sentinel user allowed nothing else.
+    AddressOnly(String, u16),
+}
+
+/// One sentinel's answer, or None when it monitors no such name.
 fn ask(
     settings: &Settings,
     s: &SentinelSettings,
     host: &str,
     port: u16,
-) -> Result<Option<Named>, Failure> {
+) -> Result<Option<Answer>, Failure> {
     let mut at = settings.clone();
     at.host = host.to_string();
     at.port = port;
@@ -162,7 +194,7 @@ fn ask(
         .arg(&s.master_name)
         .query(&mut con);
     match reply {
-        Ok(fields) => named(&fields).map(Some).ok_or_else(|| {
+        Ok(fields) => named(&fields).map(|n| Some(Answer::Named(n))).ok_or_else(|| {
             Failure::transient(
                 format!(
                     "The sentinel at {} described master {:?} without a usable ip, port and config-epoch; check that it is a Redis Sentinel.",
@@ -173,8 +205,46 @@ fn ask(
             )
         }),
         Err(e) if e.to_string().contains("No such master") => Ok(None),
+        Err(e) if e.code() == Some("NOPERM") => address_only(&mut con, s, &ctx),
         Err(e) => Err(classify(&e, &ctx)),
     }
+}
+
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME`: the address alone (nil when no such master is monitored).
+fn address_only(
+    con: &mut redis::Connection,
+    s: &SentinelSettings,
+    ctx: &Context,
+) -> Result<Option<Answer>, Failure> {
+    let reply: Option<(String, String)> = redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(&s.master_name)
+        .query(con)
+        .map_err(|e| {
+            let mut f = classify(&e, ctx);
+            if e.code() == Some("NOPERM") {
+                f.message = format!(
+                    "The sentinel at {} refused both SENTINEL MASTER and SENTINEL GET-MASTER-ADDR-BY-NAME to this user: allow one of them to the sentinel user (topology.sentinel_username).",
+                    ctx.address
+                );
+            }
+            f
+        })?;
+    Ok(match reply {
+        None => None,
+        Some((host, port)) => match port.parse() {
+            Ok(port) => Some(Answer::AddressOnly(host, port)),
+            Err(_) => {
+                return Err(Failure::transient(
+                    format!(
+                        "The sentinel at {} named master {:?} at a port that is not a number; check that it is a Redis Sentinel.",
+                        ctx.address, s.master_name
+                    ),
+                    format!("GET-MASTER-ADDR-BY-NAME port {port:?}"),
+                ))
+            }
+        },
+    })
 }
 
 /// The master's address and epoch out of `SENTINEL MASTER`'s fields.

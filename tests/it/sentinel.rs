@@ -203,3 +203,50 @@ fn too_few_replicas_on_an_unchanged_master_fail_after_one_wait() {
     assert_eq!(out.states().len(), 0, "{}", out.dump());
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
+
+/// A sentinel user allowed nothing but `SENTINEL GET-MASTER-ADDR-BY-NAME` (no `SENTINEL MASTER`,
+/// so no epoch and no flags): the writer finds the master by address when the sentinels agree,
+/// and writes nowhere when they name different servers.
+#[test]
+fn a_sentinel_user_limited_to_get_master_addr_by_name_still_finds_the_master() {
+    let mut set = SentinelSet::start();
+    let limit = |port: u16| {
+        let reply = common::cli_at(
+            port,
+            &[
+                "ACL",
+                "SETUSER",
+                "lim",
+                "on",
+                ">lim-pw-5151",
+                "-@all",
+                "+sentinel|get-master-addr-by-name",
+            ],
+        );
+        assert_eq!(reply.trim(), "OK", "{reply}");
+    };
+    for address in set.addresses().split(',') {
+        limit(address.rsplit(':').next().unwrap().parse().unwrap());
+    }
+    let mut config = set.config();
+    config["topology"]["sentinel_username"] = json!("lim");
+    config["topology"]["sentinel_password"] = json!("lim-pw-5151");
+    common::check(&config).assert_check_succeeded();
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &chunk(0, 1_000));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_all_on_the_master(&set, 1_000);
+
+    let stray_server = RedisServer::start();
+    let stray = set.start_stray_sentinel(stray_server.port());
+    limit(stray);
+    config["topology"]["sentinels"] = json!(format!("127.0.0.1:{stray},{}", set.addresses()));
+    config["retry_budget_ms"] = json!(1_500);
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), &chunk(1_000, 1_500));
+    out.assert_failed_with("transient_error", "disagree");
+    assert_eq!(
+        stray_server.cli(&["DBSIZE"]).trim(),
+        "0",
+        "nothing on the stray server"
+    );
+    assert_all_on_the_master(&set, 1_000);
+}

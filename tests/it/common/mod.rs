@@ -28,7 +28,7 @@ pub use cutter::CommandCutter;
 pub use fault::{Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;
-pub use sentinel::{sentinel_named_port, SentinelSet, MASTER_NAME};
+pub use sentinel::{cli as cli_at, sentinel_named_port, SentinelSet, MASTER_NAME};
 pub use server::free_port;
 pub use server::RedisServer;
 pub use target::Target;

@@ -185,7 +185,8 @@ pub fn sentinel_named_port(port: u16) -> u16 {
         .unwrap_or_else(|| panic!("no master address: {out:?}"))
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+/// redis-cli against the server or sentinel at `port` on 127.0.0.1; its output.
+pub fn cli(port: u16, args: &[&str]) -> String {
     Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
