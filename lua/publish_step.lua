@@ -11,7 +11,7 @@
 -- moved, all in one call. Ids up to the marker's `moved` were moved by an earlier, interrupted run
 -- and are skipped; any other missing staged record is an error (ABSTAGED), never taken for moved.
 -- Everything is checked before the first write: a key in the way that is not a record (another
--- tool's key) is refused with ABFOREIGN. Returns the number of records moved.
+-- tool's key) is refused with ABFOREIGN. Returns {records moved, old records they replaced}.
 if not redis.call('HGET', KEYS[1], 'n') then
   return redis.error_reply('ABMARKER no publish is under way at ' .. KEYS[1])
 end
@@ -25,12 +25,16 @@ if first <= moved then
   first = moved + 1
 end
 if first > last then
-  return 0
+  return {0, 0}
 end
+local replaced = 0
 for id = first, last do
   local kind = redis.call('TYPE', lp .. id).ok
-  if kind ~= 'none' and not (kind == 'hash' and redis.call('HEXISTS', lp .. id, '_airbyte_data') == 1) then
-    return redis.error_reply('ABFOREIGN ' .. lp .. id)
+  if kind ~= 'none' then
+    if not (kind == 'hash' and redis.call('HEXISTS', lp .. id, '_airbyte_data') == 1) then
+      return redis.error_reply('ABFOREIGN ' .. lp .. id)
+    end
+    replaced = replaced + 1
   end
   if redis.call('EXISTS', sp .. id) == 0 then
     return redis.error_reply('ABSTAGED ' .. sp .. id)
@@ -41,4 +45,4 @@ for id = first, last do
   redis.call('PERSIST', lp .. id)
 end
 redis.call('HSET', KEYS[1], 'moved', last)
-return last - first + 1
+return {last - first + 1, replaced}

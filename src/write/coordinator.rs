@@ -232,13 +232,18 @@ impl Coordinator {
             }
             Ack::Published { stream, report } => {
                 self.awaiting -= 1;
+                let counter = if report.old == report.replaced {
+                    String::new()
+                } else {
+                    format!(" (its counter said {})", report.old)
+                };
                 out.log(
                     Level::Info,
                     format!(
-                        "Published stream {}: {} records replaced {} in {} ms ({} script calls).",
+                        "Published stream {}: {} records replaced {}{counter} in {} ms ({} script calls).",
                         self.descriptors[stream],
                         report.published,
-                        report.old,
+                        report.replaced,
                         report.millis,
                         report.calls
                     ),

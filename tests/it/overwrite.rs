@@ -52,6 +52,51 @@ fn append_first(target: &Target, streams: &[(Option<&str>, &str)], n: usize) {
     assert_eq!(out.code, Some(0), "{}", out.dump());
 }
 
+/// A stream whose counter is far above its records (the Java connector's counter after its
+/// records were trimmed: 10,000,000 over 1,000): the publish costs what the records that exist
+/// cost, not a call per 500 ids of the counter, and the log gives the true count.
+#[test]
+fn a_counter_far_above_the_records_costs_what_the_records_cost() {
+    let target = Target::start();
+    append_first(&target, &[(Some("n"), "s")], 1_000);
+    let counter = target.counter_key(Some("n"), "s");
+    target.cli_at(&counter, &["SET", &counter, "10000000"]);
+    let cat = catalog_with(&[(Some("n"), "s")], "overwrite", 1, 1);
+    let out = common::write_sync(
+        &target.config(),
+        &cat,
+        &(records(Some("n"), "s", "new", 0..600) + &status(Some("n"), "s", "COMPLETE") + "\n"),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        datas(&target, Some("n"), "s"),
+        (Some(600), expected("new", 0..600))
+    );
+    assert_eq!(
+        target.count_record_keys(Some("n"), "s"),
+        600,
+        "records 601..1000 are gone"
+    );
+    let published = out
+        .logs()
+        .into_iter()
+        .find(|m| m.contains("Published stream"))
+        .unwrap_or_else(|| panic!("no publish line: {}", out.dump()));
+    assert!(
+        published.contains("600 records replaced 1000 (its counter said 10000000)"),
+        "{published}"
+    );
+    let calls: u64 = published
+        .split(" script calls")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no call count: {published}"));
+    // 2 moves of 250 and one of 100, the check pass, begin, DBSIZE, a SCAN or two, finish: about
+    // ten calls, where a range delete of the counter's ids took 20,000.
+    assert!(calls < 30, "{calls} calls: {published}");
+}
+
 /// What a publish of `n` records over `old`, killed after moving `moved`, leaves: staged records
 /// (`{"new":i}`) of which the first `moved` are in place already, the staging counter, the marker
 /// and the registry entry.

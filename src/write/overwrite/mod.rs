@@ -148,8 +148,8 @@ fn delete_range(
     to: u64,
     ctx: &Context,
     calls: &mut u64,
-) -> Result<u64, Failure> {
-    let mut skipped = 0;
+) -> Result<Removed, Failure> {
+    let mut removed = Removed::default();
     let mut start = from;
     while start <= to {
         let end = (start + CHUNK - 1).min(to);
@@ -161,10 +161,21 @@ fn delete_range(
             ctx,
         )?;
         *calls += 1;
-        skipped += ints(&r).get(1).copied().unwrap_or(0) as u64;
+        let v = ints(&r);
+        removed.deleted += v.first().copied().unwrap_or(0) as u64;
+        removed.skipped += v.get(1).copied().unwrap_or(0) as u64;
         start = end + 1;
     }
-    Ok(skipped)
+    Ok(removed)
+}
+
+/// What a delete (of a range, or by SCAN) did under a stream's prefix.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Records deleted.
+    pub deleted: u64,
+    /// Keys that were not records, left alone.
+    pub skipped: u64,
 }
 
 /// A script's integer reply, or a `system_error` naming the script.

@@ -6,7 +6,8 @@ use std::time::Instant;
 use redis::Value;
 
 use super::{
-    delete_range, eval, ints, OverwriteStream, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK, SCAN_COUNT,
+    delete_range, eval, ints, OverwriteStream, Removed, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK,
+    SCAN_COUNT,
 };
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
@@ -19,8 +20,10 @@ use crate::scripts::{PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH, PUBLISH_STEP,
 pub struct PublishReport {
     /// Records the stream holds now.
     pub published: u64,
-    /// Records it held before.
+    /// What its counter said before (the Java connector's counter may be far above its records).
     pub old: u64,
+    /// Records it held before that are gone now (replaced in place, or deleted above the new count).
+    pub replaced: u64,
     /// Keys under the stream's prefix that were not records and were left alone.
     pub skipped: u64,
     /// Script calls the publish made.
@@ -185,7 +188,7 @@ pub(super) fn finish_publish(
     let mut start = 1;
     while start <= n {
         let end = (start + MOVE_CHUNK - 1).min(n);
-        eval(
+        let step = eval(
             con,
             &PUBLISH_STEP,
             &[&staging.marker],
@@ -197,20 +200,39 @@ pub(super) fn finish_publish(
             ],
             ctx,
         )?;
+        report.replaced += ints(&step).get(1).copied().unwrap_or(0) as u64;
         report.calls += 1;
         start = end + 1;
     }
+    let mut swept = false;
     if old > n {
-        report.skipped +=
-            delete_range(con, &live.record_prefix, n + 1, old, ctx, &mut report.calls)?;
+        // The ids above the new count, one range call per CHUNK ids; or, when the counter is far
+        // above what the node holds (a Java counter of 10,000,000 over 1,000 records), one SCAN
+        // step per SCAN_COUNT keys of the node, whichever takes fewer calls.
+        let keys_on_node: u64 = redis::cmd("DBSIZE")
+            .query(con)
+            .map_err(|e| classify(&e, ctx))?;
+        report.calls += 1;
+        let removed = if (old - n) / CHUNK > keys_on_node / SCAN_COUNT + 1 {
+            swept = true;
+            sweep_leftovers(con, live, n, ctx, &mut report.calls)?
+        } else {
+            delete_range(con, &live.record_prefix, n + 1, old, ctx, &mut report.calls)?
+        };
+        report.replaced += removed.deleted;
+        report.skipped += removed.skipped;
     }
-    let probe = live.record(n.max(old) + 1);
-    let stray: bool = redis::cmd("EXISTS")
-        .arg(&probe)
-        .query(con)
-        .map_err(|e| classify(&e, ctx))?;
-    if sweep || stray {
-        report.skipped += sweep_leftovers(con, live, n, ctx, &mut report.calls)?;
+    if !swept {
+        let probe = live.record(n.max(old) + 1);
+        let stray: bool = redis::cmd("EXISTS")
+            .arg(&probe)
+            .query(con)
+            .map_err(|e| classify(&e, ctx))?;
+        if sweep || stray {
+            let removed = sweep_leftovers(con, live, n, ctx, &mut report.calls)?;
+            report.replaced += removed.deleted;
+            report.skipped += removed.skipped;
+        }
     }
     eval(
         con,
@@ -236,10 +258,10 @@ pub fn sweep_leftovers(
     keep: u64,
     ctx: &Context,
     calls: &mut u64,
-) -> Result<u64, Failure> {
+) -> Result<Removed, Failure> {
     let pattern = format!("{}*", keys::escape_glob(&live.record_prefix));
     let mut cursor = "0".to_string();
-    let mut skipped = 0;
+    let mut removed = Removed::default();
     for _ in 0..MAX_SCAN_STEPS {
         let r = eval(
             con,
@@ -270,10 +292,12 @@ pub fn sweep_leftovers(
                 ))
             }
         };
-        skipped += ints(&Value::Array(items)).get(2).copied().unwrap_or(0) as u64;
+        let counts = ints(&Value::Array(items));
+        removed.deleted += counts.get(1).copied().unwrap_or(0) as u64;
+        removed.skipped += counts.get(2).copied().unwrap_or(0) as u64;
         if cursor == "0" {
             break;
         }
     }
-    Ok(skipped)
+    Ok(removed)
 }

@@ -83,6 +83,14 @@ impl RunOutput {
             .collect()
     }
 
+    /// The text of every LOG message, in order.
+    pub fn logs(&self) -> Vec<String> {
+        self.of_type("LOG")
+            .into_iter()
+            .filter_map(|m| m["log"]["message"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// The CONNECTION_STATUS messages.
     pub fn statuses(&self) -> Vec<&Value> {
         self.of_type("CONNECTION_STATUS")
