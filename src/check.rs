@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::connect::nodes::Nodes;
 use crate::connect::{self, classify, Context};
 use crate::error::Failure;
+use crate::java_staging;
 use crate::keys::{self, StreamKeys, TOKEN_TTL_SECONDS};
 use crate::scripts::APPEND_BATCH;
 
@@ -46,7 +47,32 @@ pub fn run(settings: &Settings) -> Result<Vec<String>, Failure> {
     warnings.extend(recovery.finished_messages());
     warnings.extend(recovery.stuck_messages());
     probe_write(&mut nodes)?;
+    // A user who may not read tmp:* keys has none to delete either: nothing to report then.
+    if let Ok(found) = java_staging::sweep(&mut nodes, false, java_staging::CHECK_STEPS) {
+        if let Some(w) = java_staging_warning(&found, settings.delete_java_staging) {
+            warnings.push(w);
+        }
+    }
     Ok(warnings)
+}
+
+/// What `check` says about the Java connector's leftover staging, if it found any.
+fn java_staging_warning(found: &java_staging::Found, deleting: bool) -> Option<String> {
+    let example = found.example.as_deref()?;
+    let scope = if found.complete {
+        ""
+    } else {
+        " in the first million keys of a node (there may be more)"
+    };
+    let what_to_do = if deleting {
+        "delete_java_staging is on: the next sync deletes them before it writes."
+    } else {
+        "set \"delete_java_staging\": true to delete them when the next sync starts (only while no Java sync runs)."
+    };
+    Some(format!(
+        "Found {} record(s){scope} that a failed sync of the Java Redis connector left staged under tmp: (e.g. {example:?}); they belong to no stream, and the Java connector's next sync would publish them as duplicates. {what_to_do}",
+        found.records
+    ))
 }
 
 fn probe_write(nodes: &mut Nodes) -> Result<(), Failure> {

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod java_staging;
 pub mod keys;
 pub mod protocol;
 pub mod scripts;

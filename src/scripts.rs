@@ -6,6 +6,9 @@
 
 use std::sync::LazyLock;
 
+use crate::connect::{classify, Context};
+use crate::error::Failure;
+
 /// A Lua script and its SHA1.
 #[derive(Debug)]
 pub struct LuaScript {
@@ -21,6 +24,36 @@ impl LuaScript {
     fn new(name: &'static str, body: &'static str) -> Self {
         let sha = sha1_smol::Sha1::from(body.as_bytes()).digest().to_string();
         LuaScript { name, body, sha }
+    }
+
+    /// Calls the script with `EVALSHA` (loading it first when the server answers NOSCRIPT, after a
+    /// restart or `SCRIPT FLUSH`); a failure is classified in `ctx`.
+    pub fn eval(
+        &self,
+        con: &mut redis::Connection,
+        keys: &[&str],
+        args: &[&str],
+        ctx: &Context,
+    ) -> Result<redis::Value, Failure> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(keys.len());
+        for k in keys {
+            cmd.arg(*k);
+        }
+        for a in args {
+            cmd.arg(*a);
+        }
+        match cmd.query::<redis::Value>(con) {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(self.body)
+                    .query::<String>(con)
+                    .map_err(|e| classify(&e, ctx))?;
+                cmd.query(con).map_err(|e| classify(&e, ctx))
+            }
+            other => other.map_err(|e| classify(&e, ctx)),
+        }
     }
 }
 
@@ -72,8 +105,12 @@ pub static PUBLISH_FINISH: LazyLock<LuaScript> = LazyLock::new(|| {
 pub static SCAN_DELETE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("scan_delete.lua", include_str!("../lua/scan_delete.lua")));
 
+/// `lua/java_staging.lua`: one SCAN step counting or deleting the Java connector's staged records.
+pub static JAVA_STAGING: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("java_staging.lua", include_str!("../lua/java_staging.lua")));
+
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 9] {
+pub fn all() -> [&'static LuaScript; 10] {
     [
         &APPEND_BATCH,
         &STAGING_TRIM,
@@ -84,6 +121,7 @@ pub fn all() -> [&'static LuaScript; 9] {
         &PUBLISH_STEP,
         &PUBLISH_FINISH,
         &SCAN_DELETE,
+        &JAVA_STAGING,
     ]
 }
 

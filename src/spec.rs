@@ -127,6 +127,10 @@ fn connection_specification() -> Value {
                 "title": "Key layout", "type": "string", "order": 21, "enum": ["java", "tagged"],
                 "description": "java (the default; always tagged in cluster mode): <namespace>:<stream> and <namespace>:<stream>:<id>, as the Java connector. tagged: {<namespace>:<stream>} and {<namespace>:<stream>}:<id>, one hash tag per stream (names with % { } : percent-encoded), so any names are kept apart and a stream's keys share one cluster slot."
             },
+            "delete_java_staging": {
+                "title": "Delete the Java connector's leftover staging", "type": "boolean", "order": 22, "default": false,
+                "description": "When a sync starts, delete the records a failed sync of the Java Redis connector left staged at tmp:<namespace>:<stream>:<n> (hashes with _airbyte_data only; check reports them). It SCANs the whole database once per sync, so turn it off once they are gone, and never while a Java sync runs."
+            },
         }
     })
 }

@@ -55,6 +55,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "max_batches_in_flight",
     "truncate_refreshes",
     "sweep_leftovers",
+    "delete_java_staging",
     "retry_budget_ms",
     "reply_timeout_ms",
     "wait_replicas",
@@ -101,6 +102,8 @@ pub struct Settings {
     /// Whether every publish sweeps the stream's keys with SCAN for leftover records above the new
     /// count (otherwise only when a probe finds one right above it).
     pub sweep_leftovers: bool,
+    /// Whether a sync starts by deleting the Java connector's leftover staged records (`tmp:…`).
+    pub delete_java_staging: bool,
     /// Fields present in the config that this version ignores (reported as a warning).
     pub ignored_fields: Vec<String>,
     /// How the connection is encrypted.
@@ -258,6 +261,7 @@ impl Settings {
         let max_in_flight = positive(map, "max_batches_in_flight", DEFAULT_MAX_IN_FLIGHT, 1024)?;
         let truncate_refreshes = bool_field(map, "truncate_refreshes")?.unwrap_or(true);
         let sweep_leftovers = bool_field(map, "sweep_leftovers")?.unwrap_or(false);
+        let delete_java_staging = bool_field(map, "delete_java_staging")?.unwrap_or(false);
         let retry_budget = millis(
             map,
             "retry_budget_ms",
@@ -298,6 +302,7 @@ impl Settings {
             max_in_flight,
             truncate_refreshes,
             sweep_leftovers,
+            delete_java_staging,
             retry_budget,
             reply_timeout,
             reply_timeout_field: "reply_timeout_ms",

@@ -45,6 +45,7 @@ use crate::config::Settings;
 use crate::connect::nodes::Nodes;
 use crate::connect::{self, Context};
 use crate::error::{Failure, FailureType};
+use crate::java_staging;
 use crate::keys::{self, StreamKeys};
 use crate::protocol::catalog::{self, SyncMode};
 use crate::protocol::output::{self, Level, Output};
@@ -178,6 +179,20 @@ pub fn run<R: Read + Send + 'static>(
         }
     };
     let limit = RecordLimit::read(&mut nodes, settings, reply_timeout);
+    if settings.delete_java_staging {
+        let started = Instant::now();
+        let found = java_staging::sweep(&mut nodes, true, java_staging::DELETE_STEPS)?;
+        out.log(
+            Level::Info,
+            format!(
+                "delete_java_staging: deleted {} record(s) a failed sync of the Java connector left staged under tmp:{} ({} SCAN steps, {} ms).",
+                found.records,
+                found.example.map(|e| format!(" (e.g. {e:?})")).unwrap_or_default(),
+                found.calls,
+                started.elapsed().as_millis()
+            ),
+        );
+    }
     let overwrite_count = overwrites.iter().flatten().count();
     out.log(
         Level::Info,

@@ -788,3 +788,95 @@ mod standalone {
         }
     }
 }
+
+/// The Java connector's leftover staging (`tmp:<namespace>:<stream>:<m>` after a failed Java sync):
+/// `check` reports it, a sync leaves it alone unless `delete_java_staging` is on, and then only
+/// the staged records go (hashes with `_airbyte_data`), never a counter or another tool's key.
+#[test]
+fn the_java_connectors_leftover_staging_is_reported_and_deleted_on_request() {
+    let target = Target::start();
+    for m in 1..=30 {
+        let key = format!("tmp:public:users:{m}");
+        let data = format!(r#"{{"m":{m}}}"#);
+        target.cli_at(
+            &key,
+            &[
+                "HSET",
+                &key,
+                "_airbyte_ab_id",
+                "1",
+                "_airbyte_emitted_at",
+                "1",
+                "_airbyte_data",
+                &data,
+            ],
+        );
+    }
+    let kept = [
+        ("tmp:public:users", vec!["SET", "tmp:public:users", "30"]),
+        ("tmp:cache:7", vec!["SET", "tmp:cache:7", "a user's string"]),
+        ("tmp:x:9", vec!["HSET", "tmp:x:9", "other", "1"]),
+        (
+            "tmp:public:users:abc",
+            vec!["HSET", "tmp:public:users:abc", "_airbyte_data", "{}"],
+        ),
+    ];
+    for (key, args) in &kept {
+        target.cli_at(key, args);
+    }
+    let staged = |target: &Target| target.keys("tmp:public:users:*").len();
+    assert_eq!(staged(&target), 31);
+
+    let checked = common::check(&target.config());
+    checked.assert_check_succeeded();
+    let warning = checked
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("Java Redis connector"))
+        .unwrap_or_else(|| panic!("no report: {}", checked.dump()));
+    assert!(
+        warning.contains("Found 30 record(s)") && warning.contains("delete_java_staging"),
+        "{warning}"
+    );
+
+    let input = record(Some("public"), "users", "{}", 1) + "\n";
+    let cat = catalog(&[(Some("public"), "users")]);
+    let out = common::write_sync(&target.config(), &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(staged(&target), 31, "nothing deleted without the option");
+
+    let mut config = target.config();
+    config["delete_java_staging"] = json!(true);
+    let out = common::write_sync(&config, &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        out.logs()
+            .iter()
+            .any(|l| l.contains("deleted 30 record(s)")),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        staged(&target),
+        1,
+        "only tmp:public:users:abc (not digits) is left"
+    );
+    for (key, _) in &kept {
+        assert_eq!(
+            target.cli_at(key, &["EXISTS", key]).trim(),
+            "1",
+            "{key} is kept"
+        );
+    }
+    assert_eq!(target.read_stream(Some("public"), "users").0, Some(2));
+    let checked = common::check(&target.config());
+    checked.assert_check_succeeded();
+    assert!(
+        !checked
+            .logs()
+            .iter()
+            .any(|l| l.contains("Java Redis connector")),
+        "{}",
+        checked.dump()
+    );
+}

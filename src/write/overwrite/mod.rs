@@ -39,7 +39,7 @@ mod recover;
 
 use redis::Value;
 
-use crate::connect::{classify, Context};
+use crate::connect::Context;
 use crate::error::Failure;
 use crate::keys::{StagingKeys, StreamKeys};
 use crate::scripts::{LuaScript, DELETE_RANGE};
@@ -101,25 +101,7 @@ fn eval(
     args: &[&str],
     ctx: &Context,
 ) -> Result<Value, Failure> {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(&script.sha).arg(keys.len());
-    for k in keys {
-        cmd.arg(*k);
-    }
-    for a in args {
-        cmd.arg(*a);
-    }
-    match cmd.query::<Value>(con) {
-        Err(e) if e.code() == Some("NOSCRIPT") => {
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(script.body)
-                .query::<String>(con)
-                .map_err(|e| classify(&e, ctx))?;
-            cmd.query(con).map_err(|e| classify(&e, ctx))
-        }
-        other => other.map_err(|e| classify(&e, ctx)),
-    }
+    script.eval(con, keys, args, ctx)
 }
 
 fn ints(v: &Value) -> Vec<i64> {
