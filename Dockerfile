@@ -4,15 +4,23 @@
 #   docker build --build-arg BINARY=prebuilt -t destination-redis:dev .
 #                   # use target/release/destination-redis built on a Debian bookworm host instead
 #
-# Needs BuildKit (the default builder of Docker 23+; DOCKER_BUILDKIT=1 on 20.10) so that only the
-# stage named by BINARY is built. The builder uses Debian's own Rust (rustc-web from bookworm-security),
-# so the image builds from Debian's mirrors alone; when the build context holds a `vendor/` directory
-# (from `cargo vendor`), crates come from it and no crate registry is needed.
+# With BuildKit (the default builder of Docker 23+; DOCKER_BUILDKIT=1 on 20.10) only the stage named
+# by BINARY is built; the legacy builder builds both stages and works too, only slower. The builder
+# uses Debian's own Rust (rustc-web from bookworm-security), so the image builds from Debian's
+# mirrors alone; when the build context holds a `vendor/` directory (from `cargo vendor`), crates
+# come from it and no crate registry is needed.
 
 ARG DEBIAN_SUITE=bookworm
 ARG BINARY=source
 
-# ---- build the release binary from source -------------------------------------------------------
+# ---- take a binary built outside (same Debian suite, so the same glibc and OpenSSL) --------------
+# The legacy builder (no BuildKit) builds every stage, even the one BINARY does not name: with
+# Cargo.toml beside it, the COPY is valid when there is no binary (the bracket makes it optional).
+# First in the file, so that `--target prebuilt` builds nothing else.
+FROM scratch AS prebuilt
+COPY Cargo.toml target/release/destination-redi[s] /out/
+
+# ---- or build the release binary from source ----------------------------------------------------
 FROM debian:${DEBIAN_SUITE}-slim AS source
 ARG DEBIAN_SUITE
 RUN echo "deb http://deb.debian.org/debian-security ${DEBIAN_SUITE}-security main" \
@@ -30,10 +38,6 @@ RUN if [ -d vendor ]; then \
     fi \
  && cargo build --release --locked --bin destination-redis \
  && mkdir -p /out && cp target/release/destination-redis /out/destination-redis
-
-# ---- or take a binary built outside (same Debian suite, so the same glibc and OpenSSL) ----------
-FROM scratch AS prebuilt
-COPY target/release/destination-redis /out/destination-redis
 
 FROM ${BINARY} AS binary
 

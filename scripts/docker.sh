@@ -127,6 +127,22 @@ destination_image() {
   echo "made $DESTINATION_IMAGE (binary from $IMAGE_BINARY, version $version)"
 }
 
+# The legacy builder (no BuildKit) builds every stage of the Dockerfile: its `prebuilt` stage must
+# build in a context without a binary (a context of the Dockerfile and Cargo.toml alone), and the
+# `source` stage must not be needed to get there. Seconds, not a second image build.
+legacy_builder_check() {
+  local ctx; ctx=$(mktemp -d)
+  cp Dockerfile Cargo.toml "$ctx"/
+  DOCKER_BUILDKIT=0 "$DOCKER" build --target prebuilt -t destination-redis:legacy-check "$ctx" \
+    >"$DOCKER_STATE/legacy-build.log" 2>&1 \
+    || { tail -20 "$DOCKER_STATE/legacy-build.log"; rm -rf "$ctx"; return 1; }
+  rm -rf "$ctx"
+  grep -q "Step 2/" "$DOCKER_STATE/legacy-build.log" \
+    || { echo "the legacy builder was not used"; tail -5 "$DOCKER_STATE/legacy-build.log"; return 1; }
+  "$DOCKER" image rm destination-redis:legacy-check >/dev/null
+  echo "the legacy builder builds the prebuilt stage without a binary"
+}
+
 # Base images in parallel (network-bound), then the Redis matrix images (starts the engine if needed).
 base_and_redis_images() {
   docker_up

@@ -90,6 +90,7 @@ phase "core suites against a 3-master cluster" env REDIS_TOPOLOGY=cluster \
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images
   phase "destination image (binary from $IMAGE_BINARY)" destination_image
+  phase "legacy builder (no BuildKit)" legacy_builder_check
   phase "image tests" cargo test --locked --features docker-tests --test it -- image::
   matrix
   phase "PyAirbyte venvs (made in the background)" await venvs
