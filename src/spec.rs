@@ -279,6 +279,19 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_offers_exactly_the_fields_the_config_reader_knows() {
+        let props = spec()["connectionSpecification"]["properties"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<std::collections::BTreeSet<_>>())
+            .unwrap_or_default();
+        let known: std::collections::BTreeSet<String> = crate::config::KNOWN_FIELDS
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(props, known, "spec properties vs config::KNOWN_FIELDS");
+    }
+
+    #[test]
     fn java_fields_are_kept() {
         let props = &spec()["connectionSpecification"]["properties"];
         for f in [

@@ -37,8 +37,9 @@ pub const DEFAULT_REPLY_TIMEOUT_MS: u64 = 60_000;
 /// Default number of batches that may be sent and not yet acknowledged.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
-/// Fields this version understands; anything else is logged as ignored.
-const KNOWN_FIELDS: &[&str] = &[
+/// Fields this version understands; anything else is logged as ignored. The spec offers exactly
+/// these (a test in `spec.rs` holds the two lists together).
+pub const KNOWN_FIELDS: &[&str] = &[
     "host",
     "port",
     "username",
