@@ -30,7 +30,7 @@ mod retained;
 pub mod retry;
 mod rights;
 pub mod router;
-mod routing;
+mod verdict;
 pub mod writer;
 
 use std::io::{BufReader, Read, Write};

@@ -4,10 +4,10 @@
 
 use redis::Value;
 
-use super::batch::{Batch, StreamCall};
 use crate::connect::classify;
 use crate::connect::nodes::{Link, Nodes};
 use crate::error::{Failure, FailureType};
+use crate::write::batch::{Batch, StreamCall};
 
 /// Marks a part of a group that goes to a node after `ASKING`.
 pub const ASK_MARK: &str = "ASK ";
