@@ -20,8 +20,8 @@
 //! tokens make every such resend exactly-once.
 //!
 //! Here: the work and its acknowledgements, the loop, and the overwrite steps. Sending a group and
-//! judging its replies is in [`send`], reconnecting, resending and durable waits in [`recovery`],
-//! the split of a group by node in [`parts`].
+//! judging its replies is in `send`, reconnecting, resending and durable waits in `recovery`,
+//! the split of a group by node in `parts`.
 
 use std::sync::Arc;
 
