@@ -14,9 +14,11 @@ use serde_json::{Map, Value};
 
 pub mod fields;
 pub mod pem;
+pub mod tunnel;
 
 use fields::{bool_field, field, int_field, millis, positive, string_field};
 pub use fields::{ConfigError, Secret};
+pub use tunnel::{TunnelAuth, TunnelSettings};
 
 use crate::connect::tls::{self, Tls};
 use crate::keys::Layout;
@@ -236,8 +238,8 @@ impl Settings {
         }
         let ssl = bool_field(map, "ssl")?.unwrap_or(false);
         let (tls, warnings) = tls::from_config(ssl, map.get("ssl_mode"))?;
-        let tunnel =
-            tunnel_settings(map.get("tunnel_method")).map_err(|e| e.within("tunnel_method"))?;
+        let tunnel = tunnel::tunnel_settings(map.get("tunnel_method"))
+            .map_err(|e| e.within("tunnel_method"))?;
         if tunnel.is_some() && matches!(topology, Topology::Sentinel(_)) {
             return Err(field(
                 "tunnel_method",
@@ -367,242 +369,5 @@ impl Durability {
     }
 }
 
-/// How an SSH tunnel authenticates.
-#[derive(Clone, Debug)]
-pub enum TunnelAuth {
-    /// A private key (PEM or OpenSSH format), with its passphrase if it is encrypted.
-    Key {
-        /// The key text.
-        key: Secret,
-        /// Its passphrase.
-        passphrase: Option<Secret>,
-    },
-    /// A password.
-    Password(Secret),
-}
-
-/// The config's `tunnel_method`, validated (the Java connector's fields, plus `known_hosts` and
-/// `ssh_key_passphrase`).
-#[derive(Clone, Debug)]
-pub struct TunnelSettings {
-    /// The bastion's host.
-    pub host: String,
-    /// The bastion's SSH port.
-    pub port: u16,
-    /// The SSH user.
-    pub user: String,
-    /// How to authenticate.
-    pub auth: TunnelAuth,
-    /// OpenSSH known_hosts lines the bastion's key must match (None: accept it and log it).
-    pub known_hosts: Option<String>,
-}
-
-fn tunnel_settings(method: Option<&Value>) -> Result<Option<TunnelSettings>, ConfigError> {
-    let Some(Value::Object(m)) = method else {
-        return match method {
-            None | Some(Value::Null) => Ok(None),
-            Some(_) => Err(field("tunnel_method", "must be an object")),
-        };
-    };
-    // Without its discriminator a tunnel block must not silently become a direct connection
-    // (AUTH would then travel outside the tunnel the user asked for).
-    let kind = match m.get("tunnel_method") {
-        Some(Value::String(kind)) => kind.trim(),
-        Some(_) => {
-            return Err(field(
-                "tunnel_method.tunnel_method",
-                "must be a string: NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH",
-            ))
-        }
-        None => {
-            return Err(field(
-                "tunnel_method.tunnel_method",
-                "is required: NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH",
-            ))
-        }
-    };
-    if kind == "NO_TUNNEL" {
-        return Ok(None);
-    }
-    let text = |name: &str| -> Result<String, ConfigError> {
-        string_field(m, name)?
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                field(
-                    &format!("tunnel_method.{name}"),
-                    "is required for an SSH tunnel",
-                )
-            })
-    };
-    let auth = match kind {
-        "SSH_KEY_AUTH" => TunnelAuth::Key {
-            key: Secret::new(text("ssh_key")?),
-            passphrase: string_field(m, "ssh_key_passphrase")?
-                .filter(|p| !p.is_empty())
-                .map(Secret::new),
-        },
-        "SSH_PASSWORD_AUTH" => TunnelAuth::Password(Secret::new(
-            string_field(m, "tunnel_user_password")?
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| {
-                    field(
-                        "tunnel_method.tunnel_user_password",
-                        "is required for SSH_PASSWORD_AUTH",
-                    )
-                })?,
-        )),
-        other => {
-            return Err(field(
-                "tunnel_method.tunnel_method",
-                &format!(
-                    "{other:?} is not a method; use NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH"
-                ),
-            ))
-        }
-    };
-    let port = int_field(m, "tunnel_port")?.unwrap_or(22);
-    let port = u16::try_from(port)
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| field("tunnel_method.tunnel_port", "must be between 1 and 65535"))?;
-    if !cfg!(feature = "ssh-tunnel") {
-        return Err(field(
-            "tunnel_method",
-            "SSH tunnels are not in this build (cargo feature ssh-tunnel); use NO_TUNNEL",
-        ));
-    }
-    Ok(Some(TunnelSettings {
-        host: text("tunnel_host")?,
-        port,
-        user: text("tunnel_user")?,
-        auth,
-        known_hosts: string_field(m, "known_hosts")?.filter(|k| !k.trim().is_empty()),
-    }))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn settings(v: Value) -> Result<Settings, ConfigError> {
-        match v {
-            Value::Object(m) => Settings::from_map(&m),
-            _ => panic!("not an object"),
-        }
-    }
-
-    #[test]
-    fn saved_java_config_loads() {
-        let s = settings(
-            json!({"host": "localhost", "port": "6380", "username": "default",
-            "password": "pw", "cache_type": "hash", "ssl": "false",
-            "ssl_mode": {"mode": "disable"}, "extra": 1}),
-        )
-        .unwrap();
-        assert_eq!(s.port, 6380);
-        assert_eq!(s.username.as_deref(), Some("default"));
-        assert_eq!(s.password.as_ref().map(Secret::expose), Some("pw"));
-        assert_eq!(s.ignored_fields, vec!["extra".to_string()]);
-        assert_eq!(s.batch_size.get(), DEFAULT_BATCH_SIZE);
-    }
-
-    #[test]
-    fn a_tunnel_block_without_its_discriminator_is_refused() {
-        for tunnel in [
-            json!({"tunnel_host": "bastion", "tunnel_user": "u", "ssh_key": "k"}),
-            json!({"tunnel_method": 1, "tunnel_host": "bastion"}),
-            json!({}),
-        ] {
-            let e = settings(json!({"host": "h", "tunnel_method": tunnel})).unwrap_err();
-            assert!(
-                e.to_string()
-                    .starts_with("config.tunnel_method.tunnel_method:"),
-                "{e}"
-            );
-        }
-        let s = settings(json!({"host": "h", "tunnel_method": {"tunnel_method": "NO_TUNNEL"}}));
-        assert!(s.is_ok());
-    }
-
-    #[test]
-    fn errors_in_nested_blocks_give_the_full_path() {
-        let cases = [
-            (
-                json!({"host": "h", "topology": {"mode": "sentinel", "sentinels": [1], "master_name": "m"}}),
-                "config.topology.sentinels:",
-            ),
-            (
-                json!({"host": "h", "topology": {"mode": "sentinel", "sentinels": "s:1", "master_name": "m", "sentinel_password": {}}}),
-                "config.topology.sentinel_password:",
-            ),
-            (
-                json!({"host": "h", "topology": {"mode": "cluster", "nodes": "a:b:c"}}),
-                "config.topology.nodes:",
-            ),
-            (
-                json!({"host": "h", "tunnel_method": {"tunnel_method": "SSH_KEY_AUTH", "tunnel_host": "b", "tunnel_user": "u", "ssh_key": "k", "ssh_key_passphrase": []}}),
-                "config.tunnel_method.ssh_key_passphrase:",
-            ),
-            (
-                json!({"host": "h", "tunnel_method": {"tunnel_method": "SSH_KEY_AUTH", "tunnel_host": "b", "tunnel_user": "u", "ssh_key": "k", "tunnel_port": "x"}}),
-                "config.tunnel_method.tunnel_port:",
-            ),
-        ];
-        for (config, path) in cases {
-            let e = settings(config).unwrap_err();
-            assert!(e.to_string().starts_with(path), "{e}");
-        }
-    }
-
-    #[test]
-    fn a_byte_order_mark_before_the_config_is_accepted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(&path, "\u{feff}{\"host\": \"h\", \"port\": 6380}").unwrap();
-        assert_eq!(Settings::from_file(&path).unwrap().port, 6380);
-    }
-
-    #[test]
-    fn bad_fields_are_named() {
-        let err = settings(json!({"host": "h", "port": 70000})).unwrap_err();
-        assert!(err.to_string().starts_with("config.port:"), "{err}");
-        let err = settings(json!({"port": 1})).unwrap_err();
-        assert!(err.to_string().starts_with("config.host:"), "{err}");
-        let err = settings(json!({"host": "h", "db": -1})).unwrap_err();
-        assert!(err.to_string().starts_with("config.db:"), "{err}");
-        let err = settings(json!({"host": "h", "batch_size": 0})).unwrap_err();
-        assert!(err.to_string().starts_with("config.batch_size:"), "{err}");
-        let err = settings(json!({"host": "h", "reply_timeout_ms": 50})).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "config.reply_timeout_ms: must be between 100 and 3600000 milliseconds"
-        );
-        let err = settings(json!({"host": "h", "batch_linger_ms": -1})).unwrap_err();
-        assert!(
-            err.to_string().starts_with("config.batch_linger_ms:"),
-            "{err}"
-        );
-        let err = settings(json!({"host": "h", "ssl": "maybe"})).unwrap_err();
-        assert!(err.to_string().starts_with("config.ssl:"), "{err}");
-        let err =
-            settings(json!({"host": "h", "ssl": true, "ssl_mode": {"mode": "x"}})).unwrap_err();
-        assert!(
-            err.to_string().starts_with("config.ssl_mode.mode:"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn secret_debug_hides_the_value() {
-        let s = settings(json!({"host": "h", "password": "hunter2"})).unwrap();
-        assert!(!format!("{s:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn empty_username_and_password_mean_none() {
-        let s = settings(json!({"host": "h", "username": "", "password": ""})).unwrap();
-        assert!(s.username.is_none() && s.password.is_none());
-    }
-}
+mod tests;
