@@ -13,8 +13,9 @@ use crossbeam_channel::{never, select, Receiver, Sender};
 use super::batch::Batch;
 use super::batcher::Batcher;
 use super::checkpoint::{Checkpoint, ReadyState, StateScope};
+use super::overwrite;
 use super::reader::{Chunk, Item};
-use super::record_limit::{RecordLimit, TooLarge};
+use super::record_limit::RecordLimit;
 use super::writer::{Ack, Work};
 use super::Summary;
 use crate::config::Settings;
@@ -220,42 +221,12 @@ impl Coordinator {
                 self.summary.states += 1;
                 out.send(line);
             }
-            Ack::Published { stream, report } if report.earlier => {
-                self.awaiting -= 1;
-                out.log(
-                    Level::Info,
-                    format!(
-                        "Stream {} was published by an earlier attempt of this generation, and this attempt brought no records after it: nothing to replace.",
-                        self.descriptors[stream]
-                    ),
-                );
-            }
             Ack::Published { stream, report } => {
                 self.awaiting -= 1;
-                let counter = if report.old == report.replaced {
-                    String::new()
-                } else {
-                    format!(" (its counter said {})", report.old)
-                };
-                out.log(
-                    Level::Info,
-                    format!(
-                        "Published stream {}: {} records replaced {}{counter} in {} ms ({} script calls).",
-                        self.descriptors[stream],
-                        report.published,
-                        report.replaced,
-                        report.millis,
-                        report.calls
-                    ),
-                );
-                if report.skipped > 0 {
-                    out.log(
-                        Level::Warn,
-                        format!(
-                            "Stream {}: {} keys under its record prefix are not records of this destination and were left alone.",
-                            self.descriptors[stream], report.skipped
-                        ),
-                    );
+                let stream = &self.descriptors[stream];
+                out.log(Level::Info, report.summary(stream));
+                if let Some(warning) = report.warning(stream) {
+                    out.log(Level::Warn, warning);
                 }
             }
             Ack::Failed(f) => {
@@ -285,14 +256,7 @@ impl Coordinator {
                             self.descriptors[stream],
                             data.len()
                         );
-                        let why = match too_large {
-                            TooLarge::AboveRead(limit) => format!("more than the server's proto-max-bulk-len of {limit} bytes"),
-                            TooLarge::Refused(server) => format!("and Redis at {server} refuses an argument that large (its proto-max-bulk-len is lower; this user may not read it with CONFIG GET)"),
-                        };
-                        return Some(Failure::config(
-                            format!("{record}, {why}: raise proto-max-bulk-len on the server, or make the source send smaller records."),
-                            "record above proto-max-bulk-len",
-                        ));
+                        return Some(too_large.failure(&record));
                     }
                     let progress = &mut self.streams[stream];
                     if progress.published {
@@ -403,15 +367,7 @@ impl Coordinator {
                 unpublished.push(self.descriptors[stream].to_string());
             }
         }
-        (!unpublished.is_empty()).then(|| {
-            Failure::transient(
-                format!(
-                    "Stream(s) {} did not report COMPLETE, so their new records were not published: their old records are unchanged and the new ones stay staged (states were echoed for them, so the next attempt resumes them). Retry the sync.",
-                    unpublished.join(", ")
-                ),
-                "overwrite streams without COMPLETE",
-            )
-        })
+        (!unpublished.is_empty()).then(|| overwrite::not_published(&unpublished))
     }
 
     fn move_sealed(&mut self) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::connect::{cluster, connect, nodes::Nodes};
+use crate::error::Failure;
 
 /// The smallest `proto-max-bulk-len` a Redis (or Valkey) server may have.
 const ALWAYS_ACCEPTED: u64 = 1024 * 1024;
@@ -39,6 +40,24 @@ pub enum TooLarge {
     AboveRead(u64),
     /// Refused by the server named (whose limit could not be read).
     Refused(String),
+}
+
+impl TooLarge {
+    /// The `config_error` for `record` (which names its line, stream and size).
+    pub fn failure(&self, record: &str) -> Failure {
+        let why = match self {
+            TooLarge::AboveRead(limit) => {
+                format!("more than the server's proto-max-bulk-len of {limit} bytes")
+            }
+            TooLarge::Refused(server) => format!(
+                "and Redis at {server} refuses an argument that large (its proto-max-bulk-len is lower; this user may not read it with CONFIG GET)"
+            ),
+        };
+        Failure::config(
+            format!("{record}, {why}: raise proto-max-bulk-len on the server, or make the source send smaller records."),
+            "record above proto-max-bulk-len",
+        )
+    }
 }
 
 impl RecordLimit {

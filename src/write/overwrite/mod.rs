@@ -151,6 +151,18 @@ fn delete_range(
     Ok(removed)
 }
 
+/// The failure of a sync whose overwrite `streams` (named) ended without COMPLETE: their old records
+/// are unchanged and the new ones stay staged for the next attempt.
+pub fn not_published(streams: &[String]) -> Failure {
+    Failure::transient(
+        format!(
+            "Stream(s) {} did not report COMPLETE, so their new records were not published: their old records are unchanged and the new ones stay staged (states were echoed for them, so the next attempt resumes them). Retry the sync.",
+            streams.join(", ")
+        ),
+        "overwrite streams without COMPLETE",
+    )
+}
+
 /// What a delete (of a range, or by SCAN) did under a stream's prefix.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Removed {

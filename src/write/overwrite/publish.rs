@@ -34,6 +34,32 @@ pub struct PublishReport {
     pub earlier: bool,
 }
 
+impl PublishReport {
+    /// The log line of a publish of `stream`.
+    pub fn summary(&self, stream: &impl std::fmt::Display) -> String {
+        if self.earlier {
+            return format!("Stream {stream} was published by an earlier attempt of this generation, and this attempt brought no records after it: nothing to replace.");
+        }
+        let counter = if self.old == self.replaced {
+            String::new()
+        } else {
+            format!(" (its counter said {})", self.old)
+        };
+        format!(
+            "Published stream {stream}: {} records replaced {}{counter} in {} ms ({} script calls).",
+            self.published, self.replaced, self.millis, self.calls
+        )
+    }
+
+    /// The warning about keys under the stream's prefix that were left alone, if there were any.
+    pub fn warning(&self, stream: &impl std::fmt::Display) -> Option<String> {
+        (self.skipped > 0).then(|| format!(
+            "Stream {stream}: {} keys under its record prefix are not records of this destination and were left alone.",
+            self.skipped
+        ))
+    }
+}
+
 /// Fails with a `config_error` naming the first key in records 1..=`n` of the stream that is not
 /// one of the destination's records: found before the publish writes anything.
 fn check_publish_range(
