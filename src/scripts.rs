@@ -1,7 +1,7 @@
 //! The Lua scripts, embedded from `lua/`, with their SHA1 computed here.
 //!
 //! Scripts are values: the text and its hash never change at run time. They are loaded with
-//! `SCRIPT LOAD` when a connection is made and called with `EVALSHA`; the writer handles NOSCRIPT
+//! `SCRIPT LOAD` ([`load_all`]) when a connection is made and called with `EVALSHA`; the writer handles NOSCRIPT
 //! (after a restart, failover or `SCRIPT FLUSH`) by loading again and resending.
 
 use std::sync::LazyLock;
@@ -123,6 +123,33 @@ pub fn all() -> [&'static LuaScript; 10] {
         &SCAN_DELETE,
         &JAVA_STAGING,
     ]
+}
+
+/// Loads every script with SCRIPT LOAD and checks that the server's SHA1 matches ours.
+pub fn load_all(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure> {
+    for script in all() {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script.body)
+            .query(con)
+            .map_err(|e| {
+                let ctx = Context {
+                    during: format!("loading the script {}", script.name),
+                    ..ctx.clone()
+                };
+                classify(&e, &ctx)
+            })?;
+        if sha != script.sha {
+            return Err(Failure::system(
+                format!(
+                    "Redis at {} computed another SHA1 for {} than the destination did.",
+                    ctx.address, script.name
+                ),
+                format!("server {sha}, local {}", script.sha),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::cluster::{self, key_slot, Node, SlotMap};
-use super::{classify, connect, Context};
+use super::{connect, Context};
 use crate::config::Settings;
 use crate::error::Failure;
 use crate::scripts;
@@ -180,38 +180,11 @@ impl Nodes {
         }
         let ctx = Context::new(&settings, "while writing");
         let mut con = connected.con;
-        load_scripts(&mut con, &ctx)?;
+        scripts::load_all(&mut con, &ctx)?;
         Ok(Link {
             con,
             ctx,
             server: connected.server,
         })
     }
-}
-
-/// Loads every script with SCRIPT LOAD and checks that the server's SHA1 matches ours.
-pub fn load_scripts(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure> {
-    for script in scripts::all() {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(script.body)
-            .query(con)
-            .map_err(|e| {
-                let ctx = Context {
-                    during: format!("loading the script {}", script.name),
-                    ..ctx.clone()
-                };
-                classify(&e, &ctx)
-            })?;
-        if sha != script.sha {
-            return Err(Failure::system(
-                format!(
-                    "Redis at {} computed another SHA1 for {} than the destination did.",
-                    ctx.address, script.name
-                ),
-                format!("server {sha}, local {}", script.sha),
-            ));
-        }
-    }
-    Ok(())
 }

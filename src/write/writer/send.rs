@@ -7,9 +7,10 @@ use redis::{RedisError, Value};
 
 use super::parts::{move_to, receive, split_by_node, Round, ASK_MARK};
 use super::{Ack, Writer, MAX_RESENDS};
-use crate::connect::nodes::{load_scripts, Link};
+use crate::connect::nodes::Link;
 use crate::connect::{self, classify, Context};
 use crate::error::{Failure, FailureType};
+use crate::scripts;
 use crate::write::batch::{Batch, StreamCall};
 use crate::write::retry::Retry;
 use crate::write::verdict::{self, Verdict};
@@ -118,7 +119,7 @@ impl Writer {
                 let reloaded = self
                     .nodes
                     .link(&addr)
-                    .and_then(|l| load_scripts(&mut l.con, &l.ctx));
+                    .and_then(|l| scripts::load_all(&mut l.con, &l.ctx));
                 if let Err(f) = reloaded {
                     if f.failure_type != FailureType::Transient {
                         return Err(f);
