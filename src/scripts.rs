@@ -1,8 +1,8 @@
 //! The Lua scripts, embedded from `lua/`, with their SHA1 computed here.
 //!
 //! Scripts are values: the text and its hash never change at run time. They are loaded with
-//! `SCRIPT LOAD` ([`load_all`]) when a connection is made and called with `EVALSHA`; the writer handles NOSCRIPT
-//! (after a restart, failover or `SCRIPT FLUSH`) by loading again and resending.
+//! `SCRIPT LOAD` ([`load_all`]) when a connection is made and called with `EVALSHA`; the writer
+//! handles NOSCRIPT (after a restart, failover or `SCRIPT FLUSH`) by loading again and resending.
 
 use std::sync::LazyLock;
 
