@@ -27,5 +27,4 @@ pub mod keys;
 pub mod protocol;
 pub mod scripts;
 pub mod spec;
-pub mod topology;
 pub mod write;

@@ -14,15 +14,17 @@ use serde_json::{Map, Value};
 
 pub mod fields;
 pub mod pem;
+pub mod tls;
+pub mod topology;
 pub mod tunnel;
 
 use fields::{bool_field, field, int_field, millis, positive, string_field};
 pub use fields::{ConfigError, Secret};
 pub use tunnel::{TunnelAuth, TunnelSettings};
 
-use crate::connect::tls::{self, Tls};
 use crate::keys::Layout;
-use crate::topology::{self, Topology};
+use tls::Tls;
+use topology::Topology;
 
 /// Default number of records in one batch (one script call).
 pub const DEFAULT_BATCH_SIZE: usize = 500;

@@ -40,8 +40,11 @@ impl Context {
             host: settings.host.clone(),
             during: during.into(),
             keys: None,
-            tls: settings.tls != crate::connect::tls::Tls::Off,
-            failover: !matches!(settings.topology, crate::topology::Topology::Standalone),
+            tls: settings.tls != crate::config::tls::Tls::Off,
+            failover: !matches!(
+                settings.topology,
+                crate::config::topology::Topology::Standalone
+            ),
             timeout_field: settings.reply_timeout_field,
         }
     }

@@ -6,9 +6,9 @@ use std::time::Duration;
 use redis::Value;
 
 use super::{classify, connect, Context};
+use crate::config::topology::join_host_port;
 use crate::config::Settings;
 use crate::error::{Failure, FailureType};
-use crate::topology::join_host_port;
 
 /// Slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;

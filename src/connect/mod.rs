@@ -10,7 +10,6 @@ pub mod classify;
 pub mod cluster;
 pub mod nodes;
 pub mod sentinel;
-pub mod tls;
 #[cfg(feature = "ssh-tunnel")]
 pub mod tunnel;
 
@@ -21,11 +20,11 @@ use redis::{
     TlsCertificates,
 };
 
+use crate::config::tls::Tls;
+use crate::config::topology::Topology;
 use crate::config::Settings;
 use crate::error::Failure;
-use crate::topology::Topology;
 pub use classify::{classify, Context};
-use tls::Tls;
 
 /// The route to Redis: directly, or through an SSH tunnel that lives as long as this value.
 pub struct Route {
@@ -117,7 +116,7 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
     Ok(Connected {
         con,
         warnings,
-        server: crate::topology::join_host_port(&settings.host, settings.port),
+        server: crate::config::topology::join_host_port(&settings.host, settings.port),
     })
 }
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use super::cluster::{self, key_slot, Node, SlotMap};
 use super::{connect, Context};
+use crate::config::topology::Topology;
 use crate::config::Settings;
 use crate::error::Failure;
 use crate::scripts;
-use crate::topology::Topology;
 
 /// The one connection's name outside cluster mode.
 const SINGLE: &str = "";
@@ -159,7 +159,7 @@ impl Nodes {
                     .into_iter()
                     .find(|n| n.addr() == addr)
                     .or_else(|| {
-                        let parsed = crate::topology::parse_list(addr, 6379, "node").ok()?;
+                        let parsed = crate::config::topology::parse_list(addr, 6379, "node").ok()?;
                         let (host, port) = parsed.into_iter().next()?;
                         Some(Node { host, port })
                     })

@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use redis::Value;
 
 use super::{authenticate, classify, client, Context};
+use crate::config::topology::{join_host_port, SentinelSettings};
 use crate::config::Settings;
 use crate::error::Failure;
-use crate::topology::{join_host_port, SentinelSettings};
 
 /// What one sentinel says about the master.
 #[derive(Debug, Clone, PartialEq, Eq)]

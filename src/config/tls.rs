@@ -8,14 +8,14 @@
 //! did: TLS verified against the system's roots. `mode: "encrypted-unverified"` encrypts without
 //! verifying the server (for self-signed servers), and says so loudly.
 
-use crate::config::pem;
+use super::pem;
 use pkcs8::der::pem::LineEnding;
 use pkcs8::{EncryptedPrivateKeyInfo, SecretDocument};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Map, Value};
 
-use crate::config::fields::ConfigError;
+use super::fields::ConfigError;
 
 /// How the connection is encrypted.
 #[derive(Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::fields::{field, string_field, ConfigError, Secret};
+use super::fields::{field, string_field, ConfigError, Secret};
 
 /// Port of a sentinel given without one.
 pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
