@@ -18,6 +18,7 @@
 //! | `error`    | [`error::Failure`] and Airbyte's failure types |
 
 pub mod check;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod connect;

@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use crate::connect::{classify, Context};
+use crate::classify::{classify, Context};
 use crate::error::Failure;
 
 /// A Lua script and its SHA1.

@@ -6,7 +6,6 @@
 //! that has none is accepted with a warning (saved Java configs carry one). Every failure becomes a
 //! [`Failure`] through [`classify`].
 
-pub mod classify;
 pub mod cluster;
 pub mod nodes;
 pub mod sentinel;
@@ -20,11 +19,11 @@ use redis::{
     TlsCertificates,
 };
 
+pub use crate::classify::{classify, Context};
 use crate::config::tls::Tls;
 use crate::config::topology::Topology;
 use crate::config::Settings;
 use crate::error::Failure;
-pub use classify::{classify, Context};
 
 /// The route to Redis: directly, or through an SSH tunnel that lives as long as this value.
 pub struct Route {

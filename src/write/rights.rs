@@ -8,8 +8,8 @@
 
 use redis::{RedisError, Value};
 
+use crate::classify::{classify, error_code, Context};
 use crate::connect::nodes::Nodes;
-use crate::connect::{classify, classify::error_code, Context};
 use crate::error::Failure;
 
 use super::batch::StreamCall;

@@ -8,7 +8,7 @@ use redis::{RedisError, Value};
 use super::parts::{move_to, receive, split_by_node, Round, ASK_MARK};
 use super::{Ack, Writer, MAX_RESENDS};
 use crate::connect::nodes::Link;
-use crate::connect::{self, classify, Context};
+use crate::connect::{classify, Context};
 use crate::error::{Failure, FailureType};
 use crate::scripts;
 use crate::write::batch::{Batch, StreamCall};
@@ -237,7 +237,7 @@ pub(super) fn batch_error(
     err: RedisError,
     link: &mut Link,
 ) -> Failure {
-    let oom = connect::classify::error_code(&err) == "OOM";
+    let oom = crate::classify::error_code(&err) == "OOM";
     let mut f = batch_failure(calls, batch, &err, &link.ctx);
     if oom {
         // Name the limit the user has to raise, when the server lets us read it.
