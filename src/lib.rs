@@ -3,19 +3,22 @@
 //!
 //! # Layout
 //!
-//! | module     | job |
-//! |------------|-----|
-//! | `cli`      | the command line |
-//! | `config`   | the connector config → validated [`config::Settings`] |
-//! | `topology` | the config's `topology`: standalone, or a master found through Sentinel |
-//! | `spec`     | the SPEC document |
-//! | `protocol` | Airbyte messages: input lines, catalog, state echo, stdout |
-//! | `keys`     | the key layout in Redis |
-//! | `scripts`  | the Lua scripts of `lua/` and their SHA1 |
-//! | `connect`  | connecting, AUTH, SELECT; Redis errors → user-facing failures |
-//! | `check`    | the `check` command |
-//! | `write`    | the `write` command: reader, batcher, checkpoint, pipelined writer |
-//! | `error`    | [`error::Failure`] and Airbyte's failure types |
+//! From the bottom layer up; a module imports only from the rows above it (ARCHITECTURE.md has
+//! the picture and the life of a record and of a STATE).
+//!
+//! | module         | job |
+//! |----------------|-----|
+//! | `error`, `cli` | [`error::Failure`] and Airbyte's failure types; the command line |
+//! | `protocol`     | Airbyte messages: input lines, catalog, state echo, stdout |
+//! | `keys`         | the key layout in Redis |
+//! | `config`       | the connector config → validated [`config::Settings`]: fields, TLS, tunnel, topology |
+//! | `spec`         | the SPEC document (tested against the config's field list) |
+//! | `classify`     | Redis and connection errors → one sentence and a failure type |
+//! | `scripts`      | the Lua scripts of `lua/`, their SHA1, loading and calling them |
+//! | `connect`      | connecting (TLS, SSH tunnel, sentinels, cluster nodes), AUTH, SELECT |
+//! | `java_staging` | the Java connector's leftover staging (`tmp:…`) |
+//! | `write`        | the `write` command: reader, batcher, checkpoint, pipelined writer |
+//! | `check`        | the `check` command |
 
 pub mod check;
 pub mod classify;

@@ -7,12 +7,13 @@
 //! |---------------|-----|
 //! | `reader`      | stdin lines → routed records, states and statuses, in chunks (bounded channel) |
 //! | `coordinator` | records → `batcher`; states → `checkpoint`; statuses → overwrite prepare/publish |
-//! | `writer`      | work → pipelined EVALSHA, one connection per node (split by `routing`), reconnect and resend; acks back |
+//! | `writer`      | work → pipelined EVALSHA, one connection per node, reconnect and resend; acks back |
 //! | output        | every stdout line ([`crate::protocol::output::Output`]) |
 //!
-//! Pure parts: `batch`, `resp`, `batcher`, `checkpoint`, `router`, `retry`. Redis-facing parts:
-//! `writer`, `routing` (a group split by node, ASK, a round's replies), `durable` (WAIT/WAITAOF
-//! before a state), `rights` (the ACL probe) and `overwrite` (the staging and publish protocol).
+//! Pure parts: `batch`, `resp`, `batcher`, `checkpoint`, `router`, `retry`, `verdict` (what a
+//! batch reply calls for). Redis-facing parts: `writer` (its `send`, `recovery` and `parts`),
+//! `durable` (WAIT/WAITAOF before a state), `rights` (the ACL probe), `record_limit` (the largest
+//! record the servers take) and `overwrite` (the staging and publish protocol).
 //!
 //! Memory is bounded: a fixed number of chunks between reader and coordinator, a fixed number of
 //! batches in flight, and one open batch per stream capped in records and bytes.
