@@ -55,6 +55,51 @@ impl LuaScript {
             other => other.map_err(|e| classify(&e, ctx)),
         }
     }
+
+    /// The script's reply read as `N` whole numbers (an array of integers, or one integer when
+    /// `N` is 1); anything else is a `system_error` naming the script, never a silent 0.
+    pub fn whole_numbers<const N: usize>(&self, reply: &redis::Value) -> Result<[u64; N], Failure> {
+        let items: &[redis::Value] = match reply {
+            redis::Value::Array(items) => items,
+            one @ redis::Value::Int(_) => std::slice::from_ref(one),
+            _ => &[],
+        };
+        let mut out = [0u64; N];
+        if items.len() == N {
+            for (slot, item) in out.iter_mut().zip(items) {
+                match item {
+                    redis::Value::Int(n) if *n >= 0 => *slot = *n as u64,
+                    _ => return Err(self.unexpected(reply)),
+                }
+            }
+            return Ok(out);
+        }
+        Err(self.unexpected(reply))
+    }
+
+    /// A SCAN step's reply read as the next cursor, then `N` whole numbers.
+    pub fn cursor_and_numbers<const N: usize>(
+        &self,
+        reply: &redis::Value,
+    ) -> Result<(String, [u64; N]), Failure> {
+        if let redis::Value::Array(items) = reply {
+            if let Some(redis::Value::BulkString(cursor)) = items.first() {
+                let rest = redis::Value::Array(items[1..].to_vec());
+                let numbers = self
+                    .whole_numbers::<N>(&rest)
+                    .map_err(|_| self.unexpected(reply))?;
+                return Ok((String::from_utf8_lossy(cursor).into_owned(), numbers));
+            }
+        }
+        Err(self.unexpected(reply))
+    }
+
+    fn unexpected(&self, reply: &redis::Value) -> Failure {
+        Failure::system(
+            format!("The script {} answered unexpectedly.", self.name),
+            format!("{reply:?}"),
+        )
+    }
 }
 
 /// `lua/append_batch.lua`: appends one batch of a stream's records.
@@ -155,6 +200,34 @@ pub fn load_all(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_read_strictly() {
+        use redis::Value::{Array, BulkString, Int, Nil};
+        let s = &PUBLISH_BEGIN;
+        assert_eq!(
+            s.whole_numbers::<2>(&Array(vec![Int(3), Int(9)])),
+            Ok([3, 9])
+        );
+        assert_eq!(s.whole_numbers::<1>(&Int(4)), Ok([4]));
+        for bad in [
+            Array(vec![Int(3)]),
+            Array(vec![Int(3), Int(-1)]),
+            Array(vec![Int(3), Nil]),
+            Nil,
+        ] {
+            let err = s.whole_numbers::<2>(&bad).expect_err("refused");
+            assert!(err.message.contains("publish_begin.lua"), "{}", err.message);
+        }
+        let step = Array(vec![BulkString(b"17".to_vec()), Int(5), Int(0)]);
+        assert_eq!(
+            SCAN_DELETE.cursor_and_numbers::<2>(&step),
+            Ok(("17".to_string(), [5, 0]))
+        );
+        assert!(SCAN_DELETE
+            .cursor_and_numbers::<2>(&Array(vec![Int(0), Int(5), Int(0)]))
+            .is_err());
+    }
 
     #[test]
     fn sha_is_forty_hex_digits() {

@@ -104,24 +104,6 @@ fn eval(
     script.eval(con, keys, args, ctx)
 }
 
-fn ints(v: &Value) -> Vec<i64> {
-    match v {
-        Value::Array(items) => items
-            .iter()
-            .map(|i| match i {
-                Value::Int(n) => *n,
-                Value::BulkString(b) => std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-                _ => 0,
-            })
-            .collect(),
-        Value::Int(n) => vec![*n],
-        _ => Vec::new(),
-    }
-}
-
 /// Deletes records `from..=to` under `prefix` in chunks; returns the keys left alone (not records).
 fn delete_range(
     con: &mut redis::Connection,
@@ -143,9 +125,9 @@ fn delete_range(
             ctx,
         )?;
         *calls += 1;
-        let v = ints(&r);
-        removed.deleted += v.first().copied().unwrap_or(0) as u64;
-        removed.skipped += v.get(1).copied().unwrap_or(0) as u64;
+        let [deleted, skipped] = DELETE_RANGE.whole_numbers::<2>(&r)?;
+        removed.deleted += deleted;
+        removed.skipped += skipped;
         start = end + 1;
     }
     Ok(removed)
@@ -170,15 +152,4 @@ pub struct Removed {
     pub deleted: u64,
     /// Keys that were not records, left alone.
     pub skipped: u64,
-}
-
-/// A script's integer reply, or a `system_error` naming the script.
-fn whole_number(reply: &Value, script: &str) -> Result<u64, Failure> {
-    match reply {
-        Value::Int(n) if *n >= 0 => Ok(*n as u64),
-        other => Err(Failure::system(
-            format!("{script} answered unexpectedly."),
-            format!("{other:?}"),
-        )),
-    }
 }

@@ -1,7 +1,7 @@
 //! Prepare: a stream's staging made ready for this run, before its first staged batch, and the
 //! marks that record where states were echoed. See the module above for the protocol.
 
-use super::{delete_range, eval, whole_number, OverwriteStream, CHUNK};
+use super::{delete_range, eval, OverwriteStream, CHUNK};
 use crate::connect::{classify, Context};
 use crate::error::Failure;
 use crate::keys::STAGING_TTL_SECONDS;
@@ -90,7 +90,7 @@ pub fn prepare(
         ],
         ctx,
     )?;
-    let high = whole_number(&reply, "staging_trim.lua")?;
+    let [high] = STAGING_TRIM.whole_numbers::<1>(&reply)?;
     if high > keep {
         delete_range(
             con,

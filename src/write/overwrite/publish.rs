@@ -6,8 +6,7 @@ use std::time::Instant;
 use redis::Value;
 
 use super::{
-    delete_range, eval, ints, OverwriteStream, Removed, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK,
-    SCAN_COUNT,
+    delete_range, eval, OverwriteStream, Removed, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK, SCAN_COUNT,
 };
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
@@ -169,11 +168,7 @@ pub fn publish(
         &[&s.generation.to_string()],
         ctx,
     )?;
-    let v = ints(&r);
-    let (n, old) = (
-        v.first().copied().unwrap_or(0) as u64,
-        v.get(1).copied().unwrap_or(0) as u64,
-    );
+    let [n, old] = PUBLISH_BEGIN.whole_numbers::<2>(&r)?;
     let mut report = finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?;
     unregister(nodes, &s.live.counter, ctx)?;
     report.calls += 1 + checks;
@@ -226,7 +221,8 @@ pub(super) fn finish_publish(
             ],
             ctx,
         )?;
-        report.replaced += ints(&step).get(1).copied().unwrap_or(0) as u64;
+        let [_moved, replaced] = PUBLISH_STEP.whole_numbers::<2>(&step)?;
+        report.replaced += replaced;
         report.calls += 1;
         start = end + 1;
     }
@@ -303,24 +299,10 @@ pub fn sweep_leftovers(
             ctx,
         )?;
         *calls += 1;
-        let Value::Array(items) = r else {
-            return Err(Failure::system(
-                "The leftover sweep answered unexpectedly.",
-                format!("{r:?}"),
-            ));
-        };
-        cursor = match items.first() {
-            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            other => {
-                return Err(Failure::system(
-                    "The leftover sweep answered unexpectedly.",
-                    format!("{other:?}"),
-                ))
-            }
-        };
-        let counts = ints(&Value::Array(items));
-        removed.deleted += counts.get(1).copied().unwrap_or(0) as u64;
-        removed.skipped += counts.get(2).copied().unwrap_or(0) as u64;
+        let (next, [deleted, skipped]) = SCAN_DELETE.cursor_and_numbers::<2>(&r)?;
+        removed.deleted += deleted;
+        removed.skipped += skipped;
+        cursor = next;
         if cursor == "0" {
             break;
         }
