@@ -6,6 +6,7 @@
 //! when the input is over and every piece of work is acknowledged, at the first failure, or within a
 //! bounded time after SIGTERM.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{never, select, Receiver, Sender};
@@ -14,6 +15,7 @@ use super::batch::Batch;
 use super::batcher::Batcher;
 use super::checkpoint::{Checkpoint, ReadyState, StateScope};
 use super::overwrite;
+use super::plan::Plan;
 use super::reader::{Chunk, Item};
 use super::record_limit::RecordLimit;
 use super::writer::{Ack, Work};
@@ -22,7 +24,6 @@ use crate::config::Settings;
 use crate::error::Failure;
 use crate::protocol::output::{Level, Output};
 use crate::protocol::state;
-use crate::protocol::StreamDescriptor;
 
 /// How long after SIGTERM the committing of in-flight batches may take (a platform kills the
 /// process 10 s after SIGTERM; the TRACE and the exit must come before that).
@@ -31,7 +32,6 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// Where one catalog stream stands in this run.
 #[derive(Debug, Default, Clone)]
 struct StreamProgress {
-    overwrite: bool,
     prepared: bool,
     records: u64,
     status_seen: bool,
@@ -46,7 +46,7 @@ pub(super) struct Coordinator {
     outbox: Vec<Work>,
     ready: Vec<ReadyState>,
     streams: Vec<StreamProgress>,
-    descriptors: Vec<StreamDescriptor>,
+    plan: Arc<Plan>,
     any_status: bool,
     /// Prepare, state and publish work sent and not yet acknowledged.
     awaiting: usize,
@@ -60,32 +60,21 @@ pub(super) struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator for the catalog's streams; `overwrite[i]` says whether stream i is replaced.
-    pub(super) fn new(
-        settings: &Settings,
-        descriptors: Vec<StreamDescriptor>,
-        overwrite: &[bool],
-        limit: RecordLimit,
-    ) -> Self {
+    /// A coordinator for the streams of `plan`.
+    pub(super) fn new(settings: &Settings, plan: Arc<Plan>, limit: RecordLimit) -> Self {
         Coordinator {
             batcher: Batcher::new(
-                descriptors.len(),
+                plan.len(),
                 settings.batch_size.get(),
                 settings.batch_bytes.get(),
             ),
-            checkpoint: Checkpoint::new(descriptors.len()),
+            checkpoint: Checkpoint::new(plan.len()),
             linger: settings.batch_linger,
             sealed: Vec::new(),
             outbox: Vec::new(),
             ready: Vec::new(),
-            streams: overwrite
-                .iter()
-                .map(|o| StreamProgress {
-                    overwrite: *o,
-                    ..StreamProgress::default()
-                })
-                .collect(),
-            descriptors,
+            streams: vec![StreamProgress::default(); plan.len()],
+            plan,
             any_status: false,
             awaiting: 0,
             writer_failed: false,
@@ -223,7 +212,7 @@ impl Coordinator {
             }
             Ack::Published { stream, report } => {
                 self.awaiting -= 1;
-                let stream = &self.descriptors[stream];
+                let stream = &self.plan[stream].descriptor;
                 out.log(Level::Info, report.summary(stream));
                 if let Some(warning) = report.warning(stream) {
                     out.log(Level::Warn, warning);
@@ -253,7 +242,7 @@ impl Coordinator {
                         let record = format!(
                             "The record on line {line} (record {} of stream {} in this sync) is {} bytes",
                             self.streams[stream].records + 1,
-                            self.descriptors[stream],
+                            self.plan[stream].descriptor,
                             data.len()
                         );
                         return Some(too_large.failure(&record));
@@ -261,12 +250,12 @@ impl Coordinator {
                     let progress = &mut self.streams[stream];
                     if progress.published {
                         return Some(Failure::system(
-                            format!("A record of stream {} arrived after its COMPLETE status; the stream was already published.", self.descriptors[stream]),
+                            format!("A record of stream {} arrived after its COMPLETE status; the stream was already published.", self.plan[stream].descriptor),
                             "record after COMPLETE",
                         ));
                     }
                     progress.records += 1;
-                    if progress.overwrite && !progress.prepared {
+                    if self.plan[stream].is_overwrite() && !progress.prepared {
                         progress.prepared = true;
                         self.move_sealed();
                         self.outbox.push(Work::Prepare {
@@ -313,7 +302,7 @@ impl Coordinator {
     fn marks_for(&self, scope: StateScope) -> Vec<(usize, u64)> {
         let mark = |i: usize| {
             let p = &self.streams[i];
-            (p.overwrite && p.prepared).then_some((i, p.records))
+            (self.plan[i].is_overwrite() && p.prepared).then_some((i, p.records))
         };
         match scope {
             StateScope::Stream(i) => mark(i).into_iter().collect(),
@@ -325,7 +314,7 @@ impl Coordinator {
     /// Seals the stream's batch and queues its publish (once), after everything it wrote.
     fn publish(&mut self, stream: usize) {
         let p = &mut self.streams[stream];
-        if !p.overwrite || p.published {
+        if !self.plan[stream].is_overwrite() || p.published {
             return;
         }
         p.published = true;
@@ -357,14 +346,13 @@ impl Coordinator {
         }
         let mut unpublished = Vec::new();
         for stream in 0..self.streams.len() {
-            let p = &self.streams[stream];
-            if !p.overwrite || p.published {
+            if !self.plan[stream].is_overwrite() || self.streams[stream].published {
                 continue;
             }
             if !self.any_status {
                 self.publish(stream);
             } else {
-                unpublished.push(self.descriptors[stream].to_string());
+                unpublished.push(self.plan[stream].descriptor.to_string());
             }
         }
         (!unpublished.is_empty()).then(|| overwrite::not_published(&unpublished))
@@ -378,7 +366,7 @@ impl Coordinator {
     /// for the writer (which hands them back in order).
     fn queue_ready_states(&mut self, out: &Output) {
         self.checkpoint.take_ready(&mut self.ready);
-        let through_writer = self.durable || self.streams.iter().any(|p| p.overwrite);
+        let through_writer = self.durable || self.plan.overwrites().next().is_some();
         let mut echoed = false;
         for state in self.ready.drain(..) {
             if through_writer {

@@ -24,6 +24,7 @@ pub mod checkpoint;
 mod coordinator;
 mod durable;
 pub mod overwrite;
+mod plan;
 pub mod reader;
 mod record_limit;
 pub mod resp;
@@ -47,13 +48,12 @@ use crate::connect::nodes::Nodes;
 use crate::connect::{self, Context};
 use crate::error::{Failure, FailureType};
 use crate::java_staging;
-use crate::keys::{self, StreamKeys};
-use crate::protocol::catalog::{self, SyncMode};
+use crate::keys;
+use crate::protocol::catalog;
 use crate::protocol::output::{self, Level, Output};
-use crate::scripts::APPEND_BATCH;
-use batch::{Expiry, StreamCall};
 use coordinator::Coordinator;
 use overwrite::OverwriteStream;
+use plan::Plan;
 use reader::Chunk;
 use record_limit::RecordLimit;
 use retained::Retained;
@@ -104,49 +104,9 @@ pub fn run<R: Read + Send + 'static>(
     let reply_timeout = settings.reply_timeout;
     let ctx = Context::new(settings, "while writing");
     let run_id = new_run_id()?;
-    let overwrites: Vec<Option<OverwriteStream>> = streams
-        .iter()
-        .map(|s| match s.mode {
-            SyncMode::Append => None,
-            SyncMode::Overwrite {
-                generation,
-                resumable,
-            } => Some(OverwriteStream::new(
-                StreamKeys::with_layout(&s.descriptor, layout),
-                generation,
-                resumable,
-            )),
-        })
-        .collect();
-    let calls: Vec<StreamCall> = descriptors
-        .iter()
-        .zip(&overwrites)
-        .map(|(d, ow)| match ow {
-            Some(ow) => StreamCall::new(
-                &APPEND_BATCH,
-                ow.staging_as_stream(),
-                &run_id,
-                Expiry::STAGING,
-            ),
-            None => StreamCall::new(
-                &APPEND_BATCH,
-                StreamKeys::with_layout(d, layout),
-                &run_id,
-                Expiry::NONE,
-            ),
-        })
-        .collect();
-    let live_calls: Vec<StreamCall> = descriptors
-        .iter()
-        .map(|d| {
-            StreamCall::new(
-                &APPEND_BATCH,
-                StreamKeys::with_layout(d, layout),
-                &run_id,
-                Expiry::NONE,
-            )
-        })
-        .collect();
+    let plan = Arc::new(Plan::new(&streams, layout, &run_id));
+    let live_calls = plan.live_calls();
+    let calls = plan.calls();
     // Setup rides through a restarting or briefly unreachable server like the writes do.
     let mut retry = Retry::new(settings.retry_budget);
     let mut nodes = loop {
@@ -158,7 +118,7 @@ pub fn run<R: Read + Send + 'static>(
             }
             rights::check_rights(&mut nodes, &live_calls)?;
             rights::check_rights(&mut nodes, &calls)?;
-            let staged: Vec<&OverwriteStream> = overwrites.iter().flatten().collect();
+            let staged: Vec<&OverwriteStream> = plan.overwrites().collect();
             rights::check_publish_rights(&mut nodes, &staged)?;
             Ok((nodes, recovered))
         });
@@ -194,12 +154,12 @@ pub fn run<R: Read + Send + 'static>(
             ),
         );
     }
-    let overwrite_count = overwrites.iter().flatten().count();
+    let overwrite_count = plan.overwrites().count();
     out.log(
         Level::Info,
         format!(
             "Writing {} stream(s) ({overwrite_count} by overwrite) to Redis at {} db {} (run {run_id}, batches of up to {} records, {} in flight).",
-            calls.len(),
+            plan.len(),
             settings.address(),
             settings.db,
             settings.batch_size,
@@ -209,7 +169,7 @@ pub fn run<R: Read + Send + 'static>(
 
     setup_done.store(true, Ordering::SeqCst);
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(CHUNKS_IN_QUEUE);
-    let router = Arc::new(Router::new(&descriptors));
+    let router = Arc::new(Router::new(&plan.descriptors()));
     std::thread::spawn(move || {
         reader::read_all(
             BufReader::with_capacity(256 * 1024, input),
@@ -220,13 +180,11 @@ pub fn run<R: Read + Send + 'static>(
 
     let (work_tx, work_rx) = bounded::<Work>(settings.max_in_flight.get());
     let (ack_tx, ack_rx) = unbounded::<Ack>();
-    let is_overwrite: Vec<bool> = overwrites.iter().map(Option::is_some).collect();
     let servers = nodes.servers();
     let writer = Writer {
         durable_on: servers,
         nodes,
-        calls: Arc::new(calls),
-        overwrite: overwrites,
+        plan: plan.clone(),
         sweep: settings.sweep_leftovers,
         ctx,
         max_group: settings.max_in_flight.get(),
@@ -236,7 +194,7 @@ pub fn run<R: Read + Send + 'static>(
     };
     let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
 
-    let mut coordinator = Coordinator::new(settings, descriptors, &is_overwrite, limit);
+    let mut coordinator = Coordinator::new(settings, plan, limit);
     let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, &terminate, out);
     drop(work_tx);
     if result.is_ok() {

@@ -31,10 +31,11 @@ mod send;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::batch::{Batch, StreamCall};
+use super::batch::Batch;
 use super::checkpoint::ReadyState;
 use super::durable::WaitFailure;
 use super::overwrite::{self, OverwriteStream, PublishReport};
+use super::plan::Plan;
 use super::retained::Retained;
 use crate::config::Settings;
 use crate::connect::nodes::Nodes;
@@ -103,10 +104,8 @@ pub enum Ack {
 pub struct Writer {
     /// The connections (one per cluster master in cluster mode), scripts loaded.
     pub nodes: Nodes,
-    /// Per catalog stream, its script call (into staging for overwrite streams).
-    pub calls: Arc<Vec<StreamCall>>,
-    /// Per catalog stream, its overwrite keys when it is an overwrite stream.
-    pub overwrite: Vec<Option<OverwriteStream>>,
+    /// The catalog's streams: their calls, and their overwrite keys.
+    pub plan: Arc<Plan>,
     /// Whether publishes always sweep for leftover records with SCAN.
     pub sweep: bool,
     /// Context for error messages.
@@ -140,9 +139,9 @@ impl Writer {
         let mut group: Vec<Batch> = Vec::with_capacity(self.max_group);
         let mut buf = Vec::new();
         let mut progress = OverwriteProgress {
-            offsets: vec![0; self.calls.len()],
-            published: vec![false; self.calls.len()],
-            earlier: vec![false; self.calls.len()],
+            offsets: vec![0; self.plan.len()],
+            published: vec![false; self.plan.len()],
+            earlier: vec![false; self.plan.len()],
         };
         let mut held: Option<Work> = None;
         loop {
@@ -185,7 +184,7 @@ impl Writer {
         }
         // Every batch is acknowledged and none will be resent: this run's tokens have done their job.
         // Best effort: every record is committed already, and tokens expire after a week anyway.
-        for call in self.calls.iter() {
+        for call in self.plan.iter().map(|s| &s.call) {
             if let Ok(link) = self.nodes.link_for(&call.token) {
                 let _ = redis::cmd("DEL")
                     .arg(&call.token)
@@ -208,7 +207,7 @@ impl Writer {
                 Ok(())
             }
             Work::Prepare { stream, first_data } => {
-                if let Some(ow) = self.overwrite[stream].clone() {
+                if let Some(ow) = self.plan[stream].overwrite().cloned() {
                     let prepared = self.with_retry(acks, |w| {
                         let link = w.nodes.link_for(&ow.live.counter)?;
                         overwrite::prepare(&mut link.con, &ow, first_data.as_deref(), &link.ctx)
@@ -226,7 +225,10 @@ impl Writer {
                     // Streams published already too: a later attempt of the generation resumes
                     // the published records from these marks.
                     .filter_map(|(s, n)| {
-                        self.overwrite[*s].clone().map(|ow| (ow, p.offsets[*s] + n))
+                        self.plan[*s]
+                            .overwrite()
+                            .cloned()
+                            .map(|ow| (ow, p.offsets[*s] + n))
                     })
                     .collect();
                 if !marks.is_empty() {
@@ -265,7 +267,7 @@ impl Writer {
             }
             Work::Publish { stream } => {
                 let mut report = PublishReport::default();
-                if let Some(ow) = self.overwrite[stream].clone() {
+                if let Some(ow) = self.plan[stream].overwrite().cloned() {
                     // Its staging keys are renamed away: its batches must never be sent again.
                     self.retained.drop_stream(stream);
                     if p.earlier[stream] {

@@ -11,7 +11,8 @@ use crate::connect::nodes::Link;
 use crate::connect::{classify, Context};
 use crate::error::{Failure, FailureType};
 use crate::scripts;
-use crate::write::batch::{Batch, StreamCall};
+use crate::write::batch::Batch;
+use crate::write::plan::Plan;
 use crate::write::retry::Retry;
 use crate::write::verdict::{self, Verdict};
 
@@ -28,7 +29,7 @@ impl Writer {
         // Batches to send to an importing node after ASKING (an ASK reply), by first ordinal.
         let mut asked: Vec<(u64, String)> = Vec::new();
         for _ in 0..MAX_RESENDS {
-            let mut parts = split_by_node(&self.nodes, &self.calls, &pending);
+            let mut parts = split_by_node(&self.nodes, &self.plan, &pending);
             for (ordinal, target) in asked.drain(..) {
                 move_to(&mut parts, ordinal, target);
             }
@@ -41,7 +42,7 @@ impl Writer {
                     if ask {
                         buf.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
                     }
-                    self.calls[b.stream].encode(b, buf);
+                    self.plan[b.stream].call.encode(b, buf);
                 }
                 let sent_ok = self
                     .nodes
@@ -155,7 +156,7 @@ impl Writer {
             };
             let _ = acks.send(Ack::Note(format!(
                 "The slot of stream key {:?} {what} cluster node {target} ({kind}); the writer follows it.",
-                self.calls[stream].keys.counter
+                self.plan[stream].call.keys.counter
             )));
         }
     }
@@ -197,7 +198,7 @@ impl Writer {
                 failover,
                 err,
             } => {
-                let f = batch_error(&self.calls, batch, err, self.nodes.link(addr)?);
+                let f = batch_error(&self.plan, batch, err, self.nodes.link(addr)?);
                 if f.failure_type != FailureType::Transient {
                     return Err(f);
                 }
@@ -206,13 +207,13 @@ impl Writer {
                     self.tell(batch.stream, "MOVED", &target, acks);
                     round
                         .moved_to
-                        .push((self.calls[batch.stream].keys.counter.clone(), target));
+                        .push((self.plan[batch.stream].call.keys.counter.clone(), target));
                 }
                 round.moved.get_or_insert(f);
                 round.again.push(batch);
             }
             Verdict::OutOfOrder(err) | Verdict::Refused(err) => {
-                let f = batch_error(&self.calls, batch, err, self.nodes.link(addr)?);
+                let f = batch_error(&self.plan, batch, err, self.nodes.link(addr)?);
                 if f.failure_type != FailureType::Transient {
                     return Err(f);
                 }
@@ -231,14 +232,9 @@ impl Writer {
 }
 
 /// The failure of a batch refused with `err` by the node of `link` (OOM names the memory limit).
-pub(super) fn batch_error(
-    calls: &[StreamCall],
-    batch: &Batch,
-    err: RedisError,
-    link: &mut Link,
-) -> Failure {
+pub(super) fn batch_error(plan: &Plan, batch: &Batch, err: RedisError, link: &mut Link) -> Failure {
     let oom = crate::classify::error_code(&err) == "OOM";
-    let mut f = batch_failure(calls, batch, &err, &link.ctx);
+    let mut f = batch_failure(plan, batch, &err, &link.ctx);
     if oom {
         // Name the limit the user has to raise, when the server lets us read it.
         let limit: Option<Vec<String>> = redis::cmd("CONFIG")
@@ -258,12 +254,12 @@ pub(super) fn batch_error(
 }
 
 pub(super) fn batch_failure(
-    calls: &[StreamCall],
+    plan: &Plan,
     batch: &Batch,
     err: &RedisError,
     ctx: &Context,
 ) -> Failure {
-    let keys = &calls[batch.stream].keys;
+    let keys = &plan[batch.stream].call.keys;
     let ctx = ctx
         .clone()
         .with_keys(format!("{} or {}<id>", keys.counter, keys.record_prefix));
