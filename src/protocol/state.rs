@@ -13,13 +13,25 @@ use serde_json::value::RawValue;
 
 use super::StreamDescriptor;
 
-/// Which records a state's `recordCount` counts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+/// Which records a state's `recordCount` counts: the one scope type, from the message (`S` is the
+/// stream's descriptor) to the checkpoint (`S` is its catalog index, `None` when the catalog has no
+/// such stream: the state then counts no records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<S = StreamDescriptor> {
     /// A STREAM state: the records of that stream since its previous STREAM state.
-    Stream(StreamDescriptor),
+    Stream(S),
     /// A GLOBAL or LEGACY state: all records since the previous GLOBAL or LEGACY state.
     Global,
+}
+
+impl<S> Scope<S> {
+    /// The same scope with its stream turned into `f(stream)` (e.g. resolved against the catalog).
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Scope<T> {
+        match self {
+            Scope::Stream(s) => Scope::Stream(f(s)),
+            Scope::Global => Scope::Global,
+        }
+    }
 }
 
 #[derive(Deserialize)]

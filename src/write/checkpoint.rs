@@ -8,16 +8,11 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-/// Which records a state counts (resolved against the catalog).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateScope {
-    /// A STREAM state of the catalog stream with this index.
-    Stream(usize),
-    /// A STREAM state of a stream the catalog does not have: it counts no records.
-    UnknownStream,
-    /// A GLOBAL or LEGACY state.
-    Global,
-}
+use crate::protocol::state::Scope;
+
+/// A state's scope resolved against the catalog: a stream's index, or `None` for a stream the
+/// catalog does not have.
+pub type StateScope = Scope<Option<usize>>;
 
 /// A state ready to leave: its echo line, and the staging marks to record first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +66,9 @@ impl Checkpoint {
     /// The record count a state of `scope` carries now; resets that scope's count.
     pub fn take_count(&mut self, scope: StateScope) -> u64 {
         match scope {
-            StateScope::Stream(i) => std::mem::take(&mut self.stream_counts[i]),
-            StateScope::UnknownStream => 0,
-            StateScope::Global => std::mem::take(&mut self.global_count),
+            Scope::Stream(Some(i)) => std::mem::take(&mut self.stream_counts[i]),
+            Scope::Stream(None) => 0,
+            Scope::Global => std::mem::take(&mut self.global_count),
         }
     }
 
@@ -122,10 +117,10 @@ mod tests {
         c.batch_opened(a);
         let b = c.record(1); // batch B of stream 1 opens with record 1
         c.batch_opened(b);
-        assert_eq!(c.take_count(StateScope::Global), 2);
+        assert_eq!(c.take_count(Scope::Global), 2);
         c.push_state("s1".into(), vec![]);
         c.record(0); // record 2 joins batch A
-        assert_eq!(c.take_count(StateScope::Stream(0)), 2);
+        assert_eq!(c.take_count(Scope::Stream(Some(0))), 2);
         c.push_state("s2".into(), vec![]);
         let mut out: Vec<ReadyState> = Vec::new();
         c.batch_committed(b);

@@ -23,7 +23,7 @@ use super::Summary;
 use crate::config::Settings;
 use crate::error::Failure;
 use crate::protocol::output::{Level, Output};
-use crate::protocol::state;
+use crate::protocol::state::{self, Scope};
 
 /// How long after SIGTERM the committing of in-flight batches may take (a platform kills the
 /// process 10 s after SIGTERM; the TRACE and the exit must come before that).
@@ -305,9 +305,9 @@ impl Coordinator {
             (self.plan[i].is_overwrite() && p.prepared).then_some((i, p.records))
         };
         match scope {
-            StateScope::Stream(i) => mark(i).into_iter().collect(),
-            StateScope::Global => (0..self.streams.len()).filter_map(mark).collect(),
-            StateScope::UnknownStream => Vec::new(),
+            Scope::Stream(Some(i)) => mark(i).into_iter().collect(),
+            Scope::Global => (0..self.streams.len()).filter_map(mark).collect(),
+            Scope::Stream(None) => Vec::new(),
         }
     }
 

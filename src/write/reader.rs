@@ -17,7 +17,7 @@ use super::router::Router;
 use crate::error::Failure;
 use crate::protocol::input::{self, InputError, Message};
 use crate::protocol::output::now_ms;
-use crate::protocol::state::{self, Scope};
+use crate::protocol::state;
 
 const CHUNK_ITEMS: usize = 1024;
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -155,15 +155,9 @@ fn parse_into(
             Ok(())
         }
         Some(Message::State(raw)) => {
-            let scope = match state::scope_of(raw)
+            let scope = state::scope_of(raw)
                 .map_err(|e| bad(format!("is a STATE that cannot be read: {e}")))?
-            {
-                Scope::Global => StateScope::Global,
-                Scope::Stream(d) => match router.route(d.namespace.as_deref(), &d.name) {
-                    Some(i) => StateScope::Stream(i),
-                    None => StateScope::UnknownStream,
-                },
-            };
+                .map(|d| router.route(d.namespace.as_deref(), &d.name));
             chunk.items.push(Item::State {
                 text: raw.to_owned(),
                 scope,
