@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Two builds of the destination side by side, for a change that must not cost speed (a reshaping):
+# the same N generated records (3 streams, a state every 1,000) written by binary A and binary B in
+# turn, ROUNDS times each (A B A B ...), into one freshly started redis-server (persistence off,
+# flushed before every run). Prints every run, the medians, and the median of the per-pair ratios
+# A/B (pairs cancel the machine's drift; above 1 means A is slower).
+#   bash scripts/bench-ab.sh A_BINARY B_BINARY [N]      (ROUNDS=7 by default)
+# For example, the binary of an older commit against this one:
+#   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release --bin destination-redis)
+#   bash scripts/bench-ab.sh /tmp/old/target/release/destination-redis target/release/destination-redis
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+A=$(realpath "$1")
+B=$(realpath "$2")
+N=${3:-300000}
+ROUNDS=${ROUNDS:-7}
+
+install_missing
+cargo build --release --locked --example gen_records 2>&1 | tail -1
+setup_work
+start_redis
+trap 'if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+
+append_catalog "$work/catalog.json" users orders events
+echo "{\"host\": \"127.0.0.1\", \"port\": $port}" > "$work/config.json"
+target/release/examples/gen_records "$N" --streams 3 --state-every 1000 > "$work/in.jsonl"
+
+# Seconds one run of binary $1 takes (the server flushed first); fails if the run does.
+one_run() {
+  redis-cli -p "$port" FLUSHALL >/dev/null
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$1" write --config "$work/config.json" --catalog "$work/catalog.json" < "$work/in.jsonl" > "$work/out.jsonl"
+  t1=$(date +%s.%N)
+  grep -q '"Wrote '"$N"' records' "$work/out.jsonl" || { tail -3 "$work/out.jsonl"; return 1; }
+  echo "$t1 - $t0" | bc -l
+}
+
+one_run "$A" >/dev/null && one_run "$B" >/dev/null   # warm-up, not counted
+a_times=(); b_times=()
+for i in $(seq 1 "$ROUNDS"); do
+  a=$(one_run "$A"); b=$(one_run "$B")
+  a_times+=("$a"); b_times+=("$b")
+  printf 'round %d: A %.3f s, B %.3f s, A/B %.3f\n' "$i" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+done
+python3 - "$N" "${a_times[*]}" "${b_times[*]}" <<'PY'
+import statistics, sys
+n = int(sys.argv[1])
+a = [float(x) for x in sys.argv[2].split()]
+b = [float(x) for x in sys.argv[3].split()]
+ratios = [x / y for x, y in zip(a, b)]
+print(f"A: median {statistics.median(a):.3f} s ({n / statistics.median(a):,.0f} records/s)")
+print(f"B: median {statistics.median(b):.3f} s ({n / statistics.median(b):,.0f} records/s)")
+print(f"A/B per pair: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+PY
