@@ -22,12 +22,12 @@ use crate::scripts::APPEND_BATCH;
 pub fn run(settings: &Settings) -> Result<Vec<String>, Failure> {
     let route = connect::route(settings)?;
     // Every reply of a check is awaited at most the connect timeout.
-    let mut settings = route.settings.clone();
+    let mut settings = settings.clone();
     settings.reply_timeout = settings.connect_timeout;
     settings.reply_timeout_field = "connect_timeout_ms";
     let settings = &settings;
     // Connecting loads the scripts on the server (on every master of a cluster).
-    let mut nodes = Nodes::open(settings, settings.reply_timeout)?;
+    let mut nodes = Nodes::open(settings, &route.entry, settings.reply_timeout)?;
     let mut warnings = route.warnings.clone();
     warnings.extend(nodes.take_warnings());
     for addr in nodes.open_addrs() {

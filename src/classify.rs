@@ -9,7 +9,7 @@ use std::io::ErrorKind as IoKind;
 
 use redis::RedisError;
 
-use crate::config::Settings;
+use crate::config::{Settings, Target};
 use crate::error::Failure;
 
 /// Where an error happened, for the message.
@@ -33,18 +33,20 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for an operation on the configured server.
+    /// A context for an operation on the configured destination.
     pub fn new(settings: &Settings, during: impl Into<String>) -> Self {
+        Self::at(settings, &Target::configured(settings), during)
+    }
+
+    /// A context for an operation on the server of one connection.
+    pub fn at(settings: &Settings, target: &Target, during: impl Into<String>) -> Self {
         Context {
-            address: settings.address(),
-            host: settings.host.clone(),
+            address: target.shown.clone(),
+            host: target.host.clone(),
             during: during.into(),
             keys: None,
             tls: settings.tls != crate::config::tls::Tls::Off,
-            failover: !matches!(
-                settings.topology,
-                crate::config::topology::Topology::Standalone
-            ),
+            failover: settings.master_can_move(),
             timeout_field: settings.reply_timeout_field,
         }
     }

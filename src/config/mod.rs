@@ -14,12 +14,14 @@ use serde_json::{Map, Value};
 
 pub mod fields;
 pub mod pem;
+pub mod target;
 pub mod tls;
 pub mod topology;
 pub mod tunnel;
 
 use fields::{bool_field, field, int_field, millis, positive, string_field};
 pub use fields::{ConfigError, Secret};
+pub use target::Target;
 pub use tunnel::{TunnelAuth, TunnelSettings};
 
 use crate::keys::Layout;
@@ -119,9 +121,6 @@ pub struct Settings {
     pub topology: Topology,
     /// How stream keys are named (always [`Layout::Tagged`] in cluster mode).
     pub layout: Layout,
-    /// How the server's address is shown in messages when `host:port` alone would mislead (through
-    /// a tunnel, or a master found by the sentinels).
-    pub shown_address: Option<String>,
     /// Warnings about the config to log (e.g. TLS without verification).
     pub warnings: Vec<String>,
 }
@@ -317,20 +316,19 @@ impl Settings {
             tunnel,
             topology,
             layout,
-            shown_address: None,
             warnings,
         })
     }
 
-    /// `host:port` as shown to users (IPv6 addresses in brackets).
+    /// The configured destination as shown to users: `host:port` (IPv6 addresses in brackets), the
+    /// sentinels' master, or the cluster's seeds. A connection's own name is its [`Target`]'s.
     pub fn address(&self) -> String {
-        match (&self.shown_address, &self.topology) {
-            (Some(a), _) => a.clone(),
-            (None, Topology::Sentinel(s)) => {
+        match &self.topology {
+            Topology::Sentinel(s) => {
                 format!("master {:?} (sentinels {})", s.master_name, s.list())
             }
-            (None, Topology::Standalone) => topology::join_host_port(&self.host, self.port),
-            (None, Topology::Cluster(_)) => format!(
+            Topology::Standalone => topology::join_host_port(&self.host, self.port),
+            Topology::Cluster(_) => format!(
                 "the cluster (seeds {})",
                 self.cluster_seeds()
                     .iter()

@@ -7,7 +7,7 @@ use redis::Value;
 
 use super::{classify, connect, Context};
 use crate::config::topology::join_host_port;
-use crate::config::Settings;
+use crate::config::{Settings, Target};
 use crate::error::{Failure, FailureType};
 
 /// Slots of a Redis Cluster.
@@ -38,6 +38,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// Where a connection to this node goes (with the cluster's credentials and TLS).
+    pub fn target(&self) -> Target {
+        Target::cluster_node(&self.host, self.port)
+    }
+
     /// `host:port` (IPv6 in brackets): the node's name in messages and maps.
     pub fn addr(&self) -> String {
         join_host_port(&self.host, self.port)
@@ -117,15 +122,6 @@ impl SlotMap {
     }
 }
 
-/// The settings that connect to one node of the cluster (with the cluster's credentials and TLS).
-pub fn node_settings(settings: &Settings, node: &Node) -> Settings {
-    let mut s = settings.clone();
-    s.host = node.host.clone();
-    s.port = node.port;
-    s.shown_address = Some(format!("cluster node {}", node.addr()));
-    s
-}
-
 /// Reads the slot map from the first of `candidates` that answers with a healthy cluster.
 ///
 /// A node that is not in cluster mode is a `config_error`; a cluster whose state is not ok, or
@@ -139,7 +135,7 @@ pub fn discover(
     let mut unreachable: Option<Failure> = None;
     let mut answered: Option<Failure> = None;
     for node in candidates {
-        let mut con = match connect(&node_settings(settings, node), reply_timeout) {
+        let mut con = match connect(settings, &node.target(), reply_timeout) {
             Ok(c) => c.con,
             Err(f) if f.failure_type == FailureType::Transient => {
                 unreachable.get_or_insert(f);
@@ -178,8 +174,9 @@ fn map_from(
     settings: &Settings,
     node: &Node,
 ) -> Result<SlotMap, Failure> {
-    let ctx = Context::new(
-        &node_settings(settings, node),
+    let ctx = Context::at(
+        settings,
+        &node.target(),
         "while reading the cluster's slot map",
     );
     let info: String = redis::cmd("CLUSTER")

@@ -22,36 +22,33 @@ use redis::{
 pub use crate::classify::{classify, Context};
 use crate::config::tls::Tls;
 use crate::config::topology::Topology;
-use crate::config::Settings;
+use crate::config::{Secret, Settings, Target};
 use crate::error::Failure;
 
 /// The route to Redis: directly, or through an SSH tunnel that lives as long as this value.
 pub struct Route {
-    /// Settings whose host and port lead to Redis (the tunnel's local port when there is one).
-    pub settings: Settings,
+    /// Where the configured server is reached: `host`/`port`, or the tunnel's local port. (In
+    /// sentinel mode the sentinels name the master; in cluster mode the slot map names the nodes.)
+    pub entry: Target,
     /// Things the user should hear about the route.
     pub warnings: Vec<String>,
     #[cfg(feature = "ssh-tunnel")]
     _tunnel: Option<tunnel::Tunnel>,
 }
 
-/// Opens the tunnel when the config has one; the returned settings connect through it.
+/// Opens the tunnel when the config has one; the returned entry connects through it.
 pub fn route(settings: &Settings) -> Result<Route, Failure> {
     #[cfg(feature = "ssh-tunnel")]
     if let Some(t) = &settings.tunnel {
         let tunnel = tunnel::open(t, &settings.host, settings.port, settings.connect_timeout)?;
-        let mut through = settings.clone();
-        through.shown_address = Some(format!("{} (through the SSH tunnel)", settings.address()));
-        through.host = "127.0.0.1".into();
-        through.port = tunnel.local_port;
         return Ok(Route {
-            settings: through,
+            entry: Target::through_tunnel(settings, tunnel.local_port),
             warnings: tunnel.warnings.clone(),
             _tunnel: Some(tunnel),
         });
     }
     Ok(Route {
-        settings: settings.clone(),
+        entry: Target::configured(settings),
         warnings: Vec::new(),
         #[cfg(feature = "ssh-tunnel")]
         _tunnel: None,
@@ -64,24 +61,17 @@ pub struct Connected {
     pub con: redis::Connection,
     /// Warnings to log (e.g. a password the server does not need).
     pub warnings: Vec<String>,
-    /// `host:port` of the server connected to (in sentinel mode, the master the sentinels named).
-    pub server: String,
 }
 
-/// Connects (to the master the sentinels name, in sentinel mode; to `host`/`port` itself in cluster
-/// mode, see [`nodes`] for the rest of a cluster), authenticates and selects the database. Replies
-/// are awaited at most `reply_timeout`.
-pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected, Failure> {
-    let found;
-    let settings = match &settings.topology {
-        Topology::Standalone | Topology::Cluster(_) => settings,
-        Topology::Sentinel(s) => {
-            found = sentinel::master_settings(settings, s)?;
-            &found
-        }
-    };
-    let ctx = Context::new(settings, "while connecting");
-    let client = client(settings).map_err(|e| classify(&e, &ctx))?;
+/// Connects to `to` (TLS as configured), authenticates, checks in sentinel mode that it is a
+/// master, and selects the database. Replies are awaited at most `reply_timeout`.
+pub fn connect(
+    settings: &Settings,
+    to: &Target,
+    reply_timeout: Duration,
+) -> Result<Connected, Failure> {
+    let ctx = Context::at(settings, to, "while connecting");
+    let client = client(settings, to).map_err(|e| classify(&e, &ctx))?;
     let mut con = client
         .get_connection_with_timeout(settings.connect_timeout)
         .map_err(|e| classify(&e, &ctx.clone().connecting()))?;
@@ -89,7 +79,14 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
         .and_then(|()| con.set_write_timeout(Some(reply_timeout)))
         .map_err(|e| classify(&e, &ctx))?;
     let mut warnings = Vec::new();
-    authenticate(&mut con, settings, &mut warnings)?;
+    let auth = Context::at(settings, to, "authenticating");
+    authenticate(
+        &mut con,
+        settings.username.as_ref(),
+        settings.password.as_ref(),
+        &auth,
+        &mut warnings,
+    )?;
     if let Topology::Sentinel(_) = settings.topology {
         sentinel::ensure_master(&mut con, &ctx)?;
     }
@@ -97,7 +94,7 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
         redis::cmd("SELECT")
             .arg(settings.db)
             .query::<()>(&mut con)
-            .map_err(|e| classify(&e, &Context::new(settings, "selecting the database")))?;
+            .map_err(|e| classify(&e, &Context::at(settings, to, "selecting the database")))?;
     }
     // Lets operators see the destination in CLIENT LIST; refused by some ACLs, which is harmless.
     // A server at its maxclients answers the first command with its refusal and hangs up: that
@@ -112,16 +109,12 @@ pub fn connect(settings: &Settings, reply_timeout: Duration) -> Result<Connected
             return Err(classify(&e, &ctx));
         }
     }
-    Ok(Connected {
-        con,
-        warnings,
-        server: crate::config::topology::join_host_port(&settings.host, settings.port),
-    })
+    Ok(Connected { con, warnings })
 }
 
-/// A client for the configured address and TLS mode.
-fn client(settings: &Settings) -> redis::RedisResult<Client> {
-    let (host, port) = (settings.host.clone(), settings.port);
+/// A client for `to` in the configured TLS mode.
+fn client(settings: &Settings, to: &Target) -> redis::RedisResult<Client> {
+    let (host, port) = (to.host.clone(), to.port);
     let addr = match &settings.tls {
         Tls::Off => ConnectionAddr::Tcp(host, port),
         Tls::Verified { .. } => ConnectionAddr::TcpTls {
@@ -155,18 +148,20 @@ fn client(settings: &Settings) -> redis::RedisResult<Client> {
     }
 }
 
+/// AUTH in the form the server accepts (none without a password); `ctx` names the server.
 fn authenticate(
     con: &mut redis::Connection,
-    settings: &Settings,
+    username: Option<&String>,
+    password: Option<&Secret>,
+    ctx: &Context,
     warnings: &mut Vec<String>,
 ) -> Result<(), Failure> {
-    let Some(password) = &settings.password else {
+    let Some(password) = password else {
         return Ok(());
     };
-    let ctx = Context::new(settings, "authenticating");
     let one_arg =
         |con: &mut redis::Connection| redis::cmd("AUTH").arg(password.expose()).query::<()>(con);
-    let result = match &settings.username {
+    let result = match username {
         Some(user) => {
             let two = redis::cmd("AUTH")
                 .arg(user)
@@ -176,7 +171,7 @@ fn authenticate(
                 Err(e) if detail_has(&e, "wrong number of arguments") => {
                     warnings.push(format!(
                         "The server at {} is older than Redis 6 and has no ACL users; the username {user:?} is ignored.",
-                        settings.address()
+                        ctx.address
                     ));
                     one_arg(con)
                 }
@@ -192,11 +187,11 @@ fn authenticate(
         {
             warnings.push(format!(
                 "The server at {} has no password, but one is configured; it was not needed.",
-                settings.address()
+                ctx.address
             ));
             Ok(())
         }
-        other => other.map_err(|e| classify(&e, &ctx)),
+        other => other.map_err(|e| classify(&e, ctx)),
     }
 }
 

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::cluster::{self, key_slot, Node, SlotMap};
-use super::{connect, Context};
+use super::{connect, sentinel, Context};
 use crate::config::topology::Topology;
-use crate::config::Settings;
+use crate::config::{Settings, Target};
 use crate::error::Failure;
 use crate::scripts;
 
@@ -25,13 +25,15 @@ pub struct Link {
     pub con: redis::Connection,
     /// Names the server (the cluster node) in messages.
     pub ctx: Context,
-    /// `host:port` connected to (in sentinel mode, the master the sentinels named).
-    pub server: String,
+    /// Where it goes (in sentinel mode, the master the sentinels named).
+    pub target: Target,
 }
 
 /// Every connection of a run, by node address ("" outside cluster mode).
 pub struct Nodes {
     settings: Settings,
+    /// Where the configured server is reached (directly, or through the SSH tunnel).
+    entry: Target,
     reply_timeout: Duration,
     /// The slot map, in cluster mode.
     map: Option<SlotMap>,
@@ -40,10 +42,16 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Connects: to the server, or to every master of the cluster.
-    pub fn open(settings: &Settings, reply_timeout: Duration) -> Result<Self, Failure> {
+    /// Connects: to the server at `entry` (or the master the sentinels name), or to every master
+    /// of the cluster.
+    pub fn open(
+        settings: &Settings,
+        entry: &Target,
+        reply_timeout: Duration,
+    ) -> Result<Self, Failure> {
         let mut nodes = Nodes {
             settings: settings.clone(),
+            entry: entry.clone(),
             reply_timeout,
             map: None,
             links: BTreeMap::new(),
@@ -140,7 +148,7 @@ impl Nodes {
     /// The servers written to (`host:port` of the master the sentinels named, or of every cluster
     /// master connected to): after a reconnect, whether the master moved.
     pub fn servers(&self) -> Vec<String> {
-        self.links.values().map(|l| l.server.clone()).collect()
+        self.links.values().map(|l| l.target.address()).collect()
     }
 
     /// Warnings gathered while connecting (each connection's AUTH notes), drained.
@@ -149,8 +157,11 @@ impl Nodes {
     }
 
     fn connect(&mut self, addr: &str) -> Result<Link, Failure> {
-        let settings = match &self.map {
-            None => self.settings.clone(),
+        let target = match &self.map {
+            None => match &self.settings.topology {
+                Topology::Sentinel(s) => sentinel::master_target(&self.settings, s)?,
+                _ => self.entry.clone(),
+            },
             Some(map) => {
                 // A master of the map, or a node named by an ASK reply (an importing node may own
                 // no slot yet).
@@ -169,22 +180,18 @@ impl Nodes {
                             addr.to_string(),
                         )
                     })?;
-                cluster::node_settings(&self.settings, &node)
+                node.target()
             }
         };
-        let connected = connect(&settings, self.reply_timeout)?;
+        let connected = connect(&self.settings, &target, self.reply_timeout)?;
         for w in connected.warnings {
             if !self.warnings.contains(&w) {
                 self.warnings.push(w);
             }
         }
-        let ctx = Context::new(&settings, "while writing");
+        let ctx = Context::at(&self.settings, &target, "while writing");
         let mut con = connected.con;
         scripts::load_all(&mut con, &ctx)?;
-        Ok(Link {
-            con,
-            ctx,
-            server: connected.server,
-        })
+        Ok(Link { con, ctx, target })
     }
 }

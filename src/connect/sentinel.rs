@@ -19,7 +19,7 @@ use redis::Value;
 
 use super::{authenticate, classify, client, Context};
 use crate::config::topology::{join_host_port, SentinelSettings};
-use crate::config::Settings;
+use crate::config::{Settings, Target};
 use crate::error::Failure;
 
 /// What one sentinel says about the master.
@@ -76,8 +76,8 @@ fn verdict(answers: &[Named]) -> Option<Verdict<'_>> {
     })
 }
 
-/// `settings` pointed at the master the sentinels name (the latest failover's, when they differ).
-pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Settings, Failure> {
+/// The master the sentinels name (the latest failover's, when they differ).
+pub fn master_target(settings: &Settings, s: &SentinelSettings) -> Result<Target, Failure> {
     let mut unreachable = Vec::new();
     let mut unknown = Vec::new();
     let mut answers = Vec::new();
@@ -92,17 +92,7 @@ pub fn master_settings(settings: &Settings, s: &SentinelSettings) -> Result<Sett
             Err(f) => unreachable.push(f),
         }
     }
-    let master_at = |host: &str, port: u16| {
-        let mut m = settings.clone();
-        m.shown_address = Some(format!(
-            "{} (master {:?} of the sentinels)",
-            join_host_port(host, port),
-            s.master_name
-        ));
-        m.host = host.to_string();
-        m.port = port;
-        m
-    };
+    let master_at = |host: &str, port: u16| Target::master(host, port, &s.master_name);
     if answers.is_empty() {
         if let Some((_, host, port)) = addresses.first() {
             // Only the address, no epoch nor flags: trusted only when every sentinel that
@@ -174,21 +164,26 @@ fn ask(
     host: &str,
     port: u16,
 ) -> Result<Option<Answer>, Failure> {
-    let mut at = settings.clone();
-    at.host = host.to_string();
-    at.port = port;
-    at.shown_address = Some(format!("sentinel {}", join_host_port(host, port)));
-    at.username = s.username.clone();
-    at.password = s.password.clone();
-    at.reply_timeout_field = "connect_timeout_ms";
-    let ctx = Context::new(&at, "asking for the master");
-    let mut con = client(&at)
-        .and_then(|c| c.get_connection_with_timeout(at.connect_timeout))
+    let at = Target::sentinel(host, port);
+    // A sentinel's replies are awaited at most the connect timeout.
+    let ctx = Context::at(settings, &at, "asking for the master").connecting();
+    let mut con = client(settings, &at)
+        .and_then(|c| c.get_connection_with_timeout(settings.connect_timeout))
         .map_err(|e| classify(&e, &ctx))?;
-    con.set_read_timeout(Some(at.connect_timeout))
-        .and_then(|()| con.set_write_timeout(Some(at.connect_timeout)))
+    con.set_read_timeout(Some(settings.connect_timeout))
+        .and_then(|()| con.set_write_timeout(Some(settings.connect_timeout)))
         .map_err(|e| classify(&e, &ctx))?;
-    authenticate(&mut con, &at, &mut Vec::new())?;
+    let auth = Context {
+        during: "authenticating".into(),
+        ..ctx.clone()
+    };
+    authenticate(
+        &mut con,
+        s.username.as_ref(),
+        s.password.as_ref(),
+        &auth,
+        &mut Vec::new(),
+    )?;
     let reply: redis::RedisResult<HashMap<String, String>> = redis::cmd("SENTINEL")
         .arg("MASTER")
         .arg(&s.master_name)

@@ -100,9 +100,8 @@ pub fn run<R: Read + Send + 'static>(
     for w in &route.warnings {
         out.log(Level::Warn, w);
     }
-    let settings = &route.settings;
     let reply_timeout = settings.reply_timeout;
-    let ctx = Context::new(settings, "while writing");
+    let ctx = Context::at(settings, &route.entry, "while writing");
     let run_id = new_run_id()?;
     let plan = Arc::new(Plan::new(&streams, layout, &run_id));
     let live_calls = plan.live_calls();
@@ -110,7 +109,7 @@ pub fn run<R: Read + Send + 'static>(
     // Setup rides through a restarting or briefly unreachable server like the writes do.
     let mut retry = Retry::new(settings.retry_budget);
     let mut nodes = loop {
-        let attempt = Nodes::open(settings, reply_timeout).and_then(|mut nodes| {
+        let attempt = Nodes::open(settings, &route.entry, reply_timeout).and_then(|mut nodes| {
             let recovered = overwrite::recover(&mut nodes)?;
             let counters: Vec<&str> = live_calls.iter().map(|c| c.keys.counter.as_str()).collect();
             if let Some(f) = recovered.blocking(&counters) {
@@ -160,7 +159,7 @@ pub fn run<R: Read + Send + 'static>(
         format!(
             "Writing {} stream(s) ({overwrite_count} by overwrite) to Redis at {} db {} (run {run_id}, batches of up to {} records, {} in flight).",
             plan.len(),
-            settings.address(),
+            route.entry.shown,
             settings.db,
             settings.batch_size,
             settings.max_in_flight

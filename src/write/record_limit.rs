@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use crate::config::Settings;
-use crate::connect::{cluster, connect, nodes::Nodes};
+use crate::config::{Settings, Target};
+use crate::connect::{connect, nodes::Nodes};
 use crate::error::Failure;
 
 /// The smallest `proto-max-bulk-len` a Redis (or Valkey) server may have.
@@ -27,7 +27,9 @@ pub struct RecordLimit {
     /// The smallest limit read with `CONFIG GET`, if any server answered.
     read: Option<u64>,
     /// Servers whose limit could not be read, to be tried (empty when every limit was read).
-    unread: Vec<Settings>,
+    unread: Vec<Target>,
+    /// The config (credentials, TLS) to connect to them with.
+    settings: Settings,
     /// The largest size shown to pass on every unread server.
     proven: u64,
     reply_timeout: Duration,
@@ -74,14 +76,16 @@ impl RecordLimit {
                     .ok()
                     .and_then(|v| v.get(1).and_then(|n| n.parse::<u64>().ok()))
             });
-            match value {
-                Some(n) => read = Some(read.map_or(n, |r| r.min(n))),
-                None => unread.push(node_settings(settings, nodes, &addr)),
+            match (value, nodes.link(&addr)) {
+                (Some(n), _) => read = Some(read.map_or(n, |r| r.min(n))),
+                (None, Ok(link)) => unread.push(link.target.clone()),
+                (None, Err(_)) => {}
             }
         }
         RecordLimit {
             read,
             unread,
+            settings: settings.clone(),
             proven: ALWAYS_ACCEPTED,
             reply_timeout,
         }
@@ -100,9 +104,9 @@ impl RecordLimit {
         }
         for server in &self.unread {
             // A hang-up is the refusal only when it happens twice (a network failure is not).
-            let refused = |_| !accepts(server, size, self.reply_timeout);
+            let refused = |_| !accepts(&self.settings, server, size, self.reply_timeout);
             if (0..2).all(refused) {
-                return Err(TooLarge::Refused(server.address()));
+                return Err(TooLarge::Refused(server.shown.clone()));
             }
         }
         self.proven = size;
@@ -110,19 +114,11 @@ impl RecordLimit {
     }
 }
 
-/// The settings that reach the node at `addr` ("" outside cluster mode).
-fn node_settings(settings: &Settings, nodes: &Nodes, addr: &str) -> Settings {
-    match nodes.masters().into_iter().find(|n| n.addr() == addr) {
-        Some(node) => cluster::node_settings(settings, &node),
-        None => settings.clone(),
-    }
-}
-
 /// Whether the server takes an argument of `size` bytes. A connection that cannot be made, or
 /// that fails for another reason, counts as accepting: the write then meets the same trouble and
 /// reports it (a refused size is never guessed).
-fn accepts(server: &Settings, size: u64, reply_timeout: Duration) -> bool {
-    let Ok(connected) = connect(server, reply_timeout) else {
+fn accepts(settings: &Settings, server: &Target, size: u64, reply_timeout: Duration) -> bool {
+    let Ok(connected) = connect(settings, server, reply_timeout) else {
         return true;
     };
     let mut con = connected.con;

@@ -254,8 +254,16 @@ fn check_db_out_of_range_names_db() {
 #[test]
 fn a_server_at_its_maxclients_is_named_in_check_and_write() {
     let server = RedisServer::start_with(&["--maxclients", "1"]);
-    // The one client the server accepts.
-    let _held = server.conn();
+    // The one client the server accepts (once the start-up probe's connection is gone: bounded).
+    let _held = (0..50)
+        .find_map(|_| {
+            let con = server.try_conn();
+            if con.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            con
+        })
+        .expect("the one client the server accepts");
     let out = common::check(&server.config());
     let (status, message) = status(&out);
     assert_eq!(status, "FAILED");
