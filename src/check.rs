@@ -15,8 +15,9 @@ use crate::connect::nodes::Nodes;
 use crate::connect::{self, classify, Context};
 use crate::error::Failure;
 use crate::java_staging;
-use crate::keys::{self, StreamKeys, TOKEN_TTL_SECONDS};
+use crate::keys::{self, StreamKeys};
 use crate::scripts::APPEND_BATCH;
+use crate::write::batch::{Batch, Expiry, StreamCall};
 
 /// Runs every check; returns the warnings to log on success.
 pub fn run(settings: &Settings) -> Result<Vec<String>, Failure> {
@@ -84,7 +85,10 @@ fn probe_write(nodes: &mut Nodes) -> Result<(), Failure> {
         counter: keys::probe_counter(&run),
         record_prefix: format!("{}:", keys::probe_counter(&run)),
     };
-    let token = keys.token(&run);
+    let call = StreamCall::new(&APPEND_BATCH, keys.clone(), &run, Expiry::NONE);
+    let token = call.token.clone();
+    let mut probe = Vec::new();
+    call.encode(&Batch::single(0, 1, 0, b"{\"probe\":true}"), &mut probe);
     let link = nodes.link_for(&keys.counter)?;
     let con = &mut link.con;
     let ctx = Context {
@@ -92,19 +96,8 @@ fn probe_write(nodes: &mut Nodes) -> Result<(), Failure> {
         ..link.ctx.clone()
     }
     .with_keys(format!("{} and {}", keys.counter, token));
-    let result: Result<Value, _> = redis::cmd("EVALSHA")
-        .arg(&APPEND_BATCH.sha)
-        .arg(2)
-        .arg(&keys.counter)
-        .arg(&token)
-        .arg(1)
-        .arg(&keys.record_prefix)
-        .arg(TOKEN_TTL_SECONDS)
-        .arg(0)
-        .arg(0)
-        .arg(0)
-        .arg("{\"probe\":true}")
-        .query(con);
+    // The very call a sync's first batch makes.
+    let result = redis::ConnectionLike::req_packed_command(con, &probe);
     let cleanup: Result<(), _> = redis::cmd("DEL")
         .arg(&keys.counter)
         .arg(keys.record(1))
@@ -112,6 +105,7 @@ fn probe_write(nodes: &mut Nodes) -> Result<(), Failure> {
         .query(con);
     match result {
         Ok(Value::Int(1)) => {}
+        Ok(Value::ServerError(e)) => return Err(classify(&redis::RedisError::from(e), &ctx)),
         Ok(other) => {
             return Err(Failure::system(
                 "The write probe's script call answered unexpectedly.",

@@ -19,6 +19,22 @@ pub struct Batch {
     pub body: Vec<u8>,
 }
 
+impl Batch {
+    /// A batch of one record (`check`'s write probe): batch `seq` of catalog stream `stream`.
+    pub fn single(stream: usize, seq: u64, emitted_at: i64, data: &[u8]) -> Self {
+        let mut body = Vec::new();
+        resp::bulk_int(&mut body, emitted_at);
+        resp::bulk(&mut body, data);
+        Batch {
+            stream,
+            seq,
+            records: 1,
+            first_ordinal: 0,
+            body,
+        }
+    }
+}
+
 /// Times to live the append script sets, in seconds (0: none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expiry {
@@ -101,16 +117,7 @@ mod tests {
             namespace: Some("n".into()),
         });
         let call = StreamCall::new(&APPEND_BATCH, keys, "run", Expiry::NONE);
-        let mut body = Vec::new();
-        resp::bulk_int(&mut body, 5);
-        resp::bulk(&mut body, b"{}");
-        let batch = Batch {
-            stream: 0,
-            seq: 3,
-            records: 1,
-            first_ordinal: 0,
-            body,
-        };
+        let batch = Batch::single(0, 3, 5, b"{}");
         let mut out = Vec::new();
         call.encode(&batch, &mut out);
         let expected = format!(
