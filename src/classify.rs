@@ -84,31 +84,21 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
     }
     let code = error_code(err);
     let keys = ctx.keys.as_deref().unwrap_or("its keys");
+    if let Some(script) = ScriptCode::parse(code) {
+        return script_failure(script, err, ctx, raw);
+    }
     match code {
         "WRONGPASS" => Failure::config(format!("Redis at {at} refused the credentials: check \"username\" and \"password\"."), raw),
         "ERR" if raw.contains("invalid password") || raw.contains("invalid username-password") => {
             Failure::config(format!("Redis at {at} refused the password: check \"password\"."), raw)
         }
         "NOAUTH" => Failure::config(format!("Redis at {at} requires authentication: set \"password\" (and \"username\" for an ACL user)."), raw),
-        "NOPERM" | "ABNOPERM" => Failure::config(
+        "NOPERM" => Failure::config(
             format!("The Redis user lacks a permission {during} ({}): grant it with ACL SETUSER, e.g. +@write +@read +@scripting and a key pattern covering the streams' keys and _airbyte_redis:*.", err.detail().unwrap_or(code)),
             raw,
         ),
         "OOM" => Failure::config(format!("Redis at {at} is out of memory (maxmemory reached) {during}: raise maxmemory, free memory, or use an eviction-free policy; no part of the refused batch was written."), raw),
         "WRONGTYPE" => Failure::config(format!("A key the destination writes holds another type of value {during} ({keys}): delete or rename that key, or write to another namespace or database."), raw),
-        "ABCOUNTER" => Failure::config(format!("The counter key {} does not hold a whole number {during}: it is not a stream counter of this destination; delete or rename it.", err.detail().unwrap_or(keys)), raw),
-        "ABEXISTS" => Failure::config(
-            format!("Key {} is in the way of the next records {during}: the stream's counter says that id is free, but the key exists (another stream's counter or record in the Java layout, another tool's key, or a record whose counter was deleted, evicted or reset). The batch was refused whole and nothing of it was written: rename or delete that key, or set the counter to the highest record id, then sync again.", err.detail().unwrap_or(keys)),
-            raw,
-        ),
-        "ABFOREIGN" => Failure::config(
-            format!("Key {} is in the way of a publish {during}: it is not a record of this destination (another tool's key). Rename or delete it; the next sync finishes the publish (until then the stream's other records are those of the old and the new generation, and other streams are not affected).", err.detail().unwrap_or(keys)),
-            raw,
-        ),
-        "ABSTAGED" => Failure::config(
-            format!("Staged record {} of a publish under way is gone {during} (deleted, or expired after a week): the publish cannot finish. Delete the stream's publish marker (_airbyte_redis:publish:<stream key>) and run a full sync of the stream.", err.detail().unwrap_or(keys)),
-            raw,
-        ),
         "READONLY" if ctx.failover => Failure::transient(format!("Redis at {at} has become a replica {during}: a failover is under way; the writer asks the sentinels for the new master."), raw),
         "READONLY" => Failure::config(format!("Redis at {at} is a read-only replica: point \"host\" at the master."), raw),
         "MOVED" | "ASK" => Failure::transient(format!("The cluster moved a slot away from {at} {during} ({}): a failover or resharding is under way; the writer follows the cluster's new slot map.", first_line(&raw)), raw),
@@ -119,6 +109,88 @@ pub fn classify(err: &RedisError, ctx: &Context) -> Failure {
         "ERR" if raw.contains("DB index is out of range") => Failure::config(format!("Redis at {at} has no database of that index: lower \"db\" (the server's \"databases\" setting limits it)."), raw),
         "ERR" if raw.contains("unknown command") || raw.contains("Unknown Redis command called from Lua") => Failure::config(format!("Redis at {at} does not know a command the destination needs {during}: it may be disabled or renamed on this server."), raw),
         _ => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
+    }
+}
+
+/// The failure for an error one of the destination's scripts raised.
+fn script_failure(script: ScriptCode, err: &RedisError, ctx: &Context, raw: String) -> Failure {
+    let at = &ctx.address;
+    let during = &ctx.during;
+    let keys = ctx.keys.as_deref().unwrap_or("its keys");
+    match script {
+        ScriptCode::NoPermission => Failure::config(
+            format!("The Redis user lacks a permission {during} ({}): grant it with ACL SETUSER, e.g. +@write +@read +@scripting and a key pattern covering the streams' keys and _airbyte_redis:*.", err.detail().unwrap_or(script.as_str())),
+            raw,
+        ),
+        ScriptCode::BadCounter => Failure::config(format!("The counter key {} does not hold a whole number {during}: it is not a stream counter of this destination; delete or rename it.", err.detail().unwrap_or(keys)), raw),
+        ScriptCode::KeyExists => Failure::config(
+            format!("Key {} is in the way of the next records {during}: the stream's counter says that id is free, but the key exists (another stream's counter or record in the Java layout, another tool's key, or a record whose counter was deleted, evicted or reset). The batch was refused whole and nothing of it was written: rename or delete that key, or set the counter to the highest record id, then sync again.", err.detail().unwrap_or(keys)),
+            raw,
+        ),
+        ScriptCode::Foreign => Failure::config(
+            format!("Key {} is in the way of a publish {during}: it is not a record of this destination (another tool's key). Rename or delete it; the next sync finishes the publish (until then the stream's other records are those of the old and the new generation, and other streams are not affected).", err.detail().unwrap_or(keys)),
+            raw,
+        ),
+        ScriptCode::MissingStaged => Failure::config(
+            format!("Staged record {} of a publish under way is gone {during} (deleted, or expired after a week): the publish cannot finish. Delete the stream's publish marker (_airbyte_redis:publish:<stream key>) and run a full sync of the stream.", err.detail().unwrap_or(keys)),
+            raw,
+        ),
+        ScriptCode::OutOfOrder | ScriptCode::NoMarker | ScriptCode::BadArguments => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
+    }
+}
+
+/// The error codes the destination's own scripts answer with (`redis.error_reply('<CODE> …')` in
+/// `lua/`): one list, which a test in `scripts.rs` holds against the scripts' text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptCode {
+    /// `ABSEQ`: the batch would overtake an earlier batch of its stream (its sequence token).
+    OutOfOrder,
+    /// `ABEXISTS <key>`: a key the batch would create exists already.
+    KeyExists,
+    /// `ABCOUNTER <key>`: the stream's counter does not hold a whole number.
+    BadCounter,
+    /// `ABNOPERM`: the user may not write the batch's keys (Redis 7's ACL check in the script).
+    NoPermission,
+    /// `ABFOREIGN <key>`: a publish would overwrite a key that is not a record.
+    Foreign,
+    /// `ABSTAGED <key>`: a staged record of a publish under way is gone.
+    MissingStaged,
+    /// `ABMARKER`: a publish step found no publish under way.
+    NoMarker,
+    /// `ABARGS`: the script was called with malformed arguments (a defect).
+    BadArguments,
+}
+
+impl ScriptCode {
+    /// Every code.
+    pub const ALL: [ScriptCode; 8] = [
+        ScriptCode::OutOfOrder,
+        ScriptCode::KeyExists,
+        ScriptCode::BadCounter,
+        ScriptCode::NoPermission,
+        ScriptCode::Foreign,
+        ScriptCode::MissingStaged,
+        ScriptCode::NoMarker,
+        ScriptCode::BadArguments,
+    ];
+
+    /// The code as the scripts spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScriptCode::OutOfOrder => "ABSEQ",
+            ScriptCode::KeyExists => "ABEXISTS",
+            ScriptCode::BadCounter => "ABCOUNTER",
+            ScriptCode::NoPermission => "ABNOPERM",
+            ScriptCode::Foreign => "ABFOREIGN",
+            ScriptCode::MissingStaged => "ABSTAGED",
+            ScriptCode::NoMarker => "ABMARKER",
+            ScriptCode::BadArguments => "ABARGS",
+        }
+    }
+
+    /// The script code an error code is, if it is one.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
     }
 }
 

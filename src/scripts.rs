@@ -202,6 +202,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_error_code_of_the_scripts_is_known_and_every_known_code_is_raised() {
+        use crate::classify::ScriptCode;
+        let mut raised = std::collections::BTreeSet::new();
+        for script in all() {
+            for piece in script.body.split("error_reply('").skip(1) {
+                let code: String = piece
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase())
+                    .collect();
+                assert!(
+                    ScriptCode::parse(&code).is_some(),
+                    "{} raises {code:?}, which classify::ScriptCode does not know",
+                    script.name
+                );
+                raised.insert(code);
+            }
+        }
+        for code in ScriptCode::ALL {
+            assert!(
+                raised.contains(code.as_str()),
+                "no script raises {}",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
     fn replies_are_read_strictly() {
         use redis::Value::{Array, BulkString, Int, Nil};
         let s = &PUBLISH_BEGIN;

@@ -3,6 +3,8 @@
 
 use redis::{RedisError, Value};
 
+use crate::classify::ScriptCode;
+
 /// What to do about one batch after its reply.
 #[derive(Debug)]
 pub enum Verdict {
@@ -53,9 +55,11 @@ pub fn judge(reply: Value) -> Verdict {
             .and_then(|d| d.split(' ').nth(1))
             .map(String::from)
     };
+    if ScriptCode::parse(e.code()) == Some(ScriptCode::OutOfOrder) {
+        return Verdict::OutOfOrder(RedisError::from(e));
+    }
     match e.code() {
         "NOSCRIPT" => Verdict::ReloadScripts(RedisError::from(e)),
-        "ABSEQ" => Verdict::OutOfOrder(RedisError::from(e)),
         "ASK" => Verdict::Ask {
             target: node().unwrap_or_default(),
             err: RedisError::from(e),
