@@ -33,16 +33,14 @@
 //! | `publish.rs` | check, then roll the staged records forward into place |
 //! | `recover.rs` | finish the publishes an earlier run left under way |
 
+mod calls;
 mod prepare;
 mod publish;
 mod recover;
 
-use redis::Value;
-
 use crate::connect::Context;
 use crate::error::Failure;
 use crate::keys::{StagingKeys, StreamKeys};
-use crate::scripts::{LuaScript, DELETE_RANGE};
 
 pub use prepare::{mark, prepare, Prepared};
 pub use publish::{publish, sweep_leftovers, PublishReport};
@@ -94,16 +92,6 @@ impl OverwriteStream {
     }
 }
 
-fn eval(
-    con: &mut redis::Connection,
-    script: &LuaScript,
-    keys: &[&str],
-    args: &[&str],
-    ctx: &Context,
-) -> Result<Value, Failure> {
-    script.eval(con, keys, args, ctx)
-}
-
 /// Deletes records `from..=to` under `prefix` in chunks; returns the keys left alone (not records).
 fn delete_range(
     con: &mut redis::Connection,
@@ -117,17 +105,10 @@ fn delete_range(
     let mut start = from;
     while start <= to {
         let end = (start + CHUNK - 1).min(to);
-        let r = eval(
-            con,
-            &DELETE_RANGE,
-            &[],
-            &[prefix, &start.to_string(), &end.to_string()],
-            ctx,
-        )?;
+        let step = calls::delete_range(con, prefix, start, end, ctx)?;
         *calls += 1;
-        let [deleted, skipped] = DELETE_RANGE.whole_numbers::<2>(&r)?;
-        removed.deleted += deleted;
-        removed.skipped += skipped;
+        removed.deleted += step.deleted;
+        removed.skipped += step.skipped;
         start = end + 1;
     }
     Ok(removed)

@@ -1,11 +1,10 @@
 //! Prepare: a stream's staging made ready for this run, before its first staged batch, and the
 //! marks that record where states were echoed. See the module above for the protocol.
 
-use super::{delete_range, eval, OverwriteStream, CHUNK};
+use super::{calls, delete_range, OverwriteStream, CHUNK};
 use crate::connect::{classify, Context};
 use crate::error::Failure;
 use crate::keys::STAGING_TTL_SECONDS;
-use crate::scripts::{EXPIRE_RANGE, STAGING_TRIM};
 
 /// The staging metadata's `generation`, `published` and `live`.
 type StagingMeta = (Option<i64>, Option<u64>, Option<u64>);
@@ -78,19 +77,7 @@ pub fn prepare(
         }
     };
     let mut calls = 0;
-    let reply = eval(
-        con,
-        &STAGING_TRIM,
-        &[&s.staging.counter, &s.staging.marks, &s.staging.meta],
-        &[
-            &s.generation.to_string(),
-            &keep.to_string(),
-            &STAGING_TTL_SECONDS.to_string(),
-            &live.to_string(),
-        ],
-        ctx,
-    )?;
-    let [high] = STAGING_TRIM.whole_numbers::<1>(&reply)?;
+    let high = calls::staging_trim(con, s, keep, live, ctx)?;
     if high > keep {
         delete_range(
             con,
@@ -192,18 +179,7 @@ fn refresh_expiry(
     let mut start = first;
     while start <= last {
         let end = (start + CHUNK - 1).min(last);
-        eval(
-            con,
-            &EXPIRE_RANGE,
-            &[],
-            &[
-                prefix,
-                &start.to_string(),
-                &end.to_string(),
-                &STAGING_TTL_SECONDS.to_string(),
-            ],
-            ctx,
-        )?;
+        calls::expire_range(con, prefix, start, end, ctx)?;
         start = end + 1;
     }
     Ok(())

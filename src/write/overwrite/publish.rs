@@ -3,16 +3,13 @@
 
 use std::time::Instant;
 
-use redis::Value;
-
 use super::{
-    delete_range, eval, OverwriteStream, Removed, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK, SCAN_COUNT,
+    calls, delete_range, OverwriteStream, Removed, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK, SCAN_COUNT,
 };
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
 use crate::error::Failure;
-use crate::keys::{self, StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
-use crate::scripts::{PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH, PUBLISH_STEP, SCAN_DELETE};
+use crate::keys::{self, StagingKeys, StreamKeys};
 
 /// What a publish did.
 #[derive(Debug, Clone, Default)]
@@ -71,32 +68,16 @@ fn check_publish_range(
     let mut start = 1;
     while start <= n {
         let end = (start + CHUNK - 1).min(n);
-        let reply = eval(
-            con,
-            &PUBLISH_CHECK,
-            &[],
-            &[&live.record_prefix, &start.to_string(), &end.to_string()],
-            ctx,
-        )?;
+        let in_the_way = calls::publish_check(con, live, start, end, ctx)?;
         *calls += 1;
-        match reply {
-            Value::BulkString(key) if key.is_empty() => {}
-            Value::BulkString(key) => {
-                let key = String::from_utf8_lossy(&key);
-                return Err(Failure::config(
-                    format!(
-                        "Key {key:?} is in the way of the new records of stream key {:?}: it is not a record of this destination (another tool's key, or another stream's in the Java layout). Nothing was published and the old records are unchanged: rename or delete that key, then sync again (the staged records are kept for a week and the next attempt resumes them).",
-                        live.counter
-                    ),
-                    format!("publish_check.lua found {key}"),
-                ));
-            }
-            other => {
-                return Err(Failure::system(
-                    "publish_check.lua answered unexpectedly.",
-                    format!("{other:?}"),
-                ))
-            }
+        if let Some(key) = in_the_way {
+            return Err(Failure::config(
+                format!(
+                    "Key {key:?} is in the way of the new records of stream key {:?}: it is not a record of this destination (another tool's key, or another stream's in the Java layout). Nothing was published and the old records are unchanged: rename or delete that key, then sync again (the staged records are kept for a week and the next attempt resumes them).",
+                    live.counter
+                ),
+                format!("publish_check.lua found {key}"),
+            ));
         }
         start = end + 1;
     }
@@ -156,19 +137,7 @@ pub fn publish(
         ..link.ctx.clone()
     };
     let con = &mut link.con;
-    let r = eval(
-        con,
-        &PUBLISH_BEGIN,
-        &[
-            &s.live.counter,
-            &s.staging.counter,
-            &s.staging.marker,
-            &s.staging.meta,
-        ],
-        &[&s.generation.to_string()],
-        ctx,
-    )?;
-    let [n, old] = PUBLISH_BEGIN.whole_numbers::<2>(&r)?;
+    let (n, old) = calls::publish_begin(con, s, ctx)?;
     let mut report = finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?;
     unregister(nodes, &s.live.counter, ctx)?;
     report.calls += 1 + checks;
@@ -209,19 +178,7 @@ pub(super) fn finish_publish(
     let mut start = 1;
     while start <= n {
         let end = (start + MOVE_CHUNK - 1).min(n);
-        let step = eval(
-            con,
-            &PUBLISH_STEP,
-            &[&staging.marker],
-            &[
-                &staging.record_prefix,
-                &live.record_prefix,
-                &start.to_string(),
-                &end.to_string(),
-            ],
-            ctx,
-        )?;
-        let [_moved, replaced] = PUBLISH_STEP.whole_numbers::<2>(&step)?;
+        let (_moved, replaced) = calls::publish_step(con, live, staging, start, end, ctx)?;
         report.replaced += replaced;
         report.calls += 1;
         start = end + 1;
@@ -256,19 +213,7 @@ pub(super) fn finish_publish(
             report.skipped += removed.skipped;
         }
     }
-    eval(
-        con,
-        &PUBLISH_FINISH,
-        &[
-            &live.counter,
-            &staging.counter,
-            &staging.marker,
-            &staging.meta,
-            &staging.marks,
-        ],
-        &[&STAGING_TTL_SECONDS.to_string()],
-        ctx,
-    )?;
+    calls::publish_finish(con, live, staging, ctx)?;
     report.calls += 1;
     Ok(report)
 }
@@ -285,23 +230,18 @@ pub fn sweep_leftovers(
     let mut cursor = "0".to_string();
     let mut removed = Removed::default();
     for _ in 0..MAX_SCAN_STEPS {
-        let r = eval(
+        let (next, step) = calls::scan_delete(
             con,
-            &SCAN_DELETE,
-            &[],
-            &[
-                &cursor,
-                &pattern,
-                &live.record_prefix,
-                &keep.to_string(),
-                &SCAN_COUNT.to_string(),
-            ],
+            &cursor,
+            &pattern,
+            &live.record_prefix,
+            keep,
+            SCAN_COUNT,
             ctx,
         )?;
         *calls += 1;
-        let (next, [deleted, skipped]) = SCAN_DELETE.cursor_and_numbers::<2>(&r)?;
-        removed.deleted += deleted;
-        removed.skipped += skipped;
+        removed.deleted += step.deleted;
+        removed.skipped += step.skipped;
         cursor = next;
         if cursor == "0" {
             break;

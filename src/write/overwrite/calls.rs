@@ -1,0 +1,209 @@
+//! The overwrite protocol's script calls, typed: one function per script of `lua/`, which puts
+//! its KEYS and ARGV in the order the script's header documents and reads its reply strictly (an
+//! unexpected reply is a `system_error` naming the script). Errors the scripts raise are
+//! [`crate::classify::ScriptCode`]s.
+
+use redis::Value;
+
+use super::{OverwriteStream, Removed};
+use crate::classify::Context;
+use crate::error::Failure;
+use crate::keys::{StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
+use crate::scripts::{
+    DELETE_RANGE, EXPIRE_RANGE, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH, PUBLISH_STEP,
+    SCAN_DELETE, STAGING_TRIM,
+};
+
+/// `staging_trim.lua`: keeps staged records 1..=`keep` (and marks up to it) of the stream's
+/// generation, notes that 1..=`live` are live already; returns `high`, the highest staged id that
+/// may still exist (the caller deletes `keep + 1..=high`).
+pub fn staging_trim(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    keep: u64,
+    live: u64,
+    ctx: &Context,
+) -> Result<u64, Failure> {
+    let reply = STAGING_TRIM.eval(
+        con,
+        &[&s.staging.counter, &s.staging.marks, &s.staging.meta],
+        &[
+            &s.generation.to_string(),
+            &keep.to_string(),
+            &STAGING_TTL_SECONDS.to_string(),
+            &live.to_string(),
+        ],
+        ctx,
+    )?;
+    let [high] = STAGING_TRIM.whole_numbers::<1>(&reply)?;
+    Ok(high)
+}
+
+/// `expire_range.lua`: gives records `first..=last` under `prefix` the staging time to live.
+pub fn expire_range(
+    con: &mut redis::Connection,
+    prefix: &str,
+    first: u64,
+    last: u64,
+    ctx: &Context,
+) -> Result<(), Failure> {
+    let reply = EXPIRE_RANGE.eval(
+        con,
+        &[],
+        &[
+            prefix,
+            &first.to_string(),
+            &last.to_string(),
+            &STAGING_TTL_SECONDS.to_string(),
+        ],
+        ctx,
+    )?;
+    EXPIRE_RANGE.whole_numbers::<1>(&reply)?;
+    Ok(())
+}
+
+/// `publish_check.lua`: the first key of records `first..=last` of the stream that exists and is
+/// not one of the destination's records, if any.
+pub fn publish_check(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    first: u64,
+    last: u64,
+    ctx: &Context,
+) -> Result<Option<String>, Failure> {
+    let reply = PUBLISH_CHECK.eval(
+        con,
+        &[],
+        &[&live.record_prefix, &first.to_string(), &last.to_string()],
+        ctx,
+    )?;
+    match reply {
+        Value::BulkString(key) if key.is_empty() => Ok(None),
+        Value::BulkString(key) => Ok(Some(String::from_utf8_lossy(&key).into_owned())),
+        other => Err(Failure::system(
+            "The script publish_check.lua answered unexpectedly.",
+            format!("{other:?}"),
+        )),
+    }
+}
+
+/// `delete_range.lua`: unlinks the records among keys `first..=last` under `prefix`.
+pub fn delete_range(
+    con: &mut redis::Connection,
+    prefix: &str,
+    first: u64,
+    last: u64,
+    ctx: &Context,
+) -> Result<Removed, Failure> {
+    let reply = DELETE_RANGE.eval(
+        con,
+        &[],
+        &[prefix, &first.to_string(), &last.to_string()],
+        ctx,
+    )?;
+    let [deleted, skipped] = DELETE_RANGE.whole_numbers::<2>(&reply)?;
+    Ok(Removed { deleted, skipped })
+}
+
+/// `publish_begin.lua`: writes (or finds) the stream's publish marker; returns `(n, old)`, the
+/// staged count to publish and the stream's old counter.
+pub fn publish_begin(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    ctx: &Context,
+) -> Result<(u64, u64), Failure> {
+    let reply = PUBLISH_BEGIN.eval(
+        con,
+        &[
+            &s.live.counter,
+            &s.staging.counter,
+            &s.staging.marker,
+            &s.staging.meta,
+        ],
+        &[&s.generation.to_string()],
+        ctx,
+    )?;
+    let [n, old] = PUBLISH_BEGIN.whole_numbers::<2>(&reply)?;
+    Ok((n, old))
+}
+
+/// `publish_step.lua`: moves staged records `first..=last` into place; returns `(moved, replaced)`,
+/// the records moved and the old records they replaced.
+pub fn publish_step(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    staging: &StagingKeys,
+    first: u64,
+    last: u64,
+    ctx: &Context,
+) -> Result<(u64, u64), Failure> {
+    let reply = PUBLISH_STEP.eval(
+        con,
+        &[&staging.marker],
+        &[
+            &staging.record_prefix,
+            &live.record_prefix,
+            &first.to_string(),
+            &last.to_string(),
+        ],
+        ctx,
+    )?;
+    let [moved, replaced] = PUBLISH_STEP.whole_numbers::<2>(&reply)?;
+    Ok((moved, replaced))
+}
+
+/// `publish_finish.lua`: sets the counter to the published count and ends the publish (a publish
+/// that has no marker any more, finished already, is left alone: the script answers -1).
+pub fn publish_finish(
+    con: &mut redis::Connection,
+    live: &StreamKeys,
+    staging: &StagingKeys,
+    ctx: &Context,
+) -> Result<(), Failure> {
+    let reply = PUBLISH_FINISH.eval(
+        con,
+        &[
+            &live.counter,
+            &staging.counter,
+            &staging.marker,
+            &staging.meta,
+            &staging.marks,
+        ],
+        &[&STAGING_TTL_SECONDS.to_string()],
+        ctx,
+    )?;
+    match reply {
+        Value::Int(_) => Ok(()),
+        other => Err(Failure::system(
+            "The script publish_finish.lua answered unexpectedly.",
+            format!("{other:?}"),
+        )),
+    }
+}
+
+/// `scan_delete.lua`: one SCAN step (from `cursor`, `count` keys) over keys matching `pattern`,
+/// unlinking the records under `prefix` with ids above `keep`; returns the next cursor.
+pub fn scan_delete(
+    con: &mut redis::Connection,
+    cursor: &str,
+    pattern: &str,
+    prefix: &str,
+    keep: u64,
+    count: u64,
+    ctx: &Context,
+) -> Result<(String, Removed), Failure> {
+    let reply = SCAN_DELETE.eval(
+        con,
+        &[],
+        &[
+            cursor,
+            pattern,
+            prefix,
+            &keep.to_string(),
+            &count.to_string(),
+        ],
+        ctx,
+    )?;
+    let (next, [deleted, skipped]) = SCAN_DELETE.cursor_and_numbers::<2>(&reply)?;
+    Ok((next, Removed { deleted, skipped }))
+}
