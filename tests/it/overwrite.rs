@@ -43,6 +43,16 @@ fn bookkeeping_keys(target: &Target) -> Vec<String> {
     target.leftover_bookkeeping()
 }
 
+/// The stream holds exactly the `tag` records 0..n (ids 1..n), and no overwrite bookkeeping is left.
+#[track_caller]
+fn assert_replaced_by(target: &Target, ns: Option<&str>, stream: &str, tag: &str, n: usize) {
+    assert_eq!(
+        datas(target, ns, stream),
+        (Some(n as i64), expected(tag, 0..n))
+    );
+    assert_eq!(bookkeeping_keys(target), Vec::<String>::new());
+}
+
 fn append_first(target: &Target, streams: &[(Option<&str>, &str)], n: usize) {
     let input: String = streams
         .iter()
@@ -226,8 +236,7 @@ fn without_statuses_a_clean_end_publishes_and_a_failure_does_not() {
     );
     let out = common::write_sync(&target.config(), &cat, &records(None, "s", "new", 0..3));
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(datas(&target, None, "s"), (Some(3), expected("new", 0..3)));
-    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+    assert_replaced_by(&target, None, "s", "new", 3);
 }
 
 #[test]
@@ -269,11 +278,7 @@ fn a_status_without_complete_keeps_the_old_data_and_a_rerun_finishes() {
         &rerun,
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(
-        datas(&target, Some("n"), "s"),
-        (Some(8), expected("new", 0..8))
-    );
-    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+    assert_replaced_by(&target, Some("n"), "s", "new", 8);
 }
 
 #[test]
@@ -329,8 +334,7 @@ fn staging_of_another_generation_is_discarded() {
         &(records(None, "s", "six", 0..4) + &status(None, "s", "COMPLETE") + "\n"),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(datas(&target, None, "s"), (Some(4), expected("six", 0..4)));
-    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+    assert_replaced_by(&target, None, "s", "six", 4);
 }
 
 #[test]
@@ -397,8 +401,7 @@ fn an_interrupted_publish_is_finished_by_the_next_run_or_check() {
     publish_under_way(&target, None, 4, 6, 2);
     let out = common::check(&target.config());
     out.assert_check_succeeded();
-    assert_eq!(datas(&target, None, "s"), (Some(4), expected("new", 0..4)));
-    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+    assert_replaced_by(&target, None, "s", "new", 4);
 }
 
 #[test]
@@ -581,11 +584,7 @@ fn a_publish_that_cannot_finish_blocks_only_its_own_stream() {
     // Once the key is gone, the next run finishes the publish: exactly the new records.
     target.cli_at(&foreign, &["DEL", &foreign]);
     common::check(&target.config()).assert_check_succeeded();
-    assert_eq!(
-        datas(&target, Some("n"), "s"),
-        (Some(4), expected("new", 0..4))
-    );
-    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+    assert_replaced_by(&target, Some("n"), "s", "new", 4);
 }
 
 #[test]
@@ -705,11 +704,7 @@ fn a_generation_published_by_an_earlier_attempt_is_resumed_not_restarted() {
         &(records(Some("n"), "s", "new", 4..9) + &status(Some("n"), "s", "COMPLETE") + "\n"),
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(
-        datas(&target, Some("n"), "s"),
-        (Some(9), expected("new", 0..9))
-    );
-    assert_eq!(bookkeeping_keys(&target), Vec::<String>::new());
+    assert_replaced_by(&target, Some("n"), "s", "new", 9);
 }
 
 /// Tests of the Java layout's prefixes, of one server's statistics and SLOWLOG, and of a database
