@@ -68,18 +68,18 @@ impl RecordLimit {
         let mut read: Option<u64> = None;
         let mut unread = Vec::new();
         for addr in nodes.open_addrs() {
-            let value = nodes.link(&addr).ok().and_then(|link| {
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("proto-max-bulk-len")
-                    .query::<Vec<String>>(&mut link.con)
-                    .ok()
-                    .and_then(|v| v.get(1).and_then(|n| n.parse::<u64>().ok()))
-            });
-            match (value, nodes.link(&addr)) {
-                (Some(n), _) => read = Some(read.map_or(n, |r| r.min(n))),
-                (None, Ok(link)) => unread.push(link.target.clone()),
-                (None, Err(_)) => {}
+            let Ok(link) = nodes.link(&addr) else {
+                continue;
+            };
+            let value = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("proto-max-bulk-len")
+                .query::<Vec<String>>(&mut link.con)
+                .ok()
+                .and_then(|v| v.get(1).and_then(|n| n.parse::<u64>().ok()));
+            match value {
+                Some(n) => read = Some(read.map_or(n, |r| r.min(n))),
+                None => unread.push(link.target.clone()),
             }
         }
         RecordLimit {
