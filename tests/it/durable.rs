@@ -54,7 +54,9 @@ fn too_few_replicas_fail_the_sync_and_echo_no_state() {
     let _replica = replica_of(&master);
     let mut config = master.config();
     config["wait_replicas"] = json!(2);
-    config["wait_timeout_ms"] = json!(300);
+    // Long enough for the one replica to acknowledge on a loaded machine (CI once saw "0 of 2"
+    // within 300 ms): the failure must be the missing second replica, not a slow first one.
+    config["wait_timeout_ms"] = json!(3_000);
     let out = common::write_sync(&config, &catalog(&[(None, "s")]), &input(1000));
     assert_eq!(out.code, Some(1), "{}", out.dump());
     assert_eq!(out.states().len(), 0, "no state without its confirmations");

@@ -194,7 +194,8 @@ fn too_few_replicas_on_an_unchanged_master_fail_after_one_wait() {
     let set = SentinelSet::start();
     let mut config = set.config();
     config["wait_replicas"] = json!(2);
-    config["wait_timeout_ms"] = json!(1000);
+    // Long enough for the one replica to acknowledge on a loaded machine.
+    config["wait_timeout_ms"] = json!(3_000);
     config["retry_budget_ms"] = json!(60_000);
     let started = std::time::Instant::now();
     let out = common::write_sync(&config, &catalog(&[(None, "s")]), &chunk(0, 500));
