@@ -9,6 +9,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use destination_redis::protocol::StreamDescriptor;
 use destination_redis::write::batcher::Batcher;
+use destination_redis::write::reader::Streams;
 use destination_redis::write::reader::{read_all, Item};
 use destination_redis::write::router::Router;
 
@@ -48,7 +49,11 @@ fn input_path(c: &mut Criterion) {
             namespace: Some("demo".into()),
         })
         .collect();
-    let router = Arc::new(Router::new(&descriptors));
+    let router = Arc::new(Streams {
+        router: Router::new(&descriptors),
+        upserts: vec![None; descriptors.len()],
+        descriptors: descriptors.clone(),
+    });
     let mut group = c.benchmark_group("input_path");
     group.throughput(Throughput::Bytes(input.len() as u64));
     group.bench_function("parse_route_minify_batch", |b| {

@@ -92,6 +92,7 @@ fn resp_evalsha(inp: &str, outp: &str, batch_size: usize) -> Result<(), Failure>
                     stream: 0,
                     seq: 1,
                     records: 0,
+                    entries: 0,
                     first_ordinal: 0,
                     body: Vec::new(),
                 },
@@ -100,10 +101,12 @@ fn resp_evalsha(inp: &str, outp: &str, batch_size: usize) -> Result<(), Failure>
         resp::bulk_int(&mut batch.body, at);
         resp::bulk(&mut batch.body, &data);
         batch.records += 1;
+        batch.entries += 1;
         if batch.records == batch_size {
             flush(call, batch, &mut out)?;
             batch.seq += 1;
             batch.records = 0;
+            batch.entries = 0;
             batch.body.clear();
         }
     }

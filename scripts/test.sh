@@ -85,7 +85,7 @@ phase "tests" cargo test --locked "${features[@]}" -- --skip image::
 # The core suites again, each test against its own 3-master cluster (tests that need one server's
 # own features live in `standalone` modules).
 phase "core suites against a 3-master cluster" env REDIS_TOPOLOGY=cluster \
-  cargo test --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: \
+  cargo test --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: \
   --skip ::standalone::
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images

@@ -135,6 +135,10 @@ fn script_failure(script: ScriptCode, err: &RedisError, ctx: &Context, raw: Stri
             format!("Staged record {} of a publish under way is gone {during} (deleted, or expired after a week): the publish cannot finish. Delete the stream's publish marker (_airbyte_redis:publish:<stream key>) and run a full sync of the stream.", err.detail().unwrap_or(keys)),
             raw,
         ),
+        ScriptCode::BadIndex => Failure::config(
+            format!("The primary-key index {} of an append_dedup stream holds an entry this destination did not write {during}: delete the index and the stream's records, then run a full refresh of the stream.", err.detail().unwrap_or(keys)),
+            raw,
+        ),
         ScriptCode::OutOfOrder | ScriptCode::NoMarker | ScriptCode::BadArguments => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
     }
 }
@@ -159,11 +163,13 @@ pub enum ScriptCode {
     NoMarker,
     /// `ABARGS`: the script was called with malformed arguments (a defect).
     BadArguments,
+    /// `ABINDEX <key>`: an `append_dedup` stream's index holds an entry that is not `<id>:<cursor>`.
+    BadIndex,
 }
 
 impl ScriptCode {
     /// Every code.
-    pub const ALL: [ScriptCode; 8] = [
+    pub const ALL: [ScriptCode; 9] = [
         ScriptCode::OutOfOrder,
         ScriptCode::KeyExists,
         ScriptCode::BadCounter,
@@ -172,6 +178,7 @@ impl ScriptCode {
         ScriptCode::MissingStaged,
         ScriptCode::NoMarker,
         ScriptCode::BadArguments,
+        ScriptCode::BadIndex,
     ];
 
     /// The code as the scripts spell it.
@@ -185,6 +192,7 @@ impl ScriptCode {
             ScriptCode::MissingStaged => "ABSTAGED",
             ScriptCode::NoMarker => "ABMARKER",
             ScriptCode::BadArguments => "ABARGS",
+            ScriptCode::BadIndex => "ABINDEX",
         }
     }
 

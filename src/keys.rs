@@ -113,6 +113,12 @@ impl StreamKeys {
     pub fn token(&self, run_id: &str) -> String {
         format!("{RESERVED_PREFIX}:token:{run_id}:{}", self.counter)
     }
+
+    /// The primary-key index of an `append_dedup` stream: a hash from each key's canonical text
+    /// to `<id>:<cursor>` (id 0 once the key is deleted). It never expires.
+    pub fn index(&self) -> String {
+        format!("{RESERVED_PREFIX}:index:{}", self.counter)
+    }
 }
 
 /// The set of stream counter keys whose publish is under way (its members have a publish marker).

@@ -106,6 +106,10 @@ impl LuaScript {
 pub static APPEND_BATCH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("append_batch.lua", include_str!("../lua/append_batch.lua")));
 
+/// `lua/upsert_batch.lua`: applies one batch of an `append_dedup` stream.
+pub static UPSERT_BATCH: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("upsert_batch.lua", include_str!("../lua/upsert_batch.lua")));
+
 /// `lua/delete_range.lua`: unlinks a bounded range of record keys, checking each.
 pub static DELETE_RANGE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("delete_range.lua", include_str!("../lua/delete_range.lua")));
@@ -155,9 +159,10 @@ pub static JAVA_STAGING: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("java_staging.lua", include_str!("../lua/java_staging.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 10] {
+pub fn all() -> [&'static LuaScript; 11] {
     [
         &APPEND_BATCH,
+        &UPSERT_BATCH,
         &STAGING_TRIM,
         &EXPIRE_RANGE,
         &PUBLISH_CHECK,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::config;
 
 /// Destination sync modes this version writes.
-pub const SUPPORTED_SYNC_MODES: &[&str] = &["overwrite", "append"];
+pub const SUPPORTED_SYNC_MODES: &[&str] = &["overwrite", "append", "append_dedup"];
 
 /// The `spec` field of the SPEC message.
 pub fn spec() -> Value {

@@ -1,7 +1,8 @@
 //! The configured catalog (`--catalog`): which streams to write, and how.
 //!
-//! Only the fields that decide where and how records are written are read; everything else in the
-//! file (json_schema, cursor fields, ...) is ignored. Absent or null generation ids count as 0.
+//! Only the fields that decide where and how records are written are read (for `append_dedup`, the
+//! primary key and the cursor field too); everything else in the file (json_schema, ...) is ignored.
+//! Absent or null generation ids count as 0.
 
 use std::path::Path;
 
@@ -45,11 +46,22 @@ impl From<CatalogError> for Failure {
     }
 }
 
+/// A path to a field of a record's data: `["id"]`, or `["org", "id"]` for a nested one.
+pub type FieldPath = Vec<String>;
+
 /// How a stream's records reach Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncMode {
     /// Records are appended after the stream's existing records.
     Append,
+    /// `append_dedup`: one record per primary key, the newest by cursor (ties to the later
+    /// arrival); a record whose data has a non-null `_ab_cdc_deleted_at` deletes its key's record.
+    Dedup {
+        /// The primary key's fields, in order (never empty).
+        primary_key: Vec<FieldPath>,
+        /// The cursor field, if the stream has one.
+        cursor: Option<FieldPath>,
+    },
     /// Records are staged, and replace the stream's records once the stream completes.
     Overwrite {
         /// The generation being written (0 when the platform sends none).
@@ -81,6 +93,10 @@ struct RawStream {
     namespace: Option<String>,
     #[serde(default)]
     is_resumable: Option<bool>,
+    #[serde(default)]
+    source_defined_primary_key: Option<Vec<FieldPath>>,
+    #[serde(default)]
+    default_cursor_field: Option<FieldPath>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +108,10 @@ struct RawConfiguredStream {
     generation_id: Option<i64>,
     #[serde(default)]
     minimum_generation_id: Option<i64>,
+    #[serde(default)]
+    primary_key: Option<Vec<FieldPath>>,
+    #[serde(default)]
+    cursor_field: Option<FieldPath>,
 }
 
 /// Reads the catalog file and decides each stream's mode.
@@ -137,16 +157,11 @@ fn configure(
     };
     let mode = raw.destination_sync_mode.as_deref().unwrap_or("append");
     let overwrite = match mode {
-        "append" => false,
+        "append" | "append_dedup" => false,
         "overwrite" => true,
-        "append_dedup" => {
-            return Err(refuse(
-                "destination sync mode \"append_dedup\" is not supported; use \"append\" or \"overwrite\" (in PyAirbyte, write_strategy=\"append\" or \"replace\")".into(),
-            ))
-        }
         other => {
             return Err(refuse(format!(
-                "destination sync mode {other:?} is not supported; use \"append\" or \"overwrite\""
+                "destination sync mode {other:?} is not supported; use \"append\", \"append_dedup\" or \"overwrite\""
             )))
         }
     };
@@ -161,6 +176,27 @@ fn configure(
         )));
     }
     let truncate_refresh = truncate_refreshes && minimum > 0 && minimum == generation;
+    if mode == "append_dedup" {
+        if truncate_refresh {
+            return Err(refuse(format!(
+                "a truncate refresh (minimum_generation_id = generation_id = {generation}) of an \"append_dedup\" stream is not supported yet; set the config's truncate_refreshes to false (PyAirbyte sends 1/1 for every stream) or refresh the stream with \"overwrite\""
+            )));
+        }
+        let primary_key = non_empty_paths(raw.primary_key)
+            .or_else(|| non_empty_paths(raw.stream.source_defined_primary_key))
+            .ok_or_else(|| {
+                refuse("destination sync mode \"append_dedup\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use \"append\"".into())
+            })?;
+        let cursor = [raw.cursor_field, raw.stream.default_cursor_field]
+            .into_iter()
+            .flatten()
+            .find(|path| !path.is_empty());
+        let mode = SyncMode::Dedup {
+            primary_key,
+            cursor,
+        };
+        return Ok(ConfiguredStream { descriptor, mode });
+    }
     let mode = if overwrite || truncate_refresh {
         SyncMode::Overwrite {
             generation,
@@ -170,6 +206,11 @@ fn configure(
         SyncMode::Append
     };
     Ok(ConfiguredStream { descriptor, mode })
+}
+
+/// The paths, when there is at least one and none of them is empty.
+fn non_empty_paths(paths: Option<Vec<FieldPath>>) -> Option<Vec<FieldPath>> {
+    paths.filter(|p| !p.is_empty() && p.iter().all(|path| !path.is_empty()))
 }
 
 #[cfg(test)]
@@ -220,7 +261,7 @@ mod tests {
             true,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("append_dedup"), "{err}");
+        assert!(err.to_string().contains("needs a primary key"), "{err}");
         let err = one(
             r#"{"stream":{"name":"u"},"generation_id":3,"minimum_generation_id":2}"#,
             false,
@@ -233,5 +274,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("above generation_id 3"), "{err}");
+    }
+
+    #[test]
+    fn dedup_takes_the_configured_key_and_cursor_before_the_sources() {
+        let s = one(r#"{"stream":{"name":"u","source_defined_primary_key":[["x"]],"default_cursor_field":["c"]},"destination_sync_mode":"append_dedup","primary_key":[["id"],["org","id"]],"cursor_field":["updated"]}"#, true).unwrap();
+        assert_eq!(
+            s[0].mode,
+            SyncMode::Dedup {
+                primary_key: vec![vec!["id".into()], vec!["org".into(), "id".into()]],
+                cursor: Some(vec!["updated".into()]),
+            }
+        );
+        let s = one(r#"{"stream":{"name":"u","source_defined_primary_key":[["x"]],"default_cursor_field":["c"]},"destination_sync_mode":"append_dedup","primary_key":[],"cursor_field":[]}"#, true).unwrap();
+        assert_eq!(
+            s[0].mode,
+            SyncMode::Dedup {
+                primary_key: vec![vec!["x".into()]],
+                cursor: Some(vec!["c".into()]),
+            }
+        );
+        let s = one(
+            r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]]}"#,
+            true,
+        )
+        .unwrap();
+        assert!(matches!(&s[0].mode, SyncMode::Dedup { cursor: None, .. }));
+        let err = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, true).unwrap_err();
+        assert!(err.to_string().contains("truncate_refreshes"), "{err}");
+        assert!(one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, false).is_ok());
     }
 }

@@ -6,11 +6,13 @@
 //! | `catalog` | the `--catalog` file → the configured streams |
 //! | `state`   | a STATE's own text → its echo with `destinationStats.recordCount` |
 //! | `output`  | the messages this destination prints, and the one thread that prints them |
+//! | `upsert`  | an `append_dedup` record's primary key, cursor and delete mark, from its `data` |
 
 pub mod catalog;
 pub mod input;
 pub mod output;
 pub mod state;
+pub mod upsert;
 
 /// A stream's identity: its namespace (absent and null are the same) and its name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]

@@ -2,7 +2,7 @@
 
 use super::resp;
 use crate::keys::{StreamKeys, STAGING_TTL_SECONDS, TOKEN_TTL_SECONDS};
-use crate::scripts::LuaScript;
+use crate::scripts::{LuaScript, UPSERT_BATCH};
 
 /// A sealed batch of one stream's records, ready to send.
 #[derive(Debug)]
@@ -11,8 +11,11 @@ pub struct Batch {
     pub stream: usize,
     /// The batch's sequence number within this run and stream (1, 2, ...).
     pub seq: u64,
-    /// Number of records.
+    /// Number of input records it holds.
     pub records: usize,
+    /// Number of records its call sends: `records`, less the repeats of a key that an upsert
+    /// batch collapsed.
+    pub entries: usize,
     /// Input ordinal of the batch's first record: its identity for the checkpoint.
     pub first_ordinal: u64,
     /// The records' ARGV, RESP-encoded: emitted_at and data per record.
@@ -29,6 +32,7 @@ impl Batch {
             stream,
             seq,
             records: 1,
+            entries: 1,
             first_ordinal: 0,
             body,
         }
@@ -61,47 +65,86 @@ impl Expiry {
 /// The unchanging parts of a stream's script call, encoded once.
 #[derive(Debug, Clone)]
 pub struct StreamCall {
-    /// `EVALSHA sha 2 counter token` without the array header.
+    /// `EVALSHA sha <numkeys> <keys>` without the array header.
     head: Vec<u8>,
-    /// The record prefix, the token TTL and the expiry.
+    /// The arguments between the sequence number and the records.
     tail: Vec<u8>,
+    /// How many arguments `head`, the sequence number and `tail` are.
+    fixed_args: usize,
+    /// How many arguments each record of the body is.
+    args_per_record: usize,
     /// The keys, for error messages.
     pub keys: StreamKeys,
     /// This run's token key of the stream.
     pub token: String,
+    /// The primary-key index, for an `append_dedup` stream.
+    pub index: Option<String>,
 }
 
 impl StreamCall {
-    /// The call of `script` for a stream with `keys` in run `run_id`.
+    /// The call of `script` (`append_batch.lua`) for a stream with `keys` in run `run_id`: KEYS
+    /// counter, token; ARGV sequence, record prefix, token TTL, record TTL, counter TTL, then
+    /// emitted_at and data per record.
     pub fn new(script: &LuaScript, keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
-        let mut head = Vec::new();
-        resp::bulk(&mut head, b"EVALSHA");
-        resp::bulk(&mut head, script.sha.as_bytes());
-        resp::bulk(&mut head, b"2");
-        resp::bulk(&mut head, keys.counter.as_bytes());
         let token = keys.token(run_id);
-        resp::bulk(&mut head, token.as_bytes());
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
         resp::bulk_int(&mut tail, expiry.records as i64);
         resp::bulk_int(&mut tail, expiry.counter as i64);
+        let head = head(script, &[&keys.counter, &token]);
         StreamCall {
             head,
             tail,
+            fixed_args: 10,
+            args_per_record: 2,
             keys,
             token,
+            index: None,
+        }
+    }
+
+    /// The call of `upsert_batch.lua` for an `append_dedup` stream with `keys` in run `run_id`:
+    /// KEYS counter, token, index; ARGV sequence, record prefix, token TTL, then five arguments
+    /// per record (see [`super::collapse`]).
+    pub fn upsert(keys: StreamKeys, run_id: &str) -> Self {
+        let token = keys.token(run_id);
+        let index = keys.index();
+        let mut tail = Vec::new();
+        resp::bulk(&mut tail, keys.record_prefix.as_bytes());
+        resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
+        let head = head(&UPSERT_BATCH, &[&keys.counter, &token, &index]);
+        StreamCall {
+            head,
+            tail,
+            fixed_args: 9,
+            args_per_record: 5,
+            keys,
+            token,
+            index: Some(index),
         }
     }
 
     /// Appends the whole EVALSHA call of `batch` to `out`.
     pub fn encode(&self, batch: &Batch, out: &mut Vec<u8>) {
-        resp::array_header(out, 10 + 2 * batch.records);
+        resp::array_header(out, self.fixed_args + self.args_per_record * batch.entries);
         out.extend_from_slice(&self.head);
         resp::bulk_int(out, batch.seq as i64);
         out.extend_from_slice(&self.tail);
         out.extend_from_slice(&batch.body);
     }
+}
+
+/// `EVALSHA <sha> <number of keys> <keys…>`, RESP-encoded without the array header.
+fn head(script: &LuaScript, keys: &[&str]) -> Vec<u8> {
+    let mut head = Vec::new();
+    resp::bulk(&mut head, b"EVALSHA");
+    resp::bulk(&mut head, script.sha.as_bytes());
+    resp::bulk_int(&mut head, keys.len() as i64);
+    for key in keys {
+        resp::bulk(&mut head, key.as_bytes());
+    }
+    head
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::batch::Batch;
+use super::collapse::{Collapsed, Upsert};
 use super::resp;
 
 struct OpenBatch {
@@ -14,7 +15,10 @@ struct OpenBatch {
     data_bytes: usize,
     first_ordinal: u64,
     opened_at: Instant,
+    /// An append batch's record arguments, encoded as they arrive.
     body: Vec<u8>,
+    /// An upsert batch's records, one per key (encoded at sealing).
+    upserts: Option<Collapsed>,
 }
 
 /// The open batches of every stream.
@@ -47,9 +51,45 @@ impl Batcher {
         now: Instant,
         sealed: &mut Vec<Batch>,
     ) -> bool {
+        self.add(stream, data.len(), ordinal, now, sealed, |batch| {
+            if batch.body.capacity() == 0 {
+                batch.body.reserve(64 * 1024);
+            }
+            resp::bulk_int(&mut batch.body, emitted_at);
+            resp::bulk(&mut batch.body, data);
+        })
+    }
+
+    /// Adds a record of an `append_dedup` stream to its open batch, where it replaces an earlier
+    /// record of its key when its cursor wins (see [`Collapsed`]). Otherwise as [`Self::push`].
+    pub fn push_upsert(
+        &mut self,
+        stream: usize,
+        record: Upsert<'_>,
+        ordinal: u64,
+        now: Instant,
+        sealed: &mut Vec<Batch>,
+    ) -> bool {
+        self.add(stream, record.data.len(), ordinal, now, sealed, |batch| {
+            batch
+                .upserts
+                .get_or_insert_with(Collapsed::default)
+                .push(record)
+        })
+    }
+
+    fn add(
+        &mut self,
+        stream: usize,
+        bytes: usize,
+        ordinal: u64,
+        now: Instant,
+        sealed: &mut Vec<Batch>,
+        write: impl FnOnce(&mut OpenBatch),
+    ) -> bool {
         let too_big = self.open[stream]
             .as_ref()
-            .is_some_and(|b| b.data_bytes + data.len() > self.max_bytes);
+            .is_some_and(|b| b.data_bytes + bytes > self.max_bytes);
         if too_big {
             self.seal(stream, sealed);
         }
@@ -59,12 +99,12 @@ impl Batcher {
             data_bytes: 0,
             first_ordinal: ordinal,
             opened_at: now,
-            body: Vec::with_capacity(64 * 1024),
+            body: Vec::new(),
+            upserts: None,
         });
-        resp::bulk_int(&mut batch.body, emitted_at);
-        resp::bulk(&mut batch.body, data);
+        write(batch);
         batch.records += 1;
-        batch.data_bytes += data.len();
+        batch.data_bytes += bytes;
         if batch.records >= self.max_records || batch.data_bytes >= self.max_bytes {
             self.seal(stream, sealed);
         }
@@ -108,12 +148,17 @@ impl Batcher {
         if let Some(open) = self.open[stream].take() {
             let seq = self.next_seq[stream];
             self.next_seq[stream] += 1;
+            let (entries, body) = match &open.upserts {
+                Some(upserts) => (upserts.len(), upserts.encode()),
+                None => (open.records, open.body),
+            };
             sealed.push(Batch {
                 stream,
                 seq,
                 records: open.records,
+                entries,
                 first_ordinal: open.first_ordinal,
-                body: open.body,
+                body,
             });
         }
     }

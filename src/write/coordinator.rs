@@ -14,6 +14,7 @@ use crossbeam_channel::{never, select, Receiver, Sender};
 use super::batch::Batch;
 use super::batcher::Batcher;
 use super::checkpoint::{Checkpoint, ReadyState, StateScope};
+use super::collapse::Upsert;
 use super::overwrite;
 use super::plan::Plan;
 use super::reader::{Chunk, Item};
@@ -236,6 +237,7 @@ impl Coordinator {
                     emitted_at,
                     data,
                     line,
+                    upsert,
                 } => {
                     let data = &chunk.arena[data];
                     if let Err(too_large) = self.limit.admit(data.len() as u64) {
@@ -265,10 +267,28 @@ impl Coordinator {
                         self.awaiting += 1;
                     }
                     let ordinal = self.checkpoint.record(stream);
-                    if self
-                        .batcher
-                        .push(stream, emitted_at, data, ordinal, now, &mut self.sealed)
-                    {
+                    let opened = match upsert {
+                        Some(picked) => {
+                            let record = Upsert {
+                                key: &chunk.arena[picked.key],
+                                cursor: &chunk.arena[picked.cursor],
+                                delete: picked.delete,
+                                emitted_at,
+                                data,
+                            };
+                            self.batcher
+                                .push_upsert(stream, record, ordinal, now, &mut self.sealed)
+                        }
+                        None => self.batcher.push(
+                            stream,
+                            emitted_at,
+                            data,
+                            ordinal,
+                            now,
+                            &mut self.sealed,
+                        ),
+                    };
+                    if opened {
                         self.checkpoint.batch_opened(ordinal);
                     }
                 }

@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod batcher;
 pub mod checkpoint;
+pub mod collapse;
 mod coordinator;
 mod durable;
 pub mod overwrite;
@@ -168,11 +169,16 @@ pub fn run<R: Read + Send + 'static>(
 
     setup_done.store(true, Ordering::SeqCst);
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(CHUNKS_IN_QUEUE);
-    let router = Arc::new(Router::new(&plan.descriptors()));
+    let descriptors = plan.descriptors();
+    let streams = Arc::new(reader::Streams {
+        router: Router::new(&descriptors),
+        upserts: plan.upsert_fields(),
+        descriptors,
+    });
     std::thread::spawn(move || {
         reader::read_all(
             BufReader::with_capacity(256 * 1024, input),
-            router,
+            streams,
             chunk_tx,
         )
     });

@@ -8,6 +8,7 @@ use super::batch::{Expiry, StreamCall};
 use super::overwrite::OverwriteStream;
 use crate::keys::{Layout, StreamKeys};
 use crate::protocol::catalog::{ConfiguredStream, SyncMode};
+use crate::protocol::upsert::UpsertFields;
 use crate::protocol::StreamDescriptor;
 use crate::scripts::APPEND_BATCH;
 
@@ -18,6 +19,8 @@ pub enum Mode {
     Append,
     /// Into staging, then published over the stream's records (see [`super::overwrite`]).
     Overwrite(OverwriteStream),
+    /// `append_dedup`: each record replaces its primary key's record (`lua/upsert_batch.lua`).
+    Dedup(UpsertFields),
 }
 
 /// One catalog stream in this run.
@@ -36,7 +39,15 @@ impl StreamPlan {
     pub fn overwrite(&self) -> Option<&OverwriteStream> {
         match &self.mode {
             Mode::Overwrite(ow) => Some(ow),
-            Mode::Append => None,
+            Mode::Append | Mode::Dedup(_) => None,
+        }
+    }
+
+    /// The fields its records are deduplicated by, for an `append_dedup` stream.
+    pub fn upsert_fields(&self) -> Option<&UpsertFields> {
+        match &self.mode {
+            Mode::Dedup(fields) => Some(fields),
+            Mode::Append | Mode::Overwrite(_) => None,
         }
     }
 
@@ -61,16 +72,23 @@ impl Plan {
             .iter()
             .map(|s| {
                 let keys = StreamKeys::with_layout(&s.descriptor, layout);
-                let (call, mode) = match s.mode {
+                let (call, mode) = match &s.mode {
                     SyncMode::Append => (
                         StreamCall::new(&APPEND_BATCH, keys, run_id, Expiry::NONE),
                         Mode::Append,
+                    ),
+                    SyncMode::Dedup {
+                        primary_key,
+                        cursor,
+                    } => (
+                        StreamCall::upsert(keys, run_id),
+                        Mode::Dedup(UpsertFields::new(primary_key.clone(), cursor.clone())),
                     ),
                     SyncMode::Overwrite {
                         generation,
                         resumable,
                     } => {
-                        let ow = OverwriteStream::new(keys, generation, resumable);
+                        let ow = OverwriteStream::new(keys, *generation, *resumable);
                         let call = StreamCall::new(
                             &APPEND_BATCH,
                             ow.staging_as_stream(),
@@ -124,14 +142,21 @@ impl Plan {
     pub fn live_calls(&self) -> Vec<StreamCall> {
         self.iter()
             .map(|s| {
-                StreamCall::new(
-                    &APPEND_BATCH,
-                    StreamKeys::with_layout(&s.descriptor, self.layout),
-                    &self.run_id,
-                    Expiry::NONE,
-                )
+                let keys = StreamKeys::with_layout(&s.descriptor, self.layout);
+                match s.mode {
+                    Mode::Dedup(_) => StreamCall::upsert(keys, &self.run_id),
+                    Mode::Append | Mode::Overwrite(_) => {
+                        StreamCall::new(&APPEND_BATCH, keys, &self.run_id, Expiry::NONE)
+                    }
+                }
             })
             .collect()
+    }
+
+    /// Every stream's dedup fields (`None` for a stream that is not `append_dedup`), in catalog
+    /// order: what the reader picks from each record.
+    pub fn upsert_fields(&self) -> Vec<Option<UpsertFields>> {
+        self.iter().map(|s| s.upsert_fields().cloned()).collect()
     }
 
     /// Every stream's batch call.

@@ -18,6 +18,8 @@ use crate::error::Failure;
 use crate::protocol::input::{self, InputError, Message};
 use crate::protocol::output::now_ms;
 use crate::protocol::state;
+use crate::protocol::upsert::{Picked, UpsertFields};
+use crate::protocol::StreamDescriptor;
 
 const CHUNK_ITEMS: usize = 1024;
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -35,6 +37,8 @@ pub enum Item {
         data: Range<usize>,
         /// Its line number on stdin.
         line: u64,
+        /// For an `append_dedup` stream: its key and cursor (in the arena) and whether it deletes.
+        upsert: Option<Picked>,
     },
     /// A state and the records it counts.
     State {
@@ -64,8 +68,19 @@ pub struct Chunk {
     pub arena: Vec<u8>,
 }
 
+/// What the reader needs to know about the catalog: where records go, and what to pick from the
+/// records of `append_dedup` streams (by catalog index).
+pub struct Streams {
+    /// Record → catalog stream.
+    pub router: Router,
+    /// The dedup fields of each catalog stream (`None`: not `append_dedup`).
+    pub upserts: Vec<Option<UpsertFields>>,
+    /// Each catalog stream's name, for messages.
+    pub descriptors: Vec<StreamDescriptor>,
+}
+
 /// Reads `input` to its end (or to the first bad line), sending chunks to `tx`.
-pub fn read_all<R: Read>(mut input: BufReader<R>, router: Arc<Router>, tx: Sender<Chunk>) {
+pub fn read_all<R: Read>(mut input: BufReader<R>, streams: Arc<Streams>, tx: Sender<Chunk>) {
     let mut line = Vec::new();
     let mut line_no = 0u64;
     let mut chunk = Chunk::default();
@@ -89,7 +104,7 @@ pub fn read_all<R: Read>(mut input: BufReader<R>, router: Arc<Router>, tx: Sende
             1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line),
             _ => &line[..],
         };
-        if let Err(f) = parse_into(text, line_no, &router, &mut chunk) {
+        if let Err(f) = parse_into(text, line_no, &streams, &mut chunk) {
             chunk.items.push(Item::Failed(f));
             break;
         }
@@ -108,9 +123,10 @@ pub fn read_all<R: Read>(mut input: BufReader<R>, router: Arc<Router>, tx: Sende
 fn parse_into(
     line: &[u8],
     line_no: u64,
-    router: &Router,
+    streams: &Streams,
     chunk: &mut Chunk,
 ) -> Result<(), Failure> {
+    let router = &streams.router;
     let bad = |reason: String| {
         Failure::from(InputError {
             line: line_no,
@@ -146,11 +162,23 @@ fn parse_into(
                 })?;
             let start = chunk.arena.len();
             input::minify_into(r.data.get(), &mut chunk.arena);
+            let data = start..chunk.arena.len();
+            let upsert = match &streams.upserts[stream] {
+                Some(fields) => Some(fields.pick(r.data.get(), &mut chunk.arena).map_err(|e| {
+                    let why = format!(
+                        "Line {line_no} of the input is a RECORD of stream {} that {e}: an append_dedup stream needs every record's primary key. Fix the source, or choose another primary key or sync mode for the stream.",
+                        streams.descriptors[stream]
+                    );
+                    Failure::config(why, &e)
+                })?),
+                None => None,
+            };
             chunk.items.push(Item::Record {
                 stream,
                 emitted_at: r.emitted_at,
-                data: start..chunk.arena.len(),
+                data,
                 line: line_no,
+                upsert,
             });
             Ok(())
         }
@@ -170,14 +198,18 @@ fn parse_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::StreamDescriptor;
     use proptest::prelude::*;
 
-    fn router() -> Arc<Router> {
-        Arc::new(Router::new(&[StreamDescriptor {
+    fn router() -> Arc<Streams> {
+        let descriptors = vec![StreamDescriptor {
             name: "s".into(),
             namespace: None,
-        }]))
+        }];
+        Arc::new(Streams {
+            router: Router::new(&descriptors),
+            upserts: vec![None],
+            descriptors,
+        })
     }
 
     #[test]

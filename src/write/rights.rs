@@ -26,16 +26,23 @@ pub fn check_rights(nodes: &mut Nodes, calls: &[StreamCall]) -> Result<(), Failu
         let counter = call.keys.counter.clone();
         let record = format!("{}1", call.keys.record_prefix);
         let token = call.token.clone();
-        let probes: Vec<Probe> = vec![
+        let mut probes: Vec<Probe> = vec![
             ("GET", counter.clone(), vec![]),
             ("INCRBY", counter.clone(), vec!["0".into()]),
             ("EXPIRE", counter.clone(), vec!["1".into()]),
             ("EXISTS", record.clone(), vec![]),
             ("HSET", record.clone(), vec!["f".into(), "v".into()]),
-            ("EXPIRE", record, vec!["1".into()]),
+            ("EXPIRE", record.clone(), vec!["1".into()]),
             ("GET", token.clone(), vec![]),
             ("SET", token, vec!["1".into(), "EX".into(), "1".into()]),
         ];
+        if let Some(index) = &call.index {
+            probes.extend([
+                ("DEL", record, vec![]),
+                ("HMGET", index.clone(), vec!["f".into()]),
+                ("HSET", index.clone(), vec!["f".into(), "v".into()]),
+            ]);
+        }
         (counter, probes)
     });
     probe_by_node(

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod common;
+mod dedup;
 mod durable;
 mod faults;
 #[cfg(feature = "docker-tests")]

@@ -31,7 +31,7 @@ fn spec_is_one_message_with_java_fields_and_the_modes_that_work() {
     let spec = &out.messages[0]["spec"];
     assert_eq!(
         spec["supported_destination_sync_modes"],
-        json!(["overwrite", "append"])
+        json!(["overwrite", "append", "append_dedup"])
     );
     assert_eq!(spec["supportsIncremental"], json!(true));
     let props = &spec["connectionSpecification"]["properties"];

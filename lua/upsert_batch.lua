@@ -1,0 +1,189 @@
+-- upsert_batch.lua: apply one batch of an append_dedup stream, atomically and exactly once: each
+-- record replaces its primary key's record unless the stored one has a newer cursor, and a delete
+-- removes it.
+--
+-- KEYS[1]  the stream's counter key: the highest id ever given (ids are never reused)
+-- KEYS[2]  the batch token key of this (stream, run): the last sequence number applied
+-- KEYS[3]  the stream's primary-key index (a hash under the reserved prefix, the stream's hash
+--          tag): canonical key text -> `<id>:<cursor>`, id 0 for a deleted key (so that an older
+--          version arriving later does not bring it back)
+-- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
+-- ARGV[2]  the record key prefix, `<counter key>:`
+-- ARGV[3]  the token key's time to live, in seconds
+-- ARGV[4..] the records, five arguments each: `u` (upsert) or `d` (delete), the key text, the
+--          encoded cursor (`` absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data (JSON
+--          text; empty for a delete). Each key appears once per batch (the client keeps the
+--          winner of repeats).
+--
+-- Returns the counter after the batch, or -1 when this batch had been applied before (a resend
+-- after a lost reply: it never re-applies an older version over a later batch). Errors, all
+-- raised before the first write so that a batch is never applied in part:
+--   ABSEQ      the sequence number is not the next one (a batch overtook another)
+--   ABCOUNTER  the counter key does not hold an integer
+--   ABINDEX    an index entry is not `<id>:<cursor>`
+--   ABEXISTS   a key a new id would take already exists: nothing is written
+--   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
+--   ABARGS     the arguments are malformed
+-- Cursor order (mirrors protocol/upsert.rs): absent < numbers (as numbers) < strings (byte by
+-- byte); on a tie the record in this batch wins.
+local seq = tonumber(ARGV[1])
+local nargs = #ARGV - 3
+if seq == nil or nargs < 5 or nargs % 5 ~= 0 then
+  return redis.error_reply('ABARGS malformed batch arguments')
+end
+local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
+if seq <= applied then
+  return -1
+end
+if seq ~= applied + 1 then
+  return redis.error_reply('ABSEQ batch ' .. seq .. ' arrived before batch ' .. (applied + 1))
+end
+local raw = redis.call('GET', KEYS[1])
+local last = 0
+if raw then
+  last = tonumber(raw)
+  if last == nil or last < 0 or last ~= math.floor(last) then
+    return redis.error_reply('ABCOUNTER ' .. KEYS[1])
+  end
+end
+local n = nargs / 5
+local prefix = ARGV[2]
+
+-- Whether a stored cursor `old` is newer than `new`. Strings compare byte by byte: Lua's `<` on
+-- strings follows the server's locale.
+local function rank(c)
+  if c == '' then return 0 end
+  if string.byte(c, 1) == 110 then return 1 end
+  return 2
+end
+local function newer(old, new)
+  local ro, rn = rank(old), rank(new)
+  if ro ~= rn then return ro > rn end
+  if ro == 0 or old == new then return false end
+  if ro == 1 then
+    local x, y = tonumber(string.sub(old, 2)), tonumber(string.sub(new, 2))
+    if x and y then return x > y end
+  end
+  for i = 1, math.min(#old, #new) do
+    local a, b = string.byte(old, i), string.byte(new, i)
+    if a ~= b then return a > b end
+  end
+  return #old > #new
+end
+
+-- The stored versions, one HMGET per slice (unpack fails near 8000 values).
+local stored = {}
+for from = 1, n, 1000 do
+  local to = math.min(from + 999, n)
+  local fields = {}
+  for i = from, to do
+    fields[#fields + 1] = ARGV[3 + 5 * (i - 1) + 2]
+  end
+  local r = redis.call('HMGET', KEYS[3], unpack(fields))
+  for j = 1, to - from + 1 do
+    stored[from + j - 1] = r[j]
+  end
+end
+
+-- Decide every record before the first write: 'put' at ids[i] (new ids above the counter), 'del'
+-- of ids[i] (0: a key without a live record), or nothing.
+local action, ids, new_keys, old_keys = {}, {}, {}, {}
+local next_id = last
+for i = 1, n do
+  local base = 3 + 5 * (i - 1)
+  local op, cursor = ARGV[base + 1], ARGV[base + 3]
+  local id, old = 0, nil
+  local v = stored[i]
+  if v then
+    local sep = string.find(v, ':', 1, true)
+    id = sep and tonumber(string.sub(v, 1, sep - 1))
+    if id == nil or id < 0 or id > last then
+      return redis.error_reply('ABINDEX ' .. KEYS[3] .. ' ' .. ARGV[base + 2])
+    end
+    old = string.sub(v, sep + 1)
+  end
+  if old ~= nil and newer(old, cursor) then
+    action[i] = false
+  elseif op == 'd' then
+    action[i] = 'del'
+    ids[i] = id
+    if id > 0 then old_keys[#old_keys + 1] = prefix .. id end
+  elseif op == 'u' then
+    action[i] = 'put'
+    if id == 0 then
+      next_id = next_id + 1
+      id = next_id
+      new_keys[#new_keys + 1] = prefix .. id
+    else
+      old_keys[#old_keys + 1] = prefix .. id
+    end
+    ids[i] = id
+  else
+    return redis.error_reply('ABARGS unknown operation ' .. tostring(op))
+  end
+end
+
+-- No new id may land on an existing key (see append_batch.lua); the records being replaced or
+-- deleted are read too, so that in a migrating cluster slot the batch is refused whole.
+local function exists(keys)
+  local total = 0
+  for from = 1, #keys, 4000 do
+    local r = redis.pcall('EXISTS', unpack(keys, from, math.min(from + 3999, #keys)))
+    if type(r) == 'table' then
+      -- TRYAGAIN in a slot being imported: count one by one below.
+      return 1
+    end
+    total = total + r
+  end
+  return total
+end
+if #new_keys > 0 and exists(new_keys) > 0 then
+  for i = 1, #new_keys do
+    if redis.call('EXISTS', new_keys[i]) == 1 then
+      return redis.error_reply('ABEXISTS ' .. new_keys[i])
+    end
+  end
+end
+if #old_keys > 0 then
+  exists(old_keys)
+end
+if redis.acl_check_cmd then
+  if not (redis.acl_check_cmd('INCRBY', KEYS[1], '1')
+      and redis.acl_check_cmd('HSET', prefix .. (last + 1), 'f', 'v')
+      and redis.acl_check_cmd('DEL', prefix .. (last + 1))
+      and redis.acl_check_cmd('HSET', KEYS[3], 'f', 'v')
+      and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')) then
+    return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records, ' .. KEYS[3] .. ' or ' .. KEYS[2])
+  end
+end
+
+if next_id > last then
+  redis.call('INCRBY', KEYS[1], next_id - last)
+end
+local entries = {}
+for i = 1, n do
+  local base = 3 + 5 * (i - 1)
+  if action[i] == 'put' then
+    redis.call('HSET', prefix .. ids[i],
+      '_airbyte_ab_id', ids[i],
+      '_airbyte_emitted_at', ARGV[base + 4],
+      '_airbyte_data', ARGV[base + 5])
+    entries[#entries + 1] = ARGV[base + 2]
+    entries[#entries + 1] = ids[i] .. ':' .. ARGV[base + 3]
+  elseif action[i] == 'del' then
+    if ids[i] > 0 then
+      redis.call('DEL', prefix .. ids[i])
+    end
+    entries[#entries + 1] = ARGV[base + 2]
+    entries[#entries + 1] = '0:' .. ARGV[base + 3]
+  end
+  if #entries >= 2000 then
+    redis.call('HSET', KEYS[3], unpack(entries))
+    entries = {}
+  end
+end
+if #entries > 0 then
+  redis.call('HSET', KEYS[3], unpack(entries))
+end
+redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
+return next_id

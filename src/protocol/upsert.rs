@@ -1,0 +1,357 @@
+//! What an `append_dedup` record says about itself: its primary key, its cursor and whether it is a
+//! CDC delete, read by a targeted walk of its `data` (only the named fields are looked at; nothing
+//! is re-serialized, the stored text stays the input's).
+//!
+//! * The **key** is the JSON array of the primary-key values in primary-key order, each one
+//!   canonical (strings re-escaped the one way serde_json writes them, everything else minified),
+//!   so `"A"` and `"\u0041"` are the same key. A missing or null value is an error.
+//! * The **cursor** is encoded so that [`cursor_wins`] (and the script, which mirrors it) orders it
+//!   as Airbyte's dedup does: absent or null (`""`) < any number (`n<text>`, compared as numbers)
+//!   < any string (`s<text>`, compared byte by byte); booleans are the numbers 0 and 1, objects and
+//!   arrays compare as their minified text.
+//! * A record is a **delete** when its data has a non-null `_ab_cdc_deleted_at`.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::catalog::FieldPath;
+use super::input::minify_into;
+
+/// The data field that marks a CDC delete when it is present and not null.
+pub const CDC_DELETED_AT: &str = "_ab_cdc_deleted_at";
+
+/// The fields an `append_dedup` stream reads from each record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpsertFields {
+    /// The primary key's paths, in order.
+    pub primary_key: Vec<FieldPath>,
+    /// The cursor's path, if any.
+    pub cursor: Option<FieldPath>,
+    /// The distinct top-level fields the paths start with (the one walk of `data` looks for
+    /// these), `_ab_cdc_deleted_at` first.
+    top: Vec<String>,
+}
+
+/// A record's upsert identity, appended to a buffer: `key` and `cursor` are ranges of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picked {
+    /// Where the canonical key text is.
+    pub key: std::ops::Range<usize>,
+    /// Where the encoded cursor is.
+    pub cursor: std::ops::Range<usize>,
+    /// Whether the record deletes its key.
+    pub delete: bool,
+}
+
+/// Why a record's upsert identity cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickError {
+    /// A primary-key field is missing or null.
+    #[error("has no value for its primary-key field {0}")]
+    MissingKey(String),
+    /// The data is not a JSON object.
+    #[error("has data that is not a JSON object ({0})")]
+    NotAnObject(String),
+}
+
+impl UpsertFields {
+    /// The fields of a stream with this primary key (paths non-empty) and cursor.
+    pub fn new(primary_key: Vec<FieldPath>, cursor: Option<FieldPath>) -> Self {
+        let mut top = vec![CDC_DELETED_AT.to_string()];
+        for path in primary_key.iter().chain(&cursor) {
+            if let Some(first) = path.first() {
+                if !top.contains(first) {
+                    top.push(first.clone());
+                }
+            }
+        }
+        UpsertFields {
+            primary_key,
+            cursor,
+            top,
+        }
+    }
+
+    /// Reads the key, cursor and delete mark of `data` (a JSON object's text), appending the key
+    /// and the cursor to `out`. `data` is walked once at the top level (and once more inside each
+    /// object a nested path goes through).
+    pub fn pick(&self, data: &str, out: &mut Vec<u8>) -> Result<Picked, PickError> {
+        let top = walk(data, &self.top)?;
+        let at = |path: &[String]| -> Result<Option<&RawValue>, PickError> {
+            let Some((first, rest)) = path.split_first() else {
+                return Ok(None);
+            };
+            match self
+                .top
+                .iter()
+                .position(|t| t == first)
+                .and_then(|i| top[i])
+            {
+                Some(v) if rest.is_empty() => Ok(Some(v)),
+                Some(v) => lookup(v.get(), rest),
+                None => Ok(None),
+            }
+        };
+        let key_start = out.len();
+        out.push(b'[');
+        for (i, path) in self.primary_key.iter().enumerate() {
+            let value = at(path)?
+                .filter(|v| v.get() != "null")
+                .ok_or_else(|| PickError::MissingKey(path_text(path)))?;
+            if i > 0 {
+                out.push(b',');
+            }
+            canonical_into(value.get(), out);
+        }
+        out.push(b']');
+        let cursor_start = out.len();
+        if let Some(path) = &self.cursor {
+            if let Some(value) = at(path)? {
+                encode_cursor_into(value.get(), out);
+            }
+        }
+        Ok(Picked {
+            key: key_start..cursor_start,
+            cursor: cursor_start..out.len(),
+            delete: top[0].is_some_and(|v| v.get() != "null"),
+        })
+    }
+}
+
+/// A path as the user wrote it in the catalog: `id`, or `org.id` for a nested one.
+pub fn path_text(path: &[String]) -> String {
+    path.join(".")
+}
+
+/// Whether a record with cursor `new` replaces a stored one with cursor `old` (both encoded as
+/// above): unless the stored one is newer. Equal cursors go to the later arrival, `new`.
+pub fn cursor_wins(new: &[u8], old: &[u8]) -> bool {
+    compare_cursors(new, old) != Ordering::Less
+}
+
+fn compare_cursors(a: &[u8], b: &[u8]) -> Ordering {
+    let rank = |c: &[u8]| match c.first() {
+        None => 0,
+        Some(b'n') => 1,
+        Some(_) => 2,
+    };
+    match rank(a).cmp(&rank(b)) {
+        Ordering::Equal => {}
+        other => return other,
+    }
+    if rank(a) == 1 {
+        let num = |c: &[u8]| {
+            std::str::from_utf8(&c[1..])
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+        };
+        if let (Some(x), Some(y)) = (num(a), num(b)) {
+            return x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+        }
+    }
+    a.cmp(b)
+}
+
+/// The values of the fields `names` of the object `data` (the last one, for a repeated field).
+fn walk<'a>(data: &'a str, names: &[String]) -> Result<Vec<Option<&'a RawValue>>, PickError> {
+    let mut de = serde_json::Deserializer::from_str(data);
+    de.deserialize_map(Fields { names })
+        .map_err(|e| PickError::NotAnObject(e.to_string()))
+}
+
+/// The value at the nested `path` inside the object text `data`, if present; a path through a
+/// value that is not an object finds nothing.
+fn lookup<'a>(data: &'a str, path: &[String]) -> Result<Option<&'a RawValue>, PickError> {
+    let mut current = data;
+    let mut found = None;
+    for name in path {
+        if !current.trim_start().starts_with('{') {
+            return Ok(None);
+        }
+        found = walk(current, std::slice::from_ref(name))?[0];
+        match found {
+            Some(v) => current = v.get(),
+            None => return Ok(None),
+        }
+    }
+    Ok(found)
+}
+
+/// A visitor that walks one object and keeps the values of some fields, skipping the rest.
+struct Fields<'n> {
+    names: &'n [String],
+}
+
+impl<'de> Visitor<'de> for Fields<'_> {
+    type Value = Vec<Option<&'de RawValue>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = vec![None; self.names.len()];
+        while let Some(key) = map.next_key::<Name<'de>>()? {
+            match self.names.iter().position(|n| n == key.as_str()) {
+                Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object key: borrowed from the text, or unescaped into a string when it has escapes.
+enum Name<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Name<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Borrowed(s) => s,
+            Name::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name::Owned(v.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Appends the canonical text of a JSON value: a string re-escaped as serde_json writes strings,
+/// anything else minified.
+fn canonical_into(value: &str, out: &mut Vec<u8>) {
+    match serde_json::from_str::<String>(value) {
+        Ok(s) => match serde_json::to_string(&s) {
+            Ok(text) => out.extend_from_slice(text.as_bytes()),
+            Err(_) => minify_into(value, out),
+        },
+        Err(_) => minify_into(value, out),
+    }
+}
+
+/// Appends the cursor encoding of a JSON value (see the module's documentation).
+fn encode_cursor_into(value: &str, out: &mut Vec<u8>) {
+    match value.trim() {
+        "null" => {}
+        "true" => out.extend_from_slice(b"n1"),
+        "false" => out.extend_from_slice(b"n0"),
+        v if v.starts_with('"') => {
+            out.push(b's');
+            match serde_json::from_str::<String>(v) {
+                Ok(s) => out.extend_from_slice(s.as_bytes()),
+                Err(_) => out.extend_from_slice(v.as_bytes()),
+            }
+        }
+        v if v.starts_with(['{', '[']) => {
+            out.push(b's');
+            minify_into(v, out);
+        }
+        v => {
+            out.push(b'n');
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pk: &[&str], cursor: Option<&str>) -> UpsertFields {
+        let path = |p: &str| p.split('.').map(String::from).collect::<Vec<_>>();
+        UpsertFields::new(pk.iter().map(|p| path(p)).collect(), cursor.map(path))
+    }
+
+    fn pick(f: &UpsertFields, data: &str) -> Result<(String, String, bool), PickError> {
+        let mut out = Vec::new();
+        let p = f.pick(data, &mut out)?;
+        let text = |r: std::ops::Range<usize>| String::from_utf8(out[r].to_vec()).unwrap();
+        Ok((text(p.key), text(p.cursor), p.delete))
+    }
+
+    #[test]
+    fn keys_are_canonical_and_nested_paths_work() {
+        let f = fields(&["id", "org.id"], Some("at"));
+        let (key, cursor, delete) = pick(
+            &f,
+            r#"{"x":[1,{"id":2}], "org":{"id":"\u0041", "n":1}, "id": 7 ,"at":"b"}"#,
+        )
+        .unwrap();
+        assert_eq!(key, r#"[7,"A"]"#);
+        assert_eq!(cursor, "sb");
+        assert!(!delete);
+        let (key, _, _) = pick(&f, r#"{"id":7,"org":{"id":"A"}}"#).unwrap();
+        assert_eq!(key, r#"[7,"A"]"#, "the same key, whatever the escapes");
+        let (key, _, _) = pick(&f, r#"{"id":{"b": 1, "a" : [1, 2]},"org":{"id":1}}"#).unwrap();
+        assert_eq!(key, r#"[{"b":1,"a":[1,2]},1]"#);
+    }
+
+    #[test]
+    fn a_missing_or_null_key_is_named() {
+        let f = fields(&["id", "org.id"], None);
+        assert_eq!(
+            pick(&f, r#"{"id":1,"org":{"id":null}}"#),
+            Err(PickError::MissingKey("org.id".into()))
+        );
+        assert_eq!(
+            pick(&f, r#"{"id":1,"org":5}"#),
+            Err(PickError::MissingKey("org.id".into()))
+        );
+        assert_eq!(
+            pick(&f, r#"{"org":{"id":1}}"#),
+            Err(PickError::MissingKey("id".into()))
+        );
+        assert!(matches!(pick(&f, "[1]"), Err(PickError::NotAnObject(_))));
+    }
+
+    #[test]
+    fn deletes_and_cursor_encodings() {
+        let f = fields(&["id"], Some("c"));
+        let enc = |data: &str| pick(&f, data).unwrap();
+        assert_eq!(enc(r#"{"id":1}"#).1, "");
+        assert_eq!(enc(r#"{"id":1,"c":null}"#).1, "");
+        assert_eq!(enc(r#"{"id":1,"c":1.5e3}"#).1, "n1.5e3");
+        assert_eq!(enc(r#"{"id":1,"c":true}"#).1, "n1");
+        assert_eq!(enc(r#"{"id":1,"c":"2024-01-01"}"#).1, "s2024-01-01");
+        assert!(enc(r#"{"id":1,"_ab_cdc_deleted_at":"2024"}"#).2);
+        assert!(!enc(r#"{"id":1,"_ab_cdc_deleted_at":null}"#).2);
+    }
+
+    #[test]
+    fn cursor_order_is_airbytes() {
+        // Numbers as numbers, strings as text, absent below both, ties to the new one.
+        assert!(cursor_wins(b"n10", b"n9"));
+        assert!(!cursor_wins(b"n9", b"n10"));
+        assert!(cursor_wins(b"n1e1", b"n10"), "equal numbers tie");
+        assert!(cursor_wins(b"sb", b"sa"));
+        assert!(!cursor_wins(b"s10", b"s9"), "strings compare as text");
+        assert!(cursor_wins(b"n0", b""));
+        assert!(!cursor_wins(b"", b"n0"));
+        assert!(cursor_wins(b"", b""));
+        assert!(cursor_wins(b"sa", b"n99"));
+        assert!(cursor_wins(b"n-1", b"n-2"));
+    }
+}

@@ -1,0 +1,300 @@
+//! `append_dedup`: one record per primary key, the newest by cursor, CDC deletes, across batches
+//! and syncs; and a property test against a model (the winner of every key is the version with
+//! the greatest cursor, ties to the later arrival, whatever the batches and syncs).
+//!
+//! With `REDIS_TOPOLOGY=cluster` the same is proved against a 3-master cluster.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use serde_json::{json, Value};
+
+use crate::common::{self, catalog, legacy_state, record, Target};
+
+/// A catalog of one `append_dedup` stream with this primary key and cursor.
+fn dedup_catalog(ns: Option<&str>, stream: &str, key: Value, cursor: Value) -> Value {
+    let mut c = catalog(&[(ns, stream)]);
+    c["streams"][0]["destination_sync_mode"] = json!("append_dedup");
+    c["streams"][0]["primary_key"] = key;
+    c["streams"][0]["cursor_field"] = cursor;
+    c
+}
+
+/// What Redis holds for a dedup stream: its counter, and each indexed key's record (`None` for a
+/// deleted key), read through the index.
+struct Stored {
+    counter: i64,
+    records: BTreeMap<String, Option<HashMap<String, String>>>,
+    record_keys: usize,
+}
+
+fn stored(target: &Target, ns: Option<&str>, stream: &str) -> Stored {
+    let counter_key = target.counter_key(ns, stream);
+    let mut con = target.conn_for(&counter_key);
+    let counter: Option<i64> = redis::cmd("GET")
+        .arg(&counter_key)
+        .query(&mut con)
+        .expect("GET");
+    let index: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("_airbyte_redis:index:{counter_key}"))
+        .query(&mut con)
+        .expect("HGETALL");
+    let mut records = BTreeMap::new();
+    for (key, entry) in index {
+        let (id, _cursor) = entry.split_once(':').expect("id:cursor");
+        let id: u64 = id.parse().expect("id");
+        let record = match id {
+            0 => None,
+            id => {
+                let hash: HashMap<String, String> = redis::cmd("HGETALL")
+                    .arg(target.record_key(ns, stream, id))
+                    .query(&mut con)
+                    .expect("HGETALL");
+                assert_eq!(hash["_airbyte_ab_id"], id.to_string());
+                Some(hash)
+            }
+        };
+        records.insert(key, record);
+    }
+    Stored {
+        counter: counter.unwrap_or(0),
+        records,
+        record_keys: target.count_record_keys(ns, stream),
+    }
+}
+
+fn data_of(s: &Stored, key: &str) -> Option<String> {
+    s.records
+        .get(key)
+        .cloned()
+        .flatten()
+        .map(|h| h["_airbyte_data"].clone())
+}
+
+#[test]
+fn the_newest_version_of_each_key_stays_and_deletes_remove() {
+    let target = Target::start();
+    let (ns, stream) = (Some("d"), "users");
+    let cat = dedup_catalog(ns, stream, json!([["id"], ["org", "id"]]), json!(["at"]));
+    let rec = |data: &str| record(ns, stream, data, 7) + "\n";
+    let first = [
+        rec(r#"{"id":1,"org":{"id":"a"},"at":5,"v":"1a@5"}"#),
+        rec(r#"{"id":1,"org":{"id":"b"},"at":5,"v":"1b@5"}"#),
+        rec(r#"{"id":1,"org":{"id":"a"},"at":4,"v":"1a@4 older, ignored"}"#),
+        rec(r#"{"id":2,"org":{"id":"a"},"at":null,"v":"2a@null"}"#),
+        rec(r#"{"id":2,"org":{"id":"a"},"at":1,"v":"2a@1 beats null"}"#),
+        rec(r#"{"id":3,"org":{"id":"a"},"at":9,"v":"3a@9"}"#),
+        rec(r#"{"id":3,"org":{"id":"a"},"at":9,"v":"3a@9 tie, later wins"}"#),
+        // A delete of a key never seen: nothing written, but remembered.
+        rec(r#"{"id":4,"org":{"id":"a"},"at":3,"_ab_cdc_deleted_at":"2024-01-01"}"#),
+        // A delete followed by a re-insert in the same batch.
+        rec(r#"{"id":5,"org":{"id":"a"},"at":1,"v":"5a@1"}"#),
+        rec(r#"{"id":5,"org":{"id":"a"},"at":2,"_ab_cdc_deleted_at":"x"}"#),
+        rec(r#"{"id":5,"org":{"id":"a"},"at":3,"v":"5a@3 back"}"#),
+        legacy_state(r#"{"n":1}"#) + "\n",
+    ]
+    .concat();
+    let out = common::write_sync(&target.config(), &cat, &first);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.states().len(), 1);
+    let s = stored(&target, ns, stream);
+    assert_eq!(
+        data_of(&s, r#"[1,"a"]"#).unwrap(),
+        r#"{"id":1,"org":{"id":"a"},"at":5,"v":"1a@5"}"#
+    );
+    assert!(data_of(&s, r#"[1,"b"]"#).unwrap().contains("1b@5"));
+    assert!(data_of(&s, r#"[2,"a"]"#).unwrap().contains("beats null"));
+    assert!(data_of(&s, r#"[3,"a"]"#).unwrap().contains("later wins"));
+    assert_eq!(s.records.get(r#"[4,"a"]"#), Some(&None), "a tombstone");
+    assert!(data_of(&s, r#"[5,"a"]"#).unwrap().contains("back"));
+    assert_eq!(s.counter, 5, "five keys got an id");
+    assert_eq!(s.record_keys, 5);
+
+    // A second sync: older versions lose to what is stored, newer ones replace it in place, a
+    // delete removes the record, and an older version of a deleted key does not bring it back.
+    let second = [
+        rec(r#"{"id":1,"org":{"id":"a"},"at":4,"v":"older than stored"}"#),
+        rec(r#"{"id":1,"org":{"id":"b"},"at":6,"v":"1b@6"}"#),
+        rec(r#"{"id":2,"org":{"id":"a"},"at":2,"_ab_cdc_deleted_at":"now"}"#),
+        rec(r#"{"id":4,"org":{"id":"a"},"at":2,"v":"older than its delete"}"#),
+        rec(r#"{"id":6,"org":{"id":"\u0061"},"at":"2024-05-01","v":"6a"}"#),
+        legacy_state(r#"{"n":2}"#) + "\n",
+    ]
+    .concat();
+    let ids_before: HashMap<String, String> = s
+        .records
+        .iter()
+        .filter_map(|(k, r)| r.as_ref().map(|r| (k.clone(), r["_airbyte_ab_id"].clone())))
+        .collect();
+    let out = common::write_sync(&target.config(), &cat, &second);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let s = stored(&target, ns, stream);
+    assert!(data_of(&s, r#"[1,"a"]"#).unwrap().contains("1a@5"));
+    assert!(data_of(&s, r#"[1,"b"]"#).unwrap().contains("1b@6"));
+    let kept = s.records[r#"[1,"b"]"#].as_ref().unwrap();
+    assert_eq!(
+        kept["_airbyte_ab_id"], ids_before[r#"[1,"b"]"#],
+        "replaced in place"
+    );
+    assert_eq!(kept["_airbyte_emitted_at"], "7");
+    assert_eq!(s.records.get(r#"[2,"a"]"#), Some(&None));
+    assert_eq!(s.records.get(r#"[4,"a"]"#), Some(&None));
+    assert!(
+        data_of(&s, r#"[6,"a"]"#).unwrap().contains("6a"),
+        "same key whatever the escapes"
+    );
+    assert_eq!(
+        s.counter, 6,
+        "ids are never reused: the counter is the highest id given"
+    );
+    assert_eq!(s.record_keys, 5, "1a, 1b, 3a, 5a and 6a; 2a was deleted");
+}
+
+#[test]
+fn a_record_without_its_primary_key_is_named() {
+    let target = Target::start();
+    let cat = dedup_catalog(Some("d"), "k", json!([["id"], ["org", "id"]]), json!([]));
+    let input = [
+        record(Some("d"), "k", r#"{"id":1,"org":{"id":1}}"#, 1),
+        record(Some("d"), "k", r#"{"id":2,"org":{"id":1}}"#, 1),
+        record(Some("d"), "k", r#"{"id":3,"org":{"name":"x"}}"#, 1),
+    ]
+    .join("\n");
+    let out = common::write_sync(&target.config(), &cat, &input);
+    out.assert_failed_with("config_error", "Line 3 of the input");
+    let message = out.traces()[0]["trace"]["error"]["message"].to_string();
+    assert!(
+        message.contains("org.id") && message.contains(r#"\"k\""#),
+        "{message}"
+    );
+    let out = common::write_sync(
+        &target.config(),
+        &cat,
+        &record(Some("d"), "k", r#"{"id":null,"org":{"id":1}}"#, 1),
+    );
+    out.assert_failed_with("config_error", "primary-key field id");
+}
+
+#[test]
+fn a_stream_without_a_primary_key_is_refused_before_any_write() {
+    let target = Target::start();
+    let cat = dedup_catalog(None, "k", json!([]), json!([]));
+    let out = common::write_sync(&target.config(), &cat, &record(None, "k", "{}", 1));
+    out.assert_failed_with("config_error", "needs a primary key");
+    assert!(target.keys("*").is_empty(), "{:?}", target.keys("*"));
+}
+
+/// One input event of the model: a version of key `key` with cursor `cursor` (None: null),
+/// or its delete.
+#[derive(Debug, Clone)]
+struct Event {
+    key: u8,
+    cursor: Option<u8>,
+    delete: bool,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    (
+        0u8..6,
+        proptest::option::weighted(0.8, 0u8..4),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(key, cursor, delete)| Event {
+            key,
+            cursor,
+            delete,
+        })
+}
+
+#[test]
+fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
+    let target = Target::start();
+    let cases = std::env::var("DEDUP_PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(16);
+    let mut config = Config::with_cases(cases);
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
+        "proptest-regressions/it-dedup-model.txt",
+    )));
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let strategy = (
+        proptest::collection::vec(event(), 1..80),
+        proptest::collection::vec(0usize..80, 0..3),
+        1usize..7,
+        1usize..3,
+    );
+    TestRunner::new(config)
+        .run(&strategy, |(events, cuts, batch_size, in_flight)| {
+            let ns = format!(
+                "m{}",
+                case.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            );
+            let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
+            let mut config = target.config();
+            config["batch_size"] = json!(batch_size);
+            config["max_batches_in_flight"] = json!(in_flight);
+            // The events split into syncs at the cut points.
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % events.len()).collect();
+            bounds.extend([0, events.len()]);
+            bounds.sort_unstable();
+            bounds.dedup();
+            for w in bounds.windows(2) {
+                let input: String = (w[0]..w[1])
+                    .map(|i| {
+                        let e = &events[i];
+                        let cursor = e.cursor.map_or("null".to_string(), |c| c.to_string());
+                        let deleted = if e.delete {
+                            r#","_ab_cdc_deleted_at":"t""#
+                        } else {
+                            ""
+                        };
+                        let data = format!(r#"{{"k":"k{}","c":{cursor},"i":{i}{deleted}}}"#, e.key);
+                        record(Some(&ns), "s", &data, 1) + "\n"
+                    })
+                    .collect();
+                let out = common::write_sync(&config, &cat, &input);
+                prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+            }
+            // The model: each key's winner is its version with the greatest cursor (null lowest),
+            // ties to the later arrival.
+            let mut winner: BTreeMap<u8, usize> = BTreeMap::new();
+            for (i, e) in events.iter().enumerate() {
+                let beats = |w: usize| e.cursor >= events[w].cursor;
+                if winner.get(&e.key).is_none_or(|w| beats(*w)) {
+                    winner.insert(e.key, i);
+                }
+            }
+            let s = stored(&target, Some(&ns), "s");
+            let mut live = 0;
+            let mut ids = HashSet::new();
+            for (key, w) in &winner {
+                let got = s.records.get(&format!(r#"["k{key}"]"#));
+                prop_assert!(got.is_some(), "key {key} is indexed");
+                match (events[*w].delete, got.cloned().flatten()) {
+                    (true, None) => {}
+                    (false, Some(hash)) => {
+                        live += 1;
+                        let data: Value = serde_json::from_str(&hash["_airbyte_data"]).unwrap();
+                        prop_assert_eq!(&data["i"], &json!(w), "key {}", key);
+                        let id: i64 = hash["_airbyte_ab_id"].parse().unwrap();
+                        prop_assert!(id >= 1 && id <= s.counter);
+                        prop_assert!(ids.insert(id), "id {} given twice", id);
+                    }
+                    (deleted, got) => {
+                        prop_assert!(false, "key {}: deleted {}, stored {:?}", key, deleted, got)
+                    }
+                }
+            }
+            prop_assert_eq!(s.records.len(), winner.len());
+            prop_assert_eq!(
+                s.record_keys,
+                live,
+                "no record outlives its key's index entry"
+            );
+            target.flush_all();
+            Ok(())
+        })
+        .unwrap();
+}
