@@ -6,6 +6,8 @@
 -- KEYS[3]  the publish marker
 -- KEYS[4]  the staging metadata hash
 -- KEYS[5]  the staging marks list
+-- KEYS[6]  the stream's primary-key index (of an earlier append_dedup sync): the published
+--          records are not indexed, so the index goes with the records it described
 -- ARGV[1]  the time to live of the metadata and marks, in seconds
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
@@ -25,7 +27,7 @@ if n > 0 then
 else
   redis.call('DEL', KEYS[1])
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
 redis.call('HSET', KEYS[4], 'generation', generation, 'published', n)
 redis.call('EXPIRE', KEYS[4], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[1])

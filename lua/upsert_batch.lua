@@ -20,6 +20,8 @@
 -- raised before the first write so that a batch is never applied in part:
 --   ABSEQ      the sequence number is not the next one (a batch overtook another)
 --   ABCOUNTER  the counter key does not hold an integer
+--   ABUNINDEXED the stream has records (its counter is above 0) but no index: they were written by
+--              append or overwrite, and deduplicating against them is not possible
 --   ABINDEX    an index entry is not `<id>:<cursor>`
 --   ABEXISTS   a key a new id would take already exists: nothing is written
 --   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
@@ -45,6 +47,9 @@ if raw then
   if last == nil or last < 0 or last ~= math.floor(last) then
     return redis.error_reply('ABCOUNTER ' .. KEYS[1])
   end
+end
+if last > 0 and redis.call('EXISTS', KEYS[3]) == 0 then
+  return redis.error_reply('ABUNINDEXED ' .. KEYS[1] .. ' ' .. last)
 end
 local n = nargs / 5
 local prefix = ARGV[2]

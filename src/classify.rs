@@ -136,9 +136,17 @@ fn script_failure(script: ScriptCode, err: &RedisError, ctx: &Context, raw: Stri
             raw,
         ),
         ScriptCode::BadIndex => Failure::config(
-            format!("The primary-key index {} of an append_dedup stream holds an entry this destination did not write {during}: delete the index and the stream's records, then run a full refresh of the stream.", err.detail().unwrap_or(keys)),
+            format!("The primary-key index {} of an append_dedup stream holds an entry this destination did not write, or one above the stream's counter (was the counter deleted?), {during}: delete the index and the stream's records, then sync the stream again from the start.", err.detail().unwrap_or(keys)),
             raw,
         ),
+        ScriptCode::Unindexed => {
+            let detail = err.detail().unwrap_or(keys);
+            let (counter, n) = detail.split_once(' ').unwrap_or((detail, "some"));
+            Failure::config(
+                format!("Stream key {counter} holds {n} records written by append or overwrite, without the primary-key index that append_dedup keeps, so they cannot be deduplicated ({during}; nothing was written). Delete the stream's records and counter (or rename them away) and sync the stream again from the start, or keep the stream in append or overwrite mode."),
+                raw,
+            )
+        }
         ScriptCode::OutOfOrder | ScriptCode::NoMarker | ScriptCode::BadArguments => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
     }
 }
@@ -165,11 +173,13 @@ pub enum ScriptCode {
     BadArguments,
     /// `ABINDEX <key>`: an `append_dedup` stream's index holds an entry that is not `<id>:<cursor>`.
     BadIndex,
+    /// `ABUNINDEXED <counter> <n>`: an `append_dedup` stream has records but no index.
+    Unindexed,
 }
 
 impl ScriptCode {
     /// Every code.
-    pub const ALL: [ScriptCode; 9] = [
+    pub const ALL: [ScriptCode; 10] = [
         ScriptCode::OutOfOrder,
         ScriptCode::KeyExists,
         ScriptCode::BadCounter,
@@ -179,6 +189,7 @@ impl ScriptCode {
         ScriptCode::NoMarker,
         ScriptCode::BadArguments,
         ScriptCode::BadIndex,
+        ScriptCode::Unindexed,
     ];
 
     /// The code as the scripts spell it.
@@ -193,6 +204,7 @@ impl ScriptCode {
             ScriptCode::NoMarker => "ABMARKER",
             ScriptCode::BadArguments => "ABARGS",
             ScriptCode::BadIndex => "ABINDEX",
+            ScriptCode::Unindexed => "ABUNINDEXED",
         }
     }
 

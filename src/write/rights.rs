@@ -76,6 +76,7 @@ pub fn check_publish_rights(
             ("UNLINK", staged, vec![]),
             ("HSET", marker.clone(), vec!["n".into(), "0".into()]),
             ("DEL", marker.clone(), vec![]),
+            ("DEL", s.live.index(), vec![]),
             ("HSET", meta.clone(), vec!["high".into(), "0".into()]),
             ("EXPIRE", meta.clone(), one()),
             ("LRANGE", marks.clone(), vec!["0".into(), "-1".into()]),

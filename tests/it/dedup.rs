@@ -5,6 +5,7 @@
 //! With `REDIS_TOPOLOGY=cluster` the same is proved against a 3-master cluster.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -207,18 +208,82 @@ fn event() -> impl Strategy<Value = Event> {
         })
 }
 
+/// The RECORD lines of `events[range]` (data `{"k":"k<key>","c":<cursor>,"i":<position>}`, with
+/// `_ab_cdc_deleted_at` for a delete).
+fn event_lines(ns: &str, events: &[Event], range: std::ops::Range<usize>) -> String {
+    range
+        .map(|i| {
+            let e = &events[i];
+            let cursor = e.cursor.map_or("null".to_string(), |c| c.to_string());
+            let deleted = if e.delete {
+                r#","_ab_cdc_deleted_at":"t""#
+            } else {
+                ""
+            };
+            let data = format!(r#"{{"k":"k{}","c":{cursor},"i":{i}{deleted}}}"#, e.key);
+            record(Some(ns), "s", &data, 1) + "\n"
+        })
+        .collect()
+}
+
+/// Redis holds the model's answer for `events`: each key's winner is its version with the
+/// greatest cursor (null lowest), ties to the later arrival; a winning delete leaves no record.
+/// Ids are unique and within the counter, and no record outlives its key's index entry.
+fn assert_model(target: &Target, ns: &str, events: &[Event]) -> Result<(), TestCaseError> {
+    let mut winner: BTreeMap<u8, usize> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if winner
+            .get(&e.key)
+            .is_none_or(|w| e.cursor >= events[*w].cursor)
+        {
+            winner.insert(e.key, i);
+        }
+    }
+    let s = stored(target, Some(ns), "s");
+    let mut live = 0;
+    let mut ids = HashSet::new();
+    for (key, w) in &winner {
+        let got = s.records.get(&format!(r#"["k{key}"]"#));
+        prop_assert!(got.is_some(), "key {key} is indexed");
+        match (events[*w].delete, got.cloned().flatten()) {
+            (true, None) => {}
+            (false, Some(hash)) => {
+                live += 1;
+                let data: Value = serde_json::from_str(&hash["_airbyte_data"]).unwrap();
+                prop_assert_eq!(&data["i"], &json!(w), "key {}", key);
+                let id: i64 = hash["_airbyte_ab_id"].parse().unwrap();
+                prop_assert!(id >= 1 && id <= s.counter);
+                prop_assert!(ids.insert(id), "id {} given twice", id);
+            }
+            (deleted, got) => {
+                prop_assert!(false, "key {}: deleted {}, stored {:?}", key, deleted, got)
+            }
+        }
+    }
+    prop_assert_eq!(s.records.len(), winner.len());
+    prop_assert_eq!(
+        s.record_keys,
+        live,
+        "no record outlives its key's index entry"
+    );
+    Ok(())
+}
+
+fn cases(default: u32) -> u32 {
+    std::env::var("DEDUP_PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
     let target = Target::start();
-    let cases = std::env::var("DEDUP_PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(16);
-    let mut config = Config::with_cases(cases);
+    let mut config = Config::with_cases(cases(16));
     config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
         "proptest-regressions/it-dedup-model.txt",
     )));
-    let case = std::sync::atomic::AtomicUsize::new(0);
+    let case = AtomicUsize::new(0);
     let strategy = (
         proptest::collection::vec(event(), 1..80),
         proptest::collection::vec(0usize..80, 0..3),
@@ -227,10 +292,7 @@ fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
     );
     TestRunner::new(config)
         .run(&strategy, |(events, cuts, batch_size, in_flight)| {
-            let ns = format!(
-                "m{}",
-                case.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            );
+            let ns = format!("m{}", case.fetch_add(1, Ordering::SeqCst));
             let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
             let mut config = target.config();
             config["batch_size"] = json!(batch_size);
@@ -241,60 +303,107 @@ fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
             bounds.sort_unstable();
             bounds.dedup();
             for w in bounds.windows(2) {
-                let input: String = (w[0]..w[1])
-                    .map(|i| {
-                        let e = &events[i];
-                        let cursor = e.cursor.map_or("null".to_string(), |c| c.to_string());
-                        let deleted = if e.delete {
-                            r#","_ab_cdc_deleted_at":"t""#
-                        } else {
-                            ""
-                        };
-                        let data = format!(r#"{{"k":"k{}","c":{cursor},"i":{i}{deleted}}}"#, e.key);
-                        record(Some(&ns), "s", &data, 1) + "\n"
-                    })
-                    .collect();
-                let out = common::write_sync(&config, &cat, &input);
+                let out = common::write_sync(&config, &cat, &event_lines(&ns, &events, w[0]..w[1]));
                 prop_assert_eq!(out.code, Some(0), "{}", out.dump());
             }
-            // The model: each key's winner is its version with the greatest cursor (null lowest),
-            // ties to the later arrival.
-            let mut winner: BTreeMap<u8, usize> = BTreeMap::new();
-            for (i, e) in events.iter().enumerate() {
-                let beats = |w: usize| e.cursor >= events[w].cursor;
-                if winner.get(&e.key).is_none_or(|w| beats(*w)) {
-                    winner.insert(e.key, i);
-                }
-            }
-            let s = stored(&target, Some(&ns), "s");
-            let mut live = 0;
-            let mut ids = HashSet::new();
-            for (key, w) in &winner {
-                let got = s.records.get(&format!(r#"["k{key}"]"#));
-                prop_assert!(got.is_some(), "key {key} is indexed");
-                match (events[*w].delete, got.cloned().flatten()) {
-                    (true, None) => {}
-                    (false, Some(hash)) => {
-                        live += 1;
-                        let data: Value = serde_json::from_str(&hash["_airbyte_data"]).unwrap();
-                        prop_assert_eq!(&data["i"], &json!(w), "key {}", key);
-                        let id: i64 = hash["_airbyte_ab_id"].parse().unwrap();
-                        prop_assert!(id >= 1 && id <= s.counter);
-                        prop_assert!(ids.insert(id), "id {} given twice", id);
-                    }
-                    (deleted, got) => {
-                        prop_assert!(false, "key {}: deleted {}, stored {:?}", key, deleted, got)
-                    }
-                }
-            }
-            prop_assert_eq!(s.records.len(), winner.len());
-            prop_assert_eq!(
-                s.record_keys,
-                live,
-                "no record outlives its key's index entry"
-            );
+            assert_model(&target, &ns, &events)?;
             target.flush_all();
             Ok(())
         })
         .unwrap();
+}
+
+mod standalone {
+    use super::*;
+    use crate::common::{Cut, Direction, FaultProxy, Kind};
+
+    /// Connections dropped at random points of the traffic: every resend is exactly-once (a
+    /// resent batch never re-applies an older version over a later batch), so the model holds.
+    #[test]
+    fn upserts_through_dropped_connections_leave_the_models_winners() {
+        let target = Target::standalone();
+        let server = target.server();
+        let mut config = Config::with_cases(cases(12));
+        config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/it-dedup-dropped.txt",
+        )));
+        let case = AtomicUsize::new(0);
+        let cuts_made = AtomicUsize::new(0);
+        let strategy = (
+            proptest::collection::vec(event(), 50..400),
+            1usize..20,
+            proptest::collection::vec((any::<bool>(), 0.0f64..1.0), 1..4),
+        );
+        TestRunner::new(config)
+            .run(&strategy, |(events, batch_size, cuts)| {
+                let ns = format!("x{}", case.fetch_add(1, Ordering::SeqCst));
+                let input = event_lines(&ns, &events, 0..events.len());
+                let replies = 8 * (events.len() / batch_size + 10) + 200;
+                let cuts: Vec<Cut> = cuts
+                    .iter()
+                    .map(|(up, at)| Cut {
+                        kind: Kind::Drop,
+                        direction: if *up { Direction::Up } else { Direction::Down },
+                        after: if *up {
+                            (at * (input.len() + 12_000) as f64) as u64
+                        } else {
+                            (at * replies as f64) as u64
+                        },
+                    })
+                    .collect();
+                let proxy = FaultProxy::start(server.port(), cuts);
+                let mut config = server.config();
+                config["port"] = json!(proxy.port());
+                config["batch_size"] = json!(batch_size);
+                config["retry_budget_ms"] = json!(20_000);
+                let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
+                let out = common::write_sync(&config, &cat, &input);
+                cuts_made.fetch_add(proxy.cuts() as usize, Ordering::SeqCst);
+                prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+                assert_model(&target, &ns, &events)
+            })
+            .unwrap();
+        let (cases, cuts) = (
+            case.load(Ordering::SeqCst),
+            cuts_made.load(Ordering::SeqCst),
+        );
+        assert!(cuts * 2 >= cases, "only {cuts} cuts in {cases} cases");
+    }
+}
+
+/// Records written by append (or published by overwrite) have no index entry: a dedup sync would
+/// add a second record for each of their keys, so it is refused before writing anything; and an
+/// overwrite of a dedup stream takes the index with the records it described.
+#[test]
+fn records_without_an_index_are_refused_and_overwrite_drops_the_index() {
+    let target = Target::start();
+    let (ns, stream) = (Some("d"), "mixed");
+    let rec = |data: &str| record(ns, stream, data, 1) + "\n";
+    let appended = rec(r#"{"id":1}"#) + &rec(r#"{"id":2}"#);
+    let out = common::write_sync(&target.config(), &catalog(&[(ns, stream)]), &appended);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let dedup = dedup_catalog(ns, stream, json!([["id"]]), json!([]));
+    let out = common::write_sync(&target.config(), &dedup, &rec(r#"{"id":1,"v":2}"#));
+    out.assert_failed_with(
+        "config_error",
+        "holds 2 records written by append or overwrite",
+    );
+    let (counter, records) = target.read_stream(ns, stream);
+    assert_eq!(
+        (counter, records.len()),
+        (Some(2), 2),
+        "nothing was written"
+    );
+
+    target.flush_all();
+    let out = common::write_sync(&target.config(), &dedup, &appended);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let index = format!("_airbyte_redis:index:{}", target.counter_key(ns, stream));
+    assert_eq!(target.cli_at(&index, &["HLEN", &index]).trim(), "2");
+    let overwrite = common::catalog_with(&[(ns, stream)], "overwrite", 1, 1);
+    let out = common::write_sync(&target.config(), &overwrite, &rec(r#"{"id":9}"#));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(target.cli_at(&index, &["EXISTS", &index]).trim(), "0");
+    let (counter, records) = target.read_stream(ns, stream);
+    assert_eq!((counter, records.len()), (Some(1), 1));
 }

@@ -168,6 +168,7 @@ pub fn publish_finish(
             &staging.marker,
             &staging.meta,
             &staging.marks,
+            &live.index(),
         ],
         &[&STAGING_TTL_SECONDS.to_string()],
         ctx,
