@@ -75,6 +75,36 @@ def stream_in_redis(r: redis.Redis, stream: str) -> list:
     return datas
 
 
+CURSOR = "updated_at"  # source-faker's cursor on every stream
+KEY = "id"  # and its primary key
+
+
+def latest_by_key(datas: list) -> dict:
+    """primary key -> the winning record: greatest cursor (null lowest), ties to the later one."""
+    winners = {}
+    for d in datas:
+        key = json.dumps([d[KEY]])
+        old = winners.get(key)
+        if old is None or (d.get(CURSOR) or "") >= (old.get(CURSOR) or ""):
+            winners[key] = d
+    return winners
+
+
+def dedup_in_redis(r: redis.Redis, stream: str) -> dict:
+    """primary key text -> record data, through the stream's index; every indexed record exists."""
+    index = r.hgetall(f"_airbyte_redis:index::{stream}")
+    out = {}
+    for key, entry in index.items():
+        rid = int(entry.split(":", 1)[0])
+        assert rid > 0, f"{stream}: no deletes were sent, yet {key} is deleted"
+        h = r.hgetall(f":{stream}:{rid}")
+        assert h["_airbyte_ab_id"] == str(rid), h
+        out[json.dumps(json.loads(key))] = json.loads(h["_airbyte_data"])
+    records = sum(1 for _ in r.scan_iter(match=f":{stream}:*", count=1000))
+    assert records == len(out), f"{stream}: {records} record keys for {len(out)} keys"
+    return out
+
+
 def snapshot(r: redis.Redis) -> dict:
     """Every key of the three streams with its counter value or record id set."""
     return {s: (r.get(f":{s}"), sorted(r.scan_iter(match=f":{s}:*", count=1000))) for s in STREAMS}
@@ -134,7 +164,8 @@ def main() -> int:
     assert len(expected["users"]) == COUNT, "replace must leave exactly one copy"
 
     # PyAirbyte's default strategy asks for append_dedup on streams with a primary key (all of
-    # faker's): refused with a config_error, and Redis is left as it was.
+    # faker's). Over the records the replace left (written without a primary-key index) it is
+    # refused with a config_error, and Redis is left as it was.
     before = snapshot(r)
     try:
         appending.write(source, cache=False, state_cache=False, write_strategy="auto")
@@ -148,11 +179,29 @@ def main() -> int:
         ]
         assert traces, f"no TRACE error in the connector's log: {e!r}"
         assert traces[0]["failure_type"] == "config_error", traces[0]
-        assert "append_dedup" in traces[0]["message"], traces[0]
-        print(f"run 5 (auto -> append_dedup): refused ({type(e).__name__}): {traces[0]['message']}")
+        assert "without the primary-key index" in traces[0]["message"], traces[0]
+        print(f"run 5 (auto -> append_dedup over appended records): refused: {traces[0]['message']}")
     else:
-        raise AssertionError("append_dedup was accepted")
+        raise AssertionError("append_dedup over records without an index was accepted")
     assert snapshot(r) == before, "the refused run changed Redis"
+
+    # From an empty database: "auto" twice and "merge" once, the same seed each time: every
+    # stream holds exactly one record per primary key, the source's latest (greatest cursor,
+    # ties to the later arrival), found through the index.
+    r.flushdb()
+    sent_all = {s: [] for s in STREAMS}
+    for run, strategy in enumerate(["auto", "auto", "merge"], start=6):
+        started = time.monotonic()
+        appending.write(source, cache=False, state_cache=False, write_strategy=strategy)
+        sent = sent_records(capture)
+        for s in STREAMS:
+            sent_all[s] += sent[s]
+            assert dedup_in_redis(r, s) == latest_by_key(sent_all[s]), f"run {run}: {s} differs"
+        print(
+            f"run {run} ({strategy} -> append_dedup): sent {({s: len(sent[s]) for s in STREAMS})},"
+            f" Redis holds { {s: len(latest_by_key(sent_all[s])) for s in STREAMS} } keys,"
+            f" {time.monotonic() - started:.1f} s"
+        )
     print("PyAirbyte + source-faker: all checks passed")
     return 0
 
