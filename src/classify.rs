@@ -143,7 +143,7 @@ fn script_failure(script: ScriptCode, err: &RedisError, ctx: &Context, raw: Stri
             let detail = err.detail().unwrap_or(keys);
             let (counter, n) = detail.split_once(' ').unwrap_or((detail, "some"));
             Failure::config(
-                format!("Stream key {counter} holds {n} records written by append or overwrite, without the primary-key index that append_dedup keeps, so they cannot be deduplicated ({during}; nothing was written). Delete the stream's records and counter (or rename them away) and sync the stream again from the start, or keep the stream in append or overwrite mode."),
+                format!("Stream key {counter} holds {n} records at {counter}:<id> without a primary-key index entry (written by append or overwrite, or with record_key \"sequence\"), so upserts cannot replace them ({during}; nothing was written). Delete the stream's records and counter (or rename them away) and sync the stream again from the start, or keep the stream's sync mode and record key."),
                 raw,
             )
         }

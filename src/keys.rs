@@ -119,6 +119,12 @@ impl StreamKeys {
     pub fn index(&self) -> String {
         format!("{RESERVED_PREFIX}:index:{}", self.counter)
     }
+
+    /// The tombstones of a stream keyed by primary key: a hash from a deleted key's suffix to the
+    /// cursor of its delete. It never expires.
+    pub fn tombstones(&self) -> String {
+        format!("{RESERVED_PREFIX}:deleted:{}", self.counter)
+    }
 }
 
 /// The set of stream counter keys whose publish is under way (its members have a publish marker).

@@ -110,6 +110,10 @@ pub static APPEND_BATCH: LazyLock<LuaScript> =
 pub static UPSERT_BATCH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("upsert_batch.lua", include_str!("../lua/upsert_batch.lua")));
 
+/// `lua/upsert_keyed.lua`: applies one batch of a stream keyed by primary key.
+pub static UPSERT_KEYED: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("upsert_keyed.lua", include_str!("../lua/upsert_keyed.lua")));
+
 /// `lua/delete_range.lua`: unlinks a bounded range of record keys, checking each.
 pub static DELETE_RANGE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("delete_range.lua", include_str!("../lua/delete_range.lua")));
@@ -159,10 +163,11 @@ pub static JAVA_STAGING: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("java_staging.lua", include_str!("../lua/java_staging.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 11] {
+pub fn all() -> [&'static LuaScript; 12] {
     [
         &APPEND_BATCH,
         &UPSERT_BATCH,
+        &UPSERT_KEYED,
         &STAGING_TRIM,
         &EXPIRE_RANGE,
         &PUBLISH_CHECK,

@@ -131,7 +131,34 @@ fn connection_specification() -> Value {
                 "title": "Delete the Java connector's leftover staging", "type": "boolean", "order": 22, "default": false,
                 "description": "When a sync starts, delete the records a failed sync of the Java Redis connector left staged at tmp:<namespace>:<stream>:<n> (hashes with _airbyte_data only; check reports them). It SCANs the whole database once per sync, so turn it off once they are gone, and never while a Java sync runs."
             },
+            "record_key": record_key(23),
+            "stream_options": stream_options(),
         }
+    })
+}
+
+/// The `stream_options` list.
+fn stream_options() -> Value {
+    json!({
+        "title": "Options per stream", "type": "array", "order": 24,
+        "description": "Options for single streams, overriding the ones above. An entry without namespace applies to every stream of that name; an entry with the exact namespace wins over it.",
+        "items": {
+            "type": "object", "required": ["stream"], "additionalProperties": false,
+            "properties": {
+                "namespace": {"type": "string", "title": "Namespace"},
+                "stream": {"type": "string", "title": "Stream"},
+                "record_key": record_key(2)
+            }
+        }
+    })
+}
+
+/// The `record_key` option (top level, and in each `stream_options` entry).
+fn record_key(order: u32) -> Value {
+    json!({
+        "title": "Record key", "type": "string", "order": order,
+        "enum": ["sequence", "primary_key"], "default": "sequence",
+        "description": "Where records live. sequence: <namespace>:<stream>:<id> with ids from the stream's counter (the Java layout; append_dedup streams keep a primary-key index). primary_key: <namespace>:<stream>:<pk field>:<value>[:<pk field>:<value>…] (%, :, { and } percent-encoded), one key per primary key, no counter: an upsert is one write, a CDC delete one DEL; needs a primary key, and in append mode the last write wins."
     })
 }
 
@@ -240,11 +267,12 @@ mod tests {
     fn check_secrets(v: &Value, path: &str, found: &mut Vec<String>) {
         if let Some(props) = v.get("properties").and_then(Value::as_object) {
             for (name, p) in props {
-                // `key_layout` names Redis keys, not a key to keep secret.
+                // `key_layout` and `record_key` name Redis keys, not keys to keep secret.
                 let secretish = ["password", "key", "certificate"]
                     .iter()
                     .any(|w| name.contains(w))
-                    && name != "key_layout";
+                    && name != "key_layout"
+                    && name != "record_key";
                 if secretish && p.get("type") == Some(&json!("string")) {
                     assert_eq!(p.get("airbyte_secret"), Some(&json!(true)), "{path}.{name}");
                     found.push(name.clone());

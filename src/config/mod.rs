@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub mod fields;
+pub mod options;
 pub mod pem;
 pub mod target;
 pub mod tls;
@@ -25,6 +26,7 @@ pub use target::Target;
 pub use tunnel::{TunnelAuth, TunnelSettings};
 
 use crate::keys::Layout;
+pub use options::{RecordKey, StreamOptions};
 use tls::Tls;
 use topology::Topology;
 
@@ -70,6 +72,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "wait_timeout_ms",
     "topology",
     "key_layout",
+    "record_key",
+    "stream_options",
 ];
 
 /// Validated settings of one run.
@@ -121,6 +125,8 @@ pub struct Settings {
     pub topology: Topology,
     /// How stream keys are named (always [`Layout::Tagged`] in cluster mode).
     pub layout: Layout,
+    /// `record_key` and the per-stream `stream_options`.
+    pub stream_options: StreamOptions,
     /// Warnings about the config to log (e.g. TLS without verification).
     pub warnings: Vec<String>,
 }
@@ -288,6 +294,7 @@ impl Settings {
             DEFAULT_REPLY_TIMEOUT_MS,
             100..=3_600_000,
         )?;
+        let stream_options = StreamOptions::from_config(map)?;
         let ignored_fields = map
             .keys()
             .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
@@ -316,6 +323,7 @@ impl Settings {
             tunnel,
             topology,
             layout,
+            stream_options,
             warnings,
         })
     }

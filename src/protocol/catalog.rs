@@ -56,9 +56,8 @@ pub enum SyncMode {
     Append,
     /// `append_dedup`: one record per primary key, the newest by cursor (ties to the later
     /// arrival); a record whose data has a non-null `_ab_cdc_deleted_at` deletes its key's record.
+    /// Its [`ConfiguredStream::primary_key`] is never empty.
     Dedup {
-        /// The primary key's fields, in order (never empty).
-        primary_key: Vec<FieldPath>,
         /// The cursor field, if the stream has one.
         cursor: Option<FieldPath>,
     },
@@ -79,6 +78,9 @@ pub struct ConfiguredStream {
     pub descriptor: StreamDescriptor,
     /// How its records are written.
     pub mode: SyncMode,
+    /// Its primary key's fields, in order: the catalog's `primary_key`, else the stream's
+    /// `source_defined_primary_key`; empty when neither gives one.
+    pub primary_key: Vec<FieldPath>,
 }
 
 #[derive(Deserialize)]
@@ -176,26 +178,28 @@ fn configure(
         )));
     }
     let truncate_refresh = truncate_refreshes && minimum > 0 && minimum == generation;
+    let primary_key = non_empty_paths(raw.primary_key)
+        .or_else(|| non_empty_paths(raw.stream.source_defined_primary_key))
+        .unwrap_or_default();
     if mode == "append_dedup" {
         if truncate_refresh {
             return Err(refuse(format!(
                 "a truncate refresh (minimum_generation_id = generation_id = {generation}) of an \"append_dedup\" stream is not supported yet; set the config's truncate_refreshes to false (PyAirbyte sends 1/1 for every stream) or refresh the stream with \"overwrite\""
             )));
         }
-        let primary_key = non_empty_paths(raw.primary_key)
-            .or_else(|| non_empty_paths(raw.stream.source_defined_primary_key))
-            .ok_or_else(|| {
-                refuse("destination sync mode \"append_dedup\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use \"append\"".into())
-            })?;
+        if primary_key.is_empty() {
+            return Err(refuse("destination sync mode \"append_dedup\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use \"append\"".into()));
+        }
         let cursor = [raw.cursor_field, raw.stream.default_cursor_field]
             .into_iter()
             .flatten()
             .find(|path| !path.is_empty());
-        let mode = SyncMode::Dedup {
+        let mode = SyncMode::Dedup { cursor };
+        return Ok(ConfiguredStream {
+            descriptor,
+            mode,
             primary_key,
-            cursor,
-        };
-        return Ok(ConfiguredStream { descriptor, mode });
+        });
     }
     let mode = if overwrite || truncate_refresh {
         SyncMode::Overwrite {
@@ -205,7 +209,11 @@ fn configure(
     } else {
         SyncMode::Append
     };
-    Ok(ConfiguredStream { descriptor, mode })
+    Ok(ConfiguredStream {
+        descriptor,
+        mode,
+        primary_key,
+    })
 }
 
 /// The paths, when there is at least one and none of them is empty.
@@ -282,24 +290,27 @@ mod tests {
         assert_eq!(
             s[0].mode,
             SyncMode::Dedup {
-                primary_key: vec![vec!["id".into()], vec!["org".into(), "id".into()]],
                 cursor: Some(vec!["updated".into()]),
             }
+        );
+        assert_eq!(
+            s[0].primary_key,
+            vec![vec!["id".to_string()], vec!["org".into(), "id".into()]]
         );
         let s = one(r#"{"stream":{"name":"u","source_defined_primary_key":[["x"]],"default_cursor_field":["c"]},"destination_sync_mode":"append_dedup","primary_key":[],"cursor_field":[]}"#, true).unwrap();
         assert_eq!(
             s[0].mode,
             SyncMode::Dedup {
-                primary_key: vec![vec!["x".into()]],
                 cursor: Some(vec!["c".into()]),
             }
         );
+        assert_eq!(s[0].primary_key, vec![vec!["x".to_string()]]);
         let s = one(
             r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]]}"#,
             true,
         )
         .unwrap();
-        assert!(matches!(&s[0].mode, SyncMode::Dedup { cursor: None, .. }));
+        assert!(matches!(&s[0].mode, SyncMode::Dedup { cursor: None }));
         let err = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, true).unwrap_err();
         assert!(err.to_string().contains("truncate_refreshes"), "{err}");
         assert!(one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, false).is_ok());

@@ -23,13 +23,29 @@ use super::input::minify_into;
 /// The data field that marks a CDC delete when it is present and not null.
 pub const CDC_DELETED_AT: &str = "_ab_cdc_deleted_at";
 
-/// The fields an `append_dedup` stream reads from each record.
+/// How a record's key text is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyText {
+    /// The JSON array of the key's values (`[42,"acme"]`): the index field of `record_key:
+    /// sequence`.
+    Json,
+    /// `<pk field>:<value>[:<pk field>:<value>…]` with `%`, `:`, `{`, `}` percent-encoded (a nested
+    /// field's path joined by `.`; a string value as its text, any other value as its minified
+    /// JSON): the record key's suffix under `record_key: primary_key`.
+    Path,
+}
+
+/// The fields an upserting stream reads from each record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpsertFields {
     /// The primary key's paths, in order.
     pub primary_key: Vec<FieldPath>,
     /// The cursor's path, if any.
     pub cursor: Option<FieldPath>,
+    /// How the key is written.
+    pub key_text: KeyText,
+    /// Whether `_ab_cdc_deleted_at` deletes (`append_dedup`), or is data like any other field.
+    pub deletes: bool,
     /// The distinct top-level fields the paths start with (the one walk of `data` looks for
     /// these), `_ab_cdc_deleted_at` first.
     top: Vec<String>,
@@ -58,8 +74,9 @@ pub enum PickError {
 }
 
 impl UpsertFields {
-    /// The fields of a stream with this primary key (paths non-empty) and cursor.
-    pub fn new(primary_key: Vec<FieldPath>, cursor: Option<FieldPath>) -> Self {
+    /// The fields of an `append_dedup` stream with this primary key (paths non-empty) and cursor,
+    /// its key written as `key_text`.
+    pub fn new(primary_key: Vec<FieldPath>, cursor: Option<FieldPath>, key_text: KeyText) -> Self {
         let mut top = vec![CDC_DELETED_AT.to_string()];
         for path in primary_key.iter().chain(&cursor) {
             if let Some(first) = path.first() {
@@ -71,7 +88,18 @@ impl UpsertFields {
         UpsertFields {
             primary_key,
             cursor,
+            key_text,
+            deletes: true,
             top,
+        }
+    }
+
+    /// The fields of an `append` stream keyed by primary key: no cursor, no deletes, so the last
+    /// write of a key wins.
+    pub fn last_write_wins(primary_key: Vec<FieldPath>) -> Self {
+        UpsertFields {
+            deletes: false,
+            ..Self::new(primary_key, None, KeyText::Path)
         }
     }
 
@@ -96,17 +124,38 @@ impl UpsertFields {
             }
         };
         let key_start = out.len();
-        out.push(b'[');
+        if self.key_text == KeyText::Json {
+            out.push(b'[');
+        }
         for (i, path) in self.primary_key.iter().enumerate() {
             let value = at(path)?
                 .filter(|v| v.get() != "null")
                 .ok_or_else(|| PickError::MissingKey(path_text(path)))?;
-            if i > 0 {
-                out.push(b',');
+            match self.key_text {
+                KeyText::Json => {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    canonical_into(value.get(), out);
+                }
+                KeyText::Path => {
+                    if i > 0 {
+                        out.push(b':');
+                    }
+                    escape_into(&path_text(path), out);
+                    out.push(b':');
+                    let mut text = Vec::new();
+                    match serde_json::from_str::<String>(value.get()) {
+                        Ok(s) => text.extend_from_slice(s.as_bytes()),
+                        Err(_) => minify_into(value.get(), &mut text),
+                    }
+                    escape_into(&String::from_utf8_lossy(&text), out);
+                }
             }
-            canonical_into(value.get(), out);
         }
-        out.push(b']');
+        if self.key_text == KeyText::Json {
+            out.push(b']');
+        }
         let cursor_start = out.len();
         if let Some(path) = &self.cursor {
             if let Some(value) = at(path)? {
@@ -116,8 +165,22 @@ impl UpsertFields {
         Ok(Picked {
             key: key_start..cursor_start,
             cursor: cursor_start..out.len(),
-            delete: top[0].is_some_and(|v| v.get() != "null"),
+            delete: self.deletes && top[0].is_some_and(|v| v.get() != "null"),
         })
+    }
+}
+
+/// Appends `text` with `%`, `:`, `{` and `}` percent-encoded, so a key built of such parts is
+/// injective and never ends a hash tag.
+fn escape_into(text: &str, out: &mut Vec<u8>) {
+    for b in text.bytes() {
+        match b {
+            b'%' => out.extend_from_slice(b"%25"),
+            b':' => out.extend_from_slice(b"%3A"),
+            b'{' => out.extend_from_slice(b"%7B"),
+            b'}' => out.extend_from_slice(b"%7D"),
+            b => out.push(b),
+        }
     }
 }
 
@@ -282,7 +345,11 @@ mod tests {
 
     fn fields(pk: &[&str], cursor: Option<&str>) -> UpsertFields {
         let path = |p: &str| p.split('.').map(String::from).collect::<Vec<_>>();
-        UpsertFields::new(pk.iter().map(|p| path(p)).collect(), cursor.map(path))
+        UpsertFields::new(
+            pk.iter().map(|p| path(p)).collect(),
+            cursor.map(path),
+            KeyText::Json,
+        )
     }
 
     fn pick(f: &UpsertFields, data: &str) -> Result<(String, String, bool), PickError> {
@@ -307,6 +374,20 @@ mod tests {
         assert_eq!(key, r#"[7,"A"]"#, "the same key, whatever the escapes");
         let (key, _, _) = pick(&f, r#"{"id":{"b": 1, "a" : [1, 2]},"org":{"id":1}}"#).unwrap();
         assert_eq!(key, r#"[{"b":1,"a":[1,2]},1]"#);
+    }
+
+    #[test]
+    fn path_keys_escape_every_separator() {
+        let f = UpsertFields {
+            key_text: KeyText::Path,
+            ..fields(&["id", "org.id"], None)
+        };
+        let (key, _, _) = pick(&f, r#"{"id":"a:b%{c}","org":{"id":7.50}}"#).unwrap();
+        assert_eq!(key, "id:a%3Ab%25%7Bc%7D:org.id:7.50");
+        let appended = UpsertFields::last_write_wins(vec![vec!["id".into()]]);
+        let (key, cursor, delete) =
+            pick(&appended, r#"{"id":"x","_ab_cdc_deleted_at":1}"#).unwrap();
+        assert_eq!((key.as_str(), cursor.as_str(), delete), ("id:x", "", false));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::resp;
 use crate::keys::{StreamKeys, STAGING_TTL_SECONDS, TOKEN_TTL_SECONDS};
-use crate::scripts::{LuaScript, UPSERT_BATCH};
+use crate::scripts::{LuaScript, UPSERT_BATCH, UPSERT_KEYED};
 
 /// A sealed batch of one stream's records, ready to send.
 #[derive(Debug)]
@@ -77,7 +77,8 @@ pub struct StreamCall {
     pub keys: StreamKeys,
     /// This run's token key of the stream.
     pub token: String,
-    /// The primary-key index, for an `append_dedup` stream.
+    /// The hash an upserting stream keeps beside its records: the primary-key index (`record_key:
+    /// sequence`) or the tombstones (`record_key: primary_key`).
     pub index: Option<String>,
 }
 
@@ -122,6 +123,29 @@ impl StreamCall {
             keys,
             token,
             index: Some(index),
+        }
+    }
+
+    /// The call of `upsert_keyed.lua` for a stream keyed by primary key with `keys` in run
+    /// `run_id`: KEYS token, tombstones, counter; ARGV sequence, record prefix, token TTL, whether
+    /// cursors are compared (`append_dedup`) or the last write wins (`append`), then five
+    /// arguments per record (see [`super::collapse`]).
+    pub fn upsert_keyed(keys: StreamKeys, run_id: &str, compare: bool) -> Self {
+        let token = keys.token(run_id);
+        let tombstones = keys.tombstones();
+        let mut tail = Vec::new();
+        resp::bulk(&mut tail, keys.record_prefix.as_bytes());
+        resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
+        resp::bulk(&mut tail, if compare { b"1" } else { b"0" });
+        let head = head(&UPSERT_KEYED, &[&token, &tombstones, &keys.counter]);
+        StreamCall {
+            head,
+            tail,
+            fixed_args: 10,
+            args_per_record: 5,
+            keys,
+            token,
+            index: Some(tombstones),
         }
     }
 

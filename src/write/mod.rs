@@ -104,7 +104,15 @@ pub fn run<R: Read + Send + 'static>(
     let reply_timeout = settings.reply_timeout;
     let ctx = Context::at(settings, &route.entry, "while writing");
     let run_id = new_run_id()?;
-    let plan = Arc::new(Plan::new(&streams, layout, &run_id));
+    let plan = Arc::new(Plan::new(
+        &streams,
+        layout,
+        &settings.stream_options,
+        &run_id,
+    )?);
+    for warning in settings.stream_options.unmatched(&descriptors) {
+        out.log(Level::Warn, warning);
+    }
     let live_calls = plan.live_calls();
     let calls = plan.calls();
     // Setup rides through a restarting or briefly unreachable server like the writes do.

@@ -6,9 +6,11 @@ use std::ops::Index;
 
 use super::batch::{Expiry, StreamCall};
 use super::overwrite::OverwriteStream;
+use crate::config::{RecordKey, StreamOptions};
+use crate::error::Failure;
 use crate::keys::{Layout, StreamKeys};
 use crate::protocol::catalog::{ConfiguredStream, SyncMode};
-use crate::protocol::upsert::UpsertFields;
+use crate::protocol::upsert::{KeyText, UpsertFields};
 use crate::protocol::StreamDescriptor;
 use crate::scripts::APPEND_BATCH;
 
@@ -19,7 +21,9 @@ pub enum Mode {
     Append,
     /// Into staging, then published over the stream's records (see [`super::overwrite`]).
     Overwrite(OverwriteStream),
-    /// `append_dedup`: each record replaces its primary key's record (`lua/upsert_batch.lua`).
+    /// Upserts: `append_dedup` (each record replaces its primary key's record unless that one is
+    /// newer; `lua/upsert_batch.lua` with `record_key: sequence`, `lua/upsert_keyed.lua` with
+    /// `primary_key`), or `append` with `record_key: primary_key` (the last write wins).
     Dedup(UpsertFields),
 }
 
@@ -66,50 +70,23 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan of `streams` for run `run_id`, keys in `layout`.
-    pub fn new(streams: &[ConfiguredStream], layout: Layout, run_id: &str) -> Self {
+    /// The plan of `streams` for run `run_id`, keys in `layout`, record keys as `options` say.
+    /// Fails with a `config_error` for a stream whose options its sync mode cannot honour.
+    pub fn new(
+        streams: &[ConfiguredStream],
+        layout: Layout,
+        options: &StreamOptions,
+        run_id: &str,
+    ) -> Result<Self, Failure> {
         let streams = streams
             .iter()
-            .map(|s| {
-                let keys = StreamKeys::with_layout(&s.descriptor, layout);
-                let (call, mode) = match &s.mode {
-                    SyncMode::Append => (
-                        StreamCall::new(&APPEND_BATCH, keys, run_id, Expiry::NONE),
-                        Mode::Append,
-                    ),
-                    SyncMode::Dedup {
-                        primary_key,
-                        cursor,
-                    } => (
-                        StreamCall::upsert(keys, run_id),
-                        Mode::Dedup(UpsertFields::new(primary_key.clone(), cursor.clone())),
-                    ),
-                    SyncMode::Overwrite {
-                        generation,
-                        resumable,
-                    } => {
-                        let ow = OverwriteStream::new(keys, *generation, *resumable);
-                        let call = StreamCall::new(
-                            &APPEND_BATCH,
-                            ow.staging_as_stream(),
-                            run_id,
-                            Expiry::STAGING,
-                        );
-                        (call, Mode::Overwrite(ow))
-                    }
-                };
-                StreamPlan {
-                    descriptor: s.descriptor.clone(),
-                    call,
-                    mode,
-                }
-            })
-            .collect();
-        Plan {
+            .map(|s| stream_plan(s, layout, options.record_key(&s.descriptor), run_id))
+            .collect::<Result<_, _>>()?;
+        Ok(Plan {
             streams,
             run_id: run_id.to_string(),
             layout,
-        }
+        })
     }
 
     /// The number of streams.
@@ -141,14 +118,14 @@ impl Plan {
     /// (an overwrite stream's publish writes there too).
     pub fn live_calls(&self) -> Vec<StreamCall> {
         self.iter()
-            .map(|s| {
-                let keys = StreamKeys::with_layout(&s.descriptor, self.layout);
-                match s.mode {
-                    Mode::Dedup(_) => StreamCall::upsert(keys, &self.run_id),
-                    Mode::Append | Mode::Overwrite(_) => {
-                        StreamCall::new(&APPEND_BATCH, keys, &self.run_id, Expiry::NONE)
-                    }
-                }
+            .map(|s| match s.mode {
+                Mode::Overwrite(_) => StreamCall::new(
+                    &APPEND_BATCH,
+                    StreamKeys::with_layout(&s.descriptor, self.layout),
+                    &self.run_id,
+                    Expiry::NONE,
+                ),
+                Mode::Append | Mode::Dedup(_) => s.call.clone(),
             })
             .collect()
     }
@@ -163,6 +140,65 @@ impl Plan {
     pub fn calls(&self) -> Vec<StreamCall> {
         self.iter().map(|s| s.call.clone()).collect()
     }
+}
+
+/// The plan of one catalog stream.
+fn stream_plan(
+    s: &ConfiguredStream,
+    layout: Layout,
+    record_key: RecordKey,
+    run_id: &str,
+) -> Result<StreamPlan, Failure> {
+    let keys = StreamKeys::with_layout(&s.descriptor, layout);
+    let refuse = |why: &str| {
+        let message = format!("Invalid configuration for stream {}: {why}.", s.descriptor);
+        Failure::config(message.clone(), message)
+    };
+    let keyed = record_key == RecordKey::PrimaryKey;
+    if keyed && s.primary_key.is_empty() {
+        return Err(refuse("record_key \"primary_key\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use record_key \"sequence\" for this stream in stream_options"));
+    }
+    let (call, mode) = match &s.mode {
+        SyncMode::Append if keyed => (
+            StreamCall::upsert_keyed(keys, run_id, false),
+            Mode::Dedup(UpsertFields::last_write_wins(s.primary_key.clone())),
+        ),
+        SyncMode::Append => (
+            StreamCall::new(&APPEND_BATCH, keys, run_id, Expiry::NONE),
+            Mode::Append,
+        ),
+        SyncMode::Dedup { cursor } => {
+            let (call, text) = match record_key {
+                RecordKey::PrimaryKey => {
+                    (StreamCall::upsert_keyed(keys, run_id, true), KeyText::Path)
+                }
+                RecordKey::Sequence => (StreamCall::upsert(keys, run_id), KeyText::Json),
+            };
+            let fields = UpsertFields::new(s.primary_key.clone(), cursor.clone(), text);
+            (call, Mode::Dedup(fields))
+        }
+        SyncMode::Overwrite { .. } if keyed => {
+            return Err(refuse("an overwrite or truncate refresh with record_key \"primary_key\" is not supported yet; use record_key \"sequence\" for this stream in stream_options"));
+        }
+        SyncMode::Overwrite {
+            generation,
+            resumable,
+        } => {
+            let ow = OverwriteStream::new(keys, *generation, *resumable);
+            let call = StreamCall::new(
+                &APPEND_BATCH,
+                ow.staging_as_stream(),
+                run_id,
+                Expiry::STAGING,
+            );
+            (call, Mode::Overwrite(ow))
+        }
+    };
+    Ok(StreamPlan {
+        descriptor: s.descriptor.clone(),
+        call,
+        mode,
+    })
 }
 
 impl Index<usize> for Plan {

@@ -65,6 +65,46 @@ fn stored(target: &Target, ns: Option<&str>, stream: &str) -> Stored {
     }
 }
 
+/// The same for a stream keyed by primary key (`record_key: primary_key`): its records found by
+/// their key pattern, its deleted keys in its tombstones; `counter` is 0 (it has none).
+fn stored_keyed(target: &Target, ns: Option<&str>, stream: &str) -> Stored {
+    let counter_key = target.counter_key(ns, stream);
+    let mut con = target.conn_for(&counter_key);
+    let tombstones: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("_airbyte_redis:deleted:{counter_key}"))
+        .query(&mut con)
+        .expect("HGETALL");
+    let mut records: BTreeMap<String, Option<HashMap<String, String>>> =
+        tombstones.into_keys().map(|k| (k, None)).collect();
+    let keys = target.keys(&format!(
+        "{}:*",
+        destination_redis::keys::escape_glob(&counter_key)
+    ));
+    for key in &keys {
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key)
+            .query(&mut con)
+            .expect("HGETALL");
+        let suffix = &key[counter_key.len() + 1..];
+        assert_eq!(hash["_airbyte_ab_id"], suffix);
+        let before = records.insert(suffix.to_string(), Some(hash));
+        assert!(
+            before.is_none(),
+            "{suffix} is both a record and a tombstone"
+        );
+    }
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&counter_key)
+        .query(&mut con)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "no counter in the primary-key layout");
+    Stored {
+        counter: 0,
+        records,
+        record_keys: keys.len(),
+    }
+}
+
 fn data_of(s: &Stored, key: &str) -> Option<String> {
     s.records
         .get(key)
@@ -228,8 +268,14 @@ fn event_lines(ns: &str, events: &[Event], range: std::ops::Range<usize>) -> Str
 
 /// Redis holds the model's answer for `events`: each key's winner is its version with the
 /// greatest cursor (null lowest), ties to the later arrival; a winning delete leaves no record.
-/// Ids are unique and within the counter, and no record outlives its key's index entry.
-fn assert_model(target: &Target, ns: &str, events: &[Event]) -> Result<(), TestCaseError> {
+/// Ids are unique and within the counter, and no record outlives its key's index entry. With
+/// `keyed`, the stream's records are keyed by primary key, `k:k<key>`.
+fn assert_model(
+    target: &Target,
+    ns: &str,
+    events: &[Event],
+    keyed: bool,
+) -> Result<(), TestCaseError> {
     let mut winner: BTreeMap<u8, usize> = BTreeMap::new();
     for (i, e) in events.iter().enumerate() {
         if winner
@@ -239,11 +285,18 @@ fn assert_model(target: &Target, ns: &str, events: &[Event]) -> Result<(), TestC
             winner.insert(e.key, i);
         }
     }
-    let s = stored(target, Some(ns), "s");
+    let s = match keyed {
+        true => stored_keyed(target, Some(ns), "s"),
+        false => stored(target, Some(ns), "s"),
+    };
     let mut live = 0;
     let mut ids = HashSet::new();
     for (key, w) in &winner {
-        let got = s.records.get(&format!(r#"["k{key}"]"#));
+        let name = match keyed {
+            true => format!("k:k{key}"),
+            false => format!(r#"["k{key}"]"#),
+        };
+        let got = s.records.get(&name);
         prop_assert!(got.is_some(), "key {key} is indexed");
         match (events[*w].delete, got.cloned().flatten()) {
             (true, None) => {}
@@ -251,9 +304,11 @@ fn assert_model(target: &Target, ns: &str, events: &[Event]) -> Result<(), TestC
                 live += 1;
                 let data: Value = serde_json::from_str(&hash["_airbyte_data"]).unwrap();
                 prop_assert_eq!(&data["i"], &json!(w), "key {}", key);
-                let id: i64 = hash["_airbyte_ab_id"].parse().unwrap();
-                prop_assert!(id >= 1 && id <= s.counter);
-                prop_assert!(ids.insert(id), "id {} given twice", id);
+                if !keyed {
+                    let id: i64 = hash["_airbyte_ab_id"].parse().unwrap();
+                    prop_assert!(id >= 1 && id <= s.counter);
+                    prop_assert!(ids.insert(id), "id {} given twice", id);
+                }
             }
             (deleted, got) => {
                 prop_assert!(false, "key {}: deleted {}, stored {:?}", key, deleted, got)
@@ -289,12 +344,16 @@ fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
         proptest::collection::vec(0usize..80, 0..3),
         1usize..7,
         1usize..3,
+        any::<bool>(),
     );
     TestRunner::new(config)
-        .run(&strategy, |(events, cuts, batch_size, in_flight)| {
+        .run(&strategy, |(events, cuts, batch_size, in_flight, keyed)| {
             let ns = format!("m{}", case.fetch_add(1, Ordering::SeqCst));
             let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
             let mut config = target.config();
+            if keyed {
+                config["record_key"] = json!("primary_key");
+            }
             config["batch_size"] = json!(batch_size);
             config["max_batches_in_flight"] = json!(in_flight);
             // The events split into syncs at the cut points.
@@ -306,7 +365,7 @@ fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
                 let out = common::write_sync(&config, &cat, &event_lines(&ns, &events, w[0]..w[1]));
                 prop_assert_eq!(out.code, Some(0), "{}", out.dump());
             }
-            assert_model(&target, &ns, &events)?;
+            assert_model(&target, &ns, &events, keyed)?;
             target.flush_all();
             Ok(())
         })
@@ -333,9 +392,10 @@ mod standalone {
             proptest::collection::vec(event(), 50..400),
             1usize..20,
             proptest::collection::vec((any::<bool>(), 0.0f64..1.0), 1..4),
+            any::<bool>(),
         );
         TestRunner::new(config)
-            .run(&strategy, |(events, batch_size, cuts)| {
+            .run(&strategy, |(events, batch_size, cuts, keyed)| {
                 let ns = format!("x{}", case.fetch_add(1, Ordering::SeqCst));
                 let input = event_lines(&ns, &events, 0..events.len());
                 let replies = 8 * (events.len() / batch_size + 10) + 200;
@@ -356,11 +416,14 @@ mod standalone {
                 config["port"] = json!(proxy.port());
                 config["batch_size"] = json!(batch_size);
                 config["retry_budget_ms"] = json!(20_000);
+                if keyed {
+                    config["record_key"] = json!("primary_key");
+                }
                 let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
                 let out = common::write_sync(&config, &cat, &input);
                 cuts_made.fetch_add(proxy.cuts() as usize, Ordering::SeqCst);
                 prop_assert_eq!(out.code, Some(0), "{}", out.dump());
-                assert_model(&target, &ns, &events)
+                assert_model(&target, &ns, &events, keyed)
             })
             .unwrap();
         let (cases, cuts) = (
@@ -384,10 +447,7 @@ fn records_without_an_index_are_refused_and_overwrite_drops_the_index() {
     assert_eq!(out.code, Some(0), "{}", out.dump());
     let dedup = dedup_catalog(ns, stream, json!([["id"]]), json!([]));
     let out = common::write_sync(&target.config(), &dedup, &rec(r#"{"id":1,"v":2}"#));
-    out.assert_failed_with(
-        "config_error",
-        "holds 2 records written by append or overwrite",
-    );
+    out.assert_failed_with("config_error", "holds 2 records at");
     let (counter, records) = target.read_stream(ns, stream);
     assert_eq!(
         (counter, records.len()),
@@ -406,4 +466,118 @@ fn records_without_an_index_are_refused_and_overwrite_drops_the_index() {
     assert_eq!(target.cli_at(&index, &["EXISTS", &index]).trim(), "0");
     let (counter, records) = target.read_stream(ns, stream);
     assert_eq!((counter, records.len()), (Some(1), 1));
+}
+
+/// `record_key: primary_key`: one hash per primary key at `<counter>:<field>:<value>…` (escaped),
+/// `_airbyte_ab_id` its suffix and `_airbyte_cursor` its cursor, no counter; set for one stream
+/// in `stream_options` (an entry for a stream not in the catalog is a warning). In `append` mode
+/// the last write of a key wins and `_ab_cdc_deleted_at` is data like any other field. A foreign
+/// key where a record goes is refused whole; overwrite with this layout is a config error.
+#[test]
+fn primary_key_records_live_at_their_key() {
+    let target = Target::start();
+    let ns = Some("pk");
+    let mut cat = dedup_catalog(ns, "users", json!([["id"], ["org", "id"]]), json!(["at"]));
+    let mut appended = catalog(&[(ns, "events")]);
+    appended["streams"][0]["primary_key"] = json!([["id"]]);
+    cat["streams"]
+        .as_array_mut()
+        .unwrap()
+        .push(appended["streams"][0].clone());
+    let mut config = target.config();
+    config["stream_options"] = json!([
+        {"stream": "users", "record_key": "primary_key"},
+        {"namespace": "pk", "stream": "events", "record_key": "primary_key"},
+        {"stream": "ghost", "record_key": "primary_key"},
+    ]);
+    let input = [
+        record(
+            ns,
+            "users",
+            r#"{"id":"a:b","org":{"id":7},"at":2,"v":1}"#,
+            5,
+        ),
+        record(
+            ns,
+            "users",
+            r#"{"id":"a:b","org":{"id":7},"at":1,"v":"older"}"#,
+            5,
+        ),
+        record(ns, "users", r#"{"id":"x","org":{"id":1},"at":1}"#, 5),
+        record(
+            ns,
+            "users",
+            r#"{"id":"x","org":{"id":1},"at":3,"_ab_cdc_deleted_at":"t"}"#,
+            5,
+        ),
+        record(ns, "events", r#"{"id":1,"n":1}"#, 5),
+        record(
+            ns,
+            "events",
+            r#"{"id":1,"n":2,"_ab_cdc_deleted_at":"t"}"#,
+            5,
+        ),
+    ]
+    .join("\n");
+    let out = common::write_sync(&config, &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        out.logs().iter().any(|l| l.contains("ghost")),
+        "{}",
+        out.dump()
+    );
+    let users = target.counter_key(ns, "users");
+    let key = format!("{users}:id:a%3Ab:org.id:7");
+    let hash: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query(&mut target.conn_for(&key))
+        .unwrap();
+    assert_eq!(hash["_airbyte_ab_id"], "id:a%3Ab:org.id:7");
+    assert_eq!(
+        hash["_airbyte_data"],
+        r#"{"id":"a:b","org":{"id":7},"at":2,"v":1}"#
+    );
+    assert_eq!(hash["_airbyte_cursor"], "n2");
+    assert_eq!(hash["_airbyte_emitted_at"], "5");
+    let s = stored_keyed(&target, ns, "users");
+    assert_eq!(s.record_keys, 1);
+    assert_eq!(s.records.get("id:x:org.id:1"), Some(&None), "deleted");
+    let events = stored_keyed(&target, ns, "events");
+    assert_eq!(events.record_keys, 1);
+    assert!(
+        data_of(&events, "id:1").unwrap().contains(r#""n":2"#),
+        "the last write wins"
+    );
+
+    // Another tool's string where a record goes: refused whole, nothing of the batch written.
+    let foreign = format!("{users}:id:q:org.id:1");
+    target.cli_at(&foreign, &["SET", &foreign, "theirs"]);
+    let input = [
+        record(ns, "users", r#"{"id":"new","org":{"id":1}}"#, 5),
+        record(ns, "users", r#"{"id":"q","org":{"id":1}}"#, 5),
+    ]
+    .join("\n");
+    let out = common::write_sync(&config, &cat, &input);
+    out.assert_failed_with("config_error", &foreign);
+    assert_eq!(
+        stored_keyed_count(&target, ns, "users"),
+        2,
+        "the string and the first record"
+    );
+
+    let mut overwrite = common::catalog_with(&[(ns, "users")], "overwrite", 0, 0);
+    overwrite["streams"][0]["primary_key"] = json!([["id"]]);
+    let out = common::write_sync(&config, &overwrite, "");
+    out.assert_failed_with("config_error", "not supported yet");
+}
+
+/// Keys under the stream's prefix (records and anything else), over every master.
+fn stored_keyed_count(target: &Target, ns: Option<&str>, stream: &str) -> usize {
+    let counter = target.counter_key(ns, stream);
+    target
+        .keys(&format!(
+            "{}:*",
+            destination_redis::keys::escape_glob(&counter)
+        ))
+        .len()
 }

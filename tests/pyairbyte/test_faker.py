@@ -179,7 +179,7 @@ def main() -> int:
         ]
         assert traces, f"no TRACE error in the connector's log: {e!r}"
         assert traces[0]["failure_type"] == "config_error", traces[0]
-        assert "without the primary-key index" in traces[0]["message"], traces[0]
+        assert "without a primary-key index entry" in traces[0]["message"], traces[0]
         print(f"run 5 (auto -> append_dedup over appended records): refused: {traces[0]['message']}")
     else:
         raise AssertionError("append_dedup over records without an index was accepted")

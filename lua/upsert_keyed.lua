@@ -1,0 +1,158 @@
+-- upsert_keyed.lua: apply one batch of a stream whose records live at one key per primary key
+-- (`record_key: primary_key`), atomically and exactly once.
+--
+-- KEYS[1]  the batch token key of this (stream, run): the last sequence number applied
+-- KEYS[2]  the stream's tombstones (a hash under the reserved prefix, the stream's hash tag): key
+--          suffix -> cursor of its delete, so that an older version arriving later does not
+--          bring a deleted key back; an entry goes when its key is written again
+-- KEYS[3]  the stream's counter in the sequence layout: if it exists, the stream holds records at
+--          `<counter>:<id>` that this layout would leave beside its own, and the batch is refused
+-- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
+-- ARGV[2]  the record key prefix, `<counter key>:`
+-- ARGV[3]  the token key's time to live, in seconds
+-- ARGV[4]  `1`: compare cursors (append_dedup); `0`: the last write wins (append)
+-- ARGV[5..] the records, five arguments each: `u` (upsert) or `d` (delete), the key suffix
+--          (`<pk field>:<value>…`, escaped), the encoded cursor (`` absent, `n<number>`,
+--          `s<text>`), emitted_at (epoch ms), data (JSON text; empty for a delete). Each suffix
+--          appears once per batch (the client keeps the winner of repeats).
+--
+-- A record hash has _airbyte_ab_id (its key suffix), _airbyte_emitted_at, _airbyte_data, and
+-- _airbyte_cursor when its cursor is present. Returns the number of records written, or -1 when
+-- this batch had been applied before (a resend after a lost reply). Errors, all raised before the
+-- first write so that a batch is never applied in part:
+--   ABSEQ        the sequence number is not the next one (a batch overtook another)
+--   ABUNINDEXED  the stream has records in the sequence layout (KEYS[3] exists)
+--   ABEXISTS     a record key exists but is not one of this destination's records
+--   ABNOPERM     the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
+--   ABARGS       the arguments are malformed
+-- Cursor order as in upsert_batch.lua.
+local seq = tonumber(ARGV[1])
+local compare = ARGV[4] == '1'
+local nargs = #ARGV - 4
+if seq == nil or nargs < 5 or nargs % 5 ~= 0 then
+  return redis.error_reply('ABARGS malformed batch arguments')
+end
+local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seq <= applied then
+  return -1
+end
+if seq ~= applied + 1 then
+  return redis.error_reply('ABSEQ batch ' .. seq .. ' arrived before batch ' .. (applied + 1))
+end
+local counter = redis.call('GET', KEYS[3])
+if counter then
+  return redis.error_reply('ABUNINDEXED ' .. KEYS[3] .. ' ' .. counter)
+end
+local n = nargs / 5
+local prefix = ARGV[2]
+
+local function rank(c)
+  if c == '' then return 0 end
+  if string.byte(c, 1) == 110 then return 1 end
+  return 2
+end
+local function newer(old, new)
+  local ro, rn = rank(old), rank(new)
+  if ro ~= rn then return ro > rn end
+  if ro == 0 or old == new then return false end
+  if ro == 1 then
+    local x, y = tonumber(string.sub(old, 2)), tonumber(string.sub(new, 2))
+    if x and y then return x > y end
+  end
+  for i = 1, math.min(#old, #new) do
+    local a, b = string.byte(old, i), string.byte(new, i)
+    if a ~= b then return a > b end
+  end
+  return #old > #new
+end
+
+-- The stored versions: each record's id and cursor (a key that is not a hash, or a hash without
+-- _airbyte_ab_id, is not ours); for absent records, their tombstones.
+local ours, cursors, absent = {}, {}, {}
+for i = 1, n do
+  local op = ARGV[4 + 5 * (i - 1) + 1]
+  if op ~= 'u' and op ~= 'd' then
+    return redis.error_reply('ABARGS unknown operation ' .. tostring(op))
+  end
+  local key = prefix .. ARGV[4 + 5 * (i - 1) + 2]
+  local r = redis.pcall('HMGET', key, '_airbyte_ab_id', '_airbyte_cursor')
+  if r.err then
+    if string.find(r.err, 'WRONGTYPE', 1, true) then
+      return redis.error_reply('ABEXISTS ' .. key)
+    end
+    return r
+  end
+  if r[1] then
+    ours[i] = true
+    cursors[i] = r[2] or ''
+  else
+    absent[#absent + 1] = i
+  end
+end
+local tombstoned = {}
+if #absent > 0 then
+  local keys, suffixes = {}, {}
+  for j, i in ipairs(absent) do
+    local suffix = ARGV[4 + 5 * (i - 1) + 2]
+    keys[j] = prefix .. suffix
+    suffixes[j] = suffix
+  end
+  for from = 1, #absent, 4000 do
+    local to = math.min(from + 3999, #absent)
+    if redis.call('EXISTS', unpack(keys, from, to)) > 0 then
+      for j = from, to do
+        if redis.call('EXISTS', keys[j]) == 1 then
+          return redis.error_reply('ABEXISTS ' .. keys[j])
+        end
+      end
+    end
+    local t = redis.call('HMGET', KEYS[2], unpack(suffixes, from, to))
+    for j = from, to do
+      if t[j - from + 1] then
+        tombstoned[absent[j]] = true
+        cursors[absent[j]] = t[j - from + 1]
+      end
+    end
+  end
+end
+if redis.acl_check_cmd then
+  local probe = prefix .. ARGV[6]
+  if not (redis.acl_check_cmd('HSET', probe, 'f', 'v')
+      and redis.acl_check_cmd('DEL', probe)
+      and redis.acl_check_cmd('HSET', KEYS[2], 'f', 'v')
+      and redis.acl_check_cmd('SET', KEYS[1], '1', 'EX', '1')) then
+    return redis.error_reply('ABNOPERM the Redis user may not write the records, ' .. KEYS[2] .. ' or ' .. KEYS[1])
+  end
+end
+
+local written = 0
+for i = 1, n do
+  local base = 4 + 5 * (i - 1)
+  local op, suffix, cursor = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local key = prefix .. suffix
+  if not (compare and cursors[i] and newer(cursors[i], cursor)) then
+    if op == 'u' then
+      if cursor ~= '' then
+        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 4],
+          '_airbyte_data', ARGV[base + 5], '_airbyte_cursor', cursor)
+      else
+        if ours[i] and cursors[i] ~= '' then
+          redis.call('HDEL', key, '_airbyte_cursor')
+        end
+        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 4],
+          '_airbyte_data', ARGV[base + 5])
+      end
+      if tombstoned[i] then
+        redis.call('HDEL', KEYS[2], suffix)
+      end
+      written = written + 1
+    else
+      if ours[i] then
+        redis.call('DEL', key)
+      end
+      redis.call('HSET', KEYS[2], suffix, cursor)
+    end
+  end
+end
+redis.call('SET', KEYS[1], seq, 'EX', ARGV[3])
+return written

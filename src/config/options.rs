@@ -1,0 +1,229 @@
+//! Options per stream: the top-level `record_key` and the list `stream_options`, whose entries
+//! (`{"namespace": …, "stream": …, "record_key": …}`) override it for one stream, or, without
+//! `namespace`, for every catalog stream of that name (an entry with the exact namespace wins).
+//! Later options (expiry, value format) join the same entries.
+
+use serde_json::{Map, Value};
+
+use super::fields::{field, string_field, ConfigError};
+use crate::protocol::StreamDescriptor;
+
+/// Where a stream's records live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordKey {
+    /// `<namespace>:<stream>:<id>`, ids from the stream's counter (the Java layout).
+    #[default]
+    Sequence,
+    /// `<namespace>:<stream>:<pk field>:<value>…`, one key per primary key (no counter).
+    PrimaryKey,
+}
+
+impl RecordKey {
+    /// The config's name of it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKey::Sequence => "sequence",
+            RecordKey::PrimaryKey => "primary_key",
+        }
+    }
+
+    fn parse(text: &str, at: &str) -> Result<Self, ConfigError> {
+        match text.trim() {
+            "sequence" => Ok(RecordKey::Sequence),
+            "primary_key" => Ok(RecordKey::PrimaryKey),
+            other => Err(field(
+                at,
+                &format!("{other:?} is not a record key; use \"sequence\" (<namespace>:<stream>:<id>, the default) or \"primary_key\" (<namespace>:<stream>:<pk field>:<value>)"),
+            )),
+        }
+    }
+}
+
+/// One entry of `stream_options`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOption {
+    /// The namespace it is for; `None` matches every namespace.
+    pub namespace: Option<String>,
+    /// The stream's name.
+    pub stream: String,
+    /// Its record key, if the entry sets one.
+    pub record_key: Option<RecordKey>,
+}
+
+/// The options of every stream: the defaults and the per-stream entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// The top-level `record_key`.
+    pub record_key: RecordKey,
+    /// The `stream_options` entries, in config order.
+    pub entries: Vec<StreamOption>,
+}
+
+impl StreamOptions {
+    /// Reads `record_key` and `stream_options` from the config.
+    pub fn from_config(map: &Map<String, Value>) -> Result<Self, ConfigError> {
+        let record_key = match string_field(map, "record_key")? {
+            Some(text) if !text.trim().is_empty() => RecordKey::parse(&text, "record_key")?,
+            _ => RecordKey::default(),
+        };
+        let list = match map.get("stream_options") {
+            None | Some(Value::Null) => return Ok(StreamOptions { record_key, entries: vec![] }),
+            Some(Value::Array(list)) => list,
+            Some(_) => {
+                return Err(field(
+                    "stream_options",
+                    "must be a list of objects such as {\"stream\": \"users\", \"record_key\": \"primary_key\"}",
+                ))
+            }
+        };
+        let mut entries: Vec<StreamOption> = Vec::new();
+        for (i, item) in list.iter().enumerate() {
+            let at = format!("stream_options[{i}]");
+            let Value::Object(obj) = item else {
+                return Err(field(&at, "must be an object with \"stream\" (and optionally \"namespace\", \"record_key\")"));
+            };
+            let stream = string_field(obj, "stream")
+                .map_err(|e| e.within(&at))?
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| field(&format!("{at}.stream"), "is required: the stream's name"))?;
+            let namespace = string_field(obj, "namespace").map_err(|e| e.within(&at))?;
+            let record_key = match string_field(obj, "record_key").map_err(|e| e.within(&at))? {
+                Some(text) => Some(RecordKey::parse(&text, &format!("{at}.record_key"))?),
+                None => None,
+            };
+            for key in obj.keys() {
+                if !["stream", "namespace", "record_key"].contains(&key.as_str()) {
+                    return Err(field(
+                        &format!("{at}.{key}"),
+                        "is not a stream option; the options are namespace, stream and record_key",
+                    ));
+                }
+            }
+            if let Some(j) = entries
+                .iter()
+                .position(|e| e.stream == stream && e.namespace == namespace)
+            {
+                return Err(field(
+                    &at,
+                    &format!("names the same stream as stream_options[{j}]; merge the two entries"),
+                ));
+            }
+            entries.push(StreamOption {
+                namespace,
+                stream,
+                record_key,
+            });
+        }
+        Ok(StreamOptions {
+            record_key,
+            entries,
+        })
+    }
+
+    /// The entry that applies to `stream`: the one with its exact namespace, else one without a
+    /// namespace.
+    fn entry(&self, stream: &StreamDescriptor) -> Option<&StreamOption> {
+        let named = |e: &&StreamOption| e.stream == stream.name;
+        self.entries
+            .iter()
+            .filter(named)
+            .find(|e| e.namespace.is_some() && e.namespace == stream.namespace)
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .filter(named)
+                    .find(|e| e.namespace.is_none())
+            })
+    }
+
+    /// The record key of `stream`.
+    pub fn record_key(&self, stream: &StreamDescriptor) -> RecordKey {
+        self.entry(stream)
+            .and_then(|e| e.record_key)
+            .unwrap_or(self.record_key)
+    }
+
+    /// A warning for each entry that names no stream of the catalog.
+    pub fn unmatched(&self, catalog: &[StreamDescriptor]) -> Vec<String> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                !catalog.iter().any(|d| {
+                    d.name == e.stream && (e.namespace.is_none() || e.namespace == d.namespace)
+                })
+            })
+            .map(|(i, e)| {
+                let ns = match &e.namespace {
+                    Some(ns) => format!("namespace {ns:?}"),
+                    None => "any namespace".to_string(),
+                };
+                format!(
+                    "config.stream_options[{i}] names stream {:?} ({ns}), which is not in the catalog; the entry is ignored.",
+                    e.stream
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn options(v: Value) -> Result<StreamOptions, ConfigError> {
+        StreamOptions::from_config(v.as_object().unwrap())
+    }
+
+    fn d(ns: Option<&str>, name: &str) -> StreamDescriptor {
+        StreamDescriptor {
+            name: name.into(),
+            namespace: ns.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn exact_entries_win_over_name_only_ones_and_the_default_applies_elsewhere() {
+        let o = options(json!({"record_key": "primary_key", "stream_options": [
+            {"stream": "users", "record_key": "sequence"},
+            {"namespace": "crm", "stream": "users", "record_key": "primary_key"},
+            {"stream": "orders"},
+            {"stream": "ghost", "namespace": "x"},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            o.record_key(&d(Some("crm"), "users")),
+            RecordKey::PrimaryKey
+        );
+        assert_eq!(o.record_key(&d(Some("shop"), "users")), RecordKey::Sequence);
+        assert_eq!(o.record_key(&d(None, "users")), RecordKey::Sequence);
+        assert_eq!(o.record_key(&d(None, "orders")), RecordKey::PrimaryKey);
+        assert_eq!(o.record_key(&d(None, "other")), RecordKey::PrimaryKey);
+        let warnings = o.unmatched(&[d(Some("crm"), "users"), d(None, "orders")]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("stream_options[3]") && warnings[0].contains("ghost"));
+        assert_eq!(options(json!({})).unwrap(), StreamOptions::default());
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let err = |v: Value| options(v).unwrap_err().to_string();
+        assert!(err(json!({"record_key": "uuid"})).starts_with("config.record_key:"));
+        assert!(err(json!({"stream_options": {}})).starts_with("config.stream_options:"));
+        assert!(err(json!({"stream_options": [{"namespace": "a"}]}))
+            .starts_with("config.stream_options[0].stream:"));
+        assert!(
+            err(json!({"stream_options": [{"stream": "a", "record_key": "x"}]}))
+                .starts_with("config.stream_options[0].record_key:")
+        );
+        assert!(err(json!({"stream_options": [{"stream": "a", "ttl": 5}]}))
+            .starts_with("config.stream_options[0].ttl:"));
+        let twice =
+            err(json!({"stream_options": [{"stream": "a"}, {"stream": "b"}, {"stream": "a"}]}));
+        assert!(
+            twice.starts_with("config.stream_options[2]:") && twice.contains("stream_options[0]"),
+            "{twice}"
+        );
+    }
+}
