@@ -90,39 +90,47 @@ for from = 1, n, 1000 do
   end
 end
 
--- Decide every record before the first write: 'put' at ids[i] (new ids above the counter), 'del'
--- of ids[i] (0: a key without a live record), or nothing.
-local action, ids, new_keys, old_keys = {}, {}, {}, {}
+-- Decide every record before the first write: 'put' (at a new id above the counter, or in place)
+-- or 'del' of key[i] (false: a key without a live record), or nothing. Each record key and id
+-- text is made once (number-to-text conversions and concatenations are most of the script's own
+-- cost).
+local action, key, idtext, new_keys, old_keys = {}, {}, {}, {}, {}
 local next_id = last
 for i = 1, n do
   local base = 3 + 5 * (i - 1)
   local op, cursor = ARGV[base + 1], ARGV[base + 3]
-  local id, old = 0, nil
+  local text, old = nil, nil
   local v = stored[i]
   if v then
     local sep = string.find(v, ':', 1, true)
-    id = sep and tonumber(string.sub(v, 1, sep - 1))
-    if id == nil or id < 0 or id > last then
+    text = sep and string.sub(v, 1, sep - 1)
+    local id = text and tonumber(text)
+    if id == nil or id < 0 or id > last or id ~= math.floor(id) then
       return redis.error_reply('ABINDEX ' .. KEYS[3] .. ' ' .. ARGV[base + 2])
     end
+    if id == 0 then text = nil end
     old = string.sub(v, sep + 1)
   end
   if old ~= nil and newer(old, cursor) then
     action[i] = false
   elseif op == 'd' then
     action[i] = 'del'
-    ids[i] = id
-    if id > 0 then old_keys[#old_keys + 1] = prefix .. id end
+    if text then
+      key[i] = prefix .. text
+      old_keys[#old_keys + 1] = key[i]
+    end
   elseif op == 'u' then
     action[i] = 'put'
-    if id == 0 then
-      next_id = next_id + 1
-      id = next_id
-      new_keys[#new_keys + 1] = prefix .. id
+    if text then
+      key[i] = prefix .. text
+      old_keys[#old_keys + 1] = key[i]
     else
-      old_keys[#old_keys + 1] = prefix .. id
+      next_id = next_id + 1
+      text = tostring(next_id)
+      key[i] = prefix .. text
+      new_keys[#new_keys + 1] = key[i]
     end
-    ids[i] = id
+    idtext[i] = text
   else
     return redis.error_reply('ABARGS unknown operation ' .. tostring(op))
   end
@@ -169,15 +177,15 @@ local entries = {}
 for i = 1, n do
   local base = 3 + 5 * (i - 1)
   if action[i] == 'put' then
-    redis.call('HSET', prefix .. ids[i],
-      '_airbyte_ab_id', ids[i],
+    redis.call('HSET', key[i],
+      '_airbyte_ab_id', idtext[i],
       '_airbyte_emitted_at', ARGV[base + 4],
       '_airbyte_data', ARGV[base + 5])
     entries[#entries + 1] = ARGV[base + 2]
-    entries[#entries + 1] = ids[i] .. ':' .. ARGV[base + 3]
+    entries[#entries + 1] = idtext[i] .. ':' .. ARGV[base + 3]
   elseif action[i] == 'del' then
-    if ids[i] > 0 then
-      redis.call('DEL', prefix .. ids[i])
+    if key[i] then
+      redis.call('DEL', key[i])
     end
     entries[#entries + 1] = ARGV[base + 2]
     entries[#entries + 1] = '0:' .. ARGV[base + 3]

@@ -68,13 +68,14 @@ end
 
 -- The stored versions: each record's id and cursor (a key that is not a hash, or a hash without
 -- _airbyte_ab_id, is not ours); for absent records, their tombstones.
-local ours, cursors, absent = {}, {}, {}
+local keys, ours, cursors, absent = {}, {}, {}, {}
 for i = 1, n do
   local op = ARGV[4 + 5 * (i - 1) + 1]
   if op ~= 'u' and op ~= 'd' then
     return redis.error_reply('ABARGS unknown operation ' .. tostring(op))
   end
   local key = prefix .. ARGV[4 + 5 * (i - 1) + 2]
+  keys[i] = key
   local r = redis.pcall('HMGET', key, '_airbyte_ab_id', '_airbyte_cursor')
   if r.err then
     if string.find(r.err, 'WRONGTYPE', 1, true) then
@@ -91,18 +92,17 @@ for i = 1, n do
 end
 local tombstoned = {}
 if #absent > 0 then
-  local keys, suffixes = {}, {}
+  local absent_keys, suffixes = {}, {}
   for j, i in ipairs(absent) do
-    local suffix = ARGV[4 + 5 * (i - 1) + 2]
-    keys[j] = prefix .. suffix
-    suffixes[j] = suffix
+    absent_keys[j] = keys[i]
+    suffixes[j] = ARGV[4 + 5 * (i - 1) + 2]
   end
   for from = 1, #absent, 4000 do
     local to = math.min(from + 3999, #absent)
-    if redis.call('EXISTS', unpack(keys, from, to)) > 0 then
+    if redis.call('EXISTS', unpack(absent_keys, from, to)) > 0 then
       for j = from, to do
-        if redis.call('EXISTS', keys[j]) == 1 then
-          return redis.error_reply('ABEXISTS ' .. keys[j])
+        if redis.call('EXISTS', absent_keys[j]) == 1 then
+          return redis.error_reply('ABEXISTS ' .. absent_keys[j])
         end
       end
     end
@@ -129,7 +129,7 @@ local written = 0
 for i = 1, n do
   local base = 4 + 5 * (i - 1)
   local op, suffix, cursor = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-  local key = prefix .. suffix
+  local key = keys[i]
   if not (compare and cursors[i] and newer(cursors[i], cursor)) then
     if op == 'u' then
       if cursor ~= '' then

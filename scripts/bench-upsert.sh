@@ -3,7 +3,8 @@
 # streams, a state every 1,000, unique "id", cursor "created_at") written by the release binary
 #   append       into an empty database;
 #   dedup-insert as append_dedup (primary key id) into an empty database: every key new;
-#   dedup-update as append_dedup over the same records already loaded: every key replaced in place.
+#   dedup-update as append_dedup over the same records already loaded: every key replaced in place;
+#   keyed-insert as append_dedup with record_key primary_key into an empty database.
 # ROUNDS rounds (append, insert, update in turn; pairs cancel the machine's drift), one freshly
 # started redis-server (persistence off). Prints each run, the medians, the per-pair ratios, and
 # the memory the index costs per record (used_memory after the dedup load minus after the append
@@ -31,28 +32,32 @@ for s in c["streams"]:
 json.dump(c, open(sys.argv[2], "w"))
 PY
 echo "{\"host\": \"127.0.0.1\", \"port\": $port}" > "$work/config.json"
+echo "{\"host\": \"127.0.0.1\", \"port\": $port, \"record_key\": \"primary_key\"}" > "$work/keyed.json"
 target/release/examples/gen_records "$N" --streams 3 --state-every 1000 > "$work/in.jsonl"
 
-# write CATALOG: one sync of the input; fails if it does.
+# write CATALOG [CONFIG]: one sync of the input; fails if it does.
 write() {
-  "$bin" write --config "$work/config.json" --catalog "$work/$1" < "$work/in.jsonl" > "$work/out.jsonl"
+  "$bin" write --config "$work/${2:-config.json}" --catalog "$work/$1" < "$work/in.jsonl" > "$work/out.jsonl"
   grep -q '"Wrote '"$N"' records' "$work/out.jsonl" || { tail -3 "$work/out.jsonl" >&2; return 1; }
 }
-# timed CATALOG [preload]: seconds of one sync into a flushed database (loaded once first, untimed,
-# with "preload").
+# timed CATALOG [preload|CONFIG]: seconds of one sync into a flushed database (loaded once first,
+# untimed, with "preload").
 timed() {
   redis-cli -p "$port" FLUSHALL >/dev/null
-  if [ "${2:-}" = preload ]; then write "$1"; fi
+  local config=config.json
+  case "${2:-}" in preload) write "$1" ;; "") ;; *) config=$2 ;; esac
   local t0 t1
-  t0=$(date +%s.%N); write "$1"; t1=$(date +%s.%N)
+  t0=$(date +%s.%N); write "$1" "$config"; t1=$(date +%s.%N)
   echo "$t1 - $t0" | bc -l
 }
 
 timed append.json >/dev/null && timed dedup.json >/dev/null   # warm-up, not counted
-a=(); i=(); u=()
+a=(); i=(); u=(); k=()
 for r in $(seq 1 "$ROUNDS"); do
   a+=("$(timed append.json)"); i+=("$(timed dedup.json)"); u+=("$(timed dedup.json preload)")
-  printf 'round %d: append %.3f s, dedup-insert %.3f s, dedup-update %.3f s\n' "$r" "${a[-1]}" "${i[-1]}" "${u[-1]}"
+  k+=("$(timed dedup.json keyed.json)")
+  printf 'round %d: append %.3f s, dedup-insert %.3f s, dedup-update %.3f s, keyed-insert %.3f s\n' \
+    "$r" "${a[-1]}" "${i[-1]}" "${u[-1]}" "${k[-1]}"
 done
 
 redis-cli -p "$port" FLUSHALL >/dev/null
@@ -65,14 +70,14 @@ deduped=$(redis-cli -p "$port" INFO memory | awk -F: '/^used_memory:/{print $2+0
 index=$(redis-cli -p "$port" MEMORY USAGE "_airbyte_redis:index:demo:users" SAMPLES 0)
 users=$(redis-cli -p "$port" HLEN "_airbyte_redis:index:demo:users")
 
-python3 - "$N" "${a[*]}" "${i[*]}" "${u[*]}" "$base" "$appended" "$deduped" "$index" "$users" <<'PY'
+python3 - "$N" "${a[*]}" "${i[*]}" "${u[*]}" "${k[*]}" "$base" "$appended" "$deduped" "$index" "$users" <<'PY'
 import statistics, sys
 n = int(sys.argv[1])
-a, i, u = ([float(x) for x in arg.split()] for arg in sys.argv[2:5])
-base, appended, deduped, index, users = (int(x) for x in sys.argv[5:10])
-for name, t in (("append", a), ("dedup-insert", i), ("dedup-update", u)):
+a, i, u, k = ([float(x) for x in arg.split()] for arg in sys.argv[2:6])
+base, appended, deduped, index, users = (int(x) for x in sys.argv[6:11])
+for name, t in (("append", a), ("dedup-insert", i), ("dedup-update", u), ("keyed-insert", k)):
     print(f"{name}: median {statistics.median(t):.3f} s ({n / statistics.median(t):,.0f} records/s)")
-for name, t in (("dedup-insert", i), ("dedup-update", u)):
+for name, t in (("dedup-insert", i), ("dedup-update", u), ("keyed-insert", k)):
     r = [x / y for x, y in zip(a, t)]
     print(f"{name} speed / append speed per pair: median {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})")
 print(f"memory: append {(appended - base) / n:.0f} B/record, append_dedup {(deduped - base) / n:.0f} B/record: "
