@@ -58,7 +58,7 @@ matrix() {
     tag=$(matrix_tag "$m")
     phase "version matrix: $tag" env REDIS_IMAGE="$tag" \
       cargo test --locked --features docker-tests --test it -- \
-      spec_check:: write_append:: overwrite:: properties:: durable::
+      spec_check:: write_append:: overwrite:: properties:: durable:: dedup::
   done
 }
 

@@ -60,6 +60,8 @@ pub enum SyncMode {
     Dedup {
         /// The cursor field, if the stream has one.
         cursor: Option<FieldPath>,
+        /// Whether the stream's JSON schema says the cursor is a date-time or a date.
+        cursor_is_time: bool,
     },
     /// Records are staged, and replace the stream's records once the stream completes.
     Overwrite {
@@ -99,6 +101,8 @@ struct RawStream {
     source_defined_primary_key: Option<Vec<FieldPath>>,
     #[serde(default)]
     default_cursor_field: Option<FieldPath>,
+    #[serde(default)]
+    json_schema: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -194,7 +198,14 @@ fn configure(
             .into_iter()
             .flatten()
             .find(|path| !path.is_empty());
-        let mode = SyncMode::Dedup { cursor };
+        let cursor_is_time = match (&cursor, &raw.stream.json_schema) {
+            (Some(path), Some(schema)) => is_time(schema, path),
+            _ => false,
+        };
+        let mode = SyncMode::Dedup {
+            cursor,
+            cursor_is_time,
+        };
         return Ok(ConfiguredStream {
             descriptor,
             mode,
@@ -214,6 +225,22 @@ fn configure(
         mode,
         primary_key,
     })
+}
+
+/// Whether the schema of the field at `path` says it holds a date-time or a date (`format`, or
+/// Airbyte's `airbyte_type`).
+fn is_time(schema: &serde_json::Value, path: &[String]) -> bool {
+    let mut node = schema;
+    for name in path {
+        match node.get("properties").and_then(|p| p.get(name)) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    let format = node.get("format").and_then(|f| f.as_str());
+    let airbyte = node.get("airbyte_type").and_then(|f| f.as_str());
+    matches!(format, Some("date-time" | "date"))
+        || airbyte.is_some_and(|t| t.starts_with("timestamp") || t == "date")
 }
 
 /// The paths, when there is at least one and none of them is empty.
@@ -291,6 +318,7 @@ mod tests {
             s[0].mode,
             SyncMode::Dedup {
                 cursor: Some(vec!["updated".into()]),
+                cursor_is_time: false,
             }
         );
         assert_eq!(
@@ -302,6 +330,7 @@ mod tests {
             s[0].mode,
             SyncMode::Dedup {
                 cursor: Some(vec!["c".into()]),
+                cursor_is_time: false,
             }
         );
         assert_eq!(s[0].primary_key, vec![vec!["x".to_string()]]);
@@ -310,7 +339,15 @@ mod tests {
             true,
         )
         .unwrap();
-        assert!(matches!(&s[0].mode, SyncMode::Dedup { cursor: None }));
+        assert!(matches!(&s[0].mode, SyncMode::Dedup { cursor: None, .. }));
+        let s = one(r#"{"stream":{"name":"u","json_schema":{"properties":{"m":{"properties":{"at":{"type":["null","string"],"format":"date-time"}}}}}},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"cursor_field":["m","at"]}"#, true).unwrap();
+        assert!(matches!(
+            &s[0].mode,
+            SyncMode::Dedup {
+                cursor_is_time: true,
+                ..
+            }
+        ));
         let err = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, true).unwrap_err();
         assert!(err.to_string().contains("truncate_refreshes"), "{err}");
         assert!(one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, false).is_ok());

@@ -46,6 +46,9 @@ pub struct UpsertFields {
     pub key_text: KeyText,
     /// Whether `_ab_cdc_deleted_at` deletes (`append_dedup`), or is data like any other field.
     pub deletes: bool,
+    /// Whether the cursor is a date-time or date (its JSON schema says so): such a string
+    /// compares as the instant it names, whatever its time zone.
+    pub cursor_is_time: bool,
     /// The distinct top-level fields the paths start with (the one walk of `data` looks for
     /// these), `_ab_cdc_deleted_at` first.
     top: Vec<String>,
@@ -90,6 +93,7 @@ impl UpsertFields {
             cursor,
             key_text,
             deletes: true,
+            cursor_is_time: false,
             top,
         }
     }
@@ -159,7 +163,17 @@ impl UpsertFields {
         let cursor_start = out.len();
         if let Some(path) = &self.cursor {
             if let Some(value) = at(path)? {
-                encode_cursor_into(value.get(), out);
+                match self
+                    .cursor_is_time
+                    .then(|| instant_micros(value.get()))
+                    .flatten()
+                {
+                    Some(micros) => {
+                        out.push(b'n');
+                        out.extend_from_slice(micros.to_string().as_bytes());
+                    }
+                    None => encode_cursor_into(value.get(), out),
+                }
             }
         }
         Ok(Picked {
@@ -315,6 +329,25 @@ fn canonical_into(value: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// The instant a JSON string names, in microseconds since the epoch: RFC 3339 with any offset,
+/// a date-time without one (UTC, `T` or a space between date and time), or a date (its midnight,
+/// UTC). `None` for anything else, which then compares as text.
+fn instant_micros(value: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    let text: String = serde_json::from_str(value).ok()?;
+    let text = text.trim();
+    let utc = DateTime::parse_from_rfc3339(text)
+        .map(|t| t.naive_utc())
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+        .or_else(|_| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+        })
+        .ok()?;
+    Some(utc.and_utc().timestamp_micros())
+}
+
 /// Appends the cursor encoding of a JSON value (see the module's documentation).
 fn encode_cursor_into(value: &str, out: &mut Vec<u8>) {
     match value.trim() {
@@ -419,6 +452,35 @@ mod tests {
         assert_eq!(enc(r#"{"id":1,"c":"2024-01-01"}"#).1, "s2024-01-01");
         assert!(enc(r#"{"id":1,"_ab_cdc_deleted_at":"2024"}"#).2);
         assert!(!enc(r#"{"id":1,"_ab_cdc_deleted_at":null}"#).2);
+    }
+
+    #[test]
+    fn date_time_cursors_compare_as_instants() {
+        let mut f = fields(&["id"], Some("t"));
+        f.cursor_is_time = true;
+        let enc = |data: &str| pick(&f, data).unwrap().1;
+        let utc = enc(r#"{"id":1,"t":"2024-05-01T10:00:00Z"}"#);
+        let east = enc(r#"{"id":1,"t":"2024-05-01T11:30:00+02:00"}"#);
+        // As text "...11:30..." sorts after "...10:00..."; as instants it is half an hour earlier.
+        assert!(
+            !cursor_wins(east.as_bytes(), utc.as_bytes()),
+            "{east} vs {utc}"
+        );
+        assert_eq!(
+            utc,
+            enc(r#"{"id":1,"t":"2024-05-01 10:00:00"}"#),
+            "no offset: UTC"
+        );
+        assert_eq!(
+            enc(r#"{"id":1,"t":"2024-05-01"}"#),
+            enc(r#"{"id":1,"t":"2024-05-01T00:00:00.000000Z"}"#)
+        );
+        assert_eq!(enc(r#"{"id":1,"t":"soon"}"#), "ssoon", "not a date: text");
+        let text = fields(&["id"], Some("t"));
+        assert_eq!(
+            pick(&text, r#"{"id":1,"t":"2024-05-01"}"#).unwrap().1,
+            "s2024-05-01"
+        );
     }
 
     #[test]

@@ -167,14 +167,18 @@ fn stream_plan(
             StreamCall::new(&APPEND_BATCH, keys, run_id, Expiry::NONE),
             Mode::Append,
         ),
-        SyncMode::Dedup { cursor } => {
+        SyncMode::Dedup {
+            cursor,
+            cursor_is_time,
+        } => {
             let (call, text) = match record_key {
                 RecordKey::PrimaryKey => {
                     (StreamCall::upsert_keyed(keys, run_id, true), KeyText::Path)
                 }
                 RecordKey::Sequence => (StreamCall::upsert(keys, run_id), KeyText::Json),
             };
-            let fields = UpsertFields::new(s.primary_key.clone(), cursor.clone(), text);
+            let mut fields = UpsertFields::new(s.primary_key.clone(), cursor.clone(), text);
+            fields.cursor_is_time = *cursor_is_time;
             (call, Mode::Dedup(fields))
         }
         SyncMode::Overwrite { .. } if keyed => {

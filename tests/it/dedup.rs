@@ -581,3 +581,43 @@ fn stored_keyed_count(target: &Target, ns: Option<&str>, stream: &str) -> usize 
         ))
         .len()
 }
+
+/// A cursor whose JSON schema says `format: date-time` compares as the instant it names: a later
+/// instant written with an earlier-sorting text wins, across two syncs.
+#[test]
+fn date_time_cursors_compare_as_instants_across_time_zones() {
+    let target = Target::start();
+    let ns = Some("t");
+    let mut cat = dedup_catalog(ns, "s", json!([["id"]]), json!(["at"]));
+    cat["streams"][0]["stream"]["json_schema"] =
+        json!({"properties": {"at": {"type": ["null", "string"], "format": "date-time"}}});
+    let first = record(
+        ns,
+        "s",
+        r#"{"id":1,"at":"2024-05-01T11:30:00+02:00","v":"09:30Z"}"#,
+        1,
+    );
+    let out = common::write_sync(&target.config(), &cat, &first);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    // "2024-05-01T10:00:00Z" sorts before "…11:30:00+02:00" as text, but is the later instant.
+    let second = record(
+        ns,
+        "s",
+        r#"{"id":1,"at":"2024-05-01T10:00:00Z","v":"10:00Z"}"#,
+        1,
+    ) + "\n"
+        + &record(
+            ns,
+            "s",
+            r#"{"id":1,"at":"2024-05-01T11:59:00+02:00","v":"09:59Z"}"#,
+            1,
+        );
+    let out = common::write_sync(&target.config(), &cat, &second);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let s = stored(&target, ns, "s");
+    assert!(
+        data_of(&s, "[1]").unwrap().contains("10:00Z"),
+        "{:?}",
+        s.records
+    );
+}
