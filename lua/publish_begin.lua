@@ -5,7 +5,11 @@
 -- KEYS[3]  the stream's publish marker (a hash)
 -- KEYS[4]  the staging metadata (its `live`: records 1..live of this generation are live already,
 --          from an earlier attempt that published it; absent = 0)
+-- KEYS[5]  the staged generation's primary-key index (of a deduplicated stream)
 -- ARGV[1]  the generation being published
+-- ARGV[2]  `1` for a deduplicated stream (append_dedup refreshed): its staged ids have gaps where
+--          a key was deleted, each of which deletes the live record at that id, and its index
+--          replaces the live one; `0` otherwise. Kept in the marker, so any run finishes alike.
 --
 -- Returns {n, old}: the staged count to publish and the stream's old counter. If a marker exists
 -- already (a publish interrupted earlier), it is kept and returned, so publishing rolls forward.
@@ -28,5 +32,11 @@ end
 if live > staged then
   live = staged
 end
-redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1], 'moved', live)
+local dedup = ARGV[2] == '1'
+if dedup and staged > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
+  -- The index of a staged generation expires with its records: without it they are gone too.
+  return redis.error_reply('ABSTAGED ' .. KEYS[5])
+end
+redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1], 'moved', live,
+  'dedup', dedup and '1' or '0')
 return {staged, old}

@@ -8,6 +8,8 @@
 -- KEYS[5]  the staging marks list
 -- KEYS[6]  the stream's primary-key index (of an earlier append_dedup sync): the published
 --          records are not indexed, so the index goes with the records it described
+-- KEYS[7]  the staged generation's index: in a deduplicated stream's publish (the marker's
+--          `dedup`) it becomes the stream's index
 -- ARGV[1]  the time to live of the metadata and marks, in seconds
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
@@ -22,12 +24,17 @@ if not n then
 end
 n = tonumber(n)
 local generation = redis.call('HGET', KEYS[3], 'generation')
+local dedup = redis.call('HGET', KEYS[3], 'dedup') == '1'
 if n > 0 then
   redis.call('SET', KEYS[1], n)
 else
   redis.call('DEL', KEYS[1])
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+if dedup and redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('RENAME', KEYS[7], KEYS[6])
+  redis.call('PERSIST', KEYS[6])
+end
 redis.call('HSET', KEYS[4], 'generation', generation, 'published', n)
 redis.call('EXPIRE', KEYS[4], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[1])

@@ -9,7 +9,9 @@
 -- RENAMEs staged record i over record i of the stream (replacing the old record i atomically),
 -- removes the staging expiry from it, and records in the marker that every id up to `last` has
 -- moved, all in one call. Ids up to the marker's `moved` were moved by an earlier, interrupted run
--- and are skipped; any other missing staged record is an error (ABSTAGED), never taken for moved.
+-- and are skipped; any other missing staged record is an error (ABSTAGED), never taken for moved,
+-- except in a deduplicated stream's publish (the marker's `dedup`), where a missing staged id is a
+-- key deleted in the new generation: the live record at that id is deleted.
 -- Everything is checked before the first write: a key in the way that is not a record (another
 -- tool's key) is refused with ABFOREIGN. Returns {records moved, old records they replaced}.
 if not redis.call('HGET', KEYS[1], 'n') then
@@ -17,6 +19,7 @@ if not redis.call('HGET', KEYS[1], 'n') then
 end
 local sp, lp = ARGV[1], ARGV[2]
 local moved = tonumber(redis.call('HGET', KEYS[1], 'moved') or '0')
+local dedup = redis.call('HGET', KEYS[1], 'dedup') == '1'
 local first, last = tonumber(ARGV[3]), tonumber(ARGV[4])
 if first == nil or last == nil or moved == nil then
   return redis.error_reply('ABARGS malformed range')
@@ -36,13 +39,17 @@ for id = first, last do
     end
     replaced = replaced + 1
   end
-  if redis.call('EXISTS', sp .. id) == 0 then
+  if not dedup and redis.call('EXISTS', sp .. id) == 0 then
     return redis.error_reply('ABSTAGED ' .. sp .. id)
   end
 end
 for id = first, last do
-  redis.call('RENAME', sp .. id, lp .. id)
-  redis.call('PERSIST', lp .. id)
+  if not dedup or redis.call('EXISTS', sp .. id) == 1 then
+    redis.call('RENAME', sp .. id, lp .. id)
+    redis.call('PERSIST', lp .. id)
+  else
+    redis.call('DEL', lp .. id)
+  end
 end
 redis.call('HSET', KEYS[1], 'moved', last)
 return {last - first + 1, replaced}

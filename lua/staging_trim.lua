@@ -4,6 +4,8 @@
 -- KEYS[2]  the staging marks (a list of staged positions at which states were echoed)
 -- KEYS[3]  the staging metadata (a hash: `generation`, and `high`, the highest staged id that may
 --          still exist)
+-- KEYS[4]  the staged generation's primary-key index (of a deduplicated stream; absent otherwise):
+--          deleted with the counter when nothing is kept, its expiry refreshed otherwise
 -- ARGV[1]  the generation this run stages
 -- ARGV[2]  keep: staged records 1..keep stay (0 discards everything); at most the staging counter
 -- ARGV[3]  the staging keys' time to live, in seconds
@@ -32,8 +34,9 @@ if count > high then
 end
 if keep > 0 then
   redis.call('SET', KEYS[1], keep, 'EX', ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
 else
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[4])
 end
 local kept = {}
 for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do

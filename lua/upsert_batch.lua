@@ -10,7 +10,10 @@
 -- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
 -- ARGV[2]  the record key prefix, `<counter key>:`
 -- ARGV[3]  the token key's time to live, in seconds
--- ARGV[4..] the records, five arguments each: `u` (upsert) or `d` (delete), the key text, the
+-- ARGV[4]  the record keys' time to live, in seconds (0: none; a truncate refresh stages its
+--          records, and they expire unless their generation is resumed or published)
+-- ARGV[5]  the counter's and the index's time to live, in seconds (0: none; refreshed each batch)
+-- ARGV[6..] the records, five arguments each: `u` (upsert) or `d` (delete), the key text, the
 --          encoded cursor (`` absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data (JSON
 --          text; empty for a delete). Each key appears once per batch (the client keeps the
 --          winner of repeats).
@@ -29,8 +32,10 @@
 -- Cursor order (mirrors protocol/upsert.rs): absent < numbers (as numbers) < strings (byte by
 -- byte); on a tie the record in this batch wins.
 local seq = tonumber(ARGV[1])
-local nargs = #ARGV - 3
-if seq == nil or nargs < 5 or nargs % 5 ~= 0 then
+local record_ttl = tonumber(ARGV[4])
+local bookkeeping_ttl = tonumber(ARGV[5])
+local nargs = #ARGV - 5
+if seq == nil or record_ttl == nil or bookkeeping_ttl == nil or nargs < 5 or nargs % 5 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -82,7 +87,7 @@ for from = 1, n, 1000 do
   local to = math.min(from + 999, n)
   local fields = {}
   for i = from, to do
-    fields[#fields + 1] = ARGV[3 + 5 * (i - 1) + 2]
+    fields[#fields + 1] = ARGV[5 + 5 * (i - 1) + 2]
   end
   local r = redis.call('HMGET', KEYS[3], unpack(fields))
   for j = 1, to - from + 1 do
@@ -97,7 +102,7 @@ end
 local action, key, idtext, new_keys, old_keys = {}, {}, {}, {}, {}
 local next_id = last
 for i = 1, n do
-  local base = 3 + 5 * (i - 1)
+  local base = 5 + 5 * (i - 1)
   local op, cursor = ARGV[base + 1], ARGV[base + 3]
   local text, old = nil, nil
   local v = stored[i]
@@ -175,12 +180,15 @@ if next_id > last then
 end
 local entries = {}
 for i = 1, n do
-  local base = 3 + 5 * (i - 1)
+  local base = 5 + 5 * (i - 1)
   if action[i] == 'put' then
     redis.call('HSET', key[i],
       '_airbyte_ab_id', idtext[i],
       '_airbyte_emitted_at', ARGV[base + 4],
       '_airbyte_data', ARGV[base + 5])
+    if record_ttl > 0 then
+      redis.call('EXPIRE', key[i], record_ttl)
+    end
     entries[#entries + 1] = ARGV[base + 2]
     entries[#entries + 1] = idtext[i] .. ':' .. ARGV[base + 3]
   elseif action[i] == 'del' then
@@ -197,6 +205,10 @@ for i = 1, n do
 end
 if #entries > 0 then
   redis.call('HSET', KEYS[3], unpack(entries))
+end
+if bookkeeping_ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], bookkeeping_ttl)
+  redis.call('EXPIRE', KEYS[3], bookkeeping_ttl)
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
 return next_id

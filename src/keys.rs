@@ -151,6 +151,12 @@ pub struct StagingKeys {
 }
 
 impl StagingKeys {
+    /// The primary-key index of the staged generation of a deduplicated stream (the index key of
+    /// the staging counter, as [`StreamKeys::index`] names it).
+    pub fn index(&self) -> String {
+        format!("{RESERVED_PREFIX}:index:{}", self.counter)
+    }
+
     /// The staging keys of the stream whose counter key is `counter`.
     pub fn for_counter(counter: &str) -> Self {
         let base = format!("{RESERVED_PREFIX}:staging:{counter}");

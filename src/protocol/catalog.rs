@@ -49,6 +49,15 @@ impl From<CatalogError> for Failure {
 /// A path to a field of a record's data: `["id"]`, or `["org", "id"]` for a nested one.
 pub type FieldPath = Vec<String>;
 
+/// How an `append_dedup` stream picks the newest version of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dedup {
+    /// The cursor field, if the stream has one.
+    pub cursor: Option<FieldPath>,
+    /// Whether the stream's JSON schema says the cursor is a date-time or a date.
+    pub cursor_is_time: bool,
+}
+
 /// How a stream's records reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncMode {
@@ -57,12 +66,7 @@ pub enum SyncMode {
     /// `append_dedup`: one record per primary key, the newest by cursor (ties to the later
     /// arrival); a record whose data has a non-null `_ab_cdc_deleted_at` deletes its key's record.
     /// Its [`ConfiguredStream::primary_key`] is never empty.
-    Dedup {
-        /// The cursor field, if the stream has one.
-        cursor: Option<FieldPath>,
-        /// Whether the stream's JSON schema says the cursor is a date-time or a date.
-        cursor_is_time: bool,
-    },
+    Dedup(Dedup),
     /// Records are staged, and replace the stream's records once the stream completes.
     Overwrite {
         /// The generation being written (0 when the platform sends none).
@@ -70,6 +74,9 @@ pub enum SyncMode {
         /// The stream's `is_resumable` (true when absent): false means its source starts over on
         /// every attempt, so staging left by an earlier attempt is discarded.
         resumable: bool,
+        /// For a truncate refresh of an `append_dedup` stream: the new generation is deduplicated
+        /// as it is staged (its primary key is never empty).
+        dedup: Option<Dedup>,
     },
 }
 
@@ -185,40 +192,34 @@ fn configure(
     let primary_key = non_empty_paths(raw.primary_key)
         .or_else(|| non_empty_paths(raw.stream.source_defined_primary_key))
         .unwrap_or_default();
-    if mode == "append_dedup" {
-        if truncate_refresh {
-            return Err(refuse(format!(
-                "a truncate refresh (minimum_generation_id = generation_id = {generation}) of an \"append_dedup\" stream is not supported yet; set the config's truncate_refreshes to false (PyAirbyte sends 1/1 for every stream) or refresh the stream with \"overwrite\""
-            )));
+    let dedup = match mode {
+        "append_dedup" => {
+            if primary_key.is_empty() {
+                return Err(refuse("destination sync mode \"append_dedup\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use \"append\"".into()));
+            }
+            let cursor = [raw.cursor_field, raw.stream.default_cursor_field]
+                .into_iter()
+                .flatten()
+                .find(|path| !path.is_empty());
+            let cursor_is_time = match (&cursor, &raw.stream.json_schema) {
+                (Some(path), Some(schema)) => is_time(schema, path),
+                _ => false,
+            };
+            Some(Dedup {
+                cursor,
+                cursor_is_time,
+            })
         }
-        if primary_key.is_empty() {
-            return Err(refuse("destination sync mode \"append_dedup\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use \"append\"".into()));
-        }
-        let cursor = [raw.cursor_field, raw.stream.default_cursor_field]
-            .into_iter()
-            .flatten()
-            .find(|path| !path.is_empty());
-        let cursor_is_time = match (&cursor, &raw.stream.json_schema) {
-            (Some(path), Some(schema)) => is_time(schema, path),
-            _ => false,
-        };
-        let mode = SyncMode::Dedup {
-            cursor,
-            cursor_is_time,
-        };
-        return Ok(ConfiguredStream {
-            descriptor,
-            mode,
-            primary_key,
-        });
-    }
-    let mode = if overwrite || truncate_refresh {
-        SyncMode::Overwrite {
+        _ => None,
+    };
+    let mode = match dedup {
+        _ if overwrite || truncate_refresh => SyncMode::Overwrite {
             generation,
             resumable: raw.stream.is_resumable.unwrap_or(true),
-        }
-    } else {
-        SyncMode::Append
+            dedup,
+        },
+        Some(dedup) => SyncMode::Dedup(dedup),
+        None => SyncMode::Append,
     };
     Ok(ConfiguredStream {
         descriptor,
@@ -271,7 +272,8 @@ mod tests {
             s[0].mode,
             SyncMode::Overwrite {
                 generation: 7,
-                resumable: true
+                resumable: true,
+                dedup: None,
             }
         );
         let s = one(r#"{"stream":{"name":"u","is_resumable":false},"destination_sync_mode":"overwrite","generation_id":7}"#, true).unwrap();
@@ -279,7 +281,8 @@ mod tests {
             s[0].mode,
             SyncMode::Overwrite {
                 generation: 7,
-                resumable: false
+                resumable: false,
+                dedup: None,
             }
         );
         let refresh = r#"{"stream":{"name":"u"},"destination_sync_mode":"append","generation_id":1,"minimum_generation_id":1}"#;
@@ -287,7 +290,8 @@ mod tests {
             one(refresh, true).unwrap()[0].mode,
             SyncMode::Overwrite {
                 generation: 1,
-                resumable: true
+                resumable: true,
+                dedup: None,
             }
         );
         assert_eq!(one(refresh, false).unwrap()[0].mode, SyncMode::Append);
@@ -316,10 +320,10 @@ mod tests {
         let s = one(r#"{"stream":{"name":"u","source_defined_primary_key":[["x"]],"default_cursor_field":["c"]},"destination_sync_mode":"append_dedup","primary_key":[["id"],["org","id"]],"cursor_field":["updated"]}"#, true).unwrap();
         assert_eq!(
             s[0].mode,
-            SyncMode::Dedup {
+            SyncMode::Dedup(Dedup {
                 cursor: Some(vec!["updated".into()]),
                 cursor_is_time: false,
-            }
+            })
         );
         assert_eq!(
             s[0].primary_key,
@@ -328,10 +332,10 @@ mod tests {
         let s = one(r#"{"stream":{"name":"u","source_defined_primary_key":[["x"]],"default_cursor_field":["c"]},"destination_sync_mode":"append_dedup","primary_key":[],"cursor_field":[]}"#, true).unwrap();
         assert_eq!(
             s[0].mode,
-            SyncMode::Dedup {
+            SyncMode::Dedup(Dedup {
                 cursor: Some(vec!["c".into()]),
                 cursor_is_time: false,
-            }
+            })
         );
         assert_eq!(s[0].primary_key, vec![vec!["x".to_string()]]);
         let s = one(
@@ -339,17 +343,30 @@ mod tests {
             true,
         )
         .unwrap();
-        assert!(matches!(&s[0].mode, SyncMode::Dedup { cursor: None, .. }));
+        assert!(matches!(
+            &s[0].mode,
+            SyncMode::Dedup(Dedup { cursor: None, .. })
+        ));
         let s = one(r#"{"stream":{"name":"u","json_schema":{"properties":{"m":{"properties":{"at":{"type":["null","string"],"format":"date-time"}}}}}},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"cursor_field":["m","at"]}"#, true).unwrap();
         assert!(matches!(
             &s[0].mode,
-            SyncMode::Dedup {
+            SyncMode::Dedup(Dedup {
                 cursor_is_time: true,
+                ..
+            })
+        ));
+        let refresh = r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#;
+        assert!(matches!(
+            &one(refresh, true).unwrap()[0].mode,
+            SyncMode::Overwrite {
+                generation: 1,
+                dedup: Some(_),
                 ..
             }
         ));
-        let err = one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, true).unwrap_err();
-        assert!(err.to_string().contains("truncate_refreshes"), "{err}");
-        assert!(one(r#"{"stream":{"name":"u"},"destination_sync_mode":"append_dedup","primary_key":[["id"]],"generation_id":1,"minimum_generation_id":1}"#, false).is_ok());
+        assert!(matches!(
+            &one(refresh, false).unwrap()[0].mode,
+            SyncMode::Dedup(_)
+        ));
     }
 }

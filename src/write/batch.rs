@@ -44,7 +44,7 @@ impl Batch {
 pub struct Expiry {
     /// Of every record key the batch writes.
     pub records: u64,
-    /// Of the counter.
+    /// Of the counter (and of an `append_dedup` stream's index).
     pub counter: u64,
 }
 
@@ -106,19 +106,21 @@ impl StreamCall {
     }
 
     /// The call of `upsert_batch.lua` for an `append_dedup` stream with `keys` in run `run_id`:
-    /// KEYS counter, token, index; ARGV sequence, record prefix, token TTL, then five arguments
-    /// per record (see [`super::collapse`]).
-    pub fn upsert(keys: StreamKeys, run_id: &str) -> Self {
+    /// KEYS counter, token, index; ARGV sequence, record prefix, token TTL, record TTL, counter
+    /// and index TTL, then five arguments per record (see [`super::collapse`]).
+    pub fn upsert(keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
         let token = keys.token(run_id);
         let index = keys.index();
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
+        resp::bulk_int(&mut tail, expiry.records as i64);
+        resp::bulk_int(&mut tail, expiry.counter as i64);
         let head = head(&UPSERT_BATCH, &[&keys.counter, &token, &index]);
         StreamCall {
             head,
             tail,
-            fixed_args: 9,
+            fixed_args: 11,
             args_per_record: 5,
             keys,
             token,

@@ -198,6 +198,7 @@ pub fn run<R: Read + Send + 'static>(
         durable_on: servers,
         nodes,
         plan: plan.clone(),
+        calls: plan.calls(),
         sweep: settings.sweep_leftovers,
         ctx,
         max_group: settings.max_in_flight.get(),

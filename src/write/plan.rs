@@ -9,7 +9,7 @@ use super::overwrite::OverwriteStream;
 use crate::config::{RecordKey, StreamOptions};
 use crate::error::Failure;
 use crate::keys::{Layout, StreamKeys};
-use crate::protocol::catalog::{ConfiguredStream, SyncMode};
+use crate::protocol::catalog::{ConfiguredStream, Dedup, SyncMode};
 use crate::protocol::upsert::{KeyText, UpsertFields};
 use crate::protocol::StreamDescriptor;
 use crate::scripts::APPEND_BATCH;
@@ -47,11 +47,13 @@ impl StreamPlan {
         }
     }
 
-    /// The fields its records are deduplicated by, for an `append_dedup` stream.
+    /// The fields its records are deduplicated by, for an `append_dedup` stream (also one that
+    /// is refreshed).
     pub fn upsert_fields(&self) -> Option<&UpsertFields> {
         match &self.mode {
             Mode::Dedup(fields) => Some(fields),
-            Mode::Append | Mode::Overwrite(_) => None,
+            Mode::Overwrite(ow) => ow.dedup.as_ref(),
+            Mode::Append => None,
         }
     }
 
@@ -66,7 +68,6 @@ impl StreamPlan {
 pub struct Plan {
     streams: Vec<StreamPlan>,
     run_id: String,
-    layout: Layout,
 }
 
 impl Plan {
@@ -85,8 +86,12 @@ impl Plan {
         Ok(Plan {
             streams,
             run_id: run_id.to_string(),
-            layout,
         })
+    }
+
+    /// This run's id (its batch tokens' names carry it).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// The number of streams.
@@ -118,13 +123,8 @@ impl Plan {
     /// (an overwrite stream's publish writes there too).
     pub fn live_calls(&self) -> Vec<StreamCall> {
         self.iter()
-            .map(|s| match s.mode {
-                Mode::Overwrite(_) => StreamCall::new(
-                    &APPEND_BATCH,
-                    StreamKeys::with_layout(&s.descriptor, self.layout),
-                    &self.run_id,
-                    Expiry::NONE,
-                ),
+            .map(|s| match &s.mode {
+                Mode::Overwrite(ow) => ow.live_call(&self.run_id),
                 Mode::Append | Mode::Dedup(_) => s.call.clone(),
             })
             .collect()
@@ -167,19 +167,17 @@ fn stream_plan(
             StreamCall::new(&APPEND_BATCH, keys, run_id, Expiry::NONE),
             Mode::Append,
         ),
-        SyncMode::Dedup {
-            cursor,
-            cursor_is_time,
-        } => {
+        SyncMode::Dedup(dedup) => {
             let (call, text) = match record_key {
                 RecordKey::PrimaryKey => {
                     (StreamCall::upsert_keyed(keys, run_id, true), KeyText::Path)
                 }
-                RecordKey::Sequence => (StreamCall::upsert(keys, run_id), KeyText::Json),
+                RecordKey::Sequence => (
+                    StreamCall::upsert(keys, run_id, Expiry::NONE),
+                    KeyText::Json,
+                ),
             };
-            let mut fields = UpsertFields::new(s.primary_key.clone(), cursor.clone(), text);
-            fields.cursor_is_time = *cursor_is_time;
-            (call, Mode::Dedup(fields))
+            (call, Mode::Dedup(upsert_fields(s, dedup, text)))
         }
         SyncMode::Overwrite { .. } if keyed => {
             return Err(refuse("an overwrite or truncate refresh with record_key \"primary_key\" is not supported yet; use record_key \"sequence\" for this stream in stream_options"));
@@ -187,14 +185,21 @@ fn stream_plan(
         SyncMode::Overwrite {
             generation,
             resumable,
+            dedup,
         } => {
-            let ow = OverwriteStream::new(keys, *generation, *resumable);
-            let call = StreamCall::new(
-                &APPEND_BATCH,
-                ow.staging_as_stream(),
-                run_id,
-                Expiry::STAGING,
-            );
+            let mut ow = OverwriteStream::new(keys, *generation, *resumable);
+            let call = match dedup {
+                Some(dedup) => {
+                    ow.dedup = Some(upsert_fields(s, dedup, KeyText::Json));
+                    StreamCall::upsert(ow.staging_as_stream(), run_id, Expiry::STAGING)
+                }
+                None => StreamCall::new(
+                    &APPEND_BATCH,
+                    ow.staging_as_stream(),
+                    run_id,
+                    Expiry::STAGING,
+                ),
+            };
             (call, Mode::Overwrite(ow))
         }
     };
@@ -203,6 +208,13 @@ fn stream_plan(
         call,
         mode,
     })
+}
+
+/// The fields an `append_dedup` stream's records are deduplicated by.
+fn upsert_fields(s: &ConfiguredStream, dedup: &Dedup, key_text: KeyText) -> UpsertFields {
+    let mut fields = UpsertFields::new(s.primary_key.clone(), dedup.cursor.clone(), key_text);
+    fields.cursor_is_time = dedup.cursor_is_time;
+    fields
 }
 
 impl Index<usize> for Plan {

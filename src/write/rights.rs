@@ -77,6 +77,7 @@ pub fn check_publish_rights(
             ("HSET", marker.clone(), vec!["n".into(), "0".into()]),
             ("DEL", marker.clone(), vec![]),
             ("DEL", s.live.index(), vec![]),
+            ("RENAME", s.staging.index(), vec![s.live.index()]),
             ("HSET", meta.clone(), vec!["high".into(), "0".into()]),
             ("EXPIRE", meta.clone(), one()),
             ("LRANGE", marks.clone(), vec!["0".into(), "-1".into()]),

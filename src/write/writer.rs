@@ -31,7 +31,7 @@ mod send;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::batch::Batch;
+use super::batch::{Batch, StreamCall};
 use super::checkpoint::ReadyState;
 use super::durable::WaitFailure;
 use super::overwrite::{self, OverwriteStream, PublishReport};
@@ -106,6 +106,9 @@ pub struct Writer {
     pub nodes: Nodes,
     /// The catalog's streams: their calls, and their overwrite keys.
     pub plan: Arc<Plan>,
+    /// Each stream's batch call: the plan's, until a deduplicated refresh finds its generation
+    /// published by an earlier attempt and writes into the live stream instead.
+    pub calls: Vec<StreamCall>,
     /// Whether publishes always sweep for leftover records with SCAN.
     pub sweep: bool,
     /// Context for error messages.
@@ -131,6 +134,8 @@ struct OverwriteProgress {
     published: Vec<bool>,
     /// Streams whose generation an earlier attempt published whole (nothing to publish).
     earlier: Vec<bool>,
+    /// Deduplicated streams whose records go into the published generation directly.
+    into_live: Vec<bool>,
 }
 
 impl Writer {
@@ -142,6 +147,7 @@ impl Writer {
             offsets: vec![0; self.plan.len()],
             published: vec![false; self.plan.len()],
             earlier: vec![false; self.plan.len()],
+            into_live: vec![false; self.plan.len()],
         };
         let mut held: Option<Work> = None;
         loop {
@@ -184,7 +190,7 @@ impl Writer {
         }
         // Every batch is acknowledged and none will be resent: this run's tokens have done their job.
         // Best effort: every record is committed already, and tokens expire after a week anyway.
-        for call in self.plan.iter().map(|s| &s.call) {
+        for call in &self.calls {
             if let Ok(link) = self.nodes.link_for(&call.token) {
                 let _ = redis::cmd("DEL")
                     .arg(&call.token)
@@ -213,7 +219,11 @@ impl Writer {
                         overwrite::prepare(&mut link.con, &ow, first_data.as_deref(), &link.ctx)
                     })?;
                     p.offsets[stream] = prepared.kept;
-                    p.earlier[stream] = prepared.already_published;
+                    p.earlier[stream] = prepared.already_published || prepared.into_live;
+                    p.into_live[stream] = prepared.into_live;
+                    if prepared.into_live {
+                        self.calls[stream] = ow.live_call(self.plan.run_id());
+                    }
                 }
                 let _ = acks.send(Ack::Prepared);
                 Ok(())
@@ -272,6 +282,7 @@ impl Writer {
                     self.retained.drop_stream(stream);
                     if p.earlier[stream] {
                         report.earlier = true;
+                        report.into_live = p.into_live[stream];
                     } else if !std::mem::replace(&mut p.published[stream], true) {
                         let sweep = self.sweep;
                         report = self

@@ -621,3 +621,121 @@ fn date_time_cursors_compare_as_instants_across_time_zones() {
         s.records
     );
 }
+
+/// A catalog of one `append_dedup` stream refreshed as generation `generation` (a truncate
+/// refresh: `minimum_generation_id == generation_id`).
+fn refresh_catalog(ns: Option<&str>, stream: &str, generation: i64) -> Value {
+    let mut c = dedup_catalog(ns, stream, json!([["id"]]), json!(["at"]));
+    c["streams"][0]["generation_id"] = json!(generation);
+    c["streams"][0]["minimum_generation_id"] = json!(generation);
+    c
+}
+
+/// Each key's data in a dedup stream (sequence layout), through its index; deleted keys left out.
+fn live_data(target: &Target, ns: Option<&str>, stream: &str) -> BTreeMap<String, String> {
+    stored(target, ns, stream)
+        .records
+        .into_iter()
+        .filter_map(|(k, r)| r.map(|r| (k, r["_airbyte_data"].clone())))
+        .collect()
+}
+
+fn v(id: u32, at: u32, tag: &str) -> String {
+    format!(r#"{{"id":{id},"at":{at},"v":"{tag}"}}"#)
+}
+
+/// A truncate refresh of an `append_dedup` stream stages the new generation deduplicated (updates
+/// and deletes within it applied), leaves the old records readable until the stream completes,
+/// then publishes exactly the new generation: its records, its index, no old key, no staging.
+#[test]
+fn a_truncate_refresh_of_a_dedup_stream_publishes_the_new_generation_deduplicated() {
+    let target = Target::start();
+    let (ns, s) = (Some("r"), "s");
+    let rec = |data: String| record(ns, s, &data, 1) + "\n";
+    let old: String = (1..=5).map(|i| rec(v(i, 1, "old"))).collect();
+    let out = common::write_sync(&target.config(), &refresh_catalog(ns, s, 0), &old);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let before = live_data(&target, ns, s);
+    assert_eq!(before.len(), 5);
+
+    // Generation 1, attempt A: stages, echoes a state, then ends without COMPLETE.
+    let a = common::status(ns, s, "STARTED")
+        + "\n"
+        + &rec(v(3, 2, "new"))
+        + &rec(v(4, 2, "new"))
+        + &rec(v(6, 2, "new"))
+        + &common::stream_state(ns, s, r#"{"after":"a"}"#)
+        + "\n"
+        + &rec(v(6, 3, "newer"))
+        + &common::status(ns, s, "INCOMPLETE")
+        + "\n";
+    let out = common::write_sync(&target.config(), &refresh_catalog(ns, s, 1), &a);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert_eq!(
+        live_data(&target, ns, s),
+        before,
+        "the old records stay until COMPLETE"
+    );
+
+    // Attempt B resumes after the state: the staging is kept and what is resent is upserted over it.
+    let b = rec(v(6, 3, "newer"))
+        + &rec(v(4, 3, "").replace(r#""v":"""#, r#""_ab_cdc_deleted_at":"t""#))
+        + &rec(v(7, 2, "new"))
+        + &rec(v(3, 1, "older, ignored"))
+        + &common::status(ns, s, "COMPLETE")
+        + "\n";
+    let out = common::write_sync(&target.config(), &refresh_catalog(ns, s, 1), &b);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let after = live_data(&target, ns, s);
+    let want: BTreeMap<String, String> = [
+        ("[3]", v(3, 2, "new")),
+        ("[6]", v(6, 3, "newer")),
+        ("[7]", v(7, 2, "new")),
+    ]
+    .into_iter()
+    .map(|(k, d)| (k.to_string(), d))
+    .collect();
+    assert_eq!(after, want);
+    let st = stored(&target, ns, s);
+    assert_eq!(
+        st.records.get("[4]"),
+        Some(&None),
+        "the delete is remembered"
+    );
+    assert_eq!(
+        st.record_keys, 3,
+        "no old record and no deleted one is left"
+    );
+    assert!(
+        target
+            .leftover_bookkeeping()
+            .iter()
+            .all(|k| k.contains(":index:")),
+        "{:?}",
+        target.leftover_bookkeeping()
+    );
+
+    // A retry of generation 1 after its publish (the platform resumes from an echoed state):
+    // its records go into the published generation, nothing is lost.
+    let c = rec(v(8, 1, "retry")) + &common::status(ns, s, "COMPLETE") + "\n";
+    let out = common::write_sync(&target.config(), &refresh_catalog(ns, s, 1), &c);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let mut want = want;
+    want.insert("[8]".into(), v(8, 1, "retry"));
+    assert_eq!(live_data(&target, ns, s), want);
+    assert!(
+        out.logs()
+            .iter()
+            .any(|l| l.contains("upserted into it directly")),
+        "{}",
+        out.dump()
+    );
+
+    // Generation 2 replaces everything again.
+    let d = rec(v(1, 9, "gen2")) + &common::status(ns, s, "COMPLETE") + "\n";
+    let out = common::write_sync(&target.config(), &refresh_catalog(ns, s, 2), &d);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let only: BTreeMap<String, String> = [("[1]".to_string(), v(1, 9, "gen2"))].into();
+    assert_eq!(live_data(&target, ns, s), only);
+    assert_eq!(stored(&target, ns, s).record_keys, 1);
+}

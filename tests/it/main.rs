@@ -3,6 +3,7 @@
 mod cluster;
 mod common;
 mod dedup;
+mod dedup_stops;
 mod durable;
 mod faults;
 #[cfg(feature = "docker-tests")]

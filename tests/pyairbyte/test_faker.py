@@ -190,9 +190,14 @@ def main() -> int:
     # ties to the later arrival), found through the index.
     r.flushdb()
     sent_all = {s: [] for s in STREAMS}
-    for run, strategy in enumerate(["auto", "auto", "merge"], start=6):
+    # Runs 9 and 10 with the default truncate_refreshes: PyAirbyte's generation 1 makes them
+    # truncate refreshes of append_dedup streams: the first stages and publishes, the second finds
+    # generation 1 published and upserts into it.
+    plan = [("auto", appending), ("auto", appending), ("merge", appending)]
+    plan += [("auto (truncate refresh)", refreshing), ("auto (refresh, published)", refreshing)]
+    for run, (strategy, dest) in enumerate(plan, start=6):
         started = time.monotonic()
-        appending.write(source, cache=False, state_cache=False, write_strategy=strategy)
+        dest.write(source, cache=False, state_cache=False, write_strategy=strategy.split()[0])
         sent = sent_records(capture)
         for s in STREAMS:
             sent_all[s] += sent[s]

@@ -26,7 +26,12 @@ pub fn staging_trim(
 ) -> Result<u64, Failure> {
     let reply = STAGING_TRIM.eval(
         con,
-        &[&s.staging.counter, &s.staging.marks, &s.staging.meta],
+        &[
+            &s.staging.counter,
+            &s.staging.marks,
+            &s.staging.meta,
+            &s.staging.index(),
+        ],
         &[
             &s.generation.to_string(),
             &keep.to_string(),
@@ -119,8 +124,12 @@ pub fn publish_begin(
             &s.staging.counter,
             &s.staging.marker,
             &s.staging.meta,
+            &s.staging.index(),
         ],
-        &[&s.generation.to_string()],
+        &[
+            &s.generation.to_string(),
+            if s.dedup.is_some() { "1" } else { "0" },
+        ],
         ctx,
     )?;
     let [n, old] = PUBLISH_BEGIN.whole_numbers::<2>(&reply)?;
@@ -169,6 +178,7 @@ pub fn publish_finish(
             &staging.meta,
             &staging.marks,
             &live.index(),
+            &staging.index(),
         ],
         &[&STAGING_TTL_SECONDS.to_string()],
         ctx,

@@ -24,6 +24,14 @@
 //!   failed sync from its last echoed state, which may come before the publish, and that attempt
 //!   resumes the published records (live records 1..restart point count as staged) instead of
 //!   publishing only what it resends.
+//! * **Deduplicated streams** (`dedup`: a truncate refresh of an `append_dedup` stream) stage
+//!   through `upsert_batch.lua` with their own index (`StagingKeys::index`), so staged ids are not
+//!   positions: a key keeps its id when updated, a delete leaves a gap. Prepare keeps the staging
+//!   of the same generation whole (what the source sends again is upserted over it) or discards it
+//!   (its index with its counter, in the same call); a generation already published takes this
+//!   attempt's records into the live stream directly (nothing to publish). The publish marker
+//!   records `dedup`, so any run finishes it alike: a gap deletes the live record at that id, and
+//!   the staged index replaces the live one in the finish.
 //! * Staged records and the staging bookkeeping expire a week after their last use (a generation
 //!   never resumed does not stay forever); the publish removes the expiry from the records it moves.
 //!
@@ -38,9 +46,12 @@ mod prepare;
 mod publish;
 mod recover;
 
+use super::batch::{Expiry, StreamCall};
 use crate::connect::Context;
 use crate::error::Failure;
 use crate::keys::{StagingKeys, StreamKeys};
+use crate::protocol::upsert::UpsertFields;
+use crate::scripts::APPEND_BATCH;
 
 pub use prepare::{mark, prepare, Prepared};
 pub use publish::{publish, sweep_leftovers, PublishReport};
@@ -69,6 +80,9 @@ pub struct OverwriteStream {
     /// when it does not say). Staging of an earlier attempt of a stream that cannot resume is
     /// discarded: its source starts over, and a content match could not tell.
     pub resumable: bool,
+    /// For a truncate refresh of an `append_dedup` stream: how its records are deduplicated as
+    /// they are staged (see `dedup` in the module documentation).
+    pub dedup: Option<UpsertFields>,
 }
 
 impl OverwriteStream {
@@ -80,6 +94,17 @@ impl OverwriteStream {
             staging,
             generation,
             resumable,
+            dedup: None,
+        }
+    }
+
+    /// The call that writes this stream's live keys in run `run_id` (what the rights probe checks;
+    /// and where a deduplicated stream's batches go when an earlier attempt published this
+    /// generation already).
+    pub fn live_call(&self, run_id: &str) -> StreamCall {
+        match self.dedup {
+            Some(_) => StreamCall::upsert(self.live.clone(), run_id, Expiry::NONE),
+            None => StreamCall::new(&APPEND_BATCH, self.live.clone(), run_id, Expiry::NONE),
         }
     }
 

@@ -17,6 +17,10 @@ pub struct Prepared {
     /// The generation was published whole by an earlier attempt and this attempt brings no records
     /// (it resumed after the last state): there is nothing to publish.
     pub already_published: bool,
+    /// A deduplicated stream whose generation an earlier attempt published: this attempt's records
+    /// are upserted into the live stream (the published generation plus whatever the source
+    /// resends is the generation deduplicated), and there is nothing to publish.
+    pub into_live: bool,
 }
 
 /// Readies a stream's staging for this run.
@@ -38,6 +42,9 @@ pub fn prepare(
         ..ctx.clone()
     };
     let q = |e: redis::RedisError| classify(&e, ctx);
+    if s.dedup.is_some() {
+        return prepare_dedup(con, s, first_data, ctx);
+    }
     let (meta, count): (StagingMeta, Option<u64>) = redis::pipe()
         .cmd("HMGET")
         .arg(&s.staging.meta)
@@ -60,6 +67,7 @@ pub fn prepare(
                 return Ok(Prepared {
                     kept: n,
                     already_published: true,
+                    into_live: false,
                 })
             }
             Some(_) => {
@@ -98,6 +106,67 @@ pub fn prepare(
     Ok(Prepared {
         kept: keep,
         already_published: false,
+        into_live: false,
+    })
+}
+
+/// [`prepare`] for a deduplicated stream (a truncate refresh of an `append_dedup` stream). Its
+/// staged ids are not positions (a key keeps its id when it is updated, a delete leaves a gap), so
+/// there is no restart point to find: staging of the same generation is kept whole, and the
+/// records the source sends again are upserted over it, which gives the same generation
+/// deduplicated. Staging of another generation, or of a source that cannot resume, is discarded
+/// (its index with its counter, atomically). When an earlier attempt published this generation,
+/// the records go into the live stream instead.
+fn prepare_dedup(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    first_data: Option<&[u8]>,
+    ctx: &Context,
+) -> Result<Prepared, Failure> {
+    let q = |e: redis::RedisError| classify(&e, ctx);
+    let (meta, count): (StagingMeta, Option<u64>) = redis::pipe()
+        .cmd("HMGET")
+        .arg(&s.staging.meta)
+        .arg("generation")
+        .arg("published")
+        .arg("live")
+        .cmd("GET")
+        .arg(&s.staging.counter)
+        .query(con)
+        .map_err(q)?;
+    let (generation, published, _) = meta;
+    let same = generation == Some(s.generation) && s.resumable;
+    if let (true, Some(n)) = (same, published) {
+        return Ok(Prepared {
+            kept: n,
+            already_published: first_data.is_none(),
+            into_live: true,
+        });
+    }
+    let keep = if same { count.unwrap_or(0) } else { 0 };
+    let mut calls = 0;
+    let high = calls::staging_trim(con, s, keep, 0, ctx)?;
+    if high > keep {
+        delete_range(
+            con,
+            &s.staging.record_prefix,
+            keep + 1,
+            high,
+            ctx,
+            &mut calls,
+        )?;
+        redis::cmd("HSET")
+            .arg(&s.staging.meta)
+            .arg("high")
+            .arg(keep)
+            .query::<()>(con)
+            .map_err(q)?;
+    }
+    refresh_expiry(con, &s.staging.record_prefix, 1, keep, ctx)?;
+    Ok(Prepared {
+        kept: keep,
+        already_published: false,
+        into_live: false,
     })
 }
 

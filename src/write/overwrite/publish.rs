@@ -28,11 +28,16 @@ pub struct PublishReport {
     pub millis: u128,
     /// An earlier attempt of this generation had published it whole; nothing was left to do.
     pub earlier: bool,
+    /// With `earlier`: this attempt's records of a deduplicated stream went into it directly.
+    pub into_live: bool,
 }
 
 impl PublishReport {
     /// The log line of a publish of `stream`.
     pub fn summary(&self, stream: &impl std::fmt::Display) -> String {
+        if self.earlier && self.into_live {
+            return format!("Stream {stream} was published by an earlier attempt of this generation; this attempt's records were upserted into it directly: nothing to replace.");
+        }
         if self.earlier {
             return format!("Stream {stream} was published by an earlier attempt of this generation, and this attempt brought no records after it: nothing to replace.");
         }

@@ -8,7 +8,7 @@ use crate::connect::classify;
 use crate::connect::nodes::{Link, Nodes};
 use crate::error::{Failure, FailureType};
 use crate::write::batch::Batch;
-use crate::write::plan::Plan;
+use crate::write::batch::StreamCall;
 
 /// Marks a part of a group that goes to a node after `ASKING`.
 pub const ASK_MARK: &str = "ASK ";
@@ -48,12 +48,12 @@ impl Round<'_> {
 /// Splits `batches` by the node that serves each one's stream, keeping their order per node.
 pub fn split_by_node<'a>(
     nodes: &Nodes,
-    plan: &Plan,
+    calls: &[StreamCall],
     batches: &[&'a Batch],
 ) -> Vec<(String, Vec<&'a Batch>)> {
     let mut parts: Vec<(String, Vec<&'a Batch>)> = Vec::new();
     for b in batches {
-        let addr = nodes.addr_for(&plan[b.stream].call.keys.counter);
+        let addr = nodes.addr_for(&calls[b.stream].keys.counter);
         match parts.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, part)) => part.push(b),
             None => parts.push((addr, vec![b])),

@@ -111,10 +111,10 @@ impl Writer {
         }
         let batches: Vec<&Batch> = self.retained.batches().collect();
         let mut buf = Vec::new();
-        for (addr, part) in split_by_node(&self.nodes, &self.plan, &batches) {
+        for (addr, part) in split_by_node(&self.nodes, &self.calls, &batches) {
             buf.clear();
             for b in &part {
-                self.plan[b.stream].call.encode(b, &mut buf);
+                self.calls[b.stream].encode(b, &mut buf);
             }
             let link = self.nodes.link(&addr)?;
             let replies =
@@ -127,7 +127,7 @@ impl Writer {
                         return Err(Failure::system(
                             format!(
                                 "Redis at {} no longer has batches of stream key {:?} that it had acknowledged before the last echoed state (a failover to a replica that had not received them, or a restart without the AOF): those records are lost. Rerun the sync from the start of the stream, and set wait_replicas (and wait_aof) so that states wait for the copies.",
-                                link.ctx.address, self.plan[batch.stream].call.keys.counter
+                                link.ctx.address, self.calls[batch.stream].keys.counter
                             ),
                             e.to_string(),
                         ))
@@ -136,7 +136,7 @@ impl Writer {
                     | Verdict::Ask { err: e, .. }
                     | Verdict::Moved { err: e, .. }
                     | Verdict::Refused(e) => {
-                        return Err(batch_failure(&self.plan, batch, &e, &link.ctx));
+                        return Err(batch_failure(&self.calls, batch, &e, &link.ctx));
                     }
                     Verdict::Unexpected(text) => {
                         return Err(Failure::system(

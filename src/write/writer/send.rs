@@ -12,7 +12,7 @@ use crate::connect::{classify, Context};
 use crate::error::{Failure, FailureType};
 use crate::scripts;
 use crate::write::batch::Batch;
-use crate::write::plan::Plan;
+use crate::write::batch::StreamCall;
 use crate::write::retry::Retry;
 use crate::write::verdict::{self, Verdict};
 
@@ -29,7 +29,7 @@ impl Writer {
         // Batches to send to an importing node after ASKING (an ASK reply), by first ordinal.
         let mut asked: Vec<(u64, String)> = Vec::new();
         for _ in 0..MAX_RESENDS {
-            let mut parts = split_by_node(&self.nodes, &self.plan, &pending);
+            let mut parts = split_by_node(&self.nodes, &self.calls, &pending);
             for (ordinal, target) in asked.drain(..) {
                 move_to(&mut parts, ordinal, target);
             }
@@ -42,7 +42,7 @@ impl Writer {
                     if ask {
                         buf.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
                     }
-                    self.plan[b.stream].call.encode(b, buf);
+                    self.calls[b.stream].encode(b, buf);
                 }
                 let sent_ok = self
                     .nodes
@@ -156,7 +156,7 @@ impl Writer {
             };
             let _ = acks.send(Ack::Note(format!(
                 "The slot of stream key {:?} {what} cluster node {target} ({kind}); the writer follows it.",
-                self.plan[stream].call.keys.counter
+                self.calls[stream].keys.counter
             )));
         }
     }
@@ -198,7 +198,7 @@ impl Writer {
                 failover,
                 err,
             } => {
-                let f = batch_error(&self.plan, batch, err, self.nodes.link(addr)?);
+                let f = batch_error(&self.calls, batch, err, self.nodes.link(addr)?);
                 if f.failure_type != FailureType::Transient {
                     return Err(f);
                 }
@@ -207,13 +207,13 @@ impl Writer {
                     self.tell(batch.stream, "MOVED", &target, acks);
                     round
                         .moved_to
-                        .push((self.plan[batch.stream].call.keys.counter.clone(), target));
+                        .push((self.calls[batch.stream].keys.counter.clone(), target));
                 }
                 round.moved.get_or_insert(f);
                 round.again.push(batch);
             }
             Verdict::OutOfOrder(err) | Verdict::Refused(err) => {
-                let f = batch_error(&self.plan, batch, err, self.nodes.link(addr)?);
+                let f = batch_error(&self.calls, batch, err, self.nodes.link(addr)?);
                 if f.failure_type != FailureType::Transient {
                     return Err(f);
                 }
@@ -232,9 +232,14 @@ impl Writer {
 }
 
 /// The failure of a batch refused with `err` by the node of `link` (OOM names the memory limit).
-pub(super) fn batch_error(plan: &Plan, batch: &Batch, err: RedisError, link: &mut Link) -> Failure {
+pub(super) fn batch_error(
+    calls: &[StreamCall],
+    batch: &Batch,
+    err: RedisError,
+    link: &mut Link,
+) -> Failure {
     let oom = crate::classify::error_code(&err) == "OOM";
-    let mut f = batch_failure(plan, batch, &err, &link.ctx);
+    let mut f = batch_failure(calls, batch, &err, &link.ctx);
     if oom {
         // Name the limit the user has to raise, when the server lets us read it.
         let limit: Option<Vec<String>> = redis::cmd("CONFIG")
@@ -254,12 +259,12 @@ pub(super) fn batch_error(plan: &Plan, batch: &Batch, err: RedisError, link: &mu
 }
 
 pub(super) fn batch_failure(
-    plan: &Plan,
+    calls: &[StreamCall],
     batch: &Batch,
     err: &RedisError,
     ctx: &Context,
 ) -> Failure {
-    let keys = &plan[batch.stream].call.keys;
+    let keys = &calls[batch.stream].keys;
     let ctx = ctx
         .clone()
         .with_keys(format!("{} or {}<id>", keys.counter, keys.record_prefix));
