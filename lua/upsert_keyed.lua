@@ -22,7 +22,8 @@
 -- first write so that a batch is never applied in part:
 --   ABSEQ        the sequence number is not the next one (a batch overtook another)
 --   ABUNINDEXED  the stream has records in the sequence layout (KEYS[3] exists)
---   ABEXISTS     a record key exists but is not one of this destination's records
+--   ABEXISTS     a record key exists but is not this stream's record of that key (another tool's
+--                key, or another stream's record in the Java layout)
 --   ABNOPERM     the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
 --   ABARGS       the arguments are malformed
 -- Cursor order as in upsert_batch.lua.
@@ -66,15 +67,16 @@ local function newer(old, new)
   return #old > #new
 end
 
--- The stored versions: each record's id and cursor (a key that is not a hash, or a hash without
--- _airbyte_ab_id, is not ours); for absent records, their tombstones.
+-- The stored versions: each record's cursor (a key is ours when it is a hash whose _airbyte_ab_id
+-- is its suffix); for absent records, their tombstones.
 local keys, ours, cursors, absent = {}, {}, {}, {}
 for i = 1, n do
   local op = ARGV[4 + 5 * (i - 1) + 1]
   if op ~= 'u' and op ~= 'd' then
     return redis.error_reply('ABARGS unknown operation ' .. tostring(op))
   end
-  local key = prefix .. ARGV[4 + 5 * (i - 1) + 2]
+  local suffix = ARGV[4 + 5 * (i - 1) + 2]
+  local key = prefix .. suffix
   keys[i] = key
   local r = redis.pcall('HMGET', key, '_airbyte_ab_id', '_airbyte_cursor')
   if r.err then
@@ -83,9 +85,13 @@ for i = 1, n do
     end
     return r
   end
-  if r[1] then
+  if r[1] == suffix then
     ours[i] = true
     cursors[i] = r[2] or ''
+  elseif r[1] then
+    -- A record, but not this stream's record of this key: in the Java layout, stream
+    -- `<stream>:<field>`'s record <value> has this very key.
+    return redis.error_reply('ABEXISTS ' .. key)
   else
     absent[#absent + 1] = i
   end

@@ -565,6 +565,30 @@ fn primary_key_records_live_at_their_key() {
         "the string and the first record"
     );
 
+    // In the Java layout stream "users:id" has record 5 at the key of users' id 5: it is another
+    // stream's record, never overwritten.
+    if !target.is_cluster() {
+        let other = catalog(&[(ns, "users:id")]);
+        let out = common::write_sync(
+            &config,
+            &other,
+            &(0..5)
+                .map(|_| record(ns, "users:id", "{}", 1))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        let mut single = dedup_catalog(ns, "users", json!([["id"]]), json!([]));
+        single["streams"][0]["stream"]["name"] = json!("users");
+        let out = common::write_sync(&config, &single, &record(ns, "users", r#"{"id":5}"#, 1));
+        out.assert_failed_with("config_error", &format!("{users}:id:5"));
+        let kept = target.cli_at(
+            &format!("{users}:id:5"),
+            &["HGET", &format!("{users}:id:5"), "_airbyte_ab_id"],
+        );
+        assert_eq!(kept.trim(), "5", "the other stream's record is unchanged");
+    }
+
     let mut overwrite = common::catalog_with(&[(ns, "users")], "overwrite", 0, 0);
     overwrite["streams"][0]["primary_key"] = json!([["id"]]);
     let out = common::write_sync(&config, &overwrite, "");
