@@ -6,9 +6,11 @@
 //! | `catalog` | the `--catalog` file → the configured streams |
 //! | `state`   | a STATE's own text → its echo with `destinationStats.recordCount` |
 //! | `output`  | the messages this destination prints, and the one thread that prints them |
+//! | `cursor`  | a record's cursor, encoded so that one byte-wise rule orders versions |
 //! | `upsert`  | an `append_dedup` record's primary key, cursor and delete mark, from its `data` |
 
 pub mod catalog;
+pub mod cursor;
 pub mod input;
 pub mod output;
 pub mod state;

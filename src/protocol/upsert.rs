@@ -11,13 +11,14 @@
 //!   arrays compare as their minified text.
 //! * A record is a **delete** when its data has a non-null `_ab_cdc_deleted_at`.
 
-use std::cmp::Ordering;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::catalog::FieldPath;
+use super::cursor;
+pub use super::cursor::cursor_wins;
 use super::input::minify_into;
 
 /// The data field that marks a CDC delete when it is present and not null.
@@ -163,17 +164,7 @@ impl UpsertFields {
         let cursor_start = out.len();
         if let Some(path) = &self.cursor {
             if let Some(value) = at(path)? {
-                match self
-                    .cursor_is_time
-                    .then(|| instant_micros(value.get()))
-                    .flatten()
-                {
-                    Some(micros) => {
-                        out.push(b'n');
-                        out.extend_from_slice(micros.to_string().as_bytes());
-                    }
-                    None => encode_cursor_into(value.get(), out),
-                }
+                cursor::encode_into(value.get(), self.cursor_is_time, out);
             }
         }
         Ok(Picked {
@@ -201,35 +192,6 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
 /// A path as the user wrote it in the catalog: `id`, or `org.id` for a nested one.
 pub fn path_text(path: &[String]) -> String {
     path.join(".")
-}
-
-/// Whether a record with cursor `new` replaces a stored one with cursor `old` (both encoded as
-/// above): unless the stored one is newer. Equal cursors go to the later arrival, `new`.
-pub fn cursor_wins(new: &[u8], old: &[u8]) -> bool {
-    compare_cursors(new, old) != Ordering::Less
-}
-
-fn compare_cursors(a: &[u8], b: &[u8]) -> Ordering {
-    let rank = |c: &[u8]| match c.first() {
-        None => 0,
-        Some(b'n') => 1,
-        Some(_) => 2,
-    };
-    match rank(a).cmp(&rank(b)) {
-        Ordering::Equal => {}
-        other => return other,
-    }
-    if rank(a) == 1 {
-        let num = |c: &[u8]| {
-            std::str::from_utf8(&c[1..])
-                .ok()
-                .and_then(|t| t.parse::<f64>().ok())
-        };
-        if let (Some(x), Some(y)) = (num(a), num(b)) {
-            return x.partial_cmp(&y).unwrap_or(Ordering::Equal);
-        }
-    }
-    a.cmp(b)
 }
 
 /// The values of the fields `names` of the object `data` (the last one, for a repeated field).
@@ -329,49 +291,6 @@ fn canonical_into(value: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// The instant a JSON string names, in microseconds since the epoch: RFC 3339 with any offset,
-/// a date-time without one (UTC, `T` or a space between date and time), or a date (its midnight,
-/// UTC). `None` for anything else, which then compares as text.
-fn instant_micros(value: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    let text: String = serde_json::from_str(value).ok()?;
-    let text = text.trim();
-    let utc = DateTime::parse_from_rfc3339(text)
-        .map(|t| t.naive_utc())
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
-        .or_else(|_| {
-            NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
-        })
-        .ok()?;
-    Some(utc.and_utc().timestamp_micros())
-}
-
-/// Appends the cursor encoding of a JSON value (see the module's documentation).
-fn encode_cursor_into(value: &str, out: &mut Vec<u8>) {
-    match value.trim() {
-        "null" => {}
-        "true" => out.extend_from_slice(b"n1"),
-        "false" => out.extend_from_slice(b"n0"),
-        v if v.starts_with('"') => {
-            out.push(b's');
-            match serde_json::from_str::<String>(v) {
-                Ok(s) => out.extend_from_slice(s.as_bytes()),
-                Err(_) => out.extend_from_slice(v.as_bytes()),
-            }
-        }
-        v if v.starts_with(['{', '[']) => {
-            out.push(b's');
-            minify_into(v, out);
-        }
-        v => {
-            out.push(b'n');
-            out.extend_from_slice(v.as_bytes());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,49 +371,5 @@ mod tests {
         assert_eq!(enc(r#"{"id":1,"c":"2024-01-01"}"#).1, "s2024-01-01");
         assert!(enc(r#"{"id":1,"_ab_cdc_deleted_at":"2024"}"#).2);
         assert!(!enc(r#"{"id":1,"_ab_cdc_deleted_at":null}"#).2);
-    }
-
-    #[test]
-    fn date_time_cursors_compare_as_instants() {
-        let mut f = fields(&["id"], Some("t"));
-        f.cursor_is_time = true;
-        let enc = |data: &str| pick(&f, data).unwrap().1;
-        let utc = enc(r#"{"id":1,"t":"2024-05-01T10:00:00Z"}"#);
-        let east = enc(r#"{"id":1,"t":"2024-05-01T11:30:00+02:00"}"#);
-        // As text "...11:30..." sorts after "...10:00..."; as instants it is half an hour earlier.
-        assert!(
-            !cursor_wins(east.as_bytes(), utc.as_bytes()),
-            "{east} vs {utc}"
-        );
-        assert_eq!(
-            utc,
-            enc(r#"{"id":1,"t":"2024-05-01 10:00:00"}"#),
-            "no offset: UTC"
-        );
-        assert_eq!(
-            enc(r#"{"id":1,"t":"2024-05-01"}"#),
-            enc(r#"{"id":1,"t":"2024-05-01T00:00:00.000000Z"}"#)
-        );
-        assert_eq!(enc(r#"{"id":1,"t":"soon"}"#), "ssoon", "not a date: text");
-        let text = fields(&["id"], Some("t"));
-        assert_eq!(
-            pick(&text, r#"{"id":1,"t":"2024-05-01"}"#).unwrap().1,
-            "s2024-05-01"
-        );
-    }
-
-    #[test]
-    fn cursor_order_is_airbytes() {
-        // Numbers as numbers, strings as text, absent below both, ties to the new one.
-        assert!(cursor_wins(b"n10", b"n9"));
-        assert!(!cursor_wins(b"n9", b"n10"));
-        assert!(cursor_wins(b"n1e1", b"n10"), "equal numbers tie");
-        assert!(cursor_wins(b"sb", b"sa"));
-        assert!(!cursor_wins(b"s10", b"s9"), "strings compare as text");
-        assert!(cursor_wins(b"n0", b""));
-        assert!(!cursor_wins(b"", b"n0"));
-        assert!(cursor_wins(b"", b""));
-        assert!(cursor_wins(b"sa", b"n99"));
-        assert!(cursor_wins(b"n-1", b"n-2"));
     }
 }
