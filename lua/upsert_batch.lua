@@ -61,6 +61,8 @@ local prefix = ARGV[2]
 
 -- Whether a stored cursor `old` is newer than `new`. Strings compare byte by byte: Lua's `<` on
 -- strings follows the server's locale.
+-- BEGIN cursor order: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
+-- scripts.rs holds them together), mirroring protocol/cursor.rs.
 local function rank(c)
   if c == '' then return 0 end
   if string.byte(c, 1) == 110 then return 1 end
@@ -80,6 +82,7 @@ local function newer(old, new)
   end
   return #old > #new
 end
+-- END cursor order
 
 -- The stored versions, one HMGET per slice (unpack fails near 8000 values).
 local stored = {}

@@ -47,6 +47,8 @@ end
 local n = nargs / 5
 local prefix = ARGV[2]
 
+-- BEGIN cursor order: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
+-- scripts.rs holds them together), mirroring protocol/cursor.rs.
 local function rank(c)
   if c == '' then return 0 end
   if string.byte(c, 1) == 110 then return 1 end
@@ -66,6 +68,7 @@ local function newer(old, new)
   end
   return #old > #new
 end
+-- END cursor order
 
 -- The stored versions: each record's cursor (a key is ours when it is a hash whose _airbyte_ab_id
 -- is its suffix); for absent records, their tombstones.

@@ -274,4 +274,18 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
+
+    /// Lua scripts cannot share code: the cursor order of the two upsert scripts is one text,
+    /// kept identical by this test.
+    #[test]
+    fn both_upsert_scripts_order_cursors_with_the_same_code() {
+        let block = |script: &LuaScript| {
+            let text = script.body;
+            let start = text.find("-- BEGIN cursor order").expect("BEGIN marker");
+            let end = text.find("-- END cursor order").expect("END marker");
+            text[start..end].to_string()
+        };
+        assert_eq!(block(&UPSERT_BATCH), block(&UPSERT_KEYED));
+        assert!(block(&UPSERT_BATCH).contains("local function newer(old, new)"));
+    }
 }

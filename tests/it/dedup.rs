@@ -374,7 +374,7 @@ fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
 
 mod standalone {
     use super::*;
-    use crate::common::{Cut, Direction, FaultProxy, Kind};
+    use crate::common::{drops_at, FaultProxy};
 
     /// Connections dropped at random points of the traffic: every resend is exactly-once (a
     /// resent batch never re-applies an older version over a later batch), so the model holds.
@@ -399,18 +399,7 @@ mod standalone {
                 let ns = format!("x{}", case.fetch_add(1, Ordering::SeqCst));
                 let input = event_lines(&ns, &events, 0..events.len());
                 let replies = 8 * (events.len() / batch_size + 10) + 200;
-                let cuts: Vec<Cut> = cuts
-                    .iter()
-                    .map(|(up, at)| Cut {
-                        kind: Kind::Drop,
-                        direction: if *up { Direction::Up } else { Direction::Down },
-                        after: if *up {
-                            (at * (input.len() + 12_000) as f64) as u64
-                        } else {
-                            (at * replies as f64) as u64
-                        },
-                    })
-                    .collect();
+                let cuts = drops_at(&cuts, input.len() + 12_000, replies);
                 let proxy = FaultProxy::start(server.port(), cuts);
                 let mut config = server.config();
                 config["port"] = json!(proxy.port());

@@ -10,7 +10,7 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::json;
 
 use crate::common::{
-    self, catalog, legacy_state, record, Cut, Direction, FaultProxy, Kind, RedisServer,
+    self, catalog, drops_at, legacy_state, record, Cut, Direction, FaultProxy, Kind, RedisServer,
 };
 
 /// Records `{"i":<k>}` of stream `s` for k in `range`, one line each.
@@ -86,18 +86,7 @@ fn dropped_connections_lose_and_double_nothing() {
             // Up: anywhere in the request traffic (about the input's size, plus the setup's scripts).
             // Down: anywhere in the (small) reply traffic.
             let replies = 8 * (n / batch_size + 10) + 200;
-            let cuts: Vec<Cut> = cuts
-                .iter()
-                .map(|(up, at)| Cut {
-                    kind: Kind::Drop,
-                    direction: if *up { Direction::Up } else { Direction::Down },
-                    after: if *up {
-                        (at * (input.len() + 12_000) as f64) as u64
-                    } else {
-                        (at * replies as f64) as u64
-                    },
-                })
-                .collect();
+            let cuts = drops_at(&cuts, input.len() + 12_000, replies);
             let proxy = FaultProxy::start(server.port(), cuts);
             let mut config = server.config();
             config["port"] = json!(proxy.port());

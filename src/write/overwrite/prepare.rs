@@ -41,20 +41,10 @@ pub fn prepare(
         during: format!("preparing the staging of stream key {:?}", s.live.counter),
         ..ctx.clone()
     };
-    let q = |e: redis::RedisError| classify(&e, ctx);
     if s.dedup.is_some() {
         return prepare_dedup(con, s, first_data, ctx);
     }
-    let (meta, count): (StagingMeta, Option<u64>) = redis::pipe()
-        .cmd("HMGET")
-        .arg(&s.staging.meta)
-        .arg("generation")
-        .arg("published")
-        .arg("live")
-        .cmd("GET")
-        .arg(&s.staging.counter)
-        .query(con)
-        .map_err(q)?;
+    let (meta, count) = read_meta(con, s, ctx)?;
     let (generation, published, live) = meta;
     let same = generation == Some(s.generation) && s.resumable;
     let (keep, live) = match (same, published) {
@@ -84,6 +74,64 @@ pub fn prepare(
             (keep, live.min(keep))
         }
     };
+    trim_to(con, s, keep, live, ctx)
+}
+
+/// [`prepare`] for a deduplicated stream (a truncate refresh of an `append_dedup` stream). Its
+/// staged ids are not positions (a key keeps its id when it is updated, a delete leaves a gap), so
+/// there is no restart point to find: staging of the same generation is kept whole, and the
+/// records the source sends again are upserted over it, which gives the same generation
+/// deduplicated. Staging of another generation, or of a source that cannot resume, is discarded
+/// (its index with its counter, atomically). When an earlier attempt published this generation,
+/// the records go into the live stream instead.
+fn prepare_dedup(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    first_data: Option<&[u8]>,
+    ctx: &Context,
+) -> Result<Prepared, Failure> {
+    let (meta, count) = read_meta(con, s, ctx)?;
+    let (generation, published, _) = meta;
+    let same = generation == Some(s.generation) && s.resumable;
+    if let (true, Some(n)) = (same, published) {
+        return Ok(Prepared {
+            kept: n,
+            already_published: first_data.is_none(),
+            into_live: true,
+        });
+    }
+    let keep = if same { count.unwrap_or(0) } else { 0 };
+    trim_to(con, s, keep, 0, ctx)
+}
+
+/// The staging metadata and the staging counter.
+fn read_meta(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    ctx: &Context,
+) -> Result<(StagingMeta, Option<u64>), Failure> {
+    redis::pipe()
+        .cmd("HMGET")
+        .arg(&s.staging.meta)
+        .arg("generation")
+        .arg("published")
+        .arg("live")
+        .cmd("GET")
+        .arg(&s.staging.counter)
+        .query(con)
+        .map_err(|e| classify(&e, ctx))
+}
+
+/// Shrinks the staging to records 1..=`keep` (1..=`live` of them live already): the logical view
+/// first, in one script call, then the staged records above it; refreshes the expiry of the
+/// staged records kept.
+fn trim_to(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    keep: u64,
+    live: u64,
+    ctx: &Context,
+) -> Result<Prepared, Failure> {
     let mut calls = 0;
     let high = calls::staging_trim(con, s, keep, live, ctx)?;
     if high > keep {
@@ -100,69 +148,9 @@ pub fn prepare(
             .arg("high")
             .arg(keep)
             .query::<()>(con)
-            .map_err(q)?;
+            .map_err(|e| classify(&e, ctx))?;
     }
     refresh_expiry(con, &s.staging.record_prefix, live + 1, keep, ctx)?;
-    Ok(Prepared {
-        kept: keep,
-        already_published: false,
-        into_live: false,
-    })
-}
-
-/// [`prepare`] for a deduplicated stream (a truncate refresh of an `append_dedup` stream). Its
-/// staged ids are not positions (a key keeps its id when it is updated, a delete leaves a gap), so
-/// there is no restart point to find: staging of the same generation is kept whole, and the
-/// records the source sends again are upserted over it, which gives the same generation
-/// deduplicated. Staging of another generation, or of a source that cannot resume, is discarded
-/// (its index with its counter, atomically). When an earlier attempt published this generation,
-/// the records go into the live stream instead.
-fn prepare_dedup(
-    con: &mut redis::Connection,
-    s: &OverwriteStream,
-    first_data: Option<&[u8]>,
-    ctx: &Context,
-) -> Result<Prepared, Failure> {
-    let q = |e: redis::RedisError| classify(&e, ctx);
-    let (meta, count): (StagingMeta, Option<u64>) = redis::pipe()
-        .cmd("HMGET")
-        .arg(&s.staging.meta)
-        .arg("generation")
-        .arg("published")
-        .arg("live")
-        .cmd("GET")
-        .arg(&s.staging.counter)
-        .query(con)
-        .map_err(q)?;
-    let (generation, published, _) = meta;
-    let same = generation == Some(s.generation) && s.resumable;
-    if let (true, Some(n)) = (same, published) {
-        return Ok(Prepared {
-            kept: n,
-            already_published: first_data.is_none(),
-            into_live: true,
-        });
-    }
-    let keep = if same { count.unwrap_or(0) } else { 0 };
-    let mut calls = 0;
-    let high = calls::staging_trim(con, s, keep, 0, ctx)?;
-    if high > keep {
-        delete_range(
-            con,
-            &s.staging.record_prefix,
-            keep + 1,
-            high,
-            ctx,
-            &mut calls,
-        )?;
-        redis::cmd("HSET")
-            .arg(&s.staging.meta)
-            .arg("high")
-            .arg(keep)
-            .query::<()>(con)
-            .map_err(q)?;
-    }
-    refresh_expiry(con, &s.staging.record_prefix, 1, keep, ctx)?;
     Ok(Prepared {
         kept: keep,
         already_published: false,

@@ -38,6 +38,24 @@ pub struct Cut {
     pub kind: Kind,
 }
 
+/// Drops at the given points: each `(up, at)` is a fraction `at` of the request traffic
+/// (`request_bytes`, about the input's size plus the setup's scripts) when `up`, else of the
+/// reply traffic (`replies` bytes, small).
+pub fn drops_at(points: &[(bool, f64)], request_bytes: usize, replies: usize) -> Vec<Cut> {
+    points
+        .iter()
+        .map(|(up, at)| Cut {
+            kind: Kind::Drop,
+            direction: if *up { Direction::Up } else { Direction::Down },
+            after: if *up {
+                (at * request_bytes as f64) as u64
+            } else {
+                (at * replies as f64) as u64
+            },
+        })
+        .collect()
+}
+
 /// The proxy: the i-th accepted connection gets the i-th fault (later ones pass untouched).
 pub struct FaultProxy {
     port: u16,

@@ -21,7 +21,7 @@ mod target;
 
 pub use cluster::{read_tagged, tagged_counter, Cluster, TLS_CLUSTER_PASSWORD};
 pub use cutter::CommandCutter;
-pub use fault::{Cut, Direction, FaultProxy, Kind};
+pub use fault::{drops_at, Cut, Direction, FaultProxy, Kind};
 pub use pki::Pki;
 pub use proxy::CountingProxy;
 pub use sentinel::{cli as cli_at, sentinel_named_port, SentinelSet, MASTER_NAME};
