@@ -10,6 +10,8 @@
 -- ARGV[2]  `1` for a deduplicated stream (append_dedup refreshed): its staged ids have gaps where
 --          a key was deleted, each of which deletes the live record at that id, and its index
 --          replaces the live one; `0` otherwise. Kept in the marker, so any run finishes alike.
+-- ARGV[3]  `1` for a stream keyed by primary key (`record_key: primary_key`): published by SCAN
+--          in phases (`sweep`, then `move`, recorded in the marker's `phase`), n and old are 0
 --
 -- Returns {n, old}: the staged count to publish and the stream's old counter. If a marker exists
 -- already (a publish interrupted earlier), it is kept and returned, so publishing rolls forward.
@@ -33,6 +35,11 @@ if live > staged then
   live = staged
 end
 local dedup = ARGV[2] == '1'
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[3], 'n', 0, 'old', 0, 'generation', ARGV[1], 'moved', 0, 'dedup', '0',
+    'keyed', '1', 'phase', 'sweep')
+  return {0, 0}
+end
 if dedup and staged > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
   -- The index of a staged generation expires with its records: without it they are gone too.
   return redis.error_reply('ABSTAGED ' .. KEYS[5])

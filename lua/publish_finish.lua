@@ -10,6 +10,9 @@
 --          records are not indexed, so the index goes with the records it described
 -- KEYS[7]  the staged generation's index: in a deduplicated stream's publish (the marker's
 --          `dedup`) it becomes the stream's index
+-- KEYS[8]  the staged generation's tombstones, and KEYS[9] the stream's: in the publish of a
+--          stream keyed by primary key (the marker's `keyed`) the staged ones replace the
+--          stream's, and the stream has no counter (any sequence-layout records were swept)
 -- ARGV[1]  the time to live of the metadata and marks, in seconds
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
@@ -25,10 +28,18 @@ end
 n = tonumber(n)
 local generation = redis.call('HGET', KEYS[3], 'generation')
 local dedup = redis.call('HGET', KEYS[3], 'dedup') == '1'
-if n > 0 then
+local keyed = redis.call('HGET', KEYS[3], 'keyed') == '1'
+if n > 0 and not keyed then
   redis.call('SET', KEYS[1], n)
 else
   redis.call('DEL', KEYS[1])
+end
+if keyed then
+  redis.call('DEL', KEYS[9])
+  if redis.call('EXISTS', KEYS[8]) == 1 then
+    redis.call('RENAME', KEYS[8], KEYS[9])
+    redis.call('PERSIST', KEYS[9])
+  end
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
 if dedup and redis.call('EXISTS', KEYS[7]) == 1 then

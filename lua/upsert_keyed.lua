@@ -10,8 +10,11 @@
 -- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
 -- ARGV[2]  the record key prefix, `<counter key>:`
 -- ARGV[3]  the token key's time to live, in seconds
--- ARGV[4]  `1`: compare cursors (append_dedup); `0`: the last write wins (append)
--- ARGV[5..] the records, five arguments each: `u` (upsert) or `d` (delete), the key suffix
+-- ARGV[4]  `1`: compare cursors (append_dedup); `0`: the last write wins (append, overwrite)
+-- ARGV[5]  the records' time to live, in seconds (0: none; staged records of an overwrite expire
+--          unless their generation is resumed or published)
+-- ARGV[6]  the tombstones' time to live, in seconds (0: none)
+-- ARGV[7..] the records, five arguments each: `u` (upsert) or `d` (delete), the key suffix
 --          (`<pk field>:<value>…`, escaped), the encoded cursor (`` absent, `n<number>`,
 --          `s<text>`), emitted_at (epoch ms), data (JSON text; empty for a delete). Each suffix
 --          appears once per batch (the client keeps the winner of repeats).
@@ -29,8 +32,10 @@
 -- Cursor order as in upsert_batch.lua.
 local seq = tonumber(ARGV[1])
 local compare = ARGV[4] == '1'
-local nargs = #ARGV - 4
-if seq == nil or nargs < 5 or nargs % 5 ~= 0 then
+local record_ttl = tonumber(ARGV[5])
+local tombstone_ttl = tonumber(ARGV[6])
+local nargs = #ARGV - 6
+if seq == nil or record_ttl == nil or tombstone_ttl == nil or nargs < 5 or nargs % 5 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -74,11 +79,11 @@ end
 -- is its suffix); for absent records, their tombstones.
 local keys, ours, cursors, absent = {}, {}, {}, {}
 for i = 1, n do
-  local op = ARGV[4 + 5 * (i - 1) + 1]
+  local op = ARGV[6 + 5 * (i - 1) + 1]
   if op ~= 'u' and op ~= 'd' then
     return redis.error_reply('ABARGS unknown operation ' .. tostring(op))
   end
-  local suffix = ARGV[4 + 5 * (i - 1) + 2]
+  local suffix = ARGV[6 + 5 * (i - 1) + 2]
   local key = prefix .. suffix
   keys[i] = key
   local r = redis.pcall('HMGET', key, '_airbyte_ab_id', '_airbyte_cursor')
@@ -104,7 +109,7 @@ if #absent > 0 then
   local absent_keys, suffixes = {}, {}
   for j, i in ipairs(absent) do
     absent_keys[j] = keys[i]
-    suffixes[j] = ARGV[4 + 5 * (i - 1) + 2]
+    suffixes[j] = ARGV[6 + 5 * (i - 1) + 2]
   end
   for from = 1, #absent, 4000 do
     local to = math.min(from + 3999, #absent)
@@ -125,7 +130,7 @@ if #absent > 0 then
   end
 end
 if redis.acl_check_cmd then
-  local probe = prefix .. ARGV[6]
+  local probe = prefix .. ARGV[8]
   if not (redis.acl_check_cmd('HSET', probe, 'f', 'v')
       and redis.acl_check_cmd('DEL', probe)
       and redis.acl_check_cmd('HSET', KEYS[2], 'f', 'v')
@@ -136,7 +141,7 @@ end
 
 local written = 0
 for i = 1, n do
-  local base = 4 + 5 * (i - 1)
+  local base = 6 + 5 * (i - 1)
   local op, suffix, cursor = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   local key = keys[i]
   if not (compare and cursors[i] and newer(cursors[i], cursor)) then
@@ -151,6 +156,9 @@ for i = 1, n do
         redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 4],
           '_airbyte_data', ARGV[base + 5])
       end
+      if record_ttl > 0 then
+        redis.call('EXPIRE', key, record_ttl)
+      end
       if tombstoned[i] then
         redis.call('HDEL', KEYS[2], suffix)
       end
@@ -160,6 +168,9 @@ for i = 1, n do
         redis.call('DEL', key)
       end
       redis.call('HSET', KEYS[2], suffix, cursor)
+      if tombstone_ttl > 0 then
+        redis.call('EXPIRE', KEYS[2], tombstone_ttl)
+      end
     end
   end
 end

@@ -157,6 +157,12 @@ impl StagingKeys {
         format!("{RESERVED_PREFIX}:index:{}", self.counter)
     }
 
+    /// The tombstones of the staged generation of a stream keyed by primary key (as
+    /// [`StreamKeys::tombstones`] names them for the staging counter).
+    pub fn tombstones(&self) -> String {
+        format!("{RESERVED_PREFIX}:deleted:{}", self.counter)
+    }
+
     /// The staging keys of the stream whose counter key is `counter`.
     pub fn for_counter(counter: &str) -> Self {
         let base = format!("{RESERVED_PREFIX}:staging:{counter}");

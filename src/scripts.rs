@@ -94,7 +94,8 @@ impl LuaScript {
         Err(self.unexpected(reply))
     }
 
-    fn unexpected(&self, reply: &redis::Value) -> Failure {
+    /// The failure for a reply this script does not give.
+    pub fn unexpected(&self, reply: &redis::Value) -> Failure {
         Failure::system(
             format!("The script {} answered unexpectedly.", self.name),
             format!("{reply:?}"),
@@ -113,6 +114,10 @@ pub static UPSERT_BATCH: LazyLock<LuaScript> =
 /// `lua/upsert_keyed.lua`: applies one batch of a stream keyed by primary key.
 pub static UPSERT_KEYED: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("upsert_keyed.lua", include_str!("../lua/upsert_keyed.lua")));
+
+/// `lua/keyed_scan.lua`: one SCAN step of an overwrite of a stream keyed by primary key.
+pub static KEYED_SCAN: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("keyed_scan.lua", include_str!("../lua/keyed_scan.lua")));
 
 /// `lua/delete_range.lua`: unlinks a bounded range of record keys, checking each.
 pub static DELETE_RANGE: LazyLock<LuaScript> =
@@ -163,11 +168,12 @@ pub static JAVA_STAGING: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("java_staging.lua", include_str!("../lua/java_staging.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 12] {
+pub fn all() -> [&'static LuaScript; 13] {
     [
         &APPEND_BATCH,
         &UPSERT_BATCH,
         &UPSERT_KEYED,
+        &KEYED_SCAN,
         &STAGING_TRIM,
         &EXPIRE_RANGE,
         &PUBLISH_CHECK,

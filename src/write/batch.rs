@@ -44,7 +44,7 @@ impl Batch {
 pub struct Expiry {
     /// Of every record key the batch writes.
     pub records: u64,
-    /// Of the counter (and of an `append_dedup` stream's index).
+    /// Of the counter (and of an `append_dedup` stream's index or tombstones).
     pub counter: u64,
 }
 
@@ -130,20 +130,22 @@ impl StreamCall {
 
     /// The call of `upsert_keyed.lua` for a stream keyed by primary key with `keys` in run
     /// `run_id`: KEYS token, tombstones, counter; ARGV sequence, record prefix, token TTL, whether
-    /// cursors are compared (`append_dedup`) or the last write wins (`append`), then five
-    /// arguments per record (see [`super::collapse`]).
-    pub fn upsert_keyed(keys: StreamKeys, run_id: &str, compare: bool) -> Self {
+    /// cursors are compared (`append_dedup`) or the last write wins (`append`, `overwrite`), record
+    /// TTL, tombstones TTL, then five arguments per record (see [`super::collapse`]).
+    pub fn upsert_keyed(keys: StreamKeys, run_id: &str, compare: bool, expiry: Expiry) -> Self {
         let token = keys.token(run_id);
         let tombstones = keys.tombstones();
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
         resp::bulk(&mut tail, if compare { b"1" } else { b"0" });
+        resp::bulk_int(&mut tail, expiry.records as i64);
+        resp::bulk_int(&mut tail, expiry.counter as i64);
         let head = head(&UPSERT_KEYED, &[&token, &tombstones, &keys.counter]);
         StreamCall {
             head,
             tail,
-            fixed_args: 10,
+            fixed_args: 12,
             args_per_record: 5,
             keys,
             token,

@@ -52,7 +52,7 @@ impl StreamPlan {
     pub fn upsert_fields(&self) -> Option<&UpsertFields> {
         match &self.mode {
             Mode::Dedup(fields) => Some(fields),
-            Mode::Overwrite(ow) => ow.dedup.as_ref(),
+            Mode::Overwrite(ow) => ow.upserts.as_ref(),
             Mode::Append => None,
         }
     }
@@ -160,7 +160,7 @@ fn stream_plan(
     }
     let (call, mode) = match &s.mode {
         SyncMode::Append if keyed => (
-            StreamCall::upsert_keyed(keys, run_id, false),
+            StreamCall::upsert_keyed(keys, run_id, false, Expiry::NONE),
             Mode::Dedup(UpsertFields::last_write_wins(s.primary_key.clone())),
         ),
         SyncMode::Append => (
@@ -169,9 +169,10 @@ fn stream_plan(
         ),
         SyncMode::Dedup(dedup) => {
             let (call, text) = match record_key {
-                RecordKey::PrimaryKey => {
-                    (StreamCall::upsert_keyed(keys, run_id, true), KeyText::Path)
-                }
+                RecordKey::PrimaryKey => (
+                    StreamCall::upsert_keyed(keys, run_id, true, Expiry::NONE),
+                    KeyText::Path,
+                ),
                 RecordKey::Sequence => (
                     StreamCall::upsert(keys, run_id, Expiry::NONE),
                     KeyText::Json,
@@ -179,28 +180,19 @@ fn stream_plan(
             };
             (call, Mode::Dedup(upsert_fields(s, dedup, text)))
         }
-        SyncMode::Overwrite { .. } if keyed => {
-            return Err(refuse("an overwrite or truncate refresh with record_key \"primary_key\" is not supported yet; use record_key \"sequence\" for this stream in stream_options"));
-        }
         SyncMode::Overwrite {
             generation,
             resumable,
             dedup,
         } => {
             let mut ow = OverwriteStream::new(keys, *generation, *resumable);
-            let call = match dedup {
-                Some(dedup) => {
-                    ow.dedup = Some(upsert_fields(s, dedup, KeyText::Json));
-                    StreamCall::upsert(ow.staging_as_stream(), run_id, Expiry::STAGING)
-                }
-                None => StreamCall::new(
-                    &APPEND_BATCH,
-                    ow.staging_as_stream(),
-                    run_id,
-                    Expiry::STAGING,
-                ),
+            let text = if keyed { KeyText::Path } else { KeyText::Json };
+            ow.upserts = match dedup {
+                Some(dedup) => Some(upsert_fields(s, dedup, text)),
+                None if keyed => Some(UpsertFields::last_write_wins(s.primary_key.clone())),
+                None => None,
             };
-            (call, Mode::Overwrite(ow))
+            (ow.staging_call(run_id), Mode::Overwrite(ow))
         }
     };
     Ok(StreamPlan {

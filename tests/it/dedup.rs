@@ -577,11 +577,6 @@ fn primary_key_records_live_at_their_key() {
         );
         assert_eq!(kept.trim(), "5", "the other stream's record is unchanged");
     }
-
-    let mut overwrite = common::catalog_with(&[(ns, "users")], "overwrite", 0, 0);
-    overwrite["streams"][0]["primary_key"] = json!([["id"]]);
-    let out = common::write_sync(&config, &overwrite, "");
-    out.assert_failed_with("config_error", "not supported yet");
 }
 
 /// Keys under the stream's prefix (records and anything else), over every master.
@@ -751,4 +746,88 @@ fn a_truncate_refresh_of_a_dedup_stream_publishes_the_new_generation_deduplicate
     let only: BTreeMap<String, String> = [("[1]".to_string(), v(1, 9, "gen2"))].into();
     assert_eq!(live_data(&target, ns, s), only);
     assert_eq!(stored(&target, ns, s).record_keys, 1);
+}
+
+/// `overwrite` and truncate refreshes with `record_key: primary_key`: the new generation is
+/// staged by key and published by SCAN (the stream's records without a staged counterpart go,
+/// the staged ones move into place, the staged tombstones replace the stream's); an attempt
+/// without COMPLETE leaves the old records; a new sync of the same published generation replaces
+/// (its first record is not the published one), a refresh of an `append_dedup` stream merges.
+#[test]
+fn primary_key_streams_are_replaced_by_overwrite_and_refreshes() {
+    let target = Target::start();
+    let (ns, st) = (Some("po"), "s");
+    let mut config = target.config();
+    config["record_key"] = json!("primary_key");
+    let rec = |data: &str| record(ns, st, data, 1) + "\n";
+    let cat = |mode: &str, generation: i64| {
+        let mut c = common::catalog_with(&[(ns, st)], mode, generation, generation);
+        c["streams"][0]["primary_key"] = json!([["id"]]);
+        c["streams"][0]["cursor_field"] = json!(["at"]);
+        c
+    };
+    let held = || -> BTreeMap<String, Option<String>> {
+        stored_keyed(&target, ns, st)
+            .records
+            .into_iter()
+            .map(|(k, r)| (k, r.map(|r| r["_airbyte_data"].clone())))
+            .collect()
+    };
+    let first = rec(r#"{"id":"a","at":1}"#)
+        + &rec(r#"{"id":"b","at":1}"#)
+        + &rec(r#"{"id":"d","at":1,"_ab_cdc_deleted_at":"t"}"#);
+    let out = common::write_sync(&config, &cat("append_dedup", 0), &first);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(held().len(), 3, "{:?}", held());
+
+    // An overwrite that does not complete leaves the old records.
+    let partial = rec(r#"{"id":"z","at":1}"#) + &common::status(ns, st, "INCOMPLETE") + "\n";
+    let out = common::write_sync(&config, &cat("overwrite", 1), &partial);
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert_eq!(held().len(), 3);
+    // Overwrite, generation 1 (a new attempt that does not resume): the last write of a key wins.
+    let second = rec(r#"{"id":"b","at":1,"v":1}"#)
+        + &rec(r#"{"id":"e","at":1}"#)
+        + &rec(r#"{"id":"b","at":0,"v":2}"#);
+    let out = common::write_sync(&config, &cat("overwrite", 1), &second);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let want: BTreeMap<String, Option<String>> = [
+        ("id:b", Some(r#"{"id":"b","at":0,"v":2}"#)),
+        ("id:e", Some(r#"{"id":"e","at":1}"#)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.map(String::from)))
+    .collect();
+    assert_eq!(held(), want, "a, d's tombstone and the staged z are gone");
+    assert!(
+        target.keys("_airbyte_redis:staging:*").is_empty(),
+        "{:?}",
+        target.keys("*")
+    );
+
+    // The same generation again with other records: a new sync (PyAirbyte's replace), it replaces.
+    let out = common::write_sync(&config, &cat("overwrite", 1), &rec(r#"{"id":"q","at":1}"#));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(held().keys().cloned().collect::<Vec<_>>(), ["id:q"]);
+
+    // A truncate refresh of the append_dedup stream: deduplicated, deletes remembered.
+    let third = rec(r#"{"id":"f","at":2}"#)
+        + &rec(r#"{"id":"g","at":1}"#)
+        + &rec(r#"{"id":"f","at":3,"_ab_cdc_deleted_at":"t"}"#);
+    let out = common::write_sync(&config, &cat("append_dedup", 2), &third);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let want: BTreeMap<String, Option<String>> =
+        [("id:f", None), ("id:g", Some(r#"{"id":"g","at":1}"#))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.map(String::from)))
+            .collect();
+    assert_eq!(held(), want);
+    // Its generation again (PyAirbyte's merge, or the platform's retry): merged into it.
+    let out = common::write_sync(
+        &config,
+        &cat("append_dedup", 2),
+        &rec(r#"{"id":"h","at":1}"#),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(held().len(), 3, "{:?}", held());
 }

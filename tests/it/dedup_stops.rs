@@ -61,13 +61,9 @@ fn attempt_b() -> String {
 }
 
 /// The old generation, then attempt A of generation 2, which stages and fails without COMPLETE.
-fn set_up(server: &Target) {
+fn set_up(server: &Target, config: &serde_json::Value) {
     server.flush_all();
-    let out = common::write_sync(
-        &server.config(),
-        &dedup_catalog(0),
-        &lines(0..OLD, 1, "old"),
-    );
+    let out = common::write_sync(config, &dedup_catalog(0), &lines(0..OLD, 1, "old"));
     assert_eq!(out.code, Some(0), "{}", out.dump());
     let a = status(NS, "s", "STARTED")
         + "\n"
@@ -77,7 +73,7 @@ fn set_up(server: &Target) {
         + &lines(RESUME..A_END, 2, "new")
         + &status(NS, "s", "INCOMPLETE")
         + "\n";
-    let out = common::write_sync(&server.config(), &dedup_catalog(2), &a);
+    let out = common::write_sync(config, &dedup_catalog(2), &a);
     assert_eq!(
         out.code,
         Some(1),
@@ -87,9 +83,29 @@ fn set_up(server: &Target) {
 }
 
 /// Each key's record data, through the index (the record's id checked), and the number of record
-/// keys of the stream.
-fn held_data(server: &Target) -> (BTreeMap<String, String>, usize) {
+/// keys of the stream; with `keyed`, from the keys `<counter>:id:<id>` (named `[<id>]` here too).
+fn held_data(server: &Target, keyed: bool) -> (BTreeMap<String, String>, usize) {
     let counter = server.counter_key(NS, "s");
+    if keyed {
+        let mut con = server.conn_for(&counter);
+        let keys = server.keys(&format!("{counter}:*"));
+        let mut out = BTreeMap::new();
+        for key in &keys {
+            let (ab_id, d): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(key)
+                .arg("_airbyte_ab_id")
+                .arg("_airbyte_data")
+                .query(&mut con)
+                .expect("HMGET");
+            let suffix = &key[counter.len() + 1..];
+            if ab_id.as_deref() == Some(suffix) {
+                if let Some(id) = suffix.strip_prefix("id:") {
+                    out.insert(format!("[{id}]"), d.unwrap_or_default());
+                }
+            }
+        }
+        return (out, keys.len());
+    }
     let mut con = server.conn_for(&counter);
     let index: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(format!("_airbyte_redis:index:{counter}"))
@@ -135,8 +151,8 @@ fn expected(which: &str) -> BTreeMap<String, String> {
 
 /// `Some("old")` or `Some("new")` when the stream holds exactly that generation and no other
 /// record; `None` for anything else.
-fn generation_held(server: &Target) -> Option<&'static str> {
-    let (held, record_keys) = held_data(server);
+fn generation_held(server: &Target, keyed: bool) -> Option<&'static str> {
+    let (held, record_keys) = held_data(server, keyed);
     ["old", "new"]
         .into_iter()
         .find(|w| held == expected(w) && record_keys == held.len())
@@ -144,25 +160,39 @@ fn generation_held(server: &Target) -> Option<&'static str> {
 
 #[test]
 fn a_dedup_refresh_stopped_at_any_command_ends_with_the_old_or_the_new_generation() {
+    stopped_at_any_command(false);
+}
+
+/// The same with `record_key: primary_key`: staged by key, published by SCAN in phases.
+#[test]
+fn a_keyed_refresh_stopped_at_any_command_ends_with_the_old_or_the_new_generation() {
+    stopped_at_any_command(true);
+}
+
+fn stopped_at_any_command(keyed: bool) {
     let server = Target::standalone();
     let port = server.server().port();
-    set_up(&server);
-    assert_eq!(generation_held(&server), Some("old"));
+    let mut base = server.config();
+    if keyed {
+        base["record_key"] = json!("primary_key");
+    }
+    set_up(&server, &base);
+    assert_eq!(generation_held(&server, keyed), Some("old"));
     let counting = CommandCutter::start(port, u64::MAX);
-    let mut config = server.config();
+    let mut config = base.clone();
     config["port"] = counting.port().into();
     config["retry_budget_ms"] = 200.into();
     config["batch_size"] = 100.into();
     let out = common::write_sync(&config, &dedup_catalog(2), &attempt_b());
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(generation_held(&server), Some("new"));
+    assert_eq!(generation_held(&server, keyed), Some("new"));
     let total = counting.forwarded();
     drop(counting);
     assert!(total > 10, "the attempt sends {total} commands");
 
     let mut outcomes = BTreeMap::new();
     for k in 1..=total {
-        set_up(&server);
+        set_up(&server, &base);
         let cutter = CommandCutter::start(port, k);
         config["port"] = cutter.port().into();
         let out = common::write_sync(&config, &dedup_catalog(2), &attempt_b());
@@ -174,7 +204,7 @@ fn a_dedup_refresh_stopped_at_any_command_ends_with_the_old_or_the_new_generatio
         drop(cutter);
         if out.code == Some(0) {
             assert_eq!(
-                generation_held(&server),
+                generation_held(&server, keyed),
                 Some("new"),
                 "k={k}: {}",
                 out.dump()
@@ -186,8 +216,8 @@ fn a_dedup_refresh_stopped_at_any_command_ends_with_the_old_or_the_new_generatio
             .states()
             .iter()
             .any(|s| s["state"]["stream"]["stream_state"]["after"] == NEW);
-        common::check(&server.config()).assert_check_succeeded();
-        let held = generation_held(&server)
+        common::check(&base).assert_check_succeeded();
+        let held = generation_held(&server, keyed)
             .unwrap_or_else(|| panic!("k={k}: after recovery the stream holds a mix"));
         *outcomes.entry(held).or_insert(0) += 1;
         let retry = if final_state_echoed {
@@ -195,10 +225,10 @@ fn a_dedup_refresh_stopped_at_any_command_ends_with_the_old_or_the_new_generatio
         } else {
             attempt_b()
         };
-        let out = common::write_sync(&server.config(), &dedup_catalog(2), &retry);
+        let out = common::write_sync(&base, &dedup_catalog(2), &retry);
         assert_eq!(out.code, Some(0), "k={k}: {}", out.dump());
         assert_eq!(
-            generation_held(&server),
+            generation_held(&server, keyed),
             Some("new"),
             "k={k}: after the retry"
         );
@@ -208,6 +238,7 @@ fn a_dedup_refresh_stopped_at_any_command_ends_with_the_old_or_the_new_generatio
             .filter(|k| {
                 !k.starts_with("_airbyte_redis:token:")
                     && !k.starts_with("_airbyte_redis:index:n:s")
+                    && !k.starts_with("_airbyte_redis:deleted:n:s")
             })
             .collect();
         assert_eq!(stray, Vec::<String>::new(), "k={k}");

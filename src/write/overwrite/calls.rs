@@ -8,10 +8,11 @@ use redis::Value;
 use super::{OverwriteStream, Removed};
 use crate::classify::Context;
 use crate::error::Failure;
+use crate::keys;
 use crate::keys::{StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
 use crate::scripts::{
-    DELETE_RANGE, EXPIRE_RANGE, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH, PUBLISH_STEP,
-    SCAN_DELETE, STAGING_TRIM,
+    DELETE_RANGE, EXPIRE_RANGE, KEYED_SCAN, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH,
+    PUBLISH_STEP, SCAN_DELETE, STAGING_TRIM,
 };
 
 /// `staging_trim.lua`: keeps staged records 1..=`keep` (and marks up to it) of the stream's
@@ -128,7 +129,8 @@ pub fn publish_begin(
         ],
         &[
             &s.generation.to_string(),
-            if s.dedup.is_some() { "1" } else { "0" },
+            if s.is_dedup() { "1" } else { "0" },
+            if s.is_keyed() { "1" } else { "0" },
         ],
         ctx,
     )?;
@@ -179,6 +181,8 @@ pub fn publish_finish(
             &staging.marks,
             &live.index(),
             &staging.index(),
+            &staging.tombstones(),
+            &live.tombstones(),
         ],
         &[&STAGING_TTL_SECONDS.to_string()],
         ctx,
@@ -189,6 +193,82 @@ pub fn publish_finish(
             "The script publish_finish.lua answered unexpectedly.",
             format!("{other:?}"),
         )),
+    }
+}
+
+/// What one step of `keyed_scan.lua` does (see its header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyedScan {
+    /// Find a live key in the way of a staged one (read only).
+    Check,
+    /// Unlink every staged key.
+    Discard,
+    /// Give every staged key a fresh expiry.
+    Expire,
+    /// Unlink the stream's live records without a staged counterpart.
+    Sweep,
+    /// Rename every staged key over its live key.
+    Move,
+}
+
+impl KeyedScan {
+    fn name(self) -> &'static str {
+        match self {
+            KeyedScan::Check => "check",
+            KeyedScan::Discard => "discard",
+            KeyedScan::Expire => "expire",
+            KeyedScan::Sweep => "sweep",
+            KeyedScan::Move => "move",
+        }
+    }
+}
+
+/// `keyed_scan.lua`: one SCAN step (from `cursor`, `count` keys) of `mode` over the keys of a
+/// stream keyed by primary key: its staged keys, or for [`KeyedScan::Sweep`] its live ones.
+/// Returns the next cursor, the keys acted on, and (for [`KeyedScan::Check`]) a key in the way.
+pub fn keyed_scan(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    mode: KeyedScan,
+    cursor: &str,
+    count: u64,
+    ctx: &Context,
+) -> Result<(String, u64, Option<String>), Failure> {
+    let (scanned, other) = match mode {
+        KeyedScan::Sweep => (&s.live.record_prefix, &s.staging.record_prefix),
+        _ => (&s.staging.record_prefix, &s.live.record_prefix),
+    };
+    let pattern = format!("{}*", keys::escape_glob(scanned));
+    let reply = KEYED_SCAN.eval(
+        con,
+        &[],
+        &[
+            cursor,
+            mode.name(),
+            &pattern,
+            scanned,
+            other,
+            &count.to_string(),
+            &STAGING_TTL_SECONDS.to_string(),
+        ],
+        ctx,
+    )?;
+    let bad = || KEYED_SCAN.unexpected(&reply);
+    let Value::Array(parts) = &reply else {
+        return Err(bad());
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(t) => Some(t.clone()),
+        _ => None,
+    };
+    match parts.as_slice() {
+        [next, Value::Int(done), found] => {
+            let next = text(next).ok_or_else(bad)?;
+            let found = text(found).ok_or_else(bad)?;
+            Ok((next, *done as u64, (!found.is_empty()).then_some(found)))
+        }
+        _ => Err(bad()),
     }
 }
 

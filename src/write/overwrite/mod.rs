@@ -24,14 +24,17 @@
 //!   failed sync from its last echoed state, which may come before the publish, and that attempt
 //!   resumes the published records (live records 1..restart point count as staged) instead of
 //!   publishing only what it resends.
-//! * **Deduplicated streams** (`dedup`: a truncate refresh of an `append_dedup` stream) stage
+//! * **Deduplicated streams** (`upserts` in the sequence layout: a truncate refresh of an
+//!   `append_dedup` stream) stage
 //!   through `upsert_batch.lua` with their own index (`StagingKeys::index`), so staged ids are not
 //!   positions: a key keeps its id when updated, a delete leaves a gap. Prepare keeps the staging
-//!   of the same generation whole (what the source sends again is upserted over it) or discards it
+//!   of the same generation whole when a state was echoed for it (what the source sends again is
+//!   upserted over it) or discards it
 //!   (its index with its counter, in the same call); a generation already published takes this
 //!   attempt's records into the live stream directly (nothing to publish). The publish marker
 //!   records `dedup`, so any run finishes it alike: a gap deletes the live record at that id, and
-//!   the staged index replaces the live one in the finish.
+//!   the staged index replaces the live one in the finish. Streams keyed by primary key go by SCAN
+//!   instead of id ranges: `keyed.rs`.
 //! * Staged records and the staging bookkeeping expire a week after their last use (a generation
 //!   never resumed does not stay forever); the publish removes the expiry from the records it moves.
 //!
@@ -40,8 +43,10 @@
 //! | `prepare.rs` | ready a stream's staging for this run (trim to the restart point), record marks |
 //! | `publish.rs` | check, then roll the staged records forward into place |
 //! | `recover.rs` | finish the publishes an earlier run left under way |
+//! | `keyed.rs` | the same by SCAN for a stream keyed by primary key (`record_key: primary_key`) |
 
 mod calls;
+mod keyed;
 mod prepare;
 mod publish;
 mod recover;
@@ -50,7 +55,7 @@ use super::batch::{Expiry, StreamCall};
 use crate::connect::Context;
 use crate::error::Failure;
 use crate::keys::{StagingKeys, StreamKeys};
-use crate::protocol::upsert::UpsertFields;
+use crate::protocol::upsert::{KeyText, UpsertFields};
 use crate::scripts::APPEND_BATCH;
 
 pub use prepare::{mark, prepare, Prepared};
@@ -80,9 +85,10 @@ pub struct OverwriteStream {
     /// when it does not say). Staging of an earlier attempt of a stream that cannot resume is
     /// discarded: its source starts over, and a content match could not tell.
     pub resumable: bool,
-    /// For a truncate refresh of an `append_dedup` stream: how its records are deduplicated as
-    /// they are staged (see `dedup` in the module documentation).
-    pub dedup: Option<UpsertFields>,
+    /// How its records are upserted as they are staged: a truncate refresh of an `append_dedup`
+    /// stream (deduplicated, see the module documentation), or any overwrite with `record_key:
+    /// primary_key` (`KeyText::Path`: one key per primary key); `None` for a plain overwrite.
+    pub upserts: Option<UpsertFields>,
 }
 
 impl OverwriteStream {
@@ -94,7 +100,7 @@ impl OverwriteStream {
             staging,
             generation,
             resumable,
-            dedup: None,
+            upserts: None,
         }
     }
 
@@ -102,10 +108,38 @@ impl OverwriteStream {
     /// and where a deduplicated stream's batches go when an earlier attempt published this
     /// generation already).
     pub fn live_call(&self, run_id: &str) -> StreamCall {
-        match self.dedup {
-            Some(_) => StreamCall::upsert(self.live.clone(), run_id, Expiry::NONE),
-            None => StreamCall::new(&APPEND_BATCH, self.live.clone(), run_id, Expiry::NONE),
+        self.call(self.live.clone(), run_id, Expiry::NONE)
+    }
+
+    /// The call that stages this stream's records in run `run_id`.
+    pub fn staging_call(&self, run_id: &str) -> StreamCall {
+        self.call(self.staging_as_stream(), run_id, Expiry::STAGING)
+    }
+
+    fn call(&self, keys: StreamKeys, run_id: &str, expiry: Expiry) -> StreamCall {
+        match &self.upserts {
+            None => StreamCall::new(&APPEND_BATCH, keys, run_id, expiry),
+            Some(f) if f.key_text == KeyText::Path => {
+                StreamCall::upsert_keyed(keys, run_id, f.deletes, expiry)
+            }
+            Some(_) => StreamCall::upsert(keys, run_id, expiry),
         }
+    }
+
+    /// Whether its staged ids are not positions (upserts in the sequence layout: a key keeps its
+    /// id, a delete leaves a gap).
+    pub fn is_dedup(&self) -> bool {
+        self.upserts
+            .as_ref()
+            .is_some_and(|f| f.key_text == KeyText::Json)
+    }
+
+    /// Whether its records live one per primary key (`record_key: primary_key`): staged and
+    /// published by key, with SCAN.
+    pub fn is_keyed(&self) -> bool {
+        self.upserts
+            .as_ref()
+            .is_some_and(|f| f.key_text == KeyText::Path)
     }
 
     /// The keys the append script writes for this stream: the staging counter and records.

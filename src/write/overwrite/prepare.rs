@@ -41,8 +41,12 @@ pub fn prepare(
         during: format!("preparing the staging of stream key {:?}", s.live.counter),
         ..ctx.clone()
     };
-    if s.dedup.is_some() {
+    if s.is_dedup() {
         return prepare_dedup(con, s, first_data, ctx);
+    }
+    if s.is_keyed() {
+        let ((generation, published, _), _) = read_meta(con, s, ctx)?;
+        return super::keyed::prepare(con, s, generation, published, first_data, ctx);
     }
     let (meta, count) = read_meta(con, s, ctx)?;
     let (generation, published, live) = meta;
@@ -79,9 +83,9 @@ pub fn prepare(
 
 /// [`prepare`] for a deduplicated stream (a truncate refresh of an `append_dedup` stream). Its
 /// staged ids are not positions (a key keeps its id when it is updated, a delete leaves a gap), so
-/// there is no restart point to find: staging of the same generation is kept whole, and the
-/// records the source sends again are upserted over it, which gives the same generation
-/// deduplicated. Staging of another generation, or of a source that cannot resume, is discarded
+/// there is no restart point to find: staging of the same generation is kept whole when a state
+/// was echoed for it, and the records the source sends again are upserted over it, which gives
+/// the same generation deduplicated (without an echoed state nothing of it counts as written). Staging of another generation, or of a source that cannot resume, is discarded
 /// (its index with its counter, atomically). When an earlier attempt published this generation,
 /// the records go into the live stream instead.
 fn prepare_dedup(
@@ -100,7 +104,8 @@ fn prepare_dedup(
             into_live: true,
         });
     }
-    let keep = if same { count.unwrap_or(0) } else { 0 };
+    let resumed = same && super::keyed::any_state_echoed(con, s, ctx)?;
+    let keep = if resumed { count.unwrap_or(0) } else { 0 };
     trim_to(con, s, keep, 0, ctx)
 }
 

@@ -116,7 +116,9 @@ pub fn publish(
             .arg(&s.staging.counter)
             .query(&mut link.con)
             .map_err(|e| classify(&e, &ctx))?;
-        if !marker {
+        if !marker && s.is_keyed() {
+            super::keyed::check(&mut link.con, s, &ctx, &mut checks)?;
+        } else if !marker {
             check_publish_range(
                 &mut link.con,
                 &s.live,
@@ -143,7 +145,11 @@ pub fn publish(
     };
     let con = &mut link.con;
     let (n, old) = calls::publish_begin(con, s, ctx)?;
-    let mut report = finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?;
+    let mut report = if s.is_keyed() {
+        super::keyed::finish(con, s, ctx)?
+    } else {
+        finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?
+    };
     unregister(nodes, &s.live.counter, ctx)?;
     report.calls += 1 + checks;
     report.millis = started.elapsed().as_millis();

@@ -2,6 +2,7 @@
 //! that cannot finish blocks only its own stream.
 
 use super::publish::{finish_publish, unregister};
+use super::OverwriteStream;
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
 use crate::error::{Failure, FailureType};
@@ -79,10 +80,11 @@ pub fn recover(nodes: &mut Nodes) -> Result<Recovery, Failure> {
             during: format!("{during} (stream key {counter:?})"),
             ..link.ctx.clone()
         };
-        let (n, old): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+        let (n, old, keyed): (Option<u64>, Option<u64>, Option<String>) = redis::cmd("HMGET")
             .arg(&staging.marker)
             .arg("n")
             .arg("old")
+            .arg("keyed")
             .query(&mut link.con)
             .map_err(|e| classify(&e, &ctx))?;
         let live = StreamKeys {
@@ -90,7 +92,15 @@ pub fn recover(nodes: &mut Nodes) -> Result<Recovery, Failure> {
             record_prefix: format!("{counter}:"),
         };
         if let (Some(n), Some(old)) = (n, old) {
-            match finish_publish(&mut link.con, &live, &staging, n, old, false, &ctx) {
+            let finished = match keyed.as_deref() {
+                // A stream keyed by primary key: its phases by SCAN (the prefixes are all it needs).
+                Some("1") => {
+                    let s = OverwriteStream::new(live.clone(), 0, true);
+                    super::keyed::finish(&mut link.con, &s, &ctx)
+                }
+                _ => finish_publish(&mut link.con, &live, &staging, n, old, false, &ctx),
+            };
+            match finished {
                 Ok(_) => recovery.finished.push(counter.clone()),
                 Err(f) if f.failure_type == FailureType::Transient => return Err(f),
                 Err(f) => {
