@@ -14,9 +14,9 @@
 -- ARGV[5]  the records' time to live, in seconds (0: none; staged records of an overwrite expire
 --          unless their generation is resumed or published)
 -- ARGV[6]  the tombstones' time to live, in seconds (0: none)
--- ARGV[7..] the records, five arguments each: `u` (upsert) or `d` (delete), the key suffix
---          (`<pk field>:<value>…`, escaped), the encoded cursor (`` absent, `n<number>`,
---          `s<text>`), emitted_at (epoch ms), data (JSON text; empty for a delete). Each suffix
+-- ARGV[7..] the records, four arguments each: the key suffix (`<pk field>:<value>…`, escaped),
+--          the encoded cursor (`` absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data
+--          (JSON text; empty for a delete). Each suffix
 --          appears once per batch (the client keeps the winner of repeats).
 --
 -- A record hash has _airbyte_ab_id (its key suffix), _airbyte_emitted_at, _airbyte_data, and
@@ -35,7 +35,7 @@ local compare = ARGV[4] == '1'
 local record_ttl = tonumber(ARGV[5])
 local tombstone_ttl = tonumber(ARGV[6])
 local nargs = #ARGV - 6
-if seq == nil or record_ttl == nil or tombstone_ttl == nil or nargs < 5 or nargs % 5 ~= 0 then
+if seq == nil or record_ttl == nil or tombstone_ttl == nil or nargs < 4 or nargs % 4 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -49,7 +49,7 @@ local counter = redis.call('GET', KEYS[3])
 if counter then
   return redis.error_reply('ABUNINDEXED ' .. KEYS[3] .. ' ' .. counter)
 end
-local n = nargs / 5
+local n = nargs / 4
 local prefix = ARGV[2]
 
 -- BEGIN cursor order: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
@@ -79,11 +79,7 @@ end
 -- is its suffix); for absent records, their tombstones.
 local keys, ours, cursors, absent = {}, {}, {}, {}
 for i = 1, n do
-  local op = ARGV[6 + 5 * (i - 1) + 1]
-  if op ~= 'u' and op ~= 'd' then
-    return redis.error_reply('ABARGS unknown operation ' .. tostring(op))
-  end
-  local suffix = ARGV[6 + 5 * (i - 1) + 2]
+  local suffix = ARGV[6 + 4 * (i - 1) + 1]
   local key = prefix .. suffix
   keys[i] = key
   local r = redis.pcall('HMGET', key, '_airbyte_ab_id', '_airbyte_cursor')
@@ -109,7 +105,7 @@ if #absent > 0 then
   local absent_keys, suffixes = {}, {}
   for j, i in ipairs(absent) do
     absent_keys[j] = keys[i]
-    suffixes[j] = ARGV[6 + 5 * (i - 1) + 2]
+    suffixes[j] = ARGV[6 + 4 * (i - 1) + 1]
   end
   for from = 1, #absent, 4000 do
     local to = math.min(from + 3999, #absent)
@@ -130,7 +126,7 @@ if #absent > 0 then
   end
 end
 if redis.acl_check_cmd then
-  local probe = prefix .. ARGV[8]
+  local probe = prefix .. ARGV[7]
   if not (redis.acl_check_cmd('HSET', probe, 'f', 'v')
       and redis.acl_check_cmd('DEL', probe)
       and redis.acl_check_cmd('HSET', KEYS[2], 'f', 'v')
@@ -141,20 +137,20 @@ end
 
 local written = 0
 for i = 1, n do
-  local base = 6 + 5 * (i - 1)
-  local op, suffix, cursor = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local base = 6 + 4 * (i - 1)
+  local suffix, cursor, data = ARGV[base + 1], ARGV[base + 2], ARGV[base + 4]
   local key = keys[i]
   if not (compare and cursors[i] and newer(cursors[i], cursor)) then
-    if op == 'u' then
+    if data ~= '' then
       if cursor ~= '' then
-        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 4],
-          '_airbyte_data', ARGV[base + 5], '_airbyte_cursor', cursor)
+        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 3],
+          '_airbyte_data', data, '_airbyte_cursor', cursor)
       else
         if ours[i] and cursors[i] ~= '' then
           redis.call('HDEL', key, '_airbyte_cursor')
         end
-        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 4],
-          '_airbyte_data', ARGV[base + 5])
+        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 3],
+          '_airbyte_data', data)
       end
       if record_ttl > 0 then
         redis.call('EXPIRE', key, record_ttl)

@@ -107,7 +107,7 @@ impl StreamCall {
 
     /// The call of `upsert_batch.lua` for an `append_dedup` stream with `keys` in run `run_id`:
     /// KEYS counter, token, index; ARGV sequence, record prefix, token TTL, record TTL, counter
-    /// and index TTL, then five arguments per record (see [`super::collapse`]).
+    /// and index TTL, then four arguments per record (see [`super::collapse`]).
     pub fn upsert(keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
         let token = keys.token(run_id);
         let index = keys.index();
@@ -121,7 +121,7 @@ impl StreamCall {
             head,
             tail,
             fixed_args: 11,
-            args_per_record: 5,
+            args_per_record: 4,
             keys,
             token,
             index: Some(index),
@@ -131,7 +131,7 @@ impl StreamCall {
     /// The call of `upsert_keyed.lua` for a stream keyed by primary key with `keys` in run
     /// `run_id`: KEYS token, tombstones, counter; ARGV sequence, record prefix, token TTL, whether
     /// cursors are compared (`append_dedup`) or the last write wins (`append`, `overwrite`), record
-    /// TTL, tombstones TTL, then five arguments per record (see [`super::collapse`]).
+    /// TTL, tombstones TTL, then four arguments per record (see [`super::collapse`]).
     pub fn upsert_keyed(keys: StreamKeys, run_id: &str, compare: bool, expiry: Expiry) -> Self {
         let token = keys.token(run_id);
         let tombstones = keys.tombstones();
@@ -146,7 +146,7 @@ impl StreamCall {
             head,
             tail,
             fixed_args: 12,
-            args_per_record: 5,
+            args_per_record: 4,
             keys,
             token,
             index: Some(tombstones),

@@ -2,8 +2,8 @@
 //! the earlier record when its cursor wins (ties go to the later arrival, see
 //! [`crate::protocol::upsert::cursor_wins`]), so the script gets each key once.
 //!
-//! Each record is sent as five arguments: `u` or `d` (upsert or delete), the key text, the encoded
-//! cursor, emitted_at, and the data text (empty for a delete).
+//! Each record is sent as four arguments: the key text, the encoded cursor, emitted_at, and the
+//! data text, which is empty for a delete (a record's data, a JSON object, never is).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,7 +18,6 @@ struct Entry {
     cursor: Range<usize>,
     data: Range<usize>,
     emitted_at: i64,
-    delete: bool,
 }
 
 /// One record offered to an upsert batch.
@@ -68,7 +67,6 @@ impl Collapsed {
                 put(record.data)
             },
             emitted_at: record.emitted_at,
-            delete: record.delete,
         };
         match existing {
             Some(i) => self.entries[i] = entry,
@@ -93,7 +91,6 @@ impl Collapsed {
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.arena.len() + 48 * self.entries.len());
         for e in &self.entries {
-            resp::bulk(&mut body, if e.delete { b"d" } else { b"u" });
             resp::bulk(&mut body, &self.arena[e.key.clone()]);
             resp::bulk(&mut body, &self.arena[e.cursor.clone()]);
             resp::bulk_int(&mut body, e.emitted_at);
@@ -140,10 +137,10 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(
             decoded(&c),
-            ["u", "[1]", "n5", "1", "a5-later", "d", "[2]", "n2", "1", ""]
+            ["[1]", "n5", "1", "a5-later", "[2]", "n2", "1", ""]
         );
         // A delete followed by a re-insert of the same key: the re-insert, when not older.
         c.push(up("[2]", "n2", "b2"));
-        assert_eq!(decoded(&c)[5..], ["u", "[2]", "n2", "1", "b2"]);
+        assert_eq!(decoded(&c)[4..], ["[2]", "n2", "1", "b2"]);
     }
 }
