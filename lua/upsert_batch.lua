@@ -29,7 +29,7 @@
 --   ABEXISTS   a key a new id would take already exists: nothing is written
 --   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
 --   ABARGS     the arguments are malformed
--- Cursor order (mirrors protocol/upsert.rs): absent < numbers (as numbers) < strings (byte by
+-- Cursor order (mirrors protocol/cursor.rs): absent < numbers (as numbers) < strings (byte by
 -- byte); on a tie the record in this batch wins.
 local seq = tonumber(ARGV[1])
 local record_ttl = tonumber(ARGV[4])
