@@ -58,7 +58,7 @@ matrix() {
     tag=$(matrix_tag "$m")
     phase "version matrix: $tag" env REDIS_IMAGE="$tag" \
       cargo test --locked --features docker-tests --test it -- \
-      spec_check:: write_append:: overwrite:: properties:: durable:: dedup::
+      spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry::
   done
 }
 
@@ -85,7 +85,7 @@ phase "tests" cargo test --locked "${features[@]}" -- --skip image::
 # The core suites again, each test against its own 3-master cluster (tests that need one server's
 # own features live in `standalone` modules).
 phase "core suites against a 3-master cluster" env REDIS_TOPOLOGY=cluster \
-  cargo test --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: \
+  cargo test --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: \
   --skip ::standalone::
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images

@@ -132,6 +132,7 @@ fn connection_specification() -> Value {
                 "description": "When a sync starts, delete the records a failed sync of the Java Redis connector left staged at tmp:<namespace>:<stream>:<n> (hashes with _airbyte_data only; check reports them). It SCANs the whole database once per sync, so turn it off once they are gone, and never while a Java sync runs."
             },
             "record_key": record_key(23),
+            "ttl_seconds": ttl_seconds(25),
             "stream_options": stream_options(),
         }
     })
@@ -147,9 +148,19 @@ fn stream_options() -> Value {
             "properties": {
                 "namespace": {"type": "string", "title": "Namespace"},
                 "stream": {"type": "string", "title": "Stream"},
-                "record_key": record_key(2)
+                "record_key": record_key(2),
+                "ttl_seconds": ttl_seconds(3)
             }
         }
+    })
+}
+
+/// The `ttl_seconds` option (top level, and in each `stream_options` entry).
+fn ttl_seconds(order: u32) -> Value {
+    json!({
+        "title": "Record expiry (seconds)", "type": "integer", "order": order,
+        "minimum": 1, "maximum": crate::config::options::MAX_TTL_SECONDS,
+        "description": "Every record key a sync writes expires this long after it was written (set in the same script call as the write; an upserted record gets a fresh expiry). Counters, indexes and tombstones never expire. Not yet with overwrite or truncate refreshes. Absent: records never expire."
     })
 }
 

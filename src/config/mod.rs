@@ -73,6 +73,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "topology",
     "key_layout",
     "record_key",
+    "ttl_seconds",
     "stream_options",
 ];
 

@@ -1,11 +1,33 @@
-//! Options per stream: the top-level `record_key` and the list `stream_options`, whose entries
-//! (`{"namespace": …, "stream": …, "record_key": …}`) override it for one stream, or, without
+//! Options per stream: the top-level `record_key` and `ttl_seconds`, and the list `stream_options`,
+//! whose entries (`{"namespace": …, "stream": …, "record_key": …, "ttl_seconds": …}`) override them
+//! for one stream, or, without
 //! `namespace`, for every catalog stream of that name (an entry with the exact namespace wins).
 //! Later options (expiry, value format) join the same entries.
 
 use serde_json::{Map, Value};
 
-use super::fields::{field, string_field, ConfigError};
+use super::fields::{field, int_field, string_field, ConfigError};
+
+/// The longest `ttl_seconds` accepted: ten years.
+pub const MAX_TTL_SECONDS: u64 = 10 * 366 * 24 * 3600;
+
+/// `ttl_seconds` of `map` at `at`: a whole number of seconds from 1 to [`MAX_TTL_SECONDS`].
+fn ttl_field(map: &Map<String, Value>, at: &str) -> Result<Option<u64>, ConfigError> {
+    let bad = || {
+        field(
+            at,
+            &format!("must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (ten years), or absent for records that never expire"),
+        )
+    };
+    match int_field(map, "ttl_seconds").map_err(|_| bad())? {
+        None => Ok(None),
+        Some(n) => u64::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_TTL_SECONDS).contains(n))
+            .map(Some)
+            .ok_or_else(bad),
+    }
+}
 use crate::protocol::StreamDescriptor;
 
 /// Where a stream's records live.
@@ -48,6 +70,8 @@ pub struct StreamOption {
     pub stream: String,
     /// Its record key, if the entry sets one.
     pub record_key: Option<RecordKey>,
+    /// Its records' time to live, if the entry sets one.
+    pub ttl_seconds: Option<u64>,
 }
 
 /// The options of every stream: the defaults and the per-stream entries.
@@ -55,6 +79,8 @@ pub struct StreamOption {
 pub struct StreamOptions {
     /// The top-level `record_key`.
     pub record_key: RecordKey,
+    /// The top-level `ttl_seconds`: every record key written expires that long after its write.
+    pub ttl_seconds: Option<u64>,
     /// The `stream_options` entries, in config order.
     pub entries: Vec<StreamOption>,
 }
@@ -66,8 +92,15 @@ impl StreamOptions {
             Some(text) if !text.trim().is_empty() => RecordKey::parse(&text, "record_key")?,
             _ => RecordKey::default(),
         };
+        let ttl_seconds = ttl_field(map, "ttl_seconds")?;
         let list = match map.get("stream_options") {
-            None | Some(Value::Null) => return Ok(StreamOptions { record_key, entries: vec![] }),
+            None | Some(Value::Null) => {
+                return Ok(StreamOptions {
+                    record_key,
+                    ttl_seconds,
+                    entries: vec![],
+                })
+            }
             Some(Value::Array(list)) => list,
             Some(_) => {
                 return Err(field(
@@ -80,7 +113,7 @@ impl StreamOptions {
         for (i, item) in list.iter().enumerate() {
             let at = format!("stream_options[{i}]");
             let Value::Object(obj) = item else {
-                return Err(field(&at, "must be an object with \"stream\" (and optionally \"namespace\", \"record_key\")"));
+                return Err(field(&at, "must be an object with \"stream\" (and optionally \"namespace\", \"record_key\", \"ttl_seconds\")"));
             };
             let stream = string_field(obj, "stream")
                 .map_err(|e| e.within(&at))?
@@ -91,11 +124,12 @@ impl StreamOptions {
                 Some(text) => Some(RecordKey::parse(&text, &format!("{at}.record_key"))?),
                 None => None,
             };
+            let ttl_seconds = ttl_field(obj, &format!("{at}.ttl_seconds"))?;
             for key in obj.keys() {
-                if !["stream", "namespace", "record_key"].contains(&key.as_str()) {
+                if !["stream", "namespace", "record_key", "ttl_seconds"].contains(&key.as_str()) {
                     return Err(field(
                         &format!("{at}.{key}"),
-                        "is not a stream option; the options are namespace, stream and record_key",
+                        "is not a stream option; the options are namespace, stream, record_key and ttl_seconds",
                     ));
                 }
             }
@@ -112,10 +146,12 @@ impl StreamOptions {
                 namespace,
                 stream,
                 record_key,
+                ttl_seconds,
             });
         }
         Ok(StreamOptions {
             record_key,
+            ttl_seconds,
             entries,
         })
     }
@@ -141,6 +177,13 @@ impl StreamOptions {
         self.entry(stream)
             .and_then(|e| e.record_key)
             .unwrap_or(self.record_key)
+    }
+
+    /// The time to live of `stream`'s record keys, if they expire.
+    pub fn ttl_seconds(&self, stream: &StreamDescriptor) -> Option<u64> {
+        self.entry(stream)
+            .and_then(|e| e.ttl_seconds)
+            .or(self.ttl_seconds)
     }
 
     /// A warning for each entry that names no stream of the catalog.
@@ -204,6 +247,14 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("stream_options[3]") && warnings[0].contains("ghost"));
         assert_eq!(options(json!({})).unwrap(), StreamOptions::default());
+        let o = options(json!({"ttl_seconds": 60, "stream_options": [
+            {"stream": "users", "ttl_seconds": "3600"},
+            {"stream": "orders", "record_key": "primary_key"},
+        ]}))
+        .unwrap();
+        assert_eq!(o.ttl_seconds(&d(None, "users")), Some(3600));
+        assert_eq!(o.ttl_seconds(&d(None, "orders")), Some(60));
+        assert_eq!(options(json!({})).unwrap().ttl_seconds(&d(None, "x")), None);
     }
 
     #[test]

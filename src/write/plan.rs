@@ -81,7 +81,16 @@ impl Plan {
     ) -> Result<Self, Failure> {
         let streams = streams
             .iter()
-            .map(|s| stream_plan(s, layout, options.record_key(&s.descriptor), run_id))
+            .map(|s| {
+                let d = &s.descriptor;
+                stream_plan(
+                    s,
+                    layout,
+                    options.record_key(d),
+                    options.ttl_seconds(d),
+                    run_id,
+                )
+            })
             .collect::<Result<_, _>>()?;
         Ok(Plan {
             streams,
@@ -147,9 +156,15 @@ fn stream_plan(
     s: &ConfiguredStream,
     layout: Layout,
     record_key: RecordKey,
+    ttl_seconds: Option<u64>,
     run_id: &str,
 ) -> Result<StreamPlan, Failure> {
     let keys = StreamKeys::with_layout(&s.descriptor, layout);
+    // Record keys expire; counters, indexes and tombstones never do.
+    let live = Expiry {
+        records: ttl_seconds.unwrap_or(0),
+        counter: 0,
+    };
     let refuse = |why: &str| {
         let message = format!("Invalid configuration for stream {}: {why}.", s.descriptor);
         Failure::config(message.clone(), message)
@@ -160,25 +175,25 @@ fn stream_plan(
     }
     let (call, mode) = match &s.mode {
         SyncMode::Append if keyed => (
-            StreamCall::upsert_keyed(keys, run_id, false, Expiry::NONE),
+            StreamCall::upsert_keyed(keys, run_id, false, live),
             Mode::Dedup(UpsertFields::last_write_wins(s.primary_key.clone())),
         ),
         SyncMode::Append => (
-            StreamCall::new(&APPEND_BATCH, keys, run_id, Expiry::NONE),
+            StreamCall::new(&APPEND_BATCH, keys, run_id, live),
             Mode::Append,
         ),
         SyncMode::Dedup(dedup) => {
             let (call, text) = match record_key {
                 RecordKey::PrimaryKey => (
-                    StreamCall::upsert_keyed(keys, run_id, true, Expiry::NONE),
+                    StreamCall::upsert_keyed(keys, run_id, true, live),
                     KeyText::Path,
                 ),
-                RecordKey::Sequence => (
-                    StreamCall::upsert(keys, run_id, Expiry::NONE),
-                    KeyText::Json,
-                ),
+                RecordKey::Sequence => (StreamCall::upsert(keys, run_id, live), KeyText::Json),
             };
             (call, Mode::Dedup(upsert_fields(s, dedup, text)))
+        }
+        SyncMode::Overwrite { .. } if ttl_seconds.is_some() => {
+            return Err(refuse("ttl_seconds with an overwrite or a truncate refresh is not supported yet; leave it out for this stream (in stream_options) or sync it in append or append_dedup mode"));
         }
         SyncMode::Overwrite {
             generation,

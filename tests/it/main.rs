@@ -5,6 +5,7 @@ mod common;
 mod dedup;
 mod dedup_stops;
 mod durable;
+mod expiry;
 mod faults;
 #[cfg(feature = "docker-tests")]
 mod image;
