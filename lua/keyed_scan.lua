@@ -8,7 +8,8 @@
 -- ARGV[4]  the scanned prefix itself, unescaped
 -- ARGV[5]  the other prefix, unescaped (live when scanning staging, staging when scanning live)
 -- ARGV[6]  the SCAN COUNT hint (bounded by the caller: one short call)
--- ARGV[7]  a time to live, in seconds (mode `expire`)
+-- ARGV[7]  a time to live, in seconds: the staging's (mode `expire`), or the published records'
+--          (mode `move`; 0: none)
 --
 -- Modes, each safe to repeat and to restart from cursor 0:
 --   check    (staging) read only: finds a live key in the way of a staged one that is not this
@@ -17,7 +18,8 @@
 --   expire   (staging) gives every staged key a fresh time to live
 --   sweep    (live) unlinks this stream's records that have no staged counterpart: the keys the
 --            new generation does not have (deleted, or never sent)
---   move     (staging) renames every staged key over its live key and removes its expiry; a live
+--   move     (staging) renames every staged key over its live key and gives it ARGV[7] as its
+--            expiry (none when 0); a live
 --            key in the way that is not this stream's record refuses the step before it writes
 -- A key is this stream's record when it is a hash whose _airbyte_ab_id is its suffix (another
 -- stream's record can have the same key in the Java layout, with another _airbyte_ab_id).
@@ -61,7 +63,11 @@ for _, key in ipairs(keys) do
     end
   elseif mode == 'move' then
     redis.call('RENAME', key, other .. suffix)
-    redis.call('PERSIST', other .. suffix)
+    if tonumber(ARGV[7]) > 0 then
+      redis.call('EXPIRE', other .. suffix, tonumber(ARGV[7]))
+    else
+      redis.call('PERSIST', other .. suffix)
+    end
     done = done + 1
   elseif mode ~= 'check' then
     return redis.error_reply('ABARGS unknown mode ' .. tostring(mode))

@@ -12,6 +12,8 @@
 --          replaces the live one; `0` otherwise. Kept in the marker, so any run finishes alike.
 -- ARGV[3]  `1` for a stream keyed by primary key (`record_key: primary_key`): published by SCAN
 --          in phases (`sweep`, then `move`, recorded in the marker's `phase`), n and old are 0
+-- ARGV[4]  the published records' time to live, in seconds (`ttl_seconds`; 0: none), kept in the
+--          marker like the rest, so whichever run moves a record gives it the same expiry
 --
 -- Returns {n, old}: the staged count to publish and the stream's old counter. If a marker exists
 -- already (a publish interrupted earlier), it is kept and returned, so publishing rolls forward.
@@ -37,7 +39,7 @@ end
 local dedup = ARGV[2] == '1'
 if ARGV[3] == '1' then
   redis.call('HSET', KEYS[3], 'n', 0, 'old', 0, 'generation', ARGV[1], 'moved', 0, 'dedup', '0',
-    'keyed', '1', 'phase', 'sweep')
+    'keyed', '1', 'phase', 'sweep', 'ttl', ARGV[4])
   return {0, 0}
 end
 if dedup and staged > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
@@ -45,5 +47,5 @@ if dedup and staged > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
   return redis.error_reply('ABSTAGED ' .. KEYS[5])
 end
 redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1], 'moved', live,
-  'dedup', dedup and '1' or '0')
+  'dedup', dedup and '1' or '0', 'ttl', ARGV[4])
 return {staged, old}

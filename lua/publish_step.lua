@@ -7,7 +7,7 @@
 -- ARGV[4]  last id (a few hundred per call: one short call)
 --
 -- RENAMEs staged record i over record i of the stream (replacing the old record i atomically),
--- removes the staging expiry from it, and records in the marker that every id up to `last` has
+-- replaces the staging expiry with the marker's `ttl` (none when it is 0 or absent), and records in the marker that every id up to `last` has
 -- moved, all in one call. Ids up to the marker's `moved` were moved by an earlier, interrupted run
 -- and are skipped; any other missing staged record is an error (ABSTAGED), never taken for moved,
 -- except in a deduplicated stream's publish (the marker's `dedup`), where a missing staged id is a
@@ -20,6 +20,7 @@ end
 local sp, lp = ARGV[1], ARGV[2]
 local moved = tonumber(redis.call('HGET', KEYS[1], 'moved') or '0')
 local dedup = redis.call('HGET', KEYS[1], 'dedup') == '1'
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl') or '0') or 0
 local first, last = tonumber(ARGV[3]), tonumber(ARGV[4])
 if first == nil or last == nil or moved == nil then
   return redis.error_reply('ABARGS malformed range')
@@ -46,7 +47,11 @@ end
 for id = first, last do
   if not dedup or redis.call('EXISTS', sp .. id) == 1 then
     redis.call('RENAME', sp .. id, lp .. id)
-    redis.call('PERSIST', lp .. id)
+    if ttl > 0 then
+      redis.call('EXPIRE', lp .. id, ttl)
+    else
+      redis.call('PERSIST', lp .. id)
+    end
   else
     redis.call('DEL', lp .. id)
   end

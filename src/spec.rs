@@ -160,7 +160,7 @@ fn ttl_seconds(order: u32) -> Value {
     json!({
         "title": "Record expiry (seconds)", "type": "integer", "order": order,
         "minimum": 1, "maximum": crate::config::options::MAX_TTL_SECONDS,
-        "description": "Every record key a sync writes expires this long after it was written (set in the same script call as the write; an upserted record gets a fresh expiry). Counters, indexes and tombstones never expire. Not yet with overwrite or truncate refreshes. Absent: records never expire."
+        "description": "Every record key a sync writes expires this long after it was written (set in the same script call as the write; an upserted record gets a fresh expiry). Counters, indexes and tombstones never expire. With overwrite or a truncate refresh, records expire this long after the publish moves them into place. Absent: records never expire."
     })
 }
 

@@ -192,15 +192,13 @@ fn stream_plan(
             };
             (call, Mode::Dedup(upsert_fields(s, dedup, text)))
         }
-        SyncMode::Overwrite { .. } if ttl_seconds.is_some() => {
-            return Err(refuse("ttl_seconds with an overwrite or a truncate refresh is not supported yet; leave it out for this stream (in stream_options) or sync it in append or append_dedup mode"));
-        }
         SyncMode::Overwrite {
             generation,
             resumable,
             dedup,
         } => {
             let mut ow = OverwriteStream::new(keys, *generation, *resumable);
+            ow.ttl = live.records;
             let text = if keyed { KeyText::Path } else { KeyText::Json };
             ow.upserts = match dedup {
                 Some(dedup) => Some(upsert_fields(s, dedup, text)),

@@ -21,6 +21,23 @@ const A_END: u32 = 400;
 const NEW: u32 = 480;
 const DELETED: u32 = 7;
 const UPDATED: u32 = 3;
+/// The records' `ttl_seconds`.
+const TTL: i64 = 3_600;
+
+/// Every record key of the stream expires within `TTL` (a moved record kept no staging expiry and
+/// lost none).
+fn assert_all_expire(server: &Target, k: u64) {
+    let counter = server.counter_key(NS, "s");
+    let keys = server.keys(&format!("{counter}:*"));
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("PTTL").arg(key);
+    }
+    let ttls: Vec<i64> = pipe.query(&mut server.conn_for(&counter)).expect("PTTL");
+    for (key, ms) in keys.iter().zip(ttls) {
+        assert!(ms > 0 && ms <= TTL * 1000, "k={k}: {key} has PTTL {ms}");
+    }
+}
 
 fn data(id: u32, at: u32, tag: &str) -> String {
     format!(r#"{{"id":{id},"at":{at},"v":"{tag}"}}"#)
@@ -176,6 +193,8 @@ fn stopped_at_any_command(keyed: bool) {
     if keyed {
         base["record_key"] = json!("primary_key");
     }
+    // Every record expires: whichever run moves a staged record gives it the marker's expiry.
+    base["ttl_seconds"] = json!(TTL);
     set_up(&server, &base);
     assert_eq!(generation_held(&server, keyed), Some("old"));
     let counting = CommandCutter::start(port, u64::MAX);
@@ -232,6 +251,7 @@ fn stopped_at_any_command(keyed: bool) {
             Some("new"),
             "k={k}: after the retry"
         );
+        assert_all_expire(&server, k);
         let stray: Vec<String> = server
             .leftover_bookkeeping()
             .into_iter()

@@ -90,16 +90,52 @@ fn records_expire_and_their_bookkeeping_does_not() {
     assert!(fresh(pttl(&target, &format!("{keyed}:id:1")), 600));
 }
 
+/// Overwrite and truncate refreshes, in both record-key layouts: the publish replaces the staging
+/// expiry of each record it moves with `ttl_seconds`.
 #[test]
-fn expiry_with_overwrite_is_refused_and_bad_values_are_named() {
+fn published_records_expire_and_their_bookkeeping_does_not() {
+    let target = Target::start();
+    let ns = Some("o");
+    let mut config = target.config();
+    config["ttl_seconds"] = json!(900);
+    config["stream_options"] = json!([{"stream": "keyed", "record_key": "primary_key"}]);
+    let mut cat = common::catalog_with(
+        &[(ns, "plain"), (ns, "dedup"), (ns, "keyed")],
+        "overwrite",
+        1,
+        1,
+    );
+    cat["streams"][1]["destination_sync_mode"] = json!("append_dedup");
+    for i in [1, 2] {
+        cat["streams"][i]["primary_key"] = json!([["id"]]);
+    }
+    let input = ["plain", "dedup", "keyed"]
+        .iter()
+        .map(|s| record(ns, s, r#"{"id":1}"#, 1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = common::write_sync(&config, &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    for s in ["plain", "dedup"] {
+        let counter = target.counter_key(ns, s);
+        assert!(fresh(pttl(&target, &format!("{counter}:1")), 900), "{s}");
+        assert_eq!(pttl(&target, &counter), -1, "{s}");
+    }
+    let dedup = target.counter_key(ns, "dedup");
+    assert_eq!(pttl(&target, &format!("_airbyte_redis:index:{dedup}")), -1);
+    let keyed = target.counter_key(ns, "keyed");
+    assert!(fresh(pttl(&target, &format!("{keyed}:id:1")), 900));
+}
+
+#[test]
+fn bad_values_are_named() {
     let target = Target::start();
     let mut config = target.config();
-    config["ttl_seconds"] = json!(60);
-    let overwrite = common::catalog_with(&[(None, "s")], "overwrite", 1, 1);
-    let out = common::write_sync(&config, &overwrite, &record(None, "s", "{}", 1));
-    out.assert_failed_with("config_error", "ttl_seconds");
-    assert!(target.keys("*").is_empty(), "{:?}", target.keys("*"));
     config["ttl_seconds"] = json!(0);
     let out = common::write_sync(&config, &catalog(&[(None, "s")]), "");
     out.assert_failed_with("config_error", "config.ttl_seconds");
+    config["ttl_seconds"] = json!(60);
+    config["stream_options"] = json!([{"stream": "s", "ttl_seconds": "an hour"}]);
+    let out = common::write_sync(&config, &catalog(&[(None, "s")]), "");
+    out.assert_failed_with("config_error", "config.stream_options[0].ttl_seconds");
 }

@@ -131,6 +131,7 @@ pub fn publish_begin(
             &s.generation.to_string(),
             if s.is_dedup() { "1" } else { "0" },
             if s.is_keyed() { "1" } else { "0" },
+            &s.ttl.to_string(),
         ],
         ctx,
     )?;
@@ -224,14 +225,16 @@ impl KeyedScan {
 }
 
 /// `keyed_scan.lua`: one SCAN step (from `cursor`, `count` keys) of `mode` over the keys of a
-/// stream keyed by primary key: its staged keys, or for [`KeyedScan::Sweep`] its live ones.
-/// Returns the next cursor, the keys acted on, and (for [`KeyedScan::Check`]) a key in the way.
+/// stream keyed by primary key: its staged keys, or for [`KeyedScan::Sweep`] its live ones;
+/// `ttl` is what [`KeyedScan::Move`] gives the records it moves (0: no expiry). Returns the next
+/// cursor, the keys acted on, and (for [`KeyedScan::Check`]) a key in the way.
 pub fn keyed_scan(
     con: &mut redis::Connection,
     s: &OverwriteStream,
     mode: KeyedScan,
     cursor: &str,
     count: u64,
+    ttl: u64,
     ctx: &Context,
 ) -> Result<(String, u64, Option<String>), Failure> {
     let (scanned, other) = match mode {
@@ -249,7 +252,11 @@ pub fn keyed_scan(
             scanned,
             other,
             &count.to_string(),
-            &STAGING_TTL_SECONDS.to_string(),
+            &match mode {
+                KeyedScan::Expire => STAGING_TTL_SECONDS,
+                _ => ttl,
+            }
+            .to_string(),
         ],
         ctx,
     )?;

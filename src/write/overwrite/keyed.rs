@@ -28,13 +28,14 @@ fn pass(
     con: &mut redis::Connection,
     s: &OverwriteStream,
     mode: KeyedScan,
+    ttl: u64,
     ctx: &Context,
     calls: &mut u64,
 ) -> Result<(u64, Option<String>), Failure> {
     let mut cursor = "0".to_string();
     let mut done = 0;
     for _ in 0..MAX_SCAN_STEPS {
-        let (next, n, found) = calls::keyed_scan(con, s, mode, &cursor, SCAN_COUNT, ctx)?;
+        let (next, n, found) = calls::keyed_scan(con, s, mode, &cursor, SCAN_COUNT, ttl, ctx)?;
         *calls += 1;
         done += n;
         if found.is_some() {
@@ -99,7 +100,7 @@ pub fn prepare(
     }
     let mut calls = 0;
     if same && published.is_none() && any_state_echoed(con, s, ctx)? {
-        pass(con, s, KeyedScan::Expire, ctx, &mut calls)?;
+        pass(con, s, KeyedScan::Expire, 0, ctx, &mut calls)?;
         redis::pipe()
             .cmd("EXPIRE")
             .arg(s.staging.tombstones())
@@ -117,7 +118,7 @@ pub fn prepare(
             into_live: false,
         });
     }
-    pass(con, s, KeyedScan::Discard, ctx, &mut calls)?;
+    pass(con, s, KeyedScan::Discard, 0, ctx, &mut calls)?;
     redis::cmd("DEL")
         .arg(s.staging.tombstones())
         .query::<()>(con)
@@ -152,7 +153,7 @@ pub fn check(
     ctx: &Context,
     calls: &mut u64,
 ) -> Result<(), Failure> {
-    match pass(con, s, KeyedScan::Check, ctx, calls)? {
+    match pass(con, s, KeyedScan::Check, 0, ctx, calls)? {
         (_, Some(key)) => Err(Failure::config(
             format!(
                 "Key {key:?} is in the way of the new records of stream key {:?}: it is not this stream's record of that key (another tool's key, or another stream's record in the Java layout). Nothing was published and the old records are unchanged: rename or delete that key, then sync again (the staged records are kept for a week and the next attempt resumes them).",
@@ -173,18 +174,21 @@ pub fn finish(
 ) -> Result<PublishReport, Failure> {
     let q = |e: redis::RedisError| classify(&e, ctx);
     let mut report = PublishReport::default();
-    let phase: Option<String> = redis::cmd("HGET")
+    // The records' expiry is the marker's, so a recovering run gives the same one.
+    let (phase, ttl): (Option<String>, Option<u64>) = redis::cmd("HMGET")
         .arg(&s.staging.marker)
         .arg("phase")
+        .arg("ttl")
         .query(con)
         .map_err(q)?;
+    let ttl = ttl.unwrap_or(0);
     if phase.as_deref() == Some("sweep") {
-        let (swept, _) = pass(con, s, KeyedScan::Sweep, ctx, &mut report.calls)?;
+        let (swept, _) = pass(con, s, KeyedScan::Sweep, 0, ctx, &mut report.calls)?;
         report.replaced += swept;
         set_phase(con, &s.staging, "move", ctx)?;
     }
     if matches!(phase.as_deref(), Some("sweep" | "move")) {
-        let (moved, _) = pass(con, s, KeyedScan::Move, ctx, &mut report.calls)?;
+        let (moved, _) = pass(con, s, KeyedScan::Move, ttl, ctx, &mut report.calls)?;
         report.published += moved;
         set_phase(con, &s.staging, "finish", ctx)?;
     }

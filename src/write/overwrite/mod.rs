@@ -89,6 +89,9 @@ pub struct OverwriteStream {
     /// stream (deduplicated, see the module documentation), or any overwrite with `record_key:
     /// primary_key` (`KeyText::Path`: one key per primary key); `None` for a plain overwrite.
     pub upserts: Option<UpsertFields>,
+    /// The published records' time to live in seconds (`ttl_seconds`; 0: they never expire):
+    /// given by the publish, which replaces the staging expiry with it.
+    pub ttl: u64,
 }
 
 impl OverwriteStream {
@@ -101,6 +104,7 @@ impl OverwriteStream {
             generation,
             resumable,
             upserts: None,
+            ttl: 0,
         }
     }
 
@@ -108,7 +112,11 @@ impl OverwriteStream {
     /// and where a deduplicated stream's batches go when an earlier attempt published this
     /// generation already).
     pub fn live_call(&self, run_id: &str) -> StreamCall {
-        self.call(self.live.clone(), run_id, Expiry::NONE)
+        let expiry = Expiry {
+            records: self.ttl,
+            counter: 0,
+        };
+        self.call(self.live.clone(), run_id, expiry)
     }
 
     /// The call that stages this stream's records in run `run_id`.
