@@ -52,12 +52,26 @@ await() {
   return "$rc"
 }
 
+# cargo test with its output also kept; when it fails, each failed test's first lines (its panic
+# message) are printed again at the end, with the disk and memory left: a CI page may show only a
+# part of a long log, and the reason must not be lost in it.
+cargo_test() {
+  local log="$work_logs/cargo-test.log" rc=0
+  cargo test "$@" 2>&1 | tee "$log" || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "--- why the tests failed (the first lines of each failure):"
+    awk '/^---- .* stdout ----$/ { n = 5 } n > 0 { print "  " $0; n-- }' "$log" | head -300
+    echo "--- disk and memory now:"; df -h / /tmp 2>&1 | sed 's/^/  /'; free -m | sed 's/^/  /'
+  fi
+  return "$rc"
+}
+
 matrix() {
   local m tag
   for m in "${MATRIX[@]}"; do
     tag=$(matrix_tag "$m")
     phase "version matrix: $tag" env REDIS_IMAGE="$tag" \
-      cargo test --locked --features docker-tests --test it -- \
+      cargo_test --locked --features docker-tests --test it -- \
       spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry::
   done
 }
@@ -81,22 +95,22 @@ phase "cargo clippy" cargo clippy --all-targets --locked "${features[@]}" -- -D 
 phase "cargo clippy without default features" \
   cargo clippy --all-targets --locked --no-default-features -- -D warnings
 phase "build tests" cargo test --locked "${features[@]}" --no-run
-phase "tests" cargo test --locked "${features[@]}" -- --skip image::
+phase "tests" cargo_test --locked "${features[@]}" -- --skip image::
 # The core suites again, each test against its own 3-master cluster (tests that need one server's
 # own features live in `standalone` modules).
 phase "core suites against a 3-master cluster" env REDIS_TOPOLOGY=cluster \
-  cargo test --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: \
+  cargo_test --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: \
   --skip ::standalone::
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images
   phase "destination image (binary from $IMAGE_BINARY)" destination_image
   phase "legacy builder (no BuildKit)" legacy_builder_check
-  phase "image tests" cargo test --locked --features docker-tests --test it -- image::
+  phase "image tests" cargo_test --locked --features docker-tests --test it -- image::
   matrix
   phase "PyAirbyte venvs (made in the background)" await venvs
   phase "PyAirbyte + source-faker" bash scripts/pyairbyte.sh target/debug/destination-redis
 fi
 # Last, when no background job is left: timing inside Redis must not share the cores with image
 # builds (a fresh machine's background apt-get and vfs copies once pushed a batch past 10 ms).
-phase "serial tests (timing inside Redis, the 1M-record load)" cargo test --locked "${features[@]}" --test it -- --ignored --test-threads=1
+phase "serial tests (timing inside Redis, the 1M-record load)" cargo_test --locked "${features[@]}" --test it -- --ignored --test-threads=1
 echo "=== all phases: $(( $(date +%s) - t_start )) s"
