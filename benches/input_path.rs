@@ -52,6 +52,7 @@ fn input_path(c: &mut Criterion) {
     let router = Arc::new(Streams {
         router: Router::new(&descriptors),
         upserts: vec![None; descriptors.len()],
+        expire_at: vec![None; descriptors.len()],
         descriptors: descriptors.clone(),
     });
     let mut group = c.benchmark_group("input_path");
@@ -77,6 +78,7 @@ fn input_path(c: &mut Criterion) {
                             stream,
                             emitted_at,
                             &chunk.arena[data],
+                            None,
                             ordinal,
                             now,
                             &mut sealed,

@@ -10,7 +10,11 @@
 --          expire unless their generation is resumed or published)
 -- ARGV[5]  the counter's time to live, in seconds (0: none, the counter of live records never
 --          expires; a staging counter is refreshed with its records)
--- ARGV[6..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
+-- ARGV[6]  `1`: each record has a third argument, the moment it expires (`ttl_field`); `0`: not
+-- ARGV[7..] the records, two (or three) arguments each: emitted_at (epoch ms), data (JSON text),
+--          and with ARGV[6] `1` the epoch milliseconds it expires at (0: ARGV[4] applies). A batch
+--          may have no record (every record of it had expired before it was sent): it only
+--          advances the token.
 --
 -- Returns the id of the batch's last record when the batch was applied now, or -1 when this batch
 -- had been applied before (a resend after a lost reply). Errors, all raised before the first write
@@ -30,8 +34,9 @@
 local seq = tonumber(ARGV[1])
 local record_ttl = tonumber(ARGV[4])
 local counter_ttl = tonumber(ARGV[5])
-local nargs = #ARGV - 5
-if seq == nil or record_ttl == nil or counter_ttl == nil or nargs < 2 or nargs % 2 ~= 0 then
+local step = ARGV[6] == '1' and 3 or 2
+local nargs = #ARGV - 6
+if seq == nil or record_ttl == nil or counter_ttl == nil or nargs < 0 or nargs % step ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -49,7 +54,7 @@ if raw then
     return redis.error_reply('ABCOUNTER ' .. KEYS[1])
   end
 end
-local n = nargs / 2
+local n = nargs / step
 local prefix = ARGV[2]
 local first = last + 1
 -- Every new key of the batch is checked before the first write, with one EXISTS over all of them
@@ -86,13 +91,19 @@ if redis.acl_check_cmd then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records or ' .. KEYS[2])
   end
 end
-redis.call('INCRBY', KEYS[1], n)
+if n > 0 then
+  redis.call('INCRBY', KEYS[1], n)
+end
 for i = 1, n do
+  local base = 6 + step * (i - 1)
   redis.call('HSET', keys[i],
     '_airbyte_ab_id', last + i,
-    '_airbyte_emitted_at', ARGV[4 + 2 * i],
-    '_airbyte_data', ARGV[5 + 2 * i])
-  if record_ttl > 0 then
+    '_airbyte_emitted_at', ARGV[base + 1],
+    '_airbyte_data', ARGV[base + 2])
+  local at = step == 3 and tonumber(ARGV[base + 3]) or 0
+  if at > 0 then
+    redis.call('PEXPIREAT', keys[i], at)
+  elseif record_ttl > 0 then
     redis.call('EXPIRE', keys[i], record_ttl)
   end
 end

@@ -13,10 +13,12 @@
 -- ARGV[4]  the record keys' time to live, in seconds (0: none; a truncate refresh stages its
 --          records, and they expire unless their generation is resumed or published)
 -- ARGV[5]  the counter's and the index's time to live, in seconds (0: none; refreshed each batch)
--- ARGV[6..] the records, four arguments each: the key text, the encoded cursor (`` absent,
---          `n<number>`, `s<text>`), emitted_at (epoch ms), data (JSON text; empty for a delete:
---          a record's data is never empty, and an argument less per record is measurably faster). Each key appears once per batch (the client keeps the
---          winner of repeats).
+-- ARGV[6]  `1`: each record has a fifth argument, the moment it expires (`ttl_field`); `0`: not
+-- ARGV[7..] the records, four (or five) arguments each: the key text, the encoded cursor (``
+--          absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data (JSON text; empty for a
+--          delete: a record's data is never empty, and an argument less per record is measurably
+--          faster), and with ARGV[6] `1` the epoch milliseconds it expires at (0: ARGV[4] applies).
+--          Each key appears once per batch (the client keeps the winner of repeats).
 --
 -- Returns the counter after the batch, or -1 when this batch had been applied before (a resend
 -- after a lost reply: it never re-applies an older version over a later batch). Errors, all
@@ -34,8 +36,9 @@
 local seq = tonumber(ARGV[1])
 local record_ttl = tonumber(ARGV[4])
 local bookkeeping_ttl = tonumber(ARGV[5])
-local nargs = #ARGV - 5
-if seq == nil or record_ttl == nil or bookkeeping_ttl == nil or nargs < 4 or nargs % 4 ~= 0 then
+local step = ARGV[6] == '1' and 5 or 4
+local nargs = #ARGV - 6
+if seq == nil or record_ttl == nil or bookkeeping_ttl == nil or nargs < step or nargs % step ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -56,7 +59,7 @@ end
 if last > 0 and redis.call('EXISTS', KEYS[3]) == 0 then
   return redis.error_reply('ABUNINDEXED ' .. KEYS[1] .. ' ' .. last)
 end
-local n = nargs / 4
+local n = nargs / step
 local prefix = ARGV[2]
 
 -- Whether a stored cursor `old` is newer than `new`. Strings compare byte by byte: Lua's `<` on
@@ -90,7 +93,7 @@ for from = 1, n, 1000 do
   local to = math.min(from + 999, n)
   local fields = {}
   for i = from, to do
-    fields[#fields + 1] = ARGV[5 + 4 * (i - 1) + 1]
+    fields[#fields + 1] = ARGV[6 + step * (i - 1) + 1]
   end
   local r = redis.call('HMGET', KEYS[3], unpack(fields))
   for j = 1, to - from + 1 do
@@ -105,7 +108,7 @@ end
 local action, key, idtext, new_keys, old_keys = {}, {}, {}, {}, {}
 local next_id = last
 for i = 1, n do
-  local base = 5 + 4 * (i - 1)
+  local base = 6 + step * (i - 1)
   local cursor, delete = ARGV[base + 2], ARGV[base + 4] == ''
   local text, old = nil, nil
   local v = stored[i]
@@ -181,14 +184,20 @@ if next_id > last then
 end
 local entries = {}
 for i = 1, n do
-  local base = 5 + 4 * (i - 1)
+  local base = 6 + step * (i - 1)
   if action[i] == 'put' then
     redis.call('HSET', key[i],
       '_airbyte_ab_id', idtext[i],
       '_airbyte_emitted_at', ARGV[base + 3],
       '_airbyte_data', ARGV[base + 4])
-    if record_ttl > 0 then
+    local at = step == 5 and tonumber(ARGV[base + 5]) or 0
+    if at > 0 then
+      redis.call('PEXPIREAT', key[i], at)
+    elseif record_ttl > 0 then
       redis.call('EXPIRE', key[i], record_ttl)
+    elseif step == 5 then
+      -- An earlier version's moment does not hold for this one, which has none.
+      redis.call('PERSIST', key[i])
     end
     entries[#entries + 1] = ARGV[base + 1]
     entries[#entries + 1] = idtext[i] .. ':' .. ARGV[base + 2]

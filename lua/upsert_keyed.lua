@@ -14,10 +14,12 @@
 -- ARGV[5]  the records' time to live, in seconds (0: none; staged records of an overwrite expire
 --          unless their generation is resumed or published)
 -- ARGV[6]  the tombstones' time to live, in seconds (0: none)
--- ARGV[7..] the records, four arguments each: the key suffix (`<pk field>:<value>…`, escaped),
---          the encoded cursor (`` absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data
---          (JSON text; empty for a delete). Each suffix
---          appears once per batch (the client keeps the winner of repeats).
+-- ARGV[7]  `1`: each record has a fifth argument, the moment it expires (`ttl_field`); `0`: not
+-- ARGV[8..] the records, four (or five) arguments each: the key suffix (`<pk field>:<value>…`,
+--          escaped), the encoded cursor (`` absent, `n<number>`, `s<text>`), emitted_at (epoch ms),
+--          data (JSON text; empty for a delete), and with ARGV[7] `1` the epoch milliseconds it
+--          expires at (0: ARGV[5] applies). Each suffix appears once per batch (the client keeps
+--          the winner of repeats).
 --
 -- A record hash has _airbyte_ab_id (its key suffix), _airbyte_emitted_at, _airbyte_data, and
 -- _airbyte_cursor when its cursor is present. Returns the number of records written, or -1 when
@@ -34,8 +36,9 @@ local seq = tonumber(ARGV[1])
 local compare = ARGV[4] == '1'
 local record_ttl = tonumber(ARGV[5])
 local tombstone_ttl = tonumber(ARGV[6])
-local nargs = #ARGV - 6
-if seq == nil or record_ttl == nil or tombstone_ttl == nil or nargs < 4 or nargs % 4 ~= 0 then
+local step = ARGV[7] == '1' and 5 or 4
+local nargs = #ARGV - 7
+if seq == nil or record_ttl == nil or tombstone_ttl == nil or nargs < step or nargs % step ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -49,7 +52,7 @@ local counter = redis.call('GET', KEYS[3])
 if counter then
   return redis.error_reply('ABUNINDEXED ' .. KEYS[3] .. ' ' .. counter)
 end
-local n = nargs / 4
+local n = nargs / step
 local prefix = ARGV[2]
 
 -- BEGIN cursor order: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
@@ -79,7 +82,7 @@ end
 -- is its suffix); for absent records, their tombstones.
 local keys, ours, cursors, absent = {}, {}, {}, {}
 for i = 1, n do
-  local suffix = ARGV[6 + 4 * (i - 1) + 1]
+  local suffix = ARGV[7 + step * (i - 1) + 1]
   local key = prefix .. suffix
   keys[i] = key
   local r = redis.pcall('HMGET', key, '_airbyte_ab_id', '_airbyte_cursor')
@@ -105,7 +108,7 @@ if #absent > 0 then
   local absent_keys, suffixes = {}, {}
   for j, i in ipairs(absent) do
     absent_keys[j] = keys[i]
-    suffixes[j] = ARGV[6 + 4 * (i - 1) + 1]
+    suffixes[j] = ARGV[7 + step * (i - 1) + 1]
   end
   for from = 1, #absent, 4000 do
     local to = math.min(from + 3999, #absent)
@@ -126,7 +129,7 @@ if #absent > 0 then
   end
 end
 if redis.acl_check_cmd then
-  local probe = prefix .. ARGV[7]
+  local probe = prefix .. ARGV[8]
   if not (redis.acl_check_cmd('HSET', probe, 'f', 'v')
       and redis.acl_check_cmd('DEL', probe)
       and redis.acl_check_cmd('HSET', KEYS[2], 'f', 'v')
@@ -137,7 +140,7 @@ end
 
 local written = 0
 for i = 1, n do
-  local base = 6 + 4 * (i - 1)
+  local base = 7 + step * (i - 1)
   local suffix, cursor, data = ARGV[base + 1], ARGV[base + 2], ARGV[base + 4]
   local key = keys[i]
   if not (compare and cursors[i] and newer(cursors[i], cursor)) then
@@ -152,8 +155,14 @@ for i = 1, n do
         redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 3],
           '_airbyte_data', data)
       end
-      if record_ttl > 0 then
+      local at = step == 5 and tonumber(ARGV[base + 5]) or 0
+      if at > 0 then
+        redis.call('PEXPIREAT', key, at)
+      elseif record_ttl > 0 then
         redis.call('EXPIRE', key, record_ttl)
+      elseif step == 5 and ours[i] then
+        -- An earlier version's moment does not hold for this one, which has none.
+        redis.call('PERSIST', key)
       end
       if tombstoned[i] then
         redis.call('HDEL', KEYS[2], suffix)

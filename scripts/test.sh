@@ -16,7 +16,7 @@ phase() {
   local t0; t0=$(date +%s)
   echo "=== $name"
   "$@"
-  echo "=== $name: $(( $(date +%s) - t0 )) s"
+  echo "=== $name: $(( $(date +%s) - t0 )) s ($(df -h --output=avail / | tail -1 | tr -d ' ') free on /)"
 }
 
 install_packages() {
@@ -52,12 +52,14 @@ await() {
   return "$rc"
 }
 
-# cargo test with its output also kept; when it fails, each failed test's first lines (its panic
-# message) are printed again at the end, with the disk and memory left: a CI page may show only a
-# part of a long log, and the reason must not be lost in it.
+# cargo_test [NAME=VALUE…] ARGS…: `cargo test ARGS…` (with those variables set) and its output also
+# kept; when it fails, each failed test's first lines (its panic message) are printed again at the
+# end, with the disk and memory left: a CI page may show only a part of a long log, and the reason
+# must not be lost in it.
 cargo_test() {
-  local log="$work_logs/cargo-test.log" rc=0
-  cargo test "$@" 2>&1 | tee "$log" || rc=$?
+  local log="$work_logs/cargo-test.log" rc=0 vars=()
+  while [[ ${1:-} == *=* ]]; do vars+=("$1"); shift; done
+  env "${vars[@]}" cargo test "$@" 2>&1 | tee "$log" || rc=$?
   if [ "$rc" != 0 ]; then
     echo "--- why the tests failed (the first lines of each failure):"
     awk '/^---- .* stdout ----$/ { n = 5 } n > 0 { print "  " $0; n-- }' "$log" | head -300
@@ -70,8 +72,7 @@ matrix() {
   local m tag
   for m in "${MATRIX[@]}"; do
     tag=$(matrix_tag "$m")
-    phase "version matrix: $tag" env REDIS_IMAGE="$tag" \
-      cargo_test --locked --features docker-tests --test it -- \
+    phase "version matrix: $tag" cargo_test REDIS_IMAGE="$tag" --locked --features docker-tests --test it -- \
       spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry::
   done
 }
@@ -98,8 +99,7 @@ phase "build tests" cargo test --locked "${features[@]}" --no-run
 phase "tests" cargo_test --locked "${features[@]}" -- --skip image::
 # The core suites again, each test against its own 3-master cluster (tests that need one server's
 # own features live in `standalone` modules).
-phase "core suites against a 3-master cluster" env REDIS_TOPOLOGY=cluster \
-  cargo_test --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: \
+phase "core suites against a 3-master cluster" cargo_test REDIS_TOPOLOGY=cluster --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: \
   --skip ::standalone::
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images

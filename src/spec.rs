@@ -133,6 +133,7 @@ fn connection_specification() -> Value {
             },
             "record_key": record_key(23),
             "ttl_seconds": ttl_seconds(25),
+            "ttl_field": ttl_field(26),
             "stream_options": stream_options(),
         }
     })
@@ -149,7 +150,8 @@ fn stream_options() -> Value {
                 "namespace": {"type": "string", "title": "Namespace"},
                 "stream": {"type": "string", "title": "Stream"},
                 "record_key": record_key(2),
-                "ttl_seconds": ttl_seconds(3)
+                "ttl_seconds": ttl_seconds(3),
+                "ttl_field": ttl_field(4)
             }
         }
     })
@@ -161,6 +163,18 @@ fn ttl_seconds(order: u32) -> Value {
         "title": "Record expiry (seconds)", "type": "integer", "order": order,
         "minimum": 1, "maximum": crate::config::options::MAX_TTL_SECONDS,
         "description": "Every record key a sync writes expires this long after it was written (set in the same script call as the write; an upserted record gets a fresh expiry). Counters, indexes and tombstones never expire. With overwrite or a truncate refresh, records expire this long after the publish moves them into place. Absent: records never expire."
+    })
+}
+
+/// The `ttl_field` option (top level, and in each `stream_options` entry).
+fn ttl_field(order: u32) -> Value {
+    json!({
+        "title": "Record expiry from a field", "order": order,
+        "oneOf": [
+            {"type": "string", "title": "A top-level field", "minLength": 1},
+            {"type": "array", "title": "A nested field", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+        ],
+        "description": "A field of the records' data (a name, or a list of names for a nested field) that says when each record expires: epoch seconds, epoch milliseconds (numbers above 10^11) or an RFC 3339 timestamp. The expiry is set in the same script call as the write. A record whose moment has passed is not written (an append_dedup record then deletes its key, as a CDC delete would); a missing or null value falls back to ttl_seconds. Not with overwrite or truncate refreshes yet."
     })
 }
 

@@ -74,6 +74,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "key_layout",
     "record_key",
     "ttl_seconds",
+    "ttl_field",
     "stream_options",
 ];
 

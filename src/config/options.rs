@@ -1,5 +1,6 @@
-//! Options per stream: the top-level `record_key` and `ttl_seconds`, and the list `stream_options`,
-//! whose entries (`{"namespace": …, "stream": …, "record_key": …, "ttl_seconds": …}`) override them
+//! Options per stream: the top-level `record_key`, `ttl_seconds` and `ttl_field`, and the list
+//! `stream_options`, whose entries (`{"namespace": …, "stream": …, "record_key": …, "ttl_seconds":
+//! …, "ttl_field": …}`) override them
 //! for one stream, or, without
 //! `namespace`, for every catalog stream of that name (an entry with the exact namespace wins).
 //! Later options (expiry, value format) join the same entries.
@@ -12,7 +13,7 @@ use super::fields::{field, int_field, string_field, ConfigError};
 pub const MAX_TTL_SECONDS: u64 = 10 * 366 * 24 * 3600;
 
 /// `ttl_seconds` of `map` at `at`: a whole number of seconds from 1 to [`MAX_TTL_SECONDS`].
-fn ttl_field(map: &Map<String, Value>, at: &str) -> Result<Option<u64>, ConfigError> {
+fn ttl_seconds_field(map: &Map<String, Value>, at: &str) -> Result<Option<u64>, ConfigError> {
     let bad = || {
         field(
             at,
@@ -28,7 +29,31 @@ fn ttl_field(map: &Map<String, Value>, at: &str) -> Result<Option<u64>, ConfigEr
             .ok_or_else(bad),
     }
 }
+use crate::protocol::catalog::FieldPath;
 use crate::protocol::StreamDescriptor;
+
+/// `ttl_field` of `map` at `at`: a field name, or a list of names for a nested field.
+fn expire_at_field(map: &Map<String, Value>, at: &str) -> Result<Option<FieldPath>, ConfigError> {
+    let bad = || {
+        field(
+            at,
+            "must be the name of a field of the records' data (\"expires_at\"), or a list of names for a nested one ([\"meta\", \"expires_at\"])",
+        )
+    };
+    match map.get("ttl_field") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) if !name.is_empty() => Ok(Some(vec![name.clone()])),
+        Some(Value::Array(names)) if !names.is_empty() => names
+            .iter()
+            .map(|n| match n {
+                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(bad()),
+            })
+            .collect::<Result<FieldPath, _>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
+}
 
 /// Where a stream's records live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,6 +97,8 @@ pub struct StreamOption {
     pub record_key: Option<RecordKey>,
     /// Its records' time to live, if the entry sets one.
     pub ttl_seconds: Option<u64>,
+    /// The field its records' expiry moment is read from, if the entry sets one.
+    pub ttl_field: Option<FieldPath>,
 }
 
 /// The options of every stream: the defaults and the per-stream entries.
@@ -81,6 +108,8 @@ pub struct StreamOptions {
     pub record_key: RecordKey,
     /// The top-level `ttl_seconds`: every record key written expires that long after its write.
     pub ttl_seconds: Option<u64>,
+    /// The top-level `ttl_field`: each record expires at the moment this field of its data names.
+    pub ttl_field: Option<FieldPath>,
     /// The `stream_options` entries, in config order.
     pub entries: Vec<StreamOption>,
 }
@@ -92,12 +121,14 @@ impl StreamOptions {
             Some(text) if !text.trim().is_empty() => RecordKey::parse(&text, "record_key")?,
             _ => RecordKey::default(),
         };
-        let ttl_seconds = ttl_field(map, "ttl_seconds")?;
+        let ttl_seconds = ttl_seconds_field(map, "ttl_seconds")?;
+        let ttl_field = expire_at_field(map, "ttl_field")?;
         let list = match map.get("stream_options") {
             None | Some(Value::Null) => {
                 return Ok(StreamOptions {
                     record_key,
                     ttl_seconds,
+                    ttl_field,
                     entries: vec![],
                 })
             }
@@ -113,7 +144,7 @@ impl StreamOptions {
         for (i, item) in list.iter().enumerate() {
             let at = format!("stream_options[{i}]");
             let Value::Object(obj) = item else {
-                return Err(field(&at, "must be an object with \"stream\" (and optionally \"namespace\", \"record_key\", \"ttl_seconds\")"));
+                return Err(field(&at, "must be an object with \"stream\" (and optionally \"namespace\", \"record_key\", \"ttl_seconds\", \"ttl_field\")"));
             };
             let stream = string_field(obj, "stream")
                 .map_err(|e| e.within(&at))?
@@ -124,12 +155,21 @@ impl StreamOptions {
                 Some(text) => Some(RecordKey::parse(&text, &format!("{at}.record_key"))?),
                 None => None,
             };
-            let ttl_seconds = ttl_field(obj, &format!("{at}.ttl_seconds"))?;
+            let ttl_seconds = ttl_seconds_field(obj, &format!("{at}.ttl_seconds"))?;
+            let entry_ttl_field = expire_at_field(obj, &format!("{at}.ttl_field"))?;
             for key in obj.keys() {
-                if !["stream", "namespace", "record_key", "ttl_seconds"].contains(&key.as_str()) {
+                if ![
+                    "stream",
+                    "namespace",
+                    "record_key",
+                    "ttl_seconds",
+                    "ttl_field",
+                ]
+                .contains(&key.as_str())
+                {
                     return Err(field(
                         &format!("{at}.{key}"),
-                        "is not a stream option; the options are namespace, stream, record_key and ttl_seconds",
+                        "is not a stream option; the options are namespace, stream, record_key, ttl_seconds and ttl_field",
                     ));
                 }
             }
@@ -147,11 +187,13 @@ impl StreamOptions {
                 stream,
                 record_key,
                 ttl_seconds,
+                ttl_field: entry_ttl_field,
             });
         }
         Ok(StreamOptions {
             record_key,
             ttl_seconds,
+            ttl_field,
             entries,
         })
     }
@@ -184,6 +226,13 @@ impl StreamOptions {
         self.entry(stream)
             .and_then(|e| e.ttl_seconds)
             .or(self.ttl_seconds)
+    }
+
+    /// The field `stream`'s records name their expiry moment in, if any.
+    pub fn ttl_field(&self, stream: &StreamDescriptor) -> Option<&FieldPath> {
+        self.entry(stream)
+            .and_then(|e| e.ttl_field.as_ref())
+            .or(self.ttl_field.as_ref())
     }
 
     /// A warning for each entry that names no stream of the catalog.
@@ -255,6 +304,18 @@ mod tests {
         assert_eq!(o.ttl_seconds(&d(None, "users")), Some(3600));
         assert_eq!(o.ttl_seconds(&d(None, "orders")), Some(60));
         assert_eq!(options(json!({})).unwrap().ttl_seconds(&d(None, "x")), None);
+        let o = options(json!({"ttl_field": "exp", "stream_options": [
+            {"stream": "users", "ttl_field": ["meta", "exp"]},
+            {"stream": "orders", "ttl_field": null},
+        ]}))
+        .unwrap();
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            o.ttl_field(&d(None, "users")),
+            Some(&path(&["meta", "exp"]))
+        );
+        assert_eq!(o.ttl_field(&d(None, "orders")), Some(&path(&["exp"])));
+        assert_eq!(options(json!({})).unwrap().ttl_field(&d(None, "x")), None);
     }
 
     #[test]
@@ -267,6 +328,13 @@ mod tests {
         assert!(
             err(json!({"stream_options": [{"stream": "a", "record_key": "x"}]}))
                 .starts_with("config.stream_options[0].record_key:")
+        );
+        for bad in [json!(""), json!([]), json!(["a", 1]), json!(5)] {
+            assert!(err(json!({"ttl_field": bad})).starts_with("config.ttl_field:"));
+        }
+        assert!(
+            err(json!({"stream_options": [{"stream": "a", "ttl_field": {}}]}))
+                .starts_with("config.stream_options[0].ttl_field:")
         );
         assert!(err(json!({"stream_options": [{"stream": "a", "ttl": 5}]}))
             .starts_with("config.stream_options[0].ttl:"));

@@ -53,7 +53,7 @@ fn compare_cursors(a: &[u8], b: &[u8]) -> Ordering {
 /// The instant a JSON string names, in microseconds since the epoch: RFC 3339 with any offset,
 /// a date-time without one (UTC, `T` or a space between date and time), or a date (its midnight,
 /// UTC). `None` for anything else, which then compares as text.
-fn instant_micros(value: &str) -> Option<i64> {
+pub(crate) fn instant_micros(value: &str) -> Option<i64> {
     use chrono::{DateTime, NaiveDate, NaiveDateTime};
     let text: String = serde_json::from_str(value).ok()?;
     let text = text.trim();

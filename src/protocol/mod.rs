@@ -8,13 +8,17 @@
 //! | `output`  | the messages this destination prints, and the one thread that prints them |
 //! | `cursor`  | a record's cursor, encoded so that one byte-wise rule orders versions |
 //! | `upsert`  | an `append_dedup` record's primary key, cursor and delete mark, from its `data` |
+//! | `expire_at` | the moment a record expires, from its `ttl_field` |
+//! | `walk`    | the targeted walk of `data` those two use: a few named fields, the rest skipped |
 
 pub mod catalog;
 pub mod cursor;
+pub mod expire_at;
 pub mod input;
 pub mod output;
 pub mod state;
 pub mod upsert;
+pub mod walk;
 
 /// A stream's identity: its namespace (absent and null are the same) and its name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]

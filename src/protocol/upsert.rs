@@ -11,15 +11,13 @@
 //!   arrays compare as their minified text.
 //! * A record is a **delete** when its data has a non-null `_ab_cdc_deleted_at`.
 
-use std::fmt;
-
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::catalog::FieldPath;
 use super::cursor;
 pub use super::cursor::cursor_wins;
 use super::input::minify_into;
+use super::walk::{lookup, walk, NotAnObject};
 
 /// The data field that marks a CDC delete when it is present and not null.
 pub const CDC_DELETED_AT: &str = "_ab_cdc_deleted_at";
@@ -77,6 +75,12 @@ pub enum PickError {
     NotAnObject(String),
 }
 
+impl From<NotAnObject> for PickError {
+    fn from(e: NotAnObject) -> Self {
+        PickError::NotAnObject(e.0)
+    }
+}
+
 impl UpsertFields {
     /// The fields of an `append_dedup` stream with this primary key (paths non-empty) and cursor,
     /// its key written as `key_text`.
@@ -124,7 +128,7 @@ impl UpsertFields {
                 .and_then(|i| top[i])
             {
                 Some(v) if rest.is_empty() => Ok(Some(v)),
-                Some(v) => lookup(v.get(), rest),
+                Some(v) => Ok(lookup(v.get(), rest)?),
                 None => Ok(None),
             }
         };
@@ -192,91 +196,6 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
 /// A path as the user wrote it in the catalog: `id`, or `org.id` for a nested one.
 pub fn path_text(path: &[String]) -> String {
     path.join(".")
-}
-
-/// The values of the fields `names` of the object `data` (the last one, for a repeated field).
-fn walk<'a>(data: &'a str, names: &[String]) -> Result<Vec<Option<&'a RawValue>>, PickError> {
-    let mut de = serde_json::Deserializer::from_str(data);
-    de.deserialize_map(Fields { names })
-        .map_err(|e| PickError::NotAnObject(e.to_string()))
-}
-
-/// The value at the nested `path` inside the object text `data`, if present; a path through a
-/// value that is not an object finds nothing.
-fn lookup<'a>(data: &'a str, path: &[String]) -> Result<Option<&'a RawValue>, PickError> {
-    let mut current = data;
-    let mut found = None;
-    for name in path {
-        if !current.trim_start().starts_with('{') {
-            return Ok(None);
-        }
-        found = walk(current, std::slice::from_ref(name))?[0];
-        match found {
-            Some(v) => current = v.get(),
-            None => return Ok(None),
-        }
-    }
-    Ok(found)
-}
-
-/// A visitor that walks one object and keeps the values of some fields, skipping the rest.
-struct Fields<'n> {
-    names: &'n [String],
-}
-
-impl<'de> Visitor<'de> for Fields<'_> {
-    type Value = Vec<Option<&'de RawValue>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = vec![None; self.names.len()];
-        while let Some(key) = map.next_key::<Name<'de>>()? {
-            match self.names.iter().position(|n| n == key.as_str()) {
-                Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// An object key: borrowed from the text, or unescaped into a string when it has escapes.
-enum Name<'de> {
-    Borrowed(&'de str),
-    Owned(String),
-}
-
-impl Name<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Name::Borrowed(s) => s,
-            Name::Owned(s) => s,
-        }
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name::Borrowed(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'de>, E> {
-                Ok(Name::Owned(v.to_string()))
-            }
-        }
-        d.deserialize_str(V)
-    }
 }
 
 /// Appends the canonical text of a JSON value: a string re-escaped as serde_json writes strings,

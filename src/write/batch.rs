@@ -18,7 +18,8 @@ pub struct Batch {
     pub entries: usize,
     /// Input ordinal of the batch's first record: its identity for the checkpoint.
     pub first_ordinal: u64,
-    /// The records' ARGV, RESP-encoded: emitted_at and data per record.
+    /// The records' ARGV, RESP-encoded: emitted_at and data (and the moment it expires, for a
+    /// stream with `ttl_field`) per record.
     pub body: Vec<u8>,
 }
 
@@ -46,6 +47,9 @@ pub struct Expiry {
     pub records: u64,
     /// Of the counter (and of an `append_dedup` stream's index or tombstones).
     pub counter: u64,
+    /// Whether each record carries the moment it expires (`ttl_field`): one more argument per
+    /// record, its epoch milliseconds (0: `records` applies).
+    pub moments: bool,
 }
 
 impl Expiry {
@@ -53,13 +57,24 @@ impl Expiry {
     pub const NONE: Expiry = Expiry {
         records: 0,
         counter: 0,
+        moments: false,
     };
     /// Staged records and the staging counter expire unless their generation is resumed or
     /// published (each batch refreshes the counter's expiry; prepare refreshes the rest).
     pub const STAGING: Expiry = Expiry {
         records: STAGING_TTL_SECONDS,
         counter: STAGING_TTL_SECONDS,
+        moments: false,
     };
+
+    /// The flag argument that tells the script whether records carry their moments.
+    fn moments_flag(self) -> &'static [u8] {
+        if self.moments {
+            b"1"
+        } else {
+            b"0"
+        }
+    }
 }
 
 /// The unchanging parts of a stream's script call, encoded once.
@@ -84,8 +99,8 @@ pub struct StreamCall {
 
 impl StreamCall {
     /// The call of `script` (`append_batch.lua`) for a stream with `keys` in run `run_id`: KEYS
-    /// counter, token; ARGV sequence, record prefix, token TTL, record TTL, counter TTL, then
-    /// emitted_at and data per record.
+    /// counter, token; ARGV sequence, record prefix, token TTL, record TTL, counter TTL, moments
+    /// flag, then emitted_at and data (and the moment, see [`Expiry::moments`]) per record.
     pub fn new(script: &LuaScript, keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
         let token = keys.token(run_id);
         let mut tail = Vec::new();
@@ -93,12 +108,13 @@ impl StreamCall {
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
         resp::bulk_int(&mut tail, expiry.records as i64);
         resp::bulk_int(&mut tail, expiry.counter as i64);
+        resp::bulk(&mut tail, expiry.moments_flag());
         let head = head(script, &[&keys.counter, &token]);
         StreamCall {
             head,
             tail,
-            fixed_args: 10,
-            args_per_record: 2,
+            fixed_args: 11,
+            args_per_record: 2 + usize::from(expiry.moments),
             keys,
             token,
             index: None,
@@ -107,7 +123,8 @@ impl StreamCall {
 
     /// The call of `upsert_batch.lua` for an `append_dedup` stream with `keys` in run `run_id`:
     /// KEYS counter, token, index; ARGV sequence, record prefix, token TTL, record TTL, counter
-    /// and index TTL, then four arguments per record (see [`super::collapse`]).
+    /// and index TTL, moments flag, then four (or five) arguments per record (see
+    /// [`super::collapse`]).
     pub fn upsert(keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
         let token = keys.token(run_id);
         let index = keys.index();
@@ -116,12 +133,13 @@ impl StreamCall {
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
         resp::bulk_int(&mut tail, expiry.records as i64);
         resp::bulk_int(&mut tail, expiry.counter as i64);
+        resp::bulk(&mut tail, expiry.moments_flag());
         let head = head(&UPSERT_BATCH, &[&keys.counter, &token, &index]);
         StreamCall {
             head,
             tail,
-            fixed_args: 11,
-            args_per_record: 4,
+            fixed_args: 12,
+            args_per_record: 4 + usize::from(expiry.moments),
             keys,
             token,
             index: Some(index),
@@ -131,7 +149,8 @@ impl StreamCall {
     /// The call of `upsert_keyed.lua` for a stream keyed by primary key with `keys` in run
     /// `run_id`: KEYS token, tombstones, counter; ARGV sequence, record prefix, token TTL, whether
     /// cursors are compared (`append_dedup`) or the last write wins (`append`, `overwrite`), record
-    /// TTL, tombstones TTL, then four arguments per record (see [`super::collapse`]).
+    /// TTL, tombstones TTL, moments flag, then four (or five) arguments per record (see
+    /// [`super::collapse`]).
     pub fn upsert_keyed(keys: StreamKeys, run_id: &str, compare: bool, expiry: Expiry) -> Self {
         let token = keys.token(run_id);
         let tombstones = keys.tombstones();
@@ -141,12 +160,13 @@ impl StreamCall {
         resp::bulk(&mut tail, if compare { b"1" } else { b"0" });
         resp::bulk_int(&mut tail, expiry.records as i64);
         resp::bulk_int(&mut tail, expiry.counter as i64);
+        resp::bulk(&mut tail, expiry.moments_flag());
         let head = head(&UPSERT_KEYED, &[&token, &tombstones, &keys.counter]);
         StreamCall {
             head,
             tail,
-            fixed_args: 12,
-            args_per_record: 4,
+            fixed_args: 13,
+            args_per_record: 4 + usize::from(expiry.moments),
             keys,
             token,
             index: Some(tombstones),
@@ -192,7 +212,7 @@ mod tests {
         let mut out = Vec::new();
         call.encode(&batch, &mut out);
         let expected = format!(
-            "*12\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
+            "*13\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
             APPEND_BATCH.sha
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);

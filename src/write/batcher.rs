@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use super::batch::Batch;
 use super::collapse::{Collapsed, Upsert};
 use super::resp;
+use crate::protocol::expire_at::Moment;
 
 struct OpenBatch {
     records: usize,
+    /// Records not sent: they had expired before they were batched.
+    passed: usize,
     data_bytes: usize,
     first_ordinal: u64,
     opened_at: Instant,
@@ -41,22 +44,32 @@ impl Batcher {
     }
 
     /// Adds a record to its stream's open batch; sealed batches are appended to `sealed`.
-    /// Returns true when the record opened a new batch (it is that batch's first record).
+    /// `moment` is when it expires, for a stream with `ttl_field` (a record whose moment has
+    /// passed counts in its batch but is not sent). Returns true when the record opened a new
+    /// batch (it is that batch's first record).
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         stream: usize,
         emitted_at: i64,
         data: &[u8],
+        moment: Option<Moment>,
         ordinal: u64,
         now: Instant,
         sealed: &mut Vec<Batch>,
     ) -> bool {
+        if moment == Some(Moment::Passed) {
+            return self.add(stream, 0, ordinal, now, sealed, |batch| batch.passed += 1);
+        }
         self.add(stream, data.len(), ordinal, now, sealed, |batch| {
             if batch.body.capacity() == 0 {
                 batch.body.reserve(64 * 1024);
             }
             resp::bulk_int(&mut batch.body, emitted_at);
             resp::bulk(&mut batch.body, data);
+            if let Some(m) = moment {
+                resp::bulk_int(&mut batch.body, m.millis());
+            }
         })
     }
 
@@ -96,6 +109,7 @@ impl Batcher {
         let opened = self.open[stream].is_none();
         let batch = self.open[stream].get_or_insert_with(|| OpenBatch {
             records: 0,
+            passed: 0,
             data_bytes: 0,
             first_ordinal: ordinal,
             opened_at: now,
@@ -150,7 +164,7 @@ impl Batcher {
             self.next_seq[stream] += 1;
             let (entries, body) = match &open.upserts {
                 Some(upserts) => (upserts.len(), upserts.encode()),
-                None => (open.records, open.body),
+                None => (open.records - open.passed, open.body),
             };
             sealed.push(Batch {
                 stream,
@@ -183,7 +197,7 @@ mod tests {
             let now = Instant::now();
             for (ordinal, (stream, len)) in records.iter().enumerate() {
                 let data = vec![b'x'; *len];
-                b.push(*stream, ordinal as i64, &data, ordinal as u64, now, &mut sealed);
+                b.push(*stream, ordinal as i64, &data, None, ordinal as u64, now, &mut sealed);
             }
             b.seal_all(&mut sealed);
             let mut seen: Vec<Vec<i64>> = vec![Vec::new(); 3];
@@ -230,8 +244,16 @@ mod tests {
         let mut b = Batcher::new(2, 100, 1000);
         let mut sealed = Vec::new();
         let t0 = Instant::now();
-        b.push(0, 1, b"{}", 0, t0, &mut sealed);
-        b.push(1, 1, b"{}", 1, t0 + Duration::from_millis(50), &mut sealed);
+        b.push(0, 1, b"{}", None, 0, t0, &mut sealed);
+        b.push(
+            1,
+            1,
+            b"{}",
+            None,
+            1,
+            t0 + Duration::from_millis(50),
+            &mut sealed,
+        );
         assert_eq!(
             b.next_linger_deadline(Duration::from_millis(100)),
             Some(t0 + Duration::from_millis(100))

@@ -3,7 +3,8 @@
 //! [`crate::protocol::upsert::cursor_wins`]), so the script gets each key once.
 //!
 //! Each record is sent as four arguments: the key text, the encoded cursor, emitted_at, and the
-//! data text, which is empty for a delete (a record's data, a JSON object, never is).
+//! data text, which is empty for a delete (a record's data, a JSON object, never is); a stream
+//! with `ttl_field` adds a fifth, the moment it expires.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,6 +19,7 @@ struct Entry {
     cursor: Range<usize>,
     data: Range<usize>,
     emitted_at: i64,
+    moment: Option<i64>,
 }
 
 /// One record offered to an upsert batch.
@@ -33,6 +35,9 @@ pub struct Upsert<'a> {
     pub emitted_at: i64,
     /// The minified data text.
     pub data: &'a [u8],
+    /// For a stream with `ttl_field`: the epoch milliseconds it expires at (0: the stream's
+    /// `ttl_seconds` applies), sent as a fifth argument.
+    pub moment: Option<i64>,
 }
 
 /// The records of an open upsert batch, one per key, in order of each key's first arrival.
@@ -67,6 +72,7 @@ impl Collapsed {
                 put(record.data)
             },
             emitted_at: record.emitted_at,
+            moment: record.moment,
         };
         match existing {
             Some(i) => self.entries[i] = entry,
@@ -95,6 +101,9 @@ impl Collapsed {
             resp::bulk(&mut body, &self.arena[e.cursor.clone()]);
             resp::bulk_int(&mut body, e.emitted_at);
             resp::bulk(&mut body, &self.arena[e.data.clone()]);
+            if let Some(ms) = e.moment {
+                resp::bulk_int(&mut body, ms);
+            }
         }
         body
     }
@@ -111,6 +120,7 @@ mod tests {
             delete: false,
             emitted_at: 1,
             data: data.as_bytes(),
+            moment: None,
         }
     }
 

@@ -23,6 +23,7 @@ use super::writer::{Ack, Work};
 use super::Summary;
 use crate::config::Settings;
 use crate::error::Failure;
+use crate::protocol::expire_at::Moment;
 use crate::protocol::output::{Level, Output};
 use crate::protocol::state::{self, Scope};
 
@@ -238,6 +239,7 @@ impl Coordinator {
                     data,
                     line,
                     upsert,
+                    moment,
                 } => {
                     let data = &chunk.arena[data];
                     if let Err(too_large) = self.limit.admit(data.len() as u64) {
@@ -275,6 +277,7 @@ impl Coordinator {
                                 delete: picked.delete,
                                 emitted_at,
                                 data,
+                                moment: moment.map(Moment::millis),
                             };
                             self.batcher
                                 .push_upsert(stream, record, ordinal, now, &mut self.sealed)
@@ -283,6 +286,7 @@ impl Coordinator {
                             stream,
                             emitted_at,
                             data,
+                            moment,
                             ordinal,
                             now,
                             &mut self.sealed,

@@ -181,6 +181,7 @@ pub fn run<R: Read + Send + 'static>(
     let streams = Arc::new(reader::Streams {
         router: Router::new(&descriptors),
         upserts: plan.upsert_fields(),
+        expire_at: plan.expire_at_fields(),
         descriptors,
     });
     std::thread::spawn(move || {

@@ -9,7 +9,8 @@ use super::overwrite::OverwriteStream;
 use crate::config::{RecordKey, StreamOptions};
 use crate::error::Failure;
 use crate::keys::{Layout, StreamKeys};
-use crate::protocol::catalog::{ConfiguredStream, Dedup, SyncMode};
+use crate::protocol::catalog::{ConfiguredStream, Dedup, FieldPath, SyncMode};
+use crate::protocol::expire_at::ExpireAtField;
 use crate::protocol::upsert::{KeyText, UpsertFields};
 use crate::protocol::StreamDescriptor;
 use crate::scripts::APPEND_BATCH;
@@ -36,6 +37,8 @@ pub struct StreamPlan {
     pub call: StreamCall,
     /// How it is written.
     pub mode: Mode,
+    /// Where its records say when they expire (`ttl_field`), if they do.
+    pub expire_at: Option<ExpireAtField>,
 }
 
 impl StreamPlan {
@@ -83,13 +86,11 @@ impl Plan {
             .iter()
             .map(|s| {
                 let d = &s.descriptor;
-                stream_plan(
-                    s,
-                    layout,
-                    options.record_key(d),
-                    options.ttl_seconds(d),
-                    run_id,
-                )
+                let expiry = StreamExpiry {
+                    ttl_seconds: options.ttl_seconds(d),
+                    ttl_field: options.ttl_field(d),
+                };
+                stream_plan(s, layout, options.record_key(d), expiry, run_id)
             })
             .collect::<Result<_, _>>()?;
         Ok(Plan {
@@ -145,10 +146,22 @@ impl Plan {
         self.iter().map(|s| s.upsert_fields().cloned()).collect()
     }
 
+    /// Every stream's `ttl_field` (`None`: its records carry no moment), in catalog order: what
+    /// the reader reads from each record.
+    pub fn expire_at_fields(&self) -> Vec<Option<ExpireAtField>> {
+        self.iter().map(|s| s.expire_at.clone()).collect()
+    }
+
     /// Every stream's batch call.
     pub fn calls(&self) -> Vec<StreamCall> {
         self.iter().map(|s| s.call.clone()).collect()
     }
+}
+
+/// A stream's expiry options.
+struct StreamExpiry<'a> {
+    ttl_seconds: Option<u64>,
+    ttl_field: Option<&'a FieldPath>,
 }
 
 /// The plan of one catalog stream.
@@ -156,19 +169,23 @@ fn stream_plan(
     s: &ConfiguredStream,
     layout: Layout,
     record_key: RecordKey,
-    ttl_seconds: Option<u64>,
+    expiry: StreamExpiry<'_>,
     run_id: &str,
 ) -> Result<StreamPlan, Failure> {
     let keys = StreamKeys::with_layout(&s.descriptor, layout);
     // Record keys expire; counters, indexes and tombstones never do.
     let live = Expiry {
-        records: ttl_seconds.unwrap_or(0),
+        records: expiry.ttl_seconds.unwrap_or(0),
         counter: 0,
+        moments: expiry.ttl_field.is_some(),
     };
     let refuse = |why: &str| {
         let message = format!("Invalid configuration for stream {}: {why}.", s.descriptor);
         Failure::config(message.clone(), message)
     };
+    if expiry.ttl_field.is_some() && matches!(s.mode, SyncMode::Overwrite { .. }) {
+        return Err(refuse("ttl_field does not work with overwrite or a truncate refresh yet (a publish could not keep each record's own moment); use ttl_seconds for this stream, and set ttl_field in stream_options for the streams that append or upsert only"));
+    }
     let keyed = record_key == RecordKey::PrimaryKey;
     if keyed && s.primary_key.is_empty() {
         return Err(refuse("record_key \"primary_key\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use record_key \"sequence\" for this stream in stream_options"));
@@ -212,6 +229,7 @@ fn stream_plan(
         descriptor: s.descriptor.clone(),
         call,
         mode,
+        expire_at: expiry.ttl_field.cloned().map(ExpireAtField::new),
     })
 }
 

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use super::checkpoint::StateScope;
 use super::router::Router;
 use crate::error::Failure;
+use crate::protocol::expire_at::{ExpireAtField, Moment};
 use crate::protocol::input::{self, InputError, Message};
 use crate::protocol::output::now_ms;
 use crate::protocol::state;
@@ -39,6 +40,8 @@ pub enum Item {
         line: u64,
         /// For an `append_dedup` stream: its key and cursor (in the arena) and whether it deletes.
         upsert: Option<Picked>,
+        /// For a stream with `ttl_field`: when it expires.
+        moment: Option<Moment>,
     },
     /// A state and the records it counts.
     State {
@@ -75,6 +78,8 @@ pub struct Streams {
     pub router: Router,
     /// The dedup fields of each catalog stream (`None`: not `append_dedup`).
     pub upserts: Vec<Option<UpsertFields>>,
+    /// The `ttl_field` of each catalog stream (`None`: its records carry no moment).
+    pub expire_at: Vec<Option<ExpireAtField>>,
     /// Each catalog stream's name, for messages.
     pub descriptors: Vec<StreamDescriptor>,
 }
@@ -163,7 +168,7 @@ fn parse_into(
             let start = chunk.arena.len();
             input::minify_into(r.data.get(), &mut chunk.arena);
             let data = start..chunk.arena.len();
-            let upsert = match &streams.upserts[stream] {
+            let mut upsert = match &streams.upserts[stream] {
                 Some(fields) => Some(fields.pick(r.data.get(), &mut chunk.arena).map_err(|e| {
                     let why = format!(
                         "Line {line_no} of the input is a RECORD of stream {} that {e}: an append_dedup stream needs every record's primary key. Fix the source, or choose another primary key or sync mode for the stream.",
@@ -173,12 +178,27 @@ fn parse_into(
                 })?),
                 None => None,
             };
+            let moment = match &streams.expire_at[stream] {
+                Some(field) => Some(field.moment(r.data.get(), now_ms()).map_err(|e| {
+                    let why = format!(
+                        "Line {line_no} of the input is a RECORD of stream {} that {e}. Fix the source, or choose another ttl_field for the stream.",
+                        streams.descriptors[stream]
+                    );
+                    Failure::config(why, &e)
+                })?),
+                None => None,
+            };
+            // A record that has expired already is not written; an upsert of it deletes its key.
+            if let (Some(Moment::Passed), Some(picked)) = (moment, upsert.as_mut()) {
+                picked.delete = true;
+            }
             chunk.items.push(Item::Record {
                 stream,
                 emitted_at: r.emitted_at,
                 data,
                 line: line_no,
                 upsert,
+                moment,
             });
             Ok(())
         }
@@ -208,6 +228,7 @@ mod tests {
         Arc::new(Streams {
             router: Router::new(&descriptors),
             upserts: vec![None],
+            expire_at: vec![None],
             descriptors,
         })
     }

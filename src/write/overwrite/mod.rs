@@ -114,7 +114,7 @@ impl OverwriteStream {
     pub fn live_call(&self, run_id: &str) -> StreamCall {
         let expiry = Expiry {
             records: self.ttl,
-            counter: 0,
+            ..Expiry::NONE
         };
         self.call(self.live.clone(), run_id, expiry)
     }
