@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use destination_redis::config::ValueFormat;
 use destination_redis::protocol::StreamDescriptor;
-use destination_redis::write::batcher::Batcher;
+use destination_redis::write::batcher::{Appended, Batcher};
 use destination_redis::write::reader::Streams;
 use destination_redis::write::reader::{read_all, Item};
 use destination_redis::write::router::Router;
@@ -53,6 +54,7 @@ fn input_path(c: &mut Criterion) {
         router: Router::new(&descriptors),
         upserts: vec![None; descriptors.len()],
         expire_at: vec![None; descriptors.len()],
+        formats: vec![ValueFormat::Hash; descriptors.len()],
         descriptors: descriptors.clone(),
     });
     let mut group = c.benchmark_group("input_path");
@@ -61,7 +63,8 @@ fn input_path(c: &mut Criterion) {
         b.iter(|| {
             let (tx, rx) = crossbeam_channel::unbounded();
             read_all(BufReader::new(Cursor::new(&input[..])), router.clone(), tx);
-            let mut batcher = Batcher::new(STREAMS.len(), 500, 4 * 1024 * 1024);
+            let mut batcher =
+                Batcher::new(vec![ValueFormat::Hash; STREAMS.len()], 500, 4 * 1024 * 1024);
             let mut sealed = Vec::new();
             let now = Instant::now();
             let mut ordinal = 0;
@@ -74,15 +77,13 @@ fn input_path(c: &mut Criterion) {
                         ..
                     } = item
                     {
-                        batcher.push(
-                            stream,
+                        let record = Appended {
                             emitted_at,
-                            &chunk.arena[data],
-                            None,
-                            ordinal,
-                            now,
-                            &mut sealed,
-                        );
+                            data: &chunk.arena[data],
+                            fields: 0,
+                            moment: None,
+                        };
+                        batcher.push(stream, record, ordinal, now, &mut sealed);
                         ordinal += 1;
                     }
                 }

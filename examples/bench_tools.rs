@@ -93,6 +93,7 @@ fn resp_evalsha(inp: &str, outp: &str, batch_size: usize) -> Result<(), Failure>
                     seq: 1,
                     records: 0,
                     entries: 0,
+                    args: 0,
                     first_ordinal: 0,
                     body: Vec::new(),
                 },
@@ -102,11 +103,13 @@ fn resp_evalsha(inp: &str, outp: &str, batch_size: usize) -> Result<(), Failure>
         resp::bulk(&mut batch.body, &data);
         batch.records += 1;
         batch.entries += 1;
+        batch.args += 2;
         if batch.records == batch_size {
             flush(call, batch, &mut out)?;
             batch.seq += 1;
             batch.records = 0;
             batch.entries = 0;
+            batch.args = 0;
             batch.body.clear();
         }
     }

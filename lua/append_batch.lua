@@ -3,6 +3,8 @@
 -- KEYS[1]  the stream's counter key (`<namespace>:<stream>`, or `{<tag>}` in the tagged layout; a
 --          string integer, absent = 0)
 -- KEYS[2]  the batch token key of this (stream, run): the last sequence number applied
+-- KEYS[3]  the stream's format marker: its value format when that is not `hash` (set by the
+--          first batch; absent for hash streams, the Java layout)
 -- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
 -- ARGV[2]  the record key prefix, `<counter key>:`
 -- ARGV[3]  the token key's time to live, in seconds
@@ -10,11 +12,15 @@
 --          expire unless their generation is resumed or published)
 -- ARGV[5]  the counter's time to live, in seconds (0: none, the counter of live records never
 --          expires; a staging counter is refreshed with its records)
--- ARGV[6]  `1`: each record has a third argument, the moment it expires (`ttl_field`); `0`: not
--- ARGV[7..] the records, two (or three) arguments each: emitted_at (epoch ms), data (JSON text),
---          and with ARGV[6] `1` the epoch milliseconds it expires at (0: ARGV[4] applies). A batch
---          may have no record (every record of it had expired before it was sent): it only
---          advances the token.
+-- ARGV[6]  `1`: each record ends with one more argument, the moment it expires (`ttl_field`); `0`:
+--          not
+-- ARGV[7]  the value format: `hash` (a hash of _airbyte_ab_id, _airbyte_emitted_at, _airbyte_data),
+--          `fields` (a hash of _airbyte_ab_id, _airbyte_emitted_at and one field per data field) or
+--          `string` (a string: the data's JSON text)
+-- ARGV[8..] the records: `hash`: emitted_at (epoch ms), data (JSON text); `fields`: emitted_at,
+--          the number of data fields n, then n names and values; `string`: data; then, with ARGV[6]
+--          `1`, the epoch milliseconds it expires at (0: ARGV[4] applies). A batch may have no
+--          record (every record of it had expired before it was sent): it only advances the token.
 --
 -- Returns the id of the batch's last record when the batch was applied now, or -1 when this batch
 -- had been applied before (a resend after a lost reply). Errors, all raised before the first write
@@ -24,9 +30,11 @@
 --   ABEXISTS   a key of the new id range already exists (a record whose counter was lost or reset,
 --              another stream's key in the Java layout, another tool's key): nothing is written
 --   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
+--   ABFORMAT   the stream's records are in another value format (KEYS[3]; without it, records
+--              exist in the default `hash` format): nothing is written
 --   ABARGS     the arguments are malformed
 -- Invariant: ids of a stream are 1..N without gap or duplicate; each record hash has the fields
--- _airbyte_ab_id (its id), _airbyte_emitted_at and _airbyte_data.
+-- _airbyte_ab_id (its id), _airbyte_emitted_at and _airbyte_data (or the data's fields).
 -- Cluster: every key of a stream shares one hash tag (one slot). While that slot migrates away, any
 -- access to a key this node does not hold fails ("non local key"; a script gets no ASK); every new
 -- record key is such a key and is read (EXISTS) before the first write, so a batch is refused
@@ -34,9 +42,29 @@
 local seq = tonumber(ARGV[1])
 local record_ttl = tonumber(ARGV[4])
 local counter_ttl = tonumber(ARGV[5])
-local step = ARGV[6] == '1' and 3 or 2
-local nargs = #ARGV - 6
-if seq == nil or record_ttl == nil or counter_ttl == nil or nargs < 0 or nargs % step ~= 0 then
+local moments = ARGV[6] == '1' and 1 or 0
+local format = ARGV[7]
+-- Where each record's arguments start (a `fields` record's length is in its second argument).
+local starts = {}
+local p = 8
+if format == 'fields' then
+  while p <= #ARGV do
+    starts[#starts + 1] = p
+    local nfields = tonumber(ARGV[p + 1])
+    if nfields == nil then
+      return redis.error_reply('ABARGS malformed batch arguments')
+    end
+    p = p + 2 + 2 * nfields + moments
+  end
+else
+  local step = (format == 'string' and 1 or 2) + moments
+  while p <= #ARGV do
+    starts[#starts + 1] = p
+    p = p + step
+  end
+end
+if seq == nil or record_ttl == nil or counter_ttl == nil or p ~= #ARGV + 1
+    or not (format == 'hash' or format == 'fields' or format == 'string') then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -46,6 +74,11 @@ end
 if seq ~= applied + 1 then
   return redis.error_reply('ABSEQ batch ' .. seq .. ' arrived before batch ' .. (applied + 1))
 end
+-- The marker first: the key of a stream in the `stream` format is no counter.
+local marked = redis.call('GET', KEYS[3])
+if marked and marked ~= format then
+  return redis.error_reply('ABFORMAT ' .. KEYS[1] .. ' ' .. marked .. ' ' .. format)
+end
 local raw = redis.call('GET', KEYS[1])
 local last = 0
 if raw then
@@ -54,7 +87,10 @@ if raw then
     return redis.error_reply('ABCOUNTER ' .. KEYS[1])
   end
 end
-local n = nargs / step
+if not marked and format ~= 'hash' and last > 0 then
+  return redis.error_reply('ABFORMAT ' .. KEYS[1] .. ' hash ' .. format)
+end
+local n = #starts
 local prefix = ARGV[2]
 local first = last + 1
 -- Every new key of the batch is checked before the first write, with one EXISTS over all of them
@@ -85,8 +121,14 @@ if taken > 0 then
   end
 end
 if redis.acl_check_cmd then
+  local write
+  if format == 'string' then
+    write = redis.acl_check_cmd('SET', prefix .. first, 'v')
+  else
+    write = redis.acl_check_cmd('HSET', prefix .. first, 'f', 'v')
+  end
   if not (redis.acl_check_cmd('INCRBY', KEYS[1], '1')
-      and redis.acl_check_cmd('HSET', prefix .. first, 'f', 'v')
+      and write
       and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')) then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records or ' .. KEYS[2])
   end
@@ -94,18 +136,42 @@ end
 if n > 0 then
   redis.call('INCRBY', KEYS[1], n)
 end
+local after = format == 'string' and 1 or 2
 for i = 1, n do
-  local base = 6 + step * (i - 1)
-  redis.call('HSET', keys[i],
-    '_airbyte_ab_id', last + i,
-    '_airbyte_emitted_at', ARGV[base + 1],
-    '_airbyte_data', ARGV[base + 2])
-  local at = step == 3 and tonumber(ARGV[base + 3]) or 0
+  local base = starts[i]
+  if format == 'hash' then
+    redis.call('HSET', keys[i],
+      '_airbyte_ab_id', last + i,
+      '_airbyte_emitted_at', ARGV[base],
+      '_airbyte_data', ARGV[base + 1])
+  elseif format == 'string' then
+    redis.call('SET', keys[i], ARGV[base])
+  else
+    local nfields = tonumber(ARGV[base + 1])
+    after = 2 + 2 * nfields
+    if nfields <= 1000 then
+      redis.call('HSET', keys[i],
+        '_airbyte_ab_id', last + i,
+        '_airbyte_emitted_at', ARGV[base],
+        unpack(ARGV, base + 2, base + 1 + 2 * nfields))
+    else
+      -- In slices: unpack fails near 8000 values.
+      redis.call('HSET', keys[i], '_airbyte_ab_id', last + i, '_airbyte_emitted_at', ARGV[base])
+      for from = 0, nfields - 1, 1000 do
+        local to = math.min(from + 1000, nfields)
+        redis.call('HSET', keys[i], unpack(ARGV, base + 2 + 2 * from, base + 1 + 2 * to))
+      end
+    end
+  end
+  local at = moments == 1 and tonumber(ARGV[base + after]) or 0
   if at > 0 then
     redis.call('PEXPIREAT', keys[i], at)
   elseif record_ttl > 0 then
     redis.call('EXPIRE', keys[i], record_ttl)
   end
+end
+if format ~= 'hash' and not marked and n > 0 then
+  redis.call('SET', KEYS[3], format)
 end
 if counter_ttl > 0 then
   redis.call('EXPIRE', KEYS[1], counter_ttl)

@@ -73,7 +73,7 @@ matrix() {
   for m in "${MATRIX[@]}"; do
     tag=$(matrix_tag "$m")
     phase "version matrix: $tag" cargo_test REDIS_IMAGE="$tag" --locked --features docker-tests --test it -- \
-      spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry::
+      spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry:: formats::
   done
 }
 
@@ -99,7 +99,7 @@ phase "build tests" cargo test --locked "${features[@]}" --no-run
 phase "tests" cargo_test --locked "${features[@]}" -- --skip image::
 # The core suites again, each test against its own 3-master cluster (tests that need one server's
 # own features live in `standalone` modules).
-phase "core suites against a 3-master cluster" cargo_test REDIS_TOPOLOGY=cluster --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: \
+phase "core suites against a 3-master cluster" cargo_test REDIS_TOPOLOGY=cluster --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: formats:: \
   --skip ::standalone::
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images

@@ -147,6 +147,16 @@ fn script_failure(script: ScriptCode, err: &RedisError, ctx: &Context, raw: Stri
                 raw,
             )
         }
+        ScriptCode::Format => {
+            let detail = err.detail().unwrap_or(keys);
+            let mut parts = detail.split(' ');
+            let (key, stored, wanted) = (
+                parts.next().unwrap_or(keys),
+                parts.next().unwrap_or("another format"),
+                parts.next().unwrap_or("this one"),
+            );
+            Failure::config(format_mismatch(key, stored, wanted, during), raw)
+        }
         ScriptCode::OutOfOrder | ScriptCode::NoMarker | ScriptCode::BadArguments => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
     }
 }
@@ -175,11 +185,14 @@ pub enum ScriptCode {
     BadIndex,
     /// `ABUNINDEXED <counter> <n>`: an `append_dedup` stream has records but no index.
     Unindexed,
+    /// `ABFORMAT <stream key> <stored format> <format of the batch>`: the stream's records are
+    /// stored in another value format.
+    Format,
 }
 
 impl ScriptCode {
     /// Every code.
-    pub const ALL: [ScriptCode; 10] = [
+    pub const ALL: [ScriptCode; 11] = [
         ScriptCode::OutOfOrder,
         ScriptCode::KeyExists,
         ScriptCode::BadCounter,
@@ -190,6 +203,7 @@ impl ScriptCode {
         ScriptCode::BadArguments,
         ScriptCode::BadIndex,
         ScriptCode::Unindexed,
+        ScriptCode::Format,
     ];
 
     /// The code as the scripts spell it.
@@ -205,6 +219,7 @@ impl ScriptCode {
             ScriptCode::BadArguments => "ABARGS",
             ScriptCode::BadIndex => "ABINDEX",
             ScriptCode::Unindexed => "ABUNINDEXED",
+            ScriptCode::Format => "ABFORMAT",
         }
     }
 
@@ -212,6 +227,12 @@ impl ScriptCode {
     pub fn parse(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == code)
     }
+}
+
+/// The sentence for a stream whose records are stored in value format `stored` when the sync
+/// writes `wanted` (stream key `key`).
+pub fn format_mismatch(key: &str, stored: &str, wanted: &str, during: &str) -> String {
+    format!("The stream at {key} holds records in value_format {stored:?}, and this sync would write {wanted:?} {during}: formats are never mixed in one stream, and nothing was written. Set value_format {stored:?} for this stream (in stream_options), or delete the stream's keys (and _airbyte_redis:format:{key}) to start it over in {wanted:?}.")
 }
 
 /// The error code of a Redis error reply, looking through the wrapping that Redis before 7.0 puts

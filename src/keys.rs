@@ -120,6 +120,13 @@ impl StreamKeys {
         format!("{RESERVED_PREFIX}:index:{}", self.counter)
     }
 
+    /// The stream's value format, when it is not the default `hash`: written by the stream's
+    /// batches, so a later sync in another format is refused before any data moves. It never
+    /// expires.
+    pub fn format_marker(&self) -> String {
+        format!("{RESERVED_PREFIX}:format:{}", self.counter)
+    }
+
     /// The tombstones of a stream keyed by primary key: a hash from a deleted key's suffix to the
     /// cursor of its delete. It never expires.
     pub fn tombstones(&self) -> String {

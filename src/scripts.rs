@@ -107,6 +107,14 @@ impl LuaScript {
 pub static APPEND_BATCH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("append_batch.lua", include_str!("../lua/append_batch.lua")));
 
+/// `lua/append_stream.lua`: appends one batch of a stream's records to its Redis stream.
+pub static APPEND_STREAM: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "append_stream.lua",
+        include_str!("../lua/append_stream.lua"),
+    )
+});
+
 /// `lua/upsert_batch.lua`: applies one batch of an `append_dedup` stream.
 pub static UPSERT_BATCH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("upsert_batch.lua", include_str!("../lua/upsert_batch.lua")));
@@ -168,9 +176,10 @@ pub static JAVA_STAGING: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("java_staging.lua", include_str!("../lua/java_staging.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 13] {
+pub fn all() -> [&'static LuaScript; 14] {
     [
         &APPEND_BATCH,
+        &APPEND_STREAM,
         &UPSERT_BATCH,
         &UPSERT_KEYED,
         &KEYED_SCAN,

@@ -134,6 +134,8 @@ fn connection_specification() -> Value {
             "record_key": record_key(23),
             "ttl_seconds": ttl_seconds(25),
             "ttl_field": ttl_field(26),
+            "value_format": value_format(27),
+            "stream_maxlen": stream_maxlen(28),
             "stream_options": stream_options(),
         }
     })
@@ -151,7 +153,9 @@ fn stream_options() -> Value {
                 "stream": {"type": "string", "title": "Stream"},
                 "record_key": record_key(2),
                 "ttl_seconds": ttl_seconds(3),
-                "ttl_field": ttl_field(4)
+                "ttl_field": ttl_field(4),
+                "value_format": value_format(5),
+                "stream_maxlen": stream_maxlen(6)
             }
         }
     })
@@ -175,6 +179,23 @@ fn ttl_field(order: u32) -> Value {
             {"type": "array", "title": "A nested field", "minItems": 1, "items": {"type": "string", "minLength": 1}}
         ],
         "description": "A field of the records' data (a name, or a list of names for a nested field) that says when each record expires: epoch seconds, epoch milliseconds (numbers above 10^11) or an RFC 3339 timestamp. The expiry is set in the same script call as the write. A record whose moment has passed is not written (an append_dedup record then deletes its key, as a CDC delete would); a missing or null value falls back to ttl_seconds. Not with overwrite or truncate refreshes yet."
+    })
+}
+
+/// The `value_format` option (top level, and in each `stream_options` entry).
+fn value_format(order: u32) -> Value {
+    json!({
+        "title": "Value format", "type": "string", "order": order,
+        "enum": ["hash", "fields", "string", "stream"], "default": "hash",
+        "description": "How records are stored. hash (the default, the Java layout): a hash with _airbyte_ab_id, _airbyte_emitted_at and _airbyte_data (the record's JSON text). fields: a hash with _airbyte_ab_id, _airbyte_emitted_at and one field per top-level data field (strings as text, numbers as written, objects and arrays as JSON, null fields left out). string: a string key holding the data's JSON text. stream: one Redis stream at <namespace>:<stream>, one entry per record (fields _airbyte_data, _airbyte_emitted_at). A stream keeps the format it was first written in: another one is refused before any data moves. fields, string and stream work with the append sync mode for now."
+    })
+}
+
+/// The `stream_maxlen` option (top level, and in each `stream_options` entry).
+fn stream_maxlen(order: u32) -> Value {
+    json!({
+        "title": "Redis stream length limit", "type": "integer", "order": order, "minimum": 1,
+        "description": "For value_format stream: trim the Redis stream to about this many entries as records are added (XADD MAXLEN ~). Absent: never trimmed."
     })
 }
 

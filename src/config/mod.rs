@@ -26,7 +26,7 @@ pub use target::Target;
 pub use tunnel::{TunnelAuth, TunnelSettings};
 
 use crate::keys::Layout;
-pub use options::{RecordKey, StreamOptions};
+pub use options::{RecordKey, StreamOptions, ValueFormat};
 use tls::Tls;
 use topology::Topology;
 
@@ -75,6 +75,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "record_key",
     "ttl_seconds",
     "ttl_field",
+    "value_format",
+    "stream_maxlen",
     "stream_options",
 ];
 

@@ -86,6 +86,85 @@ impl RecordKey {
     }
 }
 
+/// How a stream's records are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueFormat {
+    /// A hash of `_airbyte_ab_id`, `_airbyte_emitted_at` and `_airbyte_data` (the Java layout).
+    #[default]
+    Hash,
+    /// A hash with one field per top-level field of the data, and `_airbyte_ab_id` and
+    /// `_airbyte_emitted_at`.
+    Fields,
+    /// A string key holding the data's JSON text.
+    String,
+    /// One Redis stream per catalog stream, at the stream's key, one entry per record.
+    Stream,
+}
+
+impl ValueFormat {
+    /// The config's name of it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueFormat::Hash => "hash",
+            ValueFormat::Fields => "fields",
+            ValueFormat::String => "string",
+            ValueFormat::Stream => "stream",
+        }
+    }
+
+    /// The format named `text` (as the config and the format marker write it).
+    pub fn from_name(text: &str) -> Option<Self> {
+        [
+            ValueFormat::Hash,
+            ValueFormat::Fields,
+            ValueFormat::String,
+            ValueFormat::Stream,
+        ]
+        .into_iter()
+        .find(|f| f.name() == text)
+    }
+
+    fn parse(text: &str, at: &str) -> Result<Self, ConfigError> {
+        Self::from_name(text.trim()).ok_or_else(|| {
+            field(
+                at,
+                &format!("{text:?} is not a value format; use \"hash\" (the default: _airbyte_ab_id, _airbyte_emitted_at, _airbyte_data), \"fields\" (one hash field per data field), \"string\" (the data's JSON text) or \"stream\" (a Redis stream per catalog stream)"),
+            )
+        })
+    }
+}
+
+/// `value_format` of `map` at `at`, if set.
+fn value_format_field(
+    map: &Map<String, Value>,
+    at: &str,
+) -> Result<Option<ValueFormat>, ConfigError> {
+    match string_field(map, "value_format").map_err(|_| {
+        field(
+            at,
+            "must be one of \"hash\", \"fields\", \"string\", \"stream\"",
+        )
+    })? {
+        Some(text) if !text.trim().is_empty() => ValueFormat::parse(&text, at).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// `stream_maxlen` of `map` at `at`: a whole number of entries from 1.
+fn stream_maxlen_field(map: &Map<String, Value>, at: &str) -> Result<Option<u64>, ConfigError> {
+    let bad = || {
+        field(at, "must be a whole number of entries, at least 1, or absent for streams that are not trimmed")
+    };
+    match int_field(map, "stream_maxlen").map_err(|_| bad())? {
+        None => Ok(None),
+        Some(n) => u64::try_from(n)
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(bad),
+    }
+}
+
 /// One entry of `stream_options`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamOption {
@@ -99,6 +178,10 @@ pub struct StreamOption {
     pub ttl_seconds: Option<u64>,
     /// The field its records' expiry moment is read from, if the entry sets one.
     pub ttl_field: Option<FieldPath>,
+    /// Its value format, if the entry sets one.
+    pub value_format: Option<ValueFormat>,
+    /// Its Redis stream's approximate length limit, if the entry sets one.
+    pub stream_maxlen: Option<u64>,
 }
 
 /// The options of every stream: the defaults and the per-stream entries.
@@ -110,6 +193,11 @@ pub struct StreamOptions {
     pub ttl_seconds: Option<u64>,
     /// The top-level `ttl_field`: each record expires at the moment this field of its data names.
     pub ttl_field: Option<FieldPath>,
+    /// The top-level `value_format`.
+    pub value_format: ValueFormat,
+    /// The top-level `stream_maxlen`: a `stream`-format stream is trimmed to about this many
+    /// entries.
+    pub stream_maxlen: Option<u64>,
     /// The `stream_options` entries, in config order.
     pub entries: Vec<StreamOption>,
 }
@@ -123,12 +211,16 @@ impl StreamOptions {
         };
         let ttl_seconds = ttl_seconds_field(map, "ttl_seconds")?;
         let ttl_field = expire_at_field(map, "ttl_field")?;
+        let value_format = value_format_field(map, "value_format")?.unwrap_or_default();
+        let stream_maxlen = stream_maxlen_field(map, "stream_maxlen")?;
         let list = match map.get("stream_options") {
             None | Some(Value::Null) => {
                 return Ok(StreamOptions {
                     record_key,
                     ttl_seconds,
                     ttl_field,
+                    value_format,
+                    stream_maxlen,
                     entries: vec![],
                 })
             }
@@ -144,7 +236,7 @@ impl StreamOptions {
         for (i, item) in list.iter().enumerate() {
             let at = format!("stream_options[{i}]");
             let Value::Object(obj) = item else {
-                return Err(field(&at, "must be an object with \"stream\" (and optionally \"namespace\", \"record_key\", \"ttl_seconds\", \"ttl_field\")"));
+                return Err(field(&at, "must be an object with \"stream\" (and optionally \"namespace\", \"record_key\", \"ttl_seconds\", \"ttl_field\", \"value_format\", \"stream_maxlen\")"));
             };
             let stream = string_field(obj, "stream")
                 .map_err(|e| e.within(&at))?
@@ -157,6 +249,8 @@ impl StreamOptions {
             };
             let ttl_seconds = ttl_seconds_field(obj, &format!("{at}.ttl_seconds"))?;
             let entry_ttl_field = expire_at_field(obj, &format!("{at}.ttl_field"))?;
+            let entry_format = value_format_field(obj, &format!("{at}.value_format"))?;
+            let entry_maxlen = stream_maxlen_field(obj, &format!("{at}.stream_maxlen"))?;
             for key in obj.keys() {
                 if ![
                     "stream",
@@ -164,12 +258,14 @@ impl StreamOptions {
                     "record_key",
                     "ttl_seconds",
                     "ttl_field",
+                    "value_format",
+                    "stream_maxlen",
                 ]
                 .contains(&key.as_str())
                 {
                     return Err(field(
                         &format!("{at}.{key}"),
-                        "is not a stream option; the options are namespace, stream, record_key, ttl_seconds and ttl_field",
+                        "is not a stream option; the options are namespace, stream, record_key, ttl_seconds, ttl_field, value_format and stream_maxlen",
                     ));
                 }
             }
@@ -188,12 +284,16 @@ impl StreamOptions {
                 record_key,
                 ttl_seconds,
                 ttl_field: entry_ttl_field,
+                value_format: entry_format,
+                stream_maxlen: entry_maxlen,
             });
         }
         Ok(StreamOptions {
             record_key,
             ttl_seconds,
             ttl_field,
+            value_format,
+            stream_maxlen,
             entries,
         })
     }
@@ -233,6 +333,20 @@ impl StreamOptions {
         self.entry(stream)
             .and_then(|e| e.ttl_field.as_ref())
             .or(self.ttl_field.as_ref())
+    }
+
+    /// The value format of `stream`.
+    pub fn value_format(&self, stream: &StreamDescriptor) -> ValueFormat {
+        self.entry(stream)
+            .and_then(|e| e.value_format)
+            .unwrap_or(self.value_format)
+    }
+
+    /// The approximate length limit of `stream`'s Redis stream, if any.
+    pub fn stream_maxlen(&self, stream: &StreamDescriptor) -> Option<u64> {
+        self.entry(stream)
+            .and_then(|e| e.stream_maxlen)
+            .or(self.stream_maxlen)
     }
 
     /// A warning for each entry that names no stream of the catalog.
@@ -316,6 +430,22 @@ mod tests {
         );
         assert_eq!(o.ttl_field(&d(None, "orders")), Some(&path(&["exp"])));
         assert_eq!(options(json!({})).unwrap().ttl_field(&d(None, "x")), None);
+        let o = options(
+            json!({"value_format": "fields", "stream_maxlen": 10, "stream_options": [
+                {"stream": "users", "value_format": "stream", "stream_maxlen": 5},
+                {"stream": "orders", "value_format": "string"},
+            ]}),
+        )
+        .unwrap();
+        assert_eq!(o.value_format(&d(None, "users")), ValueFormat::Stream);
+        assert_eq!(o.value_format(&d(None, "orders")), ValueFormat::String);
+        assert_eq!(o.value_format(&d(None, "x")), ValueFormat::Fields);
+        assert_eq!(o.stream_maxlen(&d(None, "users")), Some(5));
+        assert_eq!(o.stream_maxlen(&d(None, "orders")), Some(10));
+        assert_eq!(
+            options(json!({})).unwrap().value_format(&d(None, "x")),
+            ValueFormat::Hash
+        );
     }
 
     #[test]
@@ -328,6 +458,12 @@ mod tests {
         assert!(
             err(json!({"stream_options": [{"stream": "a", "record_key": "x"}]}))
                 .starts_with("config.stream_options[0].record_key:")
+        );
+        assert!(err(json!({"value_format": "json"})).starts_with("config.value_format:"));
+        assert!(err(json!({"stream_maxlen": 0})).starts_with("config.stream_maxlen:"));
+        assert!(
+            err(json!({"stream_options": [{"stream": "a", "value_format": "xml"}]}))
+                .starts_with("config.stream_options[0].value_format:")
         );
         for bad in [json!(""), json!([]), json!(["a", 1]), json!(5)] {
             assert!(err(json!({"ttl_field": bad})).starts_with("config.ttl_field:"));

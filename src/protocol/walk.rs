@@ -36,6 +36,38 @@ pub fn lookup<'a>(data: &'a str, path: &[String]) -> Result<Option<&'a RawValue>
     Ok(found)
 }
 
+/// Calls `each(name, value)` for every top-level field of the object `data`, in order (names
+/// unescaped; values as their raw JSON text).
+pub fn each_field<'a>(
+    data: &'a str,
+    each: impl FnMut(&str, &'a RawValue),
+) -> Result<(), NotAnObject> {
+    let mut de = serde_json::Deserializer::from_str(data);
+    de.deserialize_map(Every { each })
+        .map_err(|e| NotAnObject(e.to_string()))
+}
+
+/// A visitor that hands every field of one object to a closure.
+struct Every<F> {
+    each: F,
+}
+
+impl<'de, F: FnMut(&str, &'de RawValue)> Visitor<'de> for Every<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Name<'de>>()? {
+            let value = map.next_value::<&'de RawValue>()?;
+            (self.each)(key.as_str(), value);
+        }
+        Ok(())
+    }
+}
+
 /// A visitor that walks one object and keeps the values of some fields, skipping the rest.
 struct Fields<'n> {
     names: &'n [String],

@@ -1,8 +1,9 @@
 //! A batch: the records of one stream that one script call writes, and the call that writes them.
 
 use super::resp;
+use crate::config::ValueFormat;
 use crate::keys::{StreamKeys, STAGING_TTL_SECONDS, TOKEN_TTL_SECONDS};
-use crate::scripts::{LuaScript, UPSERT_BATCH, UPSERT_KEYED};
+use crate::scripts::{LuaScript, APPEND_STREAM, UPSERT_BATCH, UPSERT_KEYED};
 
 /// A sealed batch of one stream's records, ready to send.
 #[derive(Debug)]
@@ -14,8 +15,10 @@ pub struct Batch {
     /// Number of input records it holds.
     pub records: usize,
     /// Number of records its call sends: `records`, less the repeats of a key that an upsert
-    /// batch collapsed.
+    /// batch collapsed and the records that had expired before they were batched.
     pub entries: usize,
+    /// Number of arguments in `body`.
+    pub args: usize,
     /// Input ordinal of the batch's first record: its identity for the checkpoint.
     pub first_ordinal: u64,
     /// The records' ARGV, RESP-encoded: emitted_at and data (and the moment it expires, for a
@@ -34,6 +37,7 @@ impl Batch {
             seq,
             records: 1,
             entries: 1,
+            args: 2,
             first_ordinal: 0,
             body,
         }
@@ -86,8 +90,8 @@ pub struct StreamCall {
     tail: Vec<u8>,
     /// How many arguments `head`, the sequence number and `tail` are.
     fixed_args: usize,
-    /// How many arguments each record of the body is.
-    args_per_record: usize,
+    /// How its records are stored.
+    pub format: ValueFormat,
     /// The keys, for error messages.
     pub keys: StreamKeys,
     /// This run's token key of the stream.
@@ -98,23 +102,67 @@ pub struct StreamCall {
 }
 
 impl StreamCall {
-    /// The call of `script` (`append_batch.lua`) for a stream with `keys` in run `run_id`: KEYS
-    /// counter, token; ARGV sequence, record prefix, token TTL, record TTL, counter TTL, moments
-    /// flag, then emitted_at and data (and the moment, see [`Expiry::moments`]) per record.
+    /// The call of `script` (`append_batch.lua`) for a stream with `keys` in run `run_id`, its
+    /// records stored as hashes of the Java layout.
     pub fn new(script: &LuaScript, keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
+        Self::shaped(script, keys, run_id, expiry, ValueFormat::Hash)
+    }
+
+    /// The call that appends to a stream with `keys` in run `run_id`, its records stored in
+    /// `format` (`append_stream.lua` for the stream format, trimmed to about `maxlen` entries;
+    /// `append_batch.lua` otherwise).
+    pub fn append(
+        keys: StreamKeys,
+        run_id: &str,
+        expiry: Expiry,
+        format: ValueFormat,
+        maxlen: Option<u64>,
+    ) -> Self {
+        if format != ValueFormat::Stream {
+            return Self::shaped(&crate::scripts::APPEND_BATCH, keys, run_id, expiry, format);
+        }
         let token = keys.token(run_id);
+        let marker = keys.format_marker();
+        let mut tail = Vec::new();
+        resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
+        resp::bulk_int(&mut tail, maxlen.unwrap_or(0) as i64);
+        let head = head(&APPEND_STREAM, &[&keys.counter, &token, &marker]);
+        StreamCall {
+            head,
+            tail,
+            fixed_args: 9,
+            format,
+            keys,
+            token,
+            index: None,
+        }
+    }
+
+    /// `append_batch.lua` with `format` (hash, fields or string): KEYS counter, token, format
+    /// marker; ARGV sequence, record prefix, token TTL, record TTL, counter TTL, moments flag,
+    /// format, then each record's arguments (see `lua/append_batch.lua`).
+    fn shaped(
+        script: &LuaScript,
+        keys: StreamKeys,
+        run_id: &str,
+        expiry: Expiry,
+        format: ValueFormat,
+    ) -> Self {
+        let token = keys.token(run_id);
+        let marker = keys.format_marker();
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
         resp::bulk_int(&mut tail, expiry.records as i64);
         resp::bulk_int(&mut tail, expiry.counter as i64);
         resp::bulk(&mut tail, expiry.moments_flag());
-        let head = head(script, &[&keys.counter, &token]);
+        resp::bulk(&mut tail, format.name().as_bytes());
+        let head = head(script, &[&keys.counter, &token, &marker]);
         StreamCall {
             head,
             tail,
-            fixed_args: 11,
-            args_per_record: 2 + usize::from(expiry.moments),
+            fixed_args: 13,
+            format,
             keys,
             token,
             index: None,
@@ -139,7 +187,7 @@ impl StreamCall {
             head,
             tail,
             fixed_args: 12,
-            args_per_record: 4 + usize::from(expiry.moments),
+            format: ValueFormat::Hash,
             keys,
             token,
             index: Some(index),
@@ -166,7 +214,7 @@ impl StreamCall {
             head,
             tail,
             fixed_args: 13,
-            args_per_record: 4 + usize::from(expiry.moments),
+            format: ValueFormat::Hash,
             keys,
             token,
             index: Some(tombstones),
@@ -175,7 +223,7 @@ impl StreamCall {
 
     /// Appends the whole EVALSHA call of `batch` to `out`.
     pub fn encode(&self, batch: &Batch, out: &mut Vec<u8>) {
-        resp::array_header(out, self.fixed_args + self.args_per_record * batch.entries);
+        resp::array_header(out, self.fixed_args + batch.args);
         out.extend_from_slice(&self.head);
         resp::bulk_int(out, batch.seq as i64);
         out.extend_from_slice(&self.tail);
@@ -212,7 +260,7 @@ mod tests {
         let mut out = Vec::new();
         call.encode(&batch, &mut out);
         let expected = format!(
-            "*13\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
+            "*15\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n3\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$25\r\n_airbyte_redis:format:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$4\r\nhash\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
             APPEND_BATCH.sha
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);

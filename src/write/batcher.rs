@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use super::batch::Batch;
 use super::collapse::{Collapsed, Upsert};
 use super::resp;
+use crate::config::ValueFormat;
 use crate::protocol::expire_at::Moment;
 
 struct OpenBatch {
     records: usize,
     /// Records not sent: they had expired before they were batched.
     passed: usize,
+    /// Arguments in `body`.
+    args: usize,
     data_bytes: usize,
     first_ordinal: u64,
     opened_at: Instant,
@@ -24,51 +27,83 @@ struct OpenBatch {
     upserts: Option<Collapsed>,
 }
 
+/// One record offered to an append batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended<'a> {
+    /// Epoch milliseconds.
+    pub emitted_at: i64,
+    /// The minified data text; for a stream in the `fields` format, the data's fields as
+    /// RESP-encoded name and value pairs.
+    pub data: &'a [u8],
+    /// How many pairs `data` holds (`fields` format).
+    pub fields: usize,
+    /// When it expires, for a stream with `ttl_field`.
+    pub moment: Option<Moment>,
+}
+
 /// The open batches of every stream.
 pub struct Batcher {
     open: Vec<Option<OpenBatch>>,
+    formats: Vec<ValueFormat>,
     next_seq: Vec<u64>,
     max_records: usize,
     max_bytes: usize,
 }
 
 impl Batcher {
-    /// A batcher for `streams` streams with the given limits.
-    pub fn new(streams: usize, max_records: usize, max_bytes: usize) -> Self {
+    /// A batcher for streams in these value formats (catalog order), with the given limits.
+    pub fn new(formats: Vec<ValueFormat>, max_records: usize, max_bytes: usize) -> Self {
+        let streams = formats.len();
         Batcher {
             open: (0..streams).map(|_| None).collect(),
+            formats,
             next_seq: vec![1; streams],
             max_records,
             max_bytes,
         }
     }
 
-    /// Adds a record to its stream's open batch; sealed batches are appended to `sealed`.
-    /// `moment` is when it expires, for a stream with `ttl_field` (a record whose moment has
-    /// passed counts in its batch but is not sent). Returns true when the record opened a new
-    /// batch (it is that batch's first record).
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a record to its stream's open batch, encoded as its stream's value format asks (see
+    /// `lua/append_batch.lua` and `lua/append_stream.lua`); sealed batches are appended to
+    /// `sealed`. A record whose moment has passed counts in its batch but is not sent. Returns
+    /// true when the record opened a new batch (it is that batch's first record).
     pub fn push(
         &mut self,
         stream: usize,
-        emitted_at: i64,
-        data: &[u8],
-        moment: Option<Moment>,
+        record: Appended<'_>,
         ordinal: u64,
         now: Instant,
         sealed: &mut Vec<Batch>,
     ) -> bool {
-        if moment == Some(Moment::Passed) {
+        if record.moment == Some(Moment::Passed) {
             return self.add(stream, 0, ordinal, now, sealed, |batch| batch.passed += 1);
         }
-        self.add(stream, data.len(), ordinal, now, sealed, |batch| {
+        let format = self.formats[stream];
+        self.add(stream, record.data.len(), ordinal, now, sealed, |batch| {
             if batch.body.capacity() == 0 {
                 batch.body.reserve(64 * 1024);
             }
-            resp::bulk_int(&mut batch.body, emitted_at);
-            resp::bulk(&mut batch.body, data);
-            if let Some(m) = moment {
+            let body = &mut batch.body;
+            match format {
+                ValueFormat::Hash | ValueFormat::Stream => {
+                    resp::bulk_int(body, record.emitted_at);
+                    resp::bulk(body, record.data);
+                    batch.args += 2;
+                }
+                ValueFormat::String => {
+                    resp::bulk(body, record.data);
+                    batch.args += 1;
+                }
+                ValueFormat::Fields => {
+                    resp::bulk_int(body, record.emitted_at);
+                    resp::bulk_int(body, record.fields as i64);
+                    body.extend_from_slice(record.data);
+                    batch.args += 2 + 2 * record.fields;
+                }
+            }
+            if let Some(m) = record.moment {
                 resp::bulk_int(&mut batch.body, m.millis());
+                batch.args += 1;
             }
         })
     }
@@ -110,6 +145,7 @@ impl Batcher {
         let batch = self.open[stream].get_or_insert_with(|| OpenBatch {
             records: 0,
             passed: 0,
+            args: 0,
             data_bytes: 0,
             first_ordinal: ordinal,
             opened_at: now,
@@ -162,15 +198,19 @@ impl Batcher {
         if let Some(open) = self.open[stream].take() {
             let seq = self.next_seq[stream];
             self.next_seq[stream] += 1;
-            let (entries, body) = match &open.upserts {
-                Some(upserts) => (upserts.len(), upserts.encode()),
-                None => (open.records - open.passed, open.body),
+            let (entries, args, body) = match &open.upserts {
+                Some(upserts) => {
+                    let (args, body) = upserts.encode();
+                    (upserts.len(), args, body)
+                }
+                None => (open.records - open.passed, open.args, open.body),
             };
             sealed.push(Batch {
                 stream,
                 seq,
                 records: open.records,
                 entries,
+                args,
                 first_ordinal: open.first_ordinal,
                 body,
             });
@@ -183,6 +223,49 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn hash(emitted_at: i64, data: &[u8]) -> Appended<'_> {
+        Appended {
+            emitted_at,
+            data,
+            fields: 0,
+            moment: None,
+        }
+    }
+
+    #[test]
+    fn each_format_sends_its_arguments_and_passed_records_none() {
+        let formats = vec![ValueFormat::Hash, ValueFormat::String, ValueFormat::Fields];
+        let mut b = Batcher::new(formats, 100, 1000);
+        let mut sealed = Vec::new();
+        let now = Instant::now();
+        let mut pairs = Vec::new();
+        resp::bulk(&mut pairs, b"a");
+        resp::bulk(&mut pairs, b"1");
+        let at = |moment| Appended {
+            moment: Some(moment),
+            ..hash(7, b"{\"a\":1}")
+        };
+        b.push(0, at(Moment::At(99)), 0, now, &mut sealed);
+        b.push(0, at(Moment::Passed), 1, now, &mut sealed);
+        b.push(1, at(Moment::Default), 2, now, &mut sealed);
+        let fields = Appended {
+            data: &pairs,
+            fields: 1,
+            ..hash(7, b"")
+        };
+        b.push(2, fields, 3, now, &mut sealed);
+        b.seal_all(&mut sealed);
+        let shape: Vec<_> = sealed
+            .iter()
+            .map(|s| (s.records, s.entries, s.args))
+            .collect();
+        assert_eq!(shape, [(2, 1, 3), (1, 1, 2), (1, 1, 4)]);
+        let text = |i: usize| String::from_utf8(sealed[i].body.clone()).unwrap();
+        assert_eq!(text(0), "$1\r\n7\r\n$7\r\n{\"a\":1}\r\n$2\r\n99\r\n");
+        assert_eq!(text(1), "$7\r\n{\"a\":1}\r\n$1\r\n0\r\n");
+        assert_eq!(text(2), "$1\r\n7\r\n$1\r\n1\r\n$1\r\na\r\n$1\r\n1\r\n");
+    }
+
     proptest! {
         /// Nothing lost, order kept within a stream, no batch over its limits (but a lone big record),
         /// sequence numbers 1, 2, 3 ... per stream.
@@ -192,12 +275,12 @@ mod tests {
             max_records in 1usize..10,
             max_bytes in 1usize..100,
         ) {
-            let mut b = Batcher::new(3, max_records, max_bytes);
+            let mut b = Batcher::new(vec![ValueFormat::Hash; 3], max_records, max_bytes);
             let mut sealed = Vec::new();
             let now = Instant::now();
             for (ordinal, (stream, len)) in records.iter().enumerate() {
                 let data = vec![b'x'; *len];
-                b.push(*stream, ordinal as i64, &data, None, ordinal as u64, now, &mut sealed);
+                b.push(*stream, hash(ordinal as i64, &data), ordinal as u64, now, &mut sealed);
             }
             b.seal_all(&mut sealed);
             let mut seen: Vec<Vec<i64>> = vec![Vec::new(); 3];
@@ -241,15 +324,13 @@ mod tests {
 
     #[test]
     fn linger_seals_old_batches_only() {
-        let mut b = Batcher::new(2, 100, 1000);
+        let mut b = Batcher::new(vec![ValueFormat::Hash; 2], 100, 1000);
         let mut sealed = Vec::new();
         let t0 = Instant::now();
-        b.push(0, 1, b"{}", None, 0, t0, &mut sealed);
+        b.push(0, hash(1, b"{}"), 0, t0, &mut sealed);
         b.push(
             1,
-            1,
-            b"{}",
-            None,
+            hash(1, b"{}"),
             1,
             t0 + Duration::from_millis(50),
             &mut sealed,

@@ -93,10 +93,12 @@ impl Collapsed {
         self.entries.is_empty()
     }
 
-    /// The script's record arguments, RESP-encoded.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The script's record arguments, RESP-encoded, and how many they are.
+    pub fn encode(&self) -> (usize, Vec<u8>) {
         let mut body = Vec::with_capacity(self.arena.len() + 48 * self.entries.len());
+        let mut args = 0;
         for e in &self.entries {
+            args += 4 + usize::from(e.moment.is_some());
             resp::bulk(&mut body, &self.arena[e.key.clone()]);
             resp::bulk(&mut body, &self.arena[e.cursor.clone()]);
             resp::bulk_int(&mut body, e.emitted_at);
@@ -105,7 +107,7 @@ impl Collapsed {
                 resp::bulk_int(&mut body, ms);
             }
         }
-        body
+        (args, body)
     }
 }
 
@@ -125,7 +127,9 @@ mod tests {
     }
 
     fn decoded(c: &Collapsed) -> Vec<String> {
-        let body = String::from_utf8(c.encode()).unwrap();
+        let (args, body) = c.encode();
+        assert_eq!(args, 4 * c.len());
+        let body = String::from_utf8(body).unwrap();
         body.split("\r\n")
             .enumerate()
             .filter(|(i, _)| i % 2 == 1)

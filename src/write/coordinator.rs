@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{never, select, Receiver, Sender};
 
 use super::batch::Batch;
-use super::batcher::Batcher;
+use super::batcher::{Appended, Batcher};
 use super::checkpoint::{Checkpoint, ReadyState, StateScope};
 use super::collapse::Upsert;
 use super::overwrite;
@@ -66,7 +66,7 @@ impl Coordinator {
     pub(super) fn new(settings: &Settings, plan: Arc<Plan>, limit: RecordLimit) -> Self {
         Coordinator {
             batcher: Batcher::new(
-                plan.len(),
+                plan.formats(),
                 settings.batch_size.get(),
                 settings.batch_bytes.get(),
             ),
@@ -240,6 +240,7 @@ impl Coordinator {
                     line,
                     upsert,
                     moment,
+                    fields,
                 } => {
                     let data = &chunk.arena[data];
                     if let Err(too_large) = self.limit.admit(data.len() as u64) {
@@ -282,15 +283,16 @@ impl Coordinator {
                             self.batcher
                                 .push_upsert(stream, record, ordinal, now, &mut self.sealed)
                         }
-                        None => self.batcher.push(
-                            stream,
-                            emitted_at,
-                            data,
-                            moment,
-                            ordinal,
-                            now,
-                            &mut self.sealed,
-                        ),
+                        None => {
+                            let record = Appended {
+                                emitted_at,
+                                data,
+                                fields,
+                                moment,
+                            };
+                            self.batcher
+                                .push(stream, record, ordinal, now, &mut self.sealed)
+                        }
                     };
                     if opened {
                         self.checkpoint.batch_opened(ordinal);

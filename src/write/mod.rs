@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod collapse;
 mod coordinator;
 mod durable;
+mod formats;
 pub mod overwrite;
 mod plan;
 pub mod reader;
@@ -33,6 +34,7 @@ mod retained;
 pub mod retry;
 mod rights;
 pub mod router;
+pub mod shape;
 mod verdict;
 pub mod writer;
 
@@ -126,6 +128,7 @@ pub fn run<R: Read + Send + 'static>(
             }
             rights::check_rights(&mut nodes, &live_calls)?;
             rights::check_rights(&mut nodes, &calls)?;
+            formats::check_formats(&mut nodes, &live_calls)?;
             let staged: Vec<&OverwriteStream> = plan.overwrites().collect();
             rights::check_publish_rights(&mut nodes, &staged)?;
             Ok((nodes, recovered))
@@ -182,6 +185,7 @@ pub fn run<R: Read + Send + 'static>(
         router: Router::new(&descriptors),
         upserts: plan.upsert_fields(),
         expire_at: plan.expire_at_fields(),
+        formats: plan.formats(),
         descriptors,
     });
     std::thread::spawn(move || {

@@ -6,14 +6,13 @@ use std::ops::Index;
 
 use super::batch::{Expiry, StreamCall};
 use super::overwrite::OverwriteStream;
-use crate::config::{RecordKey, StreamOptions};
+use crate::config::{RecordKey, StreamOptions, ValueFormat};
 use crate::error::Failure;
 use crate::keys::{Layout, StreamKeys};
 use crate::protocol::catalog::{ConfiguredStream, Dedup, FieldPath, SyncMode};
 use crate::protocol::expire_at::ExpireAtField;
 use crate::protocol::upsert::{KeyText, UpsertFields};
 use crate::protocol::StreamDescriptor;
-use crate::scripts::APPEND_BATCH;
 
 /// How a stream's records are written.
 #[derive(Debug, Clone)]
@@ -39,6 +38,8 @@ pub struct StreamPlan {
     pub mode: Mode,
     /// Where its records say when they expire (`ttl_field`), if they do.
     pub expire_at: Option<ExpireAtField>,
+    /// How its records are stored.
+    pub format: ValueFormat,
 }
 
 impl StreamPlan {
@@ -90,7 +91,11 @@ impl Plan {
                     ttl_seconds: options.ttl_seconds(d),
                     ttl_field: options.ttl_field(d),
                 };
-                stream_plan(s, layout, options.record_key(d), expiry, run_id)
+                let shape = Shape {
+                    format: options.value_format(d),
+                    maxlen: options.stream_maxlen(d),
+                };
+                stream_plan(s, layout, options.record_key(d), expiry, shape, run_id)
             })
             .collect::<Result<_, _>>()?;
         Ok(Plan {
@@ -152,6 +157,11 @@ impl Plan {
         self.iter().map(|s| s.expire_at.clone()).collect()
     }
 
+    /// Every stream's value format, in catalog order.
+    pub fn formats(&self) -> Vec<ValueFormat> {
+        self.iter().map(|s| s.format).collect()
+    }
+
     /// Every stream's batch call.
     pub fn calls(&self) -> Vec<StreamCall> {
         self.iter().map(|s| s.call.clone()).collect()
@@ -164,12 +174,19 @@ struct StreamExpiry<'a> {
     ttl_field: Option<&'a FieldPath>,
 }
 
+/// A stream's value format options.
+struct Shape {
+    format: ValueFormat,
+    maxlen: Option<u64>,
+}
+
 /// The plan of one catalog stream.
 fn stream_plan(
     s: &ConfiguredStream,
     layout: Layout,
     record_key: RecordKey,
     expiry: StreamExpiry<'_>,
+    shape: Shape,
     run_id: &str,
 ) -> Result<StreamPlan, Failure> {
     let keys = StreamKeys::with_layout(&s.descriptor, layout);
@@ -183,6 +200,20 @@ fn stream_plan(
         let message = format!("Invalid configuration for stream {}: {why}.", s.descriptor);
         Failure::config(message.clone(), message)
     };
+    let format = shape.format;
+    if format != ValueFormat::Hash {
+        let name = format.name();
+        if !matches!(s.mode, SyncMode::Append) {
+            return Err(refuse(&format!("value_format {name:?} works with the append sync mode only for now (overwrite and append_dedup keep the default \"hash\"); use \"hash\" for this stream in stream_options")));
+        }
+        if record_key == RecordKey::PrimaryKey {
+            return Err(refuse(&format!("value_format {name:?} does not work with record_key \"primary_key\" yet; use record_key \"sequence\" or value_format \"hash\" for this stream")));
+        }
+    }
+    if format == ValueFormat::Stream && (expiry.ttl_seconds.is_some() || expiry.ttl_field.is_some())
+    {
+        return Err(refuse("value_format \"stream\" keeps all records in one Redis stream, whose entries cannot expire one by one: drop ttl_seconds and ttl_field for this stream (set them per stream in stream_options), and bound the stream with stream_maxlen"));
+    }
     if expiry.ttl_field.is_some() && matches!(s.mode, SyncMode::Overwrite { .. }) {
         return Err(refuse("ttl_field does not work with overwrite or a truncate refresh yet (a publish could not keep each record's own moment); use ttl_seconds for this stream, and set ttl_field in stream_options for the streams that append or upsert only"));
     }
@@ -196,7 +227,7 @@ fn stream_plan(
             Mode::Dedup(UpsertFields::last_write_wins(s.primary_key.clone())),
         ),
         SyncMode::Append => (
-            StreamCall::new(&APPEND_BATCH, keys, run_id, live),
+            StreamCall::append(keys, run_id, live, format, shape.maxlen),
             Mode::Append,
         ),
         SyncMode::Dedup(dedup) => {
@@ -230,6 +261,7 @@ fn stream_plan(
         call,
         mode,
         expire_at: expiry.ttl_field.cloned().map(ExpireAtField::new),
+        format,
     })
 }
 

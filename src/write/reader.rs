@@ -14,6 +14,8 @@ use serde_json::value::RawValue;
 
 use super::checkpoint::StateScope;
 use super::router::Router;
+use super::shape;
+use crate::config::ValueFormat;
 use crate::error::Failure;
 use crate::protocol::expire_at::{ExpireAtField, Moment};
 use crate::protocol::input::{self, InputError, Message};
@@ -42,6 +44,9 @@ pub enum Item {
         upsert: Option<Picked>,
         /// For a stream with `ttl_field`: when it expires.
         moment: Option<Moment>,
+        /// For a stream in the `fields` format: how many name and value pairs `data` holds
+        /// (RESP-encoded, see [`super::shape`]); 0 otherwise.
+        fields: usize,
     },
     /// A state and the records it counts.
     State {
@@ -80,6 +85,8 @@ pub struct Streams {
     pub upserts: Vec<Option<UpsertFields>>,
     /// The `ttl_field` of each catalog stream (`None`: its records carry no moment).
     pub expire_at: Vec<Option<ExpireAtField>>,
+    /// The value format of each catalog stream.
+    pub formats: Vec<ValueFormat>,
     /// Each catalog stream's name, for messages.
     pub descriptors: Vec<StreamDescriptor>,
 }
@@ -166,7 +173,19 @@ fn parse_into(
                     ))
                 })?;
             let start = chunk.arena.len();
-            input::minify_into(r.data.get(), &mut chunk.arena);
+            let fields = match streams.formats[stream] {
+                ValueFormat::Fields => shape::fields_into(r.data.get(), &mut chunk.arena).map_err(|e| {
+                    let why = format!(
+                        "Line {line_no} of the input is a RECORD of stream {} that {e}: the value_format \"fields\" stores each data field as a hash field. Fix the source, or choose another value_format for the stream.",
+                        streams.descriptors[stream]
+                    );
+                    Failure::config(why, &e)
+                })?,
+                _ => {
+                    input::minify_into(r.data.get(), &mut chunk.arena);
+                    0
+                }
+            };
             let data = start..chunk.arena.len();
             let mut upsert = match &streams.upserts[stream] {
                 Some(fields) => Some(fields.pick(r.data.get(), &mut chunk.arena).map_err(|e| {
@@ -199,6 +218,7 @@ fn parse_into(
                 line: line_no,
                 upsert,
                 moment,
+                fields,
             });
             Ok(())
         }
@@ -229,6 +249,7 @@ mod tests {
             router: Router::new(&descriptors),
             upserts: vec![None],
             expire_at: vec![None],
+            formats: vec![ValueFormat::Hash],
             descriptors,
         })
     }

@@ -9,6 +9,7 @@
 use redis::{RedisError, Value};
 
 use crate::classify::{classify, error_code, Context};
+use crate::config::ValueFormat;
 use crate::connect::nodes::Nodes;
 use crate::error::Failure;
 
@@ -26,16 +27,37 @@ pub fn check_rights(nodes: &mut Nodes, calls: &[StreamCall]) -> Result<(), Failu
         let counter = call.keys.counter.clone();
         let record = format!("{}1", call.keys.record_prefix);
         let token = call.token.clone();
-        let mut probes: Vec<Probe> = vec![
-            ("GET", counter.clone(), vec![]),
-            ("INCRBY", counter.clone(), vec!["0".into()]),
-            ("EXPIRE", counter.clone(), vec!["1".into()]),
-            ("EXISTS", record.clone(), vec![]),
-            ("HSET", record.clone(), vec!["f".into(), "v".into()]),
-            ("EXPIRE", record.clone(), vec!["1".into()]),
+        let marker = call.keys.format_marker();
+        let one = || vec!["1".to_string()];
+        let mut probes: Vec<Probe> = match call.format {
+            ValueFormat::Stream => vec![
+                ("TYPE", counter.clone(), vec![]),
+                (
+                    "XADD",
+                    counter.clone(),
+                    vec!["*".into(), "f".into(), "v".into()],
+                ),
+            ],
+            format => vec![
+                ("GET", counter.clone(), vec![]),
+                ("INCRBY", counter.clone(), vec!["0".into()]),
+                ("EXPIRE", counter.clone(), one()),
+                ("EXISTS", record.clone(), vec![]),
+                match format {
+                    ValueFormat::String => ("SET", record.clone(), vec!["v".into()]),
+                    _ => ("HSET", record.clone(), vec!["f".into(), "v".into()]),
+                },
+                ("EXPIRE", record.clone(), one()),
+            ],
+        };
+        probes.extend([
             ("GET", token.clone(), vec![]),
             ("SET", token, vec!["1".into(), "EX".into(), "1".into()]),
-        ];
+            ("GET", marker.clone(), vec![]),
+        ]);
+        if call.format != ValueFormat::Hash {
+            probes.push(("SET", marker, vec![call.format.name().into()]));
+        }
         if let Some(index) = &call.index {
             probes.extend([
                 ("DEL", record, vec![]),

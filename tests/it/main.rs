@@ -7,6 +7,7 @@ mod dedup_stops;
 mod durable;
 mod expiry;
 mod faults;
+mod formats;
 #[cfg(feature = "docker-tests")]
 mod image;
 mod overwrite;

@@ -1,0 +1,450 @@
+//! `value_format`: records as the Java layout's hash, as one hash field per data field, as JSON
+//! strings, or as entries of a Redis stream; read back with plain commands, never mixed in one
+//! stream, and exactly-once in every format.
+//!
+//! With `REDIS_TOPOLOGY=cluster` the same is proved against a 3-master cluster.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use serde_json::{json, Value};
+
+use crate::common::{self, catalog, record, stream_state, Target};
+
+const FORMATS: [&str; 4] = ["hash", "fields", "string", "stream"];
+
+/// A config writing stream `s<i>` in `FORMATS[i]`.
+fn formats_config(target: &Target) -> Value {
+    let mut config = target.config();
+    config["stream_options"] = json!(FORMATS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| json!({"stream": format!("s{i}"), "value_format": f}))
+        .collect::<Vec<_>>());
+    config
+}
+
+/// The data texts a stream holds, in id (or entry) order, read as its format asks.
+fn read_back(target: &Target, ns: Option<&str>, stream: &str, format: &str) -> Vec<String> {
+    let key = target.counter_key(ns, stream);
+    let mut con = target.conn_for(&key);
+    if format == "stream" {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .query(&mut con)
+            .expect("XRANGE");
+        return entries
+            .into_iter()
+            .map(|(_, fields)| fields.get("_airbyte_data").cloned().unwrap_or_default())
+            .collect();
+    }
+    let counter: Option<u64> = redis::cmd("GET").arg(&key).query(&mut con).expect("GET");
+    (1..=counter.unwrap_or(0))
+        .map(|id| {
+            let rk = format!("{key}:{id}");
+            match format {
+                "string" => redis::cmd("GET").arg(&rk).query(&mut con).expect("GET"),
+                "hash" => redis::cmd("HGET")
+                    .arg(&rk)
+                    .arg("_airbyte_data")
+                    .query(&mut con)
+                    .expect("HGET"),
+                _ => {
+                    // The data fields as `name=value` pairs in name order.
+                    let mut all: HashMap<String, String> = redis::cmd("HGETALL")
+                        .arg(&rk)
+                        .query(&mut con)
+                        .expect("HGETALL");
+                    assert_eq!(all.remove("_airbyte_ab_id"), Some(id.to_string()));
+                    assert!(all.remove("_airbyte_emitted_at").is_some());
+                    let mut pairs: Vec<String> =
+                        all.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    pairs.sort();
+                    pairs.join(",")
+                }
+            }
+        })
+        .collect()
+}
+
+/// Every format, read back with plain commands: exact field texts, ids that go on across syncs,
+/// a Redis stream's entries in order, and a state after each.
+#[test]
+fn each_format_is_read_back_exactly_with_plain_commands() {
+    let target = Target::start();
+    let ns = Some("f");
+    let config = formats_config(&target);
+    let cat = catalog(&[(ns, "s0"), (ns, "s1"), (ns, "s2"), (ns, "s3")]);
+    let data = r#"{"name":"Zo\u00eb \"Z\"","price":1.50,"big":12345678901234567890123,"ok":true,"gone":null,"tags":["a", "b"],"meta":{"x": 1}}"#;
+    let minified = r#"{"name":"Zo\u00eb \"Z\"","price":1.50,"big":12345678901234567890123,"ok":true,"gone":null,"tags":["a","b"],"meta":{"x":1}}"#;
+    let sync = |emitted_at: i64| {
+        let mut lines: Vec<String> = (0..4)
+            .map(|i| record(ns, &format!("s{i}"), data, emitted_at))
+            .collect();
+        lines.push(stream_state(ns, "s3", r#"{"n":1}"#));
+        let out = common::write_sync(&config, &cat, &lines.join("\n"));
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert_eq!(out.states().len(), 1, "{}", out.dump());
+    };
+    sync(1_700_000_000_000);
+    sync(1_700_000_000_001);
+
+    let key = |i: usize| target.counter_key(ns, &format!("s{i}"));
+    let mut con = target.conn_for(&key(1));
+    // fields: one hash field per data field, exact texts, null left out; ids go on.
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{}:2", key(1)))
+        .query(&mut con)
+        .expect("HGETALL");
+    let want: HashMap<String, String> = [
+        ("_airbyte_ab_id", "2"),
+        ("_airbyte_emitted_at", "1700000000001"),
+        ("name", "Zoë \"Z\""),
+        ("price", "1.50"),
+        ("big", "12345678901234567890123"),
+        ("ok", "true"),
+        ("tags", r#"["a","b"]"#),
+        ("meta", r#"{"x":1}"#),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(fields, want);
+    // string: the data's JSON text, and nothing else.
+    let mut con = target.conn_for(&key(2));
+    let text: String = redis::cmd("GET")
+        .arg(format!("{}:2", key(2)))
+        .query(&mut con)
+        .expect("GET");
+    assert_eq!(text, minified);
+    let counter: u64 = redis::cmd("GET").arg(key(2)).query(&mut con).expect("GET");
+    assert_eq!(counter, 2);
+    // stream: two entries at the stream's key, in order.
+    let mut con = target.conn_for(&key(3));
+    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(key(3))
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("XRANGE");
+    let emitted: Vec<&str> = entries
+        .iter()
+        .map(|(_, f)| f["_airbyte_emitted_at"].as_str())
+        .collect();
+    assert_eq!(emitted, ["1700000000000", "1700000000001"]);
+    assert!(entries.iter().all(|(_, f)| f["_airbyte_data"] == minified));
+    // hash: the Java layout, unchanged.
+    assert_eq!(read_back(&target, ns, "s0", "hash"), [minified, minified]);
+}
+
+/// A stream stays in the format it was first written in: any other is refused before any data
+/// moves, naming both, whichever way round; a data field named like the metadata is refused.
+#[test]
+fn formats_are_never_mixed_in_one_stream() {
+    let target = Target::start();
+    let ns = Some("m");
+    let cat = catalog(&[(ns, "s")]);
+    let one = record(ns, "s", r#"{"a":1}"#, 1);
+    let with = |format: &str| {
+        let mut config = target.config();
+        config["value_format"] = json!(format);
+        config
+    };
+    for (first, then) in [
+        ("hash", "fields"),
+        ("fields", "string"),
+        ("string", "hash"),
+        ("stream", "hash"),
+        ("hash", "stream"),
+        ("fields", "stream"),
+    ] {
+        let ns_name = format!("m{first}{then}");
+        let ns = Some(ns_name.as_str());
+        let cat = catalog(&[(ns, "s")]);
+        let line = record(ns, "s", r#"{"a":1}"#, 1);
+        let out = common::write_sync(&with(first), &cat, &line);
+        assert_eq!(out.code, Some(0), "{first}: {}", out.dump());
+        let before = read_back(&target, ns, "s", first);
+        let out = common::write_sync(&with(then), &cat, &line);
+        out.assert_failed_with("config_error", &format!("value_format \"{first}\""));
+        out.assert_failed_with("config_error", &format!("would write \"{then}\""));
+        assert_eq!(
+            read_back(&target, ns, "s", first),
+            before,
+            "{first} then {then}"
+        );
+    }
+    // An overwrite (hash) of a stream in another format is refused too.
+    let out = common::write_sync(&with("fields"), &cat, &one);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let ow = common::catalog_with(&[(ns, "s")], "overwrite", 1, 1);
+    let out = common::write_sync(&target.config(), &ow, &one);
+    out.assert_failed_with("config_error", "value_format \"fields\"");
+    // Formats beyond hash are for append only, for now; the stream format keeps no expiry.
+    let dedup = {
+        let mut c = catalog(&[(ns, "d")]);
+        c["streams"][0]["destination_sync_mode"] = json!("append_dedup");
+        c["streams"][0]["primary_key"] = json!([["a"]]);
+        c
+    };
+    let out = common::write_sync(&with("string"), &dedup, "");
+    out.assert_failed_with("config_error", "works with the append sync mode only");
+    let mut config = with("stream");
+    config["ttl_seconds"] = json!(60);
+    let out = common::write_sync(&config, &cat, "");
+    out.assert_failed_with("config_error", "cannot expire one by one");
+    // The scripts refuse too (for a writer that races the check before the first batch): the
+    // fields format over records in hash, the stream format over a counter.
+    let ns2 = Some("race");
+    let out = common::write_sync(
+        &target.config(),
+        &catalog(&[(ns2, "s")]),
+        &record(ns2, "s", "{}", 1),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let counter = target.counter_key(ns2, "s");
+    let token = format!("_airbyte_redis:token:race:{counter}");
+    let marker = format!("_airbyte_redis:format:{counter}");
+    let mut con = target.conn_for(&counter);
+    let fields: redis::RedisResult<i64> = redis::cmd("EVAL")
+        .arg(include_str!("../../lua/append_batch.lua"))
+        .arg(3)
+        .arg(&counter)
+        .arg(&token)
+        .arg(&marker)
+        .arg(&[
+            "1",
+            &format!("{counter}:"),
+            "60",
+            "0",
+            "0",
+            "0",
+            "fields",
+            "5",
+            "1",
+            "a",
+            "1",
+        ])
+        .query(&mut con);
+    let err = format!("{:?}", fields.unwrap_err());
+    assert!(
+        err.contains("ABFORMAT") && err.contains("hash fields"),
+        "{err}"
+    );
+    let stream: redis::RedisResult<i64> = redis::cmd("EVAL")
+        .arg(include_str!("../../lua/append_stream.lua"))
+        .arg(3)
+        .arg(&counter)
+        .arg(&token)
+        .arg(&marker)
+        .arg(&["1", "60", "0", "5", "{}"])
+        .query(&mut con);
+    let err = format!("{:?}", stream.unwrap_err());
+    assert!(
+        err.contains("ABFORMAT") && err.contains("hash stream"),
+        "{err}"
+    );
+    let n: u64 = redis::cmd("GET")
+        .arg(&counter)
+        .query(&mut con)
+        .expect("GET");
+    assert_eq!(n, 1, "nothing written");
+    let reserved = record(ns, "s", r#"{"_airbyte_ab_id":7}"#, 1);
+    let out = common::write_sync(&with("fields"), &cat, &reserved);
+    out.assert_failed_with("config_error", "Line 1");
+    out.assert_failed_with("config_error", "\"_airbyte_ab_id\"");
+}
+
+/// Expiry in the hash-like formats: `ttl_seconds` on string and fields keys, a `ttl_field` moment;
+/// a Redis stream is trimmed by `stream_maxlen` (approximately: never below it).
+#[test]
+fn string_and_fields_keys_expire_and_streams_are_trimmed() {
+    let target = Target::start();
+    let ns = Some("e");
+    let mut config = formats_config(&target);
+    // ttl_seconds on the three key formats (the stream format keeps no expiry), ttl_field on s0.
+    for i in 0..3 {
+        config["stream_options"][i]["ttl_seconds"] = json!(600);
+    }
+    config["stream_options"][0]["ttl_field"] = json!("exp");
+    config["stream_options"][3]["stream_maxlen"] = json!(100);
+    let cat = catalog(&[(ns, "s0"), (ns, "s1"), (ns, "s2"), (ns, "s3")]);
+    let lines: Vec<String> = (0..3)
+        .map(|i| record(ns, &format!("s{i}"), r#"{"i":1,"exp":4102444800}"#, 1))
+        .chain((0..1000).map(|i| record(ns, "s3", &format!(r#"{{"i":{i}}}"#), 1)))
+        .collect();
+    let mut config_batches = config.clone();
+    config_batches["batch_size"] = json!(50);
+    let out = common::write_sync(&config_batches, &cat, &lines.join("\n"));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let pttl = |key: &str| -> i64 {
+        let mut con = target.conn_for(key);
+        redis::cmd("PTTL").arg(key).query(&mut con).expect("PTTL")
+    };
+    let at = |i: usize| target.record_key(ns, &format!("s{i}"), 1);
+    let deadline = 4_102_444_800_000 - common_now_ms();
+    let ms = pttl(&at(0));
+    assert!(
+        ms <= deadline && ms > deadline - 60_000,
+        "ttl_field on s0: {ms}"
+    );
+    for i in [1, 2] {
+        let ms = pttl(&at(i));
+        assert!(ms <= 600_000 && ms > 540_000, "ttl_seconds on s{i}: {ms}");
+    }
+    let stream = target.counter_key(ns, "s3");
+    let mut con = target.conn_for(&stream);
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query(&mut con)
+        .expect("XLEN");
+    assert!((100..1000).contains(&len), "trimmed to about 100: {len}");
+    assert_eq!(pttl(&stream), -1);
+}
+
+fn common_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One record of the property tests: its stream (0..4, each in its own format) and its number.
+fn lines_of(ns: &str, records: &[(usize, u32)]) -> Vec<String> {
+    records
+        .iter()
+        .map(|(s, n)| {
+            record(
+                Some(ns),
+                &format!("s{s}"),
+                &format!(r#"{{"i":{n},"s":"v{n}"}}"#),
+                1,
+            )
+        })
+        .collect()
+}
+
+/// What each stream must hold after these syncs: its records, in input order, as [`read_back`]
+/// gives them in the stream's format.
+fn model(syncs: &[Vec<(usize, u32)>]) -> Vec<Vec<String>> {
+    let mut want = vec![Vec::new(); 4];
+    for (s, n) in syncs.iter().flatten() {
+        want[*s].push(match FORMATS[*s] {
+            "fields" => format!("i={n},s=v{n}"),
+            _ => format!(r#"{{"i":{n},"s":"v{n}"}}"#),
+        });
+    }
+    want
+}
+
+fn assert_model(
+    target: &Target,
+    ns: &str,
+    syncs: &[Vec<(usize, u32)>],
+) -> Result<(), TestCaseError> {
+    let want = model(syncs);
+    for (i, format) in FORMATS.iter().enumerate() {
+        let got = read_back(target, Some(ns), &format!("s{i}"), format);
+        prop_assert_eq!(&got, &want[i], "stream s{} ({})", i, format);
+    }
+    Ok(())
+}
+
+/// Cases of the property tests: `FORMATS_PROPTEST_CASES`, else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("FORMATS_PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
+
+fn records() -> impl Strategy<Value = Vec<(usize, u32)>> {
+    proptest::collection::vec((0usize..4, 0u32..1000), 0..60)
+}
+
+/// Any records of four streams in four formats, any batch size, one to three syncs: every stream
+/// reads back as its records in order, whatever its format.
+#[test]
+fn any_mix_of_formats_reads_back_as_the_model() {
+    let target = Target::start();
+    let case = AtomicUsize::new(0);
+    let mut config = Config::with_cases(cases(16));
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
+        "proptest-regressions/it-formats.txt",
+    )));
+    let strategy = (proptest::collection::vec(records(), 1..4), 1usize..8);
+    TestRunner::new(config)
+        .run(&strategy, |(syncs, batch_size)| {
+            let ns = format!("p{}", case.fetch_add(1, Ordering::SeqCst));
+            let cat = catalog(&[
+                (Some(&ns), "s0"),
+                (Some(&ns), "s1"),
+                (Some(&ns), "s2"),
+                (Some(&ns), "s3"),
+            ]);
+            let mut config = formats_config(&target);
+            config["batch_size"] = json!(batch_size);
+            for sync in &syncs {
+                let out = common::write_sync(&config, &cat, &lines_of(&ns, sync).join("\n"));
+                prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+            }
+            assert_model(&target, &ns, &syncs)
+        })
+        .unwrap();
+}
+
+mod standalone {
+    use super::*;
+    use crate::common::{drops_at, FaultProxy};
+
+    /// Connections dropped at random points of the traffic, in every format: nothing lost,
+    /// nothing doubled (a resent batch is recognised by its token).
+    #[test]
+    fn every_format_is_exactly_once_through_dropped_connections() {
+        let target = Target::standalone();
+        let server = target.server();
+        let case = AtomicUsize::new(0);
+        let cuts_made = AtomicUsize::new(0);
+        let mut config = Config::with_cases(cases(12));
+        config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/it-formats-dropped.txt",
+        )));
+        let strategy = (
+            proptest::collection::vec((0usize..4, 0u32..1000), 50..400),
+            1usize..20,
+            proptest::collection::vec((any::<bool>(), 0.0f64..1.0), 1..4),
+        );
+        TestRunner::new(config)
+            .run(&strategy, |(records, batch_size, cuts)| {
+                let ns = format!("d{}", case.fetch_add(1, Ordering::SeqCst));
+                let input = lines_of(&ns, &records).join("\n");
+                let replies = 8 * (records.len() / batch_size + 10) + 200;
+                let cuts = drops_at(&cuts, input.len() + 12_000, replies);
+                let proxy = FaultProxy::start(server.port(), cuts);
+                let mut config = formats_config(&target);
+                config["port"] = json!(proxy.port());
+                config["batch_size"] = json!(batch_size);
+                config["retry_budget_ms"] = json!(20_000);
+                let cat = catalog(&[
+                    (Some(&ns), "s0"),
+                    (Some(&ns), "s1"),
+                    (Some(&ns), "s2"),
+                    (Some(&ns), "s3"),
+                ]);
+                let out = common::write_sync(&config, &cat, &input);
+                cuts_made.fetch_add(proxy.cuts() as usize, Ordering::SeqCst);
+                prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+                assert_model(&target, &ns, &[records])
+            })
+            .unwrap();
+        let (cases, cuts) = (
+            case.load(Ordering::SeqCst),
+            cuts_made.load(Ordering::SeqCst),
+        );
+        assert!(cuts * 2 >= cases, "only {cuts} cuts in {cases} cases");
+    }
+}
