@@ -44,10 +44,14 @@ local record_ttl = tonumber(ARGV[4])
 local counter_ttl = tonumber(ARGV[5])
 local moments = ARGV[6] == '1' and 1 or 0
 local format = ARGV[7]
--- Where each record's arguments start (a `fields` record's length is in its second argument).
-local starts = {}
-local p = 8
+-- Where each record's arguments start: at 8 + step * (i - 1), but for `fields`, whose records'
+-- lengths are in their second arguments (then `starts` lists them).
+local step = (format == 'string' and 1 or 2) + moments
+local starts = nil
+local n = (#ARGV - 7) / step
 if format == 'fields' then
+  starts = {}
+  local p = 8
   while p <= #ARGV do
     starts[#starts + 1] = p
     local nfields = tonumber(ARGV[p + 1])
@@ -56,14 +60,9 @@ if format == 'fields' then
     end
     p = p + 2 + 2 * nfields + moments
   end
-else
-  local step = (format == 'string' and 1 or 2) + moments
-  while p <= #ARGV do
-    starts[#starts + 1] = p
-    p = p + step
-  end
+  n = (p == #ARGV + 1) and #starts or -1
 end
-if seq == nil or record_ttl == nil or counter_ttl == nil or p ~= #ARGV + 1
+if seq == nil or record_ttl == nil or counter_ttl == nil or n < 0 or n ~= math.floor(n)
     or not (format == 'hash' or format == 'fields' or format == 'string') then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
@@ -90,7 +89,6 @@ end
 if not marked and format ~= 'hash' and last > 0 then
   return redis.error_reply('ABFORMAT ' .. KEYS[1] .. ' hash ' .. format)
 end
-local n = #starts
 local prefix = ARGV[2]
 local first = last + 1
 -- Every new key of the batch is checked before the first write, with one EXISTS over all of them
@@ -138,7 +136,7 @@ if n > 0 then
 end
 local after = format == 'string' and 1 or 2
 for i = 1, n do
-  local base = starts[i]
+  local base = starts and starts[i] or 8 + step * (i - 1)
   if format == 'hash' then
     redis.call('HSET', keys[i],
       '_airbyte_ab_id', last + i,
