@@ -24,7 +24,7 @@ DESTINATION_IMAGE=${DESTINATION_IMAGE:-destination-redis:test}
 export DESTINATION_IMAGE
 IMAGE_BINARY=${IMAGE_BINARY:-source}
 # The version matrix: <Debian suite>:<package> -> local/redis:<suite>[-valkey].
-MATRIX=(bullseye:redis-server trixie:redis-server trixie:valkey-server)
+MATRIX=(bullseye:redis-server trixie:redis-server trixie:valkey-server sid:redis-server sid:valkey-server)
 
 docker_install() {
   local need=()
@@ -147,7 +147,7 @@ legacy_builder_check() {
 base_and_redis_images() {
   docker_up
   local pids=() suite failed=0
-  for suite in bookworm bullseye trixie; do base_image "$suite" & pids+=($!); done
+  for suite in bookworm bullseye trixie sid; do base_image "$suite" & pids+=($!); done
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" = 0 ] || return 1
   local m
