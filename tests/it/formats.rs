@@ -304,6 +304,32 @@ fn string_and_fields_keys_expire_and_streams_are_trimmed() {
         .expect("XLEN");
     assert!((100..1000).contains(&len), "trimmed to about 100: {len}");
     assert_eq!(pttl(&stream), -1);
+
+    // Where the server has MSETEX (Valkey 9.1+), string keys with an expiry are written with it,
+    // a batch at a time; elsewhere with SET … EX, one per key.
+    let string_key = at(2);
+    let mut con = target.conn_for(&string_key);
+    let has_msetex = !matches!(
+        redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg("MSETEX")
+            .query::<redis::Value>(&mut con),
+        Ok(redis::Value::Array(ref v)) if v.first() == Some(&redis::Value::Nil)
+    );
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .expect("INFO");
+    let calls = |name: &str| {
+        stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(calls("msetex") > 0, has_msetex, "{stats}");
 }
 
 fn common_now_ms() -> i64 {
