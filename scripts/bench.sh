@@ -61,7 +61,8 @@ import sys
 text = open(sys.argv[1]).read()
 start = text.index("-- Every new key of the batch is checked")
 end = text.index("if redis.acl_check_cmd then")
-ends = '''local keys = {}
+ends = '''local multi = true
+local keys = {}
 for i = 1, n do
   keys[i] = prefix .. (last + i)
 end
