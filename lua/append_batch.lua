@@ -3,8 +3,6 @@
 -- KEYS[1]  the stream's counter key (`<namespace>:<stream>`, or `{<tag>}` in the tagged layout; a
 --          string integer, absent = 0)
 -- KEYS[2]  the batch token key of this (stream, run): the last sequence number applied
--- KEYS[3]  the stream's format marker: its value format when that is not `hash` (set by the
---          first batch; absent for hash streams, the Java layout)
 -- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
 -- ARGV[2]  the record key prefix, `<counter key>:`
 -- ARGV[3]  the token key's time to live, in seconds
@@ -17,7 +15,12 @@
 -- ARGV[7]  the value format: `hash` (a hash of _airbyte_ab_id, _airbyte_emitted_at, _airbyte_data),
 --          `fields` (a hash of _airbyte_ab_id, _airbyte_emitted_at and one field per data field) or
 --          `string` (a string: the data's JSON text)
--- ARGV[8..] the records: `hash`: emitted_at (epoch ms), data (JSON text); `fields`: emitted_at,
+-- ARGV[8]  the stream's format marker key: its value format when that is not `hash` (set by the
+--          first batch; absent for hash streams, the Java layout). An argument, not a key: the
+--          marker of a hash stream never exists, and a declared key that is missing would make a
+--          node importing the stream's slot answer TRYAGAIN to every batch until the slot moved
+--          (it shares the stream's hash tag, so it is in the same slot)
+-- ARGV[9..] the records: `hash`: emitted_at (epoch ms), data (JSON text); `fields`: emitted_at,
 --          the number of data fields n, then n names and values; `string`: data; then, with ARGV[6]
 --          `1`, the epoch milliseconds it expires at (0: ARGV[4] applies). A batch may have no
 --          record (every record of it had expired before it was sent): it only advances the token.
@@ -30,7 +33,7 @@
 --   ABEXISTS   a key of the new id range already exists (a record whose counter was lost or reset,
 --              another stream's key in the Java layout, another tool's key): nothing is written
 --   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
---   ABFORMAT   the stream's records are in another value format (KEYS[3]; without it, records
+--   ABFORMAT   the stream's records are in another value format (ARGV[8]; without it, records
 --              exist in the default `hash` format): nothing is written
 --   ABARGS     the arguments are malformed
 -- Invariant: ids of a stream are 1..N without gap or duplicate; each record hash has the fields
@@ -44,14 +47,15 @@ local record_ttl = tonumber(ARGV[4])
 local counter_ttl = tonumber(ARGV[5])
 local moments = ARGV[6] == '1' and 1 or 0
 local format = ARGV[7]
--- Where each record's arguments start: at 8 + step * (i - 1), but for `fields`, whose records'
+-- Where each record's arguments start: at 9 + step * (i - 1), but for `fields`, whose records'
 -- lengths are in their second arguments (then `starts` lists them).
 local step = (format == 'string' and 1 or 2) + moments
 local starts = nil
-local n = (#ARGV - 7) / step
+local marker = ARGV[8]
+local n = (#ARGV - 8) / step
 if format == 'fields' then
   starts = {}
-  local p = 8
+  local p = 9
   while p <= #ARGV do
     starts[#starts + 1] = p
     local nfields = tonumber(ARGV[p + 1])
@@ -74,7 +78,7 @@ if seq ~= applied + 1 then
   return redis.error_reply('ABSEQ batch ' .. seq .. ' arrived before batch ' .. (applied + 1))
 end
 -- The marker first: the key of a stream in the `stream` format is no counter.
-local marked = redis.call('GET', KEYS[3])
+local marked = redis.call('GET', marker)
 if marked and marked ~= format then
   return redis.error_reply('ABFORMAT ' .. KEYS[1] .. ' ' .. marked .. ' ' .. format)
 end
@@ -152,7 +156,7 @@ if format == 'string' and moments == 0 and multi and n > 0 then
     end
     for i = from, to do
       args[#args + 1] = keys[i]
-      args[#args + 1] = ARGV[8 + step * (i - 1)]
+      args[#args + 1] = ARGV[9 + step * (i - 1)]
     end
     if msetex then
       args[#args + 1] = 'EX'
@@ -176,7 +180,7 @@ for i = 1, n do
   if bulk_done then
     break
   end
-  local base = starts and starts[i] or 8 + step * (i - 1)
+  local base = starts and starts[i] or 9 + step * (i - 1)
   if format == 'hash' then
     redis.call('HSET', keys[i],
       '_airbyte_ab_id', last + i,
@@ -214,7 +218,7 @@ for i = 1, n do
   end
 end
 if format ~= 'hash' and not marked and n > 0 then
-  redis.call('SET', KEYS[3], format)
+  redis.call('SET', marker, format)
 end
 if counter_ttl > 0 then
   redis.call('EXPIRE', KEYS[1], counter_ttl)

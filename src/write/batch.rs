@@ -138,9 +138,9 @@ impl StreamCall {
         }
     }
 
-    /// `append_batch.lua` with `format` (hash, fields or string): KEYS counter, token, format
-    /// marker; ARGV sequence, record prefix, token TTL, record TTL, counter TTL, moments flag,
-    /// format, then each record's arguments (see `lua/append_batch.lua`).
+    /// `append_batch.lua` with `format` (hash, fields or string): KEYS counter, token; ARGV
+    /// sequence, record prefix, token TTL, record TTL, counter TTL, moments flag, format, format
+    /// marker, then each record's arguments (see `lua/append_batch.lua`).
     fn shaped(
         script: &LuaScript,
         keys: StreamKeys,
@@ -157,7 +157,8 @@ impl StreamCall {
         resp::bulk_int(&mut tail, expiry.counter as i64);
         resp::bulk(&mut tail, expiry.moments_flag());
         resp::bulk(&mut tail, format.name().as_bytes());
-        let head = head(script, &[&keys.counter, &token, &marker]);
+        resp::bulk(&mut tail, marker.as_bytes());
+        let head = head(script, &[&keys.counter, &token]);
         StreamCall {
             head,
             tail,
@@ -260,7 +261,7 @@ mod tests {
         let mut out = Vec::new();
         call.encode(&batch, &mut out);
         let expected = format!(
-            "*15\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n3\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$25\r\n_airbyte_redis:format:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$4\r\nhash\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
+            "*15\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$4\r\nhash\r\n$25\r\n_airbyte_redis:format:n:u\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
             APPEND_BATCH.sha
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);

@@ -212,10 +212,9 @@ fn formats_are_never_mixed_in_one_stream() {
     let mut con = target.conn_for(&counter);
     let fields: redis::RedisResult<i64> = redis::cmd("EVAL")
         .arg(include_str!("../../lua/append_batch.lua"))
-        .arg(3)
+        .arg(2)
         .arg(&counter)
         .arg(&token)
-        .arg(&marker)
         .arg(&[
             "1",
             &format!("{counter}:"),
@@ -224,6 +223,7 @@ fn formats_are_never_mixed_in_one_stream() {
             "0",
             "0",
             "fields",
+            &marker,
             "5",
             "1",
             "a",
