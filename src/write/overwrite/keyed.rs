@@ -99,7 +99,7 @@ pub fn prepare(
         }
     }
     let mut calls = 0;
-    if same && published.is_none() && any_state_echoed(con, s, ctx)? {
+    if same && published.is_none() && super::any_state_echoed(con, s, ctx)? {
         pass(con, s, KeyedScan::Expire, 0, ctx, &mut calls)?;
         redis::pipe()
             .cmd("EXPIRE")
@@ -129,20 +129,6 @@ pub fn prepare(
         already_published: false,
         into_live: false,
     })
-}
-
-/// Whether a state was echoed for the staged generation (its marks are not empty): only then did
-/// the platform take any of it as written, and only then does a retry resume it.
-pub(super) fn any_state_echoed(
-    con: &mut redis::Connection,
-    s: &OverwriteStream,
-    ctx: &Context,
-) -> Result<bool, Failure> {
-    let marks: u64 = redis::cmd("LLEN")
-        .arg(&s.staging.marks)
-        .query(con)
-        .map_err(|e| classify(&e, ctx))?;
-    Ok(marks > 0)
 }
 
 /// Fails with a `config_error` naming the first live key in the way of a staged record that is

@@ -159,6 +159,20 @@ impl OverwriteStream {
     }
 }
 
+/// Whether a state was echoed for the staged generation (its marks are not empty): only then did
+/// the platform take any of it as written, and only then does a retry resume it.
+pub(super) fn any_state_echoed(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    ctx: &Context,
+) -> Result<bool, Failure> {
+    let marks: u64 = redis::cmd("LLEN")
+        .arg(&s.staging.marks)
+        .query(con)
+        .map_err(|e| crate::connect::classify(&e, ctx))?;
+    Ok(marks > 0)
+}
+
 /// Deletes records `from..=to` under `prefix` in chunks; returns the keys left alone (not records).
 fn delete_range(
     con: &mut redis::Connection,

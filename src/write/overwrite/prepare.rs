@@ -104,7 +104,7 @@ fn prepare_dedup(
             into_live: true,
         });
     }
-    let resumed = same && super::keyed::any_state_echoed(con, s, ctx)?;
+    let resumed = same && super::any_state_echoed(con, s, ctx)?;
     let keep = if resumed { count.unwrap_or(0) } else { 0 };
     trim_to(con, s, keep, 0, ctx)
 }
