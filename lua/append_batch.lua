@@ -59,7 +59,7 @@ if format == 'fields' then
   while p <= #ARGV do
     starts[#starts + 1] = p
     local nfields = tonumber(ARGV[p + 1])
-    if nfields == nil then
+    if nfields == nil or nfields < 0 or nfields ~= math.floor(nfields) then
       return redis.error_reply('ABARGS malformed batch arguments')
     end
     p = p + 2 + 2 * nfields + moments
@@ -125,18 +125,40 @@ if taken > 0 then
     end
   end
 end
+-- Whether MSETEX may write this batch's string records with their expiry (the server has it, and
+-- the user may run it); otherwise SET … EX, key by key.
+local msetex = false
+-- Every command the writes below run is checked before the first write (Redis 7+), so that a user
+-- without one is refused before anything is written, never half-way.
 if redis.acl_check_cmd then
-  local write
+  local record = prefix .. first
+  local ok = redis.acl_check_cmd('INCRBY', KEYS[1], '1')
+    and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')
   if format == 'string' then
-    write = redis.acl_check_cmd('SET', prefix .. first, 'v')
+    ok = ok and redis.acl_check_cmd('SET', record, 'v', 'EX', '1')
+      and redis.acl_check_cmd('MSET', record, 'v')
   else
-    write = redis.acl_check_cmd('HSET', prefix .. first, 'f', 'v')
+    ok = ok and redis.acl_check_cmd('HSET', record, 'f', 'v')
   end
-  if not (redis.acl_check_cmd('INCRBY', KEYS[1], '1')
-      and write
-      and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')) then
-    return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records or ' .. KEYS[2])
+  if record_ttl > 0 then
+    ok = ok and redis.acl_check_cmd('EXPIRE', record, '1')
   end
+  if moments == 1 then
+    ok = ok and redis.acl_check_cmd('PEXPIREAT', record, '1')
+  end
+  if format ~= 'hash' and not marked then
+    ok = ok and redis.acl_check_cmd('SET', marker, format)
+  end
+  if not ok then
+    return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records, ' .. marker .. ' or ' .. KEYS[2])
+  end
+  if format == 'string' and record_ttl > 0 then
+    -- A server without MSETEX raises an error here: then it is not used.
+    local known, allowed = pcall(redis.acl_check_cmd, 'MSETEX', '1', record, 'v', 'EX', '1')
+    msetex = known and allowed
+  end
+else
+  msetex = format == 'string' and record_ttl > 0
 end
 if n > 0 then
   redis.call('INCRBY', KEYS[1], n)
@@ -145,8 +167,7 @@ end
 -- has it: Valkey 9.1+) over slices of the batch, one command for up to 2,000 keys instead of one
 -- or two per key.
 local bulk_done = false
-if format == 'string' and moments == 0 and multi and n > 0 then
-  local msetex = record_ttl > 0
+if format == 'string' and moments == 0 and multi and n > 0 and (msetex or record_ttl == 0) then
   bulk_done = true
   for from = 1, n, 2000 do
     local to = math.min(from + 1999, n)
@@ -163,8 +184,9 @@ if format == 'string' and moments == 0 and multi and n > 0 then
       args[#args + 1] = record_ttl
       local r = redis.pcall('MSETEX', unpack(args))
       if type(r) == 'table' and r.err then
-        if from == 1 and string.find(r.err, 'nknown', 1, true) then
-          -- No MSETEX on this server (it is Valkey 9.1's): the keys go one by one below.
+        if from == 1 then
+          -- No MSETEX on this server (it is Valkey 9.1's; older servers answer that the command
+          -- is unknown) and nothing was written by it: the keys go one by one below.
           bulk_done = false
           break
         end
@@ -211,7 +233,8 @@ for i = 1, n do
   end
   local at = moments == 1 and tonumber(ARGV[base + after]) or 0
   if at > 0 then
-    redis.call('PEXPIREAT', keys[i], at)
+    -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
+    redis.call('PEXPIREAT', keys[i], ARGV[base + after])
   elseif record_ttl > 0 and (format ~= 'string' or moments == 1) then
     -- (A `string` record without a moment got its expiry with its SET.)
     redis.call('EXPIRE', keys[i], record_ttl)

@@ -174,7 +174,10 @@ if redis.acl_check_cmd then
       and redis.acl_check_cmd('HSET', prefix .. (last + 1), 'f', 'v')
       and redis.acl_check_cmd('DEL', prefix .. (last + 1))
       and redis.acl_check_cmd('HSET', KEYS[3], 'f', 'v')
-      and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')) then
+      and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')
+      and (record_ttl == 0 or redis.acl_check_cmd('EXPIRE', prefix .. (last + 1), '1'))
+      and (step == 4 or (redis.acl_check_cmd('PEXPIREAT', prefix .. (last + 1), '1')
+        and redis.acl_check_cmd('PERSIST', prefix .. (last + 1))))) then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records, ' .. KEYS[3] .. ' or ' .. KEYS[2])
   end
 end
@@ -192,7 +195,8 @@ for i = 1, n do
       '_airbyte_data', ARGV[base + 4])
     local at = step == 5 and tonumber(ARGV[base + 5]) or 0
     if at > 0 then
-      redis.call('PEXPIREAT', key[i], at)
+      -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
+      redis.call('PEXPIREAT', key[i], ARGV[base + 5])
     elseif record_ttl > 0 then
       redis.call('EXPIRE', key[i], record_ttl)
     elseif step == 5 then

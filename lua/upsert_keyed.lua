@@ -133,7 +133,10 @@ if redis.acl_check_cmd then
   if not (redis.acl_check_cmd('HSET', probe, 'f', 'v')
       and redis.acl_check_cmd('DEL', probe)
       and redis.acl_check_cmd('HSET', KEYS[2], 'f', 'v')
-      and redis.acl_check_cmd('SET', KEYS[1], '1', 'EX', '1')) then
+      and redis.acl_check_cmd('SET', KEYS[1], '1', 'EX', '1')
+      and (record_ttl == 0 or redis.acl_check_cmd('EXPIRE', probe, '1'))
+      and (step == 4 or (redis.acl_check_cmd('PEXPIREAT', probe, '1')
+        and redis.acl_check_cmd('PERSIST', probe)))) then
     return redis.error_reply('ABNOPERM the Redis user may not write the records, ' .. KEYS[2] .. ' or ' .. KEYS[1])
   end
 end
@@ -157,7 +160,8 @@ for i = 1, n do
       end
       local at = step == 5 and tonumber(ARGV[base + 5]) or 0
       if at > 0 then
-        redis.call('PEXPIREAT', key, at)
+        -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
+        redis.call('PEXPIREAT', key, ARGV[base + 5])
       elseif record_ttl > 0 then
         redis.call('EXPIRE', key, record_ttl)
       elseif step == 5 and ours[i] then

@@ -148,12 +148,13 @@ fn script_failure(script: ScriptCode, err: &RedisError, ctx: &Context, raw: Stri
             )
         }
         ScriptCode::Format => {
+            // `<key> <stored> <wanted>`: the key may hold spaces, the format names never do.
             let detail = err.detail().unwrap_or(keys);
-            let mut parts = detail.split(' ');
-            let (key, stored, wanted) = (
-                parts.next().unwrap_or(keys),
-                parts.next().unwrap_or("another format"),
+            let mut parts = detail.rsplitn(3, ' ');
+            let (wanted, stored, key) = (
                 parts.next().unwrap_or("this one"),
+                parts.next().unwrap_or("another format"),
+                parts.next().unwrap_or(keys),
             );
             Failure::config(format_mismatch(key, stored, wanted, during), raw)
         }

@@ -12,6 +12,10 @@ use super::walk::{lookup, walk};
 /// 10^11 ms is 1973).
 const MILLIS_ABOVE: f64 = 1e11;
 
+/// The last moment accepted: the end of the year 9999, in epoch milliseconds. Beyond it a value is
+/// more likely in micro- or nanoseconds than a moment.
+const LAST_MS: f64 = 253_402_300_799_999.0;
+
 /// Where a stream's records keep the moment they expire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpireAtField {
@@ -115,8 +119,7 @@ fn moment_of(value: &RawValue) -> Option<i64> {
     } else {
         n * 1000.0
     };
-    // Beyond ±2^62 ms no clock reaches; such a value is no moment.
-    (ms.abs() < 4.6e18).then(|| ms.round() as i64)
+    (ms.abs() <= LAST_MS).then(|| ms.round() as i64)
 }
 
 #[cfg(test)]
@@ -161,7 +164,16 @@ mod tests {
         assert_eq!(at(&["e"], r#"{"x":1}"#), Ok(None));
         assert_eq!(at(&["e"], r#"{"e":null}"#), Ok(None));
         assert_eq!(at(&["m", "e"], r#"{"m":5}"#), Ok(None));
-        for bad in [r#""tomorrow""#, "true", "[1]", r#"{"s":1}"#, "1e400"] {
+        // Nanoseconds and microseconds since the epoch are not taken for milliseconds.
+        for bad in [
+            r#""tomorrow""#,
+            "true",
+            "[1]",
+            r#"{"s":1}"#,
+            "1e400",
+            "1767225600000000000",
+            "1767225600000000",
+        ] {
             let err = at(&["e"], &format!(r#"{{"e":{bad}}}"#)).unwrap_err();
             assert!(matches!(err, MomentError::NotAMoment { .. }), "{bad}");
             assert!(err.to_string().contains("ttl_field e"), "{err}");

@@ -92,6 +92,8 @@ pub struct StreamCall {
     fixed_args: usize,
     /// How its records are stored.
     pub format: ValueFormat,
+    /// Whether its records carry the moment they expire (`ttl_field`).
+    pub moments: bool,
     /// The keys, for error messages.
     pub keys: StreamKeys,
     /// This run's token key of the stream.
@@ -132,15 +134,20 @@ impl StreamCall {
             tail,
             fixed_args: 9,
             format,
+            moments: expiry.moments,
             keys,
             token,
             index: None,
         }
     }
 
-    /// `append_batch.lua` with `format` (hash, fields or string): KEYS counter, token; ARGV
-    /// sequence, record prefix, token TTL, record TTL, counter TTL, moments flag, format, format
-    /// marker, then each record's arguments (see `lua/append_batch.lua`).
+    /// `append_batch.lua` with `format` (hash, fields or string): KEYS counter, token (and, but
+    /// for `hash`, the format marker); ARGV sequence, record prefix, token TTL, record TTL, counter
+    /// TTL, moments flag, format, format marker, then each record's arguments (see
+    /// `lua/append_batch.lua`). The marker of a `hash` stream never exists: declared, it would make
+    /// a node importing the stream's slot answer TRYAGAIN to every batch; the other formats' marker
+    /// exists from the first batch on and is declared, so that such a node waits for it to move
+    /// rather than find it missing.
     fn shaped(
         script: &LuaScript,
         keys: StreamKeys,
@@ -158,12 +165,17 @@ impl StreamCall {
         resp::bulk(&mut tail, expiry.moments_flag());
         resp::bulk(&mut tail, format.name().as_bytes());
         resp::bulk(&mut tail, marker.as_bytes());
-        let head = head(script, &[&keys.counter, &token]);
+        let declared = match format {
+            ValueFormat::Hash => vec![keys.counter.as_str(), token.as_str()],
+            _ => vec![keys.counter.as_str(), token.as_str(), marker.as_str()],
+        };
+        let head = head(script, &declared);
         StreamCall {
             head,
             tail,
-            fixed_args: 13,
+            fixed_args: 11 + declared.len(),
             format,
+            moments: expiry.moments,
             keys,
             token,
             index: None,
@@ -189,6 +201,7 @@ impl StreamCall {
             tail,
             fixed_args: 12,
             format: ValueFormat::Hash,
+            moments: expiry.moments,
             keys,
             token,
             index: Some(index),
@@ -216,6 +229,7 @@ impl StreamCall {
             tail,
             fixed_args: 13,
             format: ValueFormat::Hash,
+            moments: expiry.moments,
             keys,
             token,
             index: Some(tombstones),

@@ -50,6 +50,15 @@ pub fn check_rights(nodes: &mut Nodes, calls: &[StreamCall]) -> Result<(), Failu
                 ("EXPIRE", record.clone(), one()),
             ],
         };
+        if call.format == ValueFormat::String {
+            probes.push(("MSET", record.clone(), vec!["v".into()]));
+        }
+        if call.moments {
+            probes.extend([
+                ("PEXPIREAT", record.clone(), one()),
+                ("PERSIST", record.clone(), vec![]),
+            ]);
+        }
         probes.extend([
             ("GET", token.clone(), vec![]),
             ("SET", token, vec!["1".into(), "EX".into(), "1".into()]),

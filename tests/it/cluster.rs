@@ -323,7 +323,9 @@ fn ask_and_moved_during_a_manual_migration_are_followed() {
 
 /// The same in the `string` format, whose batches write with MSET: on the importing node (after
 /// ASKING) a command over many keys of the slot answers TRYAGAIN, so the script writes key by key
-/// there, and every record still lands exactly once.
+/// there, and every record still lands exactly once. The stream's format marker is left behind
+/// when the counter and the token move: the importing node waits for it (TRYAGAIN) rather than
+/// take the stream for one without a marker.
 #[test]
 fn a_manual_migration_under_string_records_writes_each_once() {
     manual_migration("string");
@@ -366,17 +368,19 @@ fn manual_migration(format: &str) {
     let mut first: Vec<String> = source
         .cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100000"])
         .lines()
-        .filter(|k| {
-            k.starts_with("_airbyte_redis:token:") || k.starts_with("_airbyte_redis:format:")
-        })
+        .filter(|k| k.starts_with("_airbyte_redis:token:"))
         .map(str::to_string)
         .collect();
     first.push(key.clone());
-    let marker = usize::from(format != "hash");
-    assert_eq!(first.len(), 2 + marker, "{first:?}");
+    assert_eq!(first.len(), 2, "{first:?}");
     migrate(&first);
     sync.send(&records(&streams, 1_000, 2_000, "x"));
-    sync.wait_for_states(8, Duration::from_secs(30));
+    if format == "hash" {
+        sync.wait_for_states(8, Duration::from_secs(30));
+    } else {
+        // The batches wait for the marker, which moves with the rest of the slot.
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The rest of the slot moves, and the slot is assigned to the new owner everywhere.
     for _ in 0..100 {
         let keys = keys_in_slot(source);
@@ -393,7 +397,13 @@ fn manual_migration(format: &str) {
     let out = sync.finish();
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.states().len(), 12, "{}", out.dump());
-    for kind in ["is migrating to", "has moved to"] {
+    // (With the marker left behind, the old owner holds a part of the batch's keys: it answers
+    // TRYAGAIN, not ASK, until the marker moves too.)
+    let kinds: &[&str] = match format {
+        "hash" => &["is migrating to", "has moved to"],
+        _ => &["has moved to"],
+    };
+    for kind in kinds {
         let note = format!("{key}\\\" {kind} cluster node 127.0.0.1:{dst_port}");
         assert!(out.stdout.contains(&note), "{kind}: {}", out.dump());
     }

@@ -332,6 +332,44 @@ fn string_and_fields_keys_expire_and_streams_are_trimmed() {
     assert_eq!(calls("msetex") > 0, has_msetex, "{stats}");
 }
 
+/// A `string` stream with `ttl_field`: each key takes its record's moment, or `ttl_seconds` when it
+/// has none; a passed record is not written and takes no id.
+#[test]
+fn string_records_take_their_ttl_field_moment() {
+    let target = Target::start();
+    let ns = Some("sm");
+    let mut config = target.config();
+    config["value_format"] = json!("string");
+    config["ttl_seconds"] = json!(600);
+    config["ttl_field"] = json!("exp");
+    let lines = [
+        record(ns, "s", r#"{"exp":4102444800}"#, 1),
+        record(ns, "s", r#"{"exp":null}"#, 1),
+        record(ns, "s", r#"{"exp":1000}"#, 1),
+        record(ns, "s", r#"{"exp":"2100-01-01T00:00:00Z"}"#, 1),
+    ];
+    let out = common::write_sync(&config, &catalog(&[(ns, "s")]), &lines.join("\n"));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let key = |id: u64| target.record_key(ns, "s", id);
+    let mut con = target.conn_for(&key(1));
+    let pttl = |con: &mut redis::Connection, k: &str| -> i64 {
+        redis::cmd("PTTL").arg(k).query(con).expect("PTTL")
+    };
+    let deadline = 4_102_444_800_000 - common_now_ms();
+    for id in [1, 3] {
+        let ms = pttl(&mut con, &key(id));
+        assert!(
+            ms <= deadline && ms > deadline - 60_000,
+            "record {id}: {ms}"
+        );
+    }
+    let ms = pttl(&mut con, &key(2));
+    assert!(ms <= 600_000 && ms > 540_000, "null: ttl_seconds, {ms}");
+    assert_eq!(pttl(&mut con, &key(4)), -2, "three records written");
+    let text: String = redis::cmd("GET").arg(key(3)).query(&mut con).expect("GET");
+    assert_eq!(text, r#"{"exp":"2100-01-01T00:00:00Z"}"#);
+}
+
 fn common_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -426,6 +464,44 @@ fn any_mix_of_formats_reads_back_as_the_model() {
 mod standalone {
     use super::*;
     use crate::common::{drops_at, FaultProxy};
+
+    /// A user who may not run a command the string format's batches use (MSET here) is refused
+    /// before any record is written: by the rights probe, and on Redis 7+ (where a script can ask
+    /// about its rights) by the script itself when the probe cannot run (no MULTI).
+    #[test]
+    fn a_user_without_mset_is_refused_before_anything_is_written() {
+        let target = Target::standalone();
+        let server = target.server();
+        let version = server.cli(&["INFO", "server"]);
+        let major: u32 = version
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .and_then(|v| v.trim().split('.').next()?.parse().ok())
+            .unwrap_or(0);
+        let ns = Some("acl");
+        let cat = catalog(&[(ns, "s")]);
+        let line = record(ns, "s", r#"{"a":1}"#, 1);
+        let mut cases = vec![("probe", "-mset")];
+        if major >= 7 {
+            cases.push(("script", "-mset -multi"));
+        }
+        for (who, denied) in cases {
+            let mut acl = vec!["ACL", "SETUSER", who, "on", ">pw-1", "~*", "&*", "+@all"];
+            acl.extend(denied.split(' '));
+            assert_eq!(server.cli(&acl).trim(), "OK");
+            let mut config = target.config();
+            config["username"] = json!(who);
+            config["password"] = json!("pw-1");
+            config["value_format"] = json!("string");
+            let out = common::write_sync(&config, &cat, &line);
+            out.assert_failed_with("config_error", "permission");
+            assert_eq!(
+                server.cli(&["DBSIZE"]).trim(),
+                "0",
+                "{who}: nothing written"
+            );
+        }
+    }
 
     /// Connections dropped at random points of the traffic, in every format: nothing lost,
     /// nothing doubled (a resent batch is recognised by its token).
