@@ -249,6 +249,10 @@ pub fn error_code(err: &RedisError) -> &str {
 }
 
 fn script_error_code(detail: &str) -> Option<&str> {
+    // Redis 7 answers an ACL refusal inside a script as a bare ERR with this sentence.
+    if detail.starts_with("The user executing the script can't") {
+        return Some("NOPERM");
+    }
     let inner = detail.strip_prefix("Error running script")?;
     if inner.contains("The user executing the script can't") {
         return Some("NOPERM");
@@ -347,5 +351,8 @@ mod tests {
         assert_eq!(script_error_code(noperm), Some("NOPERM"));
         assert_eq!(script_error_code(unknown), None);
         assert_eq!(script_error_code("DB index is out of range"), None);
+        // Redis 7.0.15's own wording (code ERR) for a command the user may not run in a script.
+        let noperm7 = "The user executing the script can't run this command or subcommand script: 336010622d36ab3af5826d84c837e11aadc6d539, on @user_script:196.";
+        assert_eq!(script_error_code(noperm7), Some("NOPERM"));
     }
 }
