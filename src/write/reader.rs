@@ -172,15 +172,18 @@ fn parse_into(
                         r.stream
                     ))
                 })?;
+            // A record this stream cannot store: a config_error naming the line, the stream and why.
+            let refused = |e: &dyn std::fmt::Display, advice: &str| {
+                let why = format!(
+                    "Line {line_no} of the input is a RECORD of stream {} that {e}{advice}",
+                    streams.descriptors[stream]
+                );
+                Failure::config(why, e)
+            };
             let start = chunk.arena.len();
             let fields = match streams.formats[stream] {
-                ValueFormat::Fields => shape::fields_into(r.data.get(), &mut chunk.arena).map_err(|e| {
-                    let why = format!(
-                        "Line {line_no} of the input is a RECORD of stream {} that {e}: the value_format \"fields\" stores each data field as a hash field. Fix the source, or choose another value_format for the stream.",
-                        streams.descriptors[stream]
-                    );
-                    Failure::config(why, &e)
-                })?,
+                ValueFormat::Fields => shape::fields_into(r.data.get(), &mut chunk.arena)
+                    .map_err(|e| refused(&e, ": the value_format \"fields\" stores each data field as a hash field. Fix the source, or choose another value_format for the stream."))?,
                 _ => {
                     input::minify_into(r.data.get(), &mut chunk.arena);
                     0
@@ -189,21 +192,16 @@ fn parse_into(
             let data = start..chunk.arena.len();
             let mut upsert = match &streams.upserts[stream] {
                 Some(fields) => Some(fields.pick(r.data.get(), &mut chunk.arena).map_err(|e| {
-                    let why = format!(
-                        "Line {line_no} of the input is a RECORD of stream {} that {e}: an append_dedup stream needs every record's primary key. Fix the source, or choose another primary key or sync mode for the stream.",
-                        streams.descriptors[stream]
-                    );
-                    Failure::config(why, &e)
+                    refused(&e, ": an append_dedup stream needs every record's primary key. Fix the source, or choose another primary key or sync mode for the stream.")
                 })?),
                 None => None,
             };
             let moment = match &streams.expire_at[stream] {
                 Some(field) => Some(field.moment(r.data.get(), now_ms()).map_err(|e| {
-                    let why = format!(
-                        "Line {line_no} of the input is a RECORD of stream {} that {e}. Fix the source, or choose another ttl_field for the stream.",
-                        streams.descriptors[stream]
-                    );
-                    Failure::config(why, &e)
+                    refused(
+                        &e,
+                        ". Fix the source, or choose another ttl_field for the stream.",
+                    )
                 })?),
                 None => None,
             };

@@ -140,17 +140,9 @@ fn bad_values_are_named() {
     out.assert_failed_with("config_error", "config.stream_options[0].ttl_seconds");
 }
 
-/// Epoch milliseconds now (this machine's clock, which the local servers share).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Whether `ms` (a PTTL) ends at about `at` (epoch ms), allowing a slow machine a minute.
 fn ends_at(ms: i64, at: i64) -> bool {
-    let left = at - now_ms();
+    let left = at - common::now_ms();
     ms > 0 && ms <= left + 1_000 && ms > left - 60_000
 }
 
@@ -175,7 +167,7 @@ fn ttl_field_moments_set_each_records_expiry_and_passed_records_are_not_written(
     config["ttl_field"] = json!("exp");
     config["stream_options"] = json!([{"stream": "nested", "ttl_field": ["meta", "exp"]}]);
     let cat = catalog(&[(ns, "flat"), (ns, "nested"), (ns, "gone")]);
-    let now = now_ms();
+    let now = common::now_ms();
     let (s, ms, text) = (now + 1_000_000, now + 2_000_000, now + 3_000_000);
     let flat = [
         format!(r#"{{"id":1,"exp":{}}}"#, s / 1000),
@@ -247,7 +239,7 @@ fn ttl_field_upserts_delete_passed_versions_and_forget_earlier_moments() {
     let mut config = target.config();
     config["ttl_field"] = json!("exp");
     config["stream_options"] = json!([{"stream": "keyed", "record_key": "primary_key"}]);
-    let later = now_ms() + 5_000_000;
+    let later = common::now_ms() + 5_000_000;
     let sync = |rows: &[String]| {
         let input = ["seq", "keyed"]
             .iter()

@@ -286,7 +286,7 @@ fn string_and_fields_keys_expire_and_streams_are_trimmed() {
         redis::cmd("PTTL").arg(key).query(&mut con).expect("PTTL")
     };
     let at = |i: usize| target.record_key(ns, &format!("s{i}"), 1);
-    let deadline = 4_102_444_800_000 - common_now_ms();
+    let deadline = 4_102_444_800_000 - common::now_ms();
     let ms = pttl(&at(0));
     assert!(
         ms <= deadline && ms > deadline - 60_000,
@@ -355,7 +355,7 @@ fn string_records_take_their_ttl_field_moment() {
     let pttl = |con: &mut redis::Connection, k: &str| -> i64 {
         redis::cmd("PTTL").arg(k).query(con).expect("PTTL")
     };
-    let deadline = 4_102_444_800_000 - common_now_ms();
+    let deadline = 4_102_444_800_000 - common::now_ms();
     for id in [1, 3] {
         let ms = pttl(&mut con, &key(id));
         assert!(
@@ -368,13 +368,6 @@ fn string_records_take_their_ttl_field_moment() {
     assert_eq!(pttl(&mut con, &key(4)), -2, "three records written");
     let text: String = redis::cmd("GET").arg(key(3)).query(&mut con).expect("GET");
     assert_eq!(text, r#"{"exp":"2100-01-01T00:00:00Z"}"#);
-}
-
-fn common_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// One record of the property tests: its stream (0..4, each in its own format) and its number.

@@ -85,3 +85,11 @@ pub fn global_state(shared: &str) -> String {
 pub fn legacy_state(data: &str) -> String {
     format!(r#"{{"type":"STATE","state":{{"data":{data}}}}}"#)
 }
+
+/// Epoch milliseconds now (this machine's clock, which the local servers share).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
