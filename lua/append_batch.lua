@@ -149,6 +149,9 @@ if redis.acl_check_cmd then
   if format ~= 'hash' and not marked then
     ok = ok and redis.acl_check_cmd('SET', marker, format)
   end
+  if format ~= 'hash' and counter_ttl > 0 then
+    ok = ok and redis.acl_check_cmd('EXPIRE', marker, '1')
+  end
   if not ok then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records, ' .. marker .. ' or ' .. KEYS[2])
   end
@@ -244,7 +247,11 @@ if format ~= 'hash' and not marked and n > 0 then
   redis.call('SET', marker, format)
 end
 if counter_ttl > 0 then
+  -- (A staging counter: its marker expires with it.)
   redis.call('EXPIRE', KEYS[1], counter_ttl)
+  if format ~= 'hash' and (marked or n > 0) then
+    redis.call('EXPIRE', marker, counter_ttl)
+  end
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
 return last + n

@@ -6,6 +6,10 @@
 -- KEYS[4]  the staging metadata (its `live`: records 1..live of this generation are live already,
 --          from an earlier attempt that published it; absent = 0)
 -- KEYS[5]  the staged generation's primary-key index (of a deduplicated stream)
+-- KEYS[6]  the stream's value-format marker, and KEYS[7] the staging's (absent: `hash`): kept in
+--          the marker as `was` (what tells the records being replaced from other keys) and
+--          `format` (what the finish records as the stream's format): an overwrite may change a
+--          stream's format, since it replaces every record
 -- ARGV[1]  the generation being published
 -- ARGV[2]  `1` for a deduplicated stream (append_dedup refreshed): its staged ids have gaps where
 --          a key was deleted, each of which deletes the live record at that id, and its index
@@ -15,8 +19,9 @@
 -- ARGV[4]  the published records' time to live, in seconds (`ttl_seconds`; 0: none), kept in the
 --          marker like the rest, so whichever run moves a record gives it the same expiry
 --
--- Returns {n, old}: the staged count to publish and the stream's old counter. If a marker exists
--- already (a publish interrupted earlier), it is kept and returned, so publishing rolls forward.
+-- Returns {n, old, was}: the staged count to publish, the stream's old counter and its old value
+-- format. If a marker exists already (a publish interrupted earlier), it is kept and returned, so
+-- publishing rolls forward.
 -- Once the marker exists, every later step is idempotent and any run finishes the publish. The
 -- marker's `moved` (records 1..moved are in place) starts at `live` and is advanced by each
 -- publish step, atomically with the records it moves: it is what tells an already-moved staged
@@ -25,8 +30,11 @@
 -- script cannot touch both.
 local n = redis.call('HGET', KEYS[3], 'n')
 if n then
-  return {tonumber(n), tonumber(redis.call('HGET', KEYS[3], 'old'))}
+  return {tonumber(n), tonumber(redis.call('HGET', KEYS[3], 'old')),
+    redis.call('HGET', KEYS[3], 'was') or 'hash'}
 end
+local was = redis.call('GET', KEYS[6]) or 'hash'
+local format = redis.call('GET', KEYS[7]) or 'hash'
 local staged = tonumber(redis.call('GET', KEYS[2]) or '0')
 local old = tonumber(redis.call('GET', KEYS[1]) or '0')
 local live = tonumber(redis.call('HGET', KEYS[4], 'live') or '0')
@@ -39,13 +47,13 @@ end
 local dedup = ARGV[2] == '1'
 if ARGV[3] == '1' then
   redis.call('HSET', KEYS[3], 'n', 0, 'old', 0, 'generation', ARGV[1], 'moved', 0, 'dedup', '0',
-    'keyed', '1', 'phase', 'sweep', 'ttl', ARGV[4])
-  return {0, 0}
+    'keyed', '1', 'phase', 'sweep', 'ttl', ARGV[4], 'was', was, 'format', format)
+  return {0, 0, was}
 end
 if dedup and staged > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
   -- The index of a staged generation expires with its records: without it they are gone too.
   return redis.error_reply('ABSTAGED ' .. KEYS[5])
 end
 redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1], 'moved', live,
-  'dedup', dedup and '1' or '0', 'ttl', ARGV[4])
-return {staged, old}
+  'dedup', dedup and '1' or '0', 'ttl', ARGV[4], 'was', was, 'format', format)
+return {staged, old, was}

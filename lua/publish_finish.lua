@@ -13,6 +13,8 @@
 -- KEYS[8]  the staged generation's tombstones, and KEYS[9] the stream's: in the publish of a
 --          stream keyed by primary key (the marker's `keyed`) the staged ones replace the
 --          stream's, and the stream has no counter (any sequence-layout records were swept)
+-- KEYS[10] the stream's value-format marker, and KEYS[11] the staging's: the stream's marker
+--          becomes the marker's `format` (deleted for `hash`, which has none), the staging's goes
 -- ARGV[1]  the time to live of the metadata and marks, in seconds
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
@@ -29,6 +31,7 @@ n = tonumber(n)
 local generation = redis.call('HGET', KEYS[3], 'generation')
 local dedup = redis.call('HGET', KEYS[3], 'dedup') == '1'
 local keyed = redis.call('HGET', KEYS[3], 'keyed') == '1'
+local format = redis.call('HGET', KEYS[3], 'format') or 'hash'
 if n > 0 and not keyed then
   redis.call('SET', KEYS[1], n)
 else
@@ -41,7 +44,12 @@ if keyed then
     redis.call('PERSIST', KEYS[9])
   end
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[11])
+if format ~= 'hash' and n > 0 then
+  redis.call('SET', KEYS[10], format)
+else
+  redis.call('DEL', KEYS[10])
+end
 if dedup and redis.call('EXISTS', KEYS[7]) == 1 then
   redis.call('RENAME', KEYS[7], KEYS[6])
   redis.call('PERSIST', KEYS[6])

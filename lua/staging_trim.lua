@@ -6,6 +6,7 @@
 --          still exist)
 -- KEYS[4]  the staged generation's primary-key index (of a deduplicated stream; absent otherwise):
 --          deleted with the counter when nothing is kept, its expiry refreshed otherwise
+-- KEYS[5]  the staging's value-format marker: deleted with the counter when nothing is kept
 -- ARGV[1]  the generation this run stages
 -- ARGV[2]  keep: staged records 1..keep stay (0 discards everything); at most the staging counter
 -- ARGV[3]  the staging keys' time to live, in seconds
@@ -35,8 +36,9 @@ end
 if keep > 0 then
   redis.call('SET', KEYS[1], keep, 'EX', ttl)
   redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
 else
-  redis.call('DEL', KEYS[1], KEYS[4])
+  redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
 end
 local kept = {}
 for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do

@@ -13,12 +13,18 @@
 -- ARGV[4]  the record keys' time to live, in seconds (0: none; a truncate refresh stages its
 --          records, and they expire unless their generation is resumed or published)
 -- ARGV[5]  the counter's and the index's time to live, in seconds (0: none; refreshed each batch)
--- ARGV[6]  `1`: each record has a fifth argument, the moment it expires (`ttl_field`); `0`: not
--- ARGV[7..] the records, four (or five) arguments each: the key text, the encoded cursor (``
---          absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data (JSON text; empty for a
---          delete: a record's data is never empty, and an argument less per record is measurably
---          faster), and with ARGV[6] `1` the epoch milliseconds it expires at (0: ARGV[4] applies).
---          Each key appears once per batch (the client keeps the winner of repeats).
+-- KEYS[4]  the stream's format marker (ARGV[8]), declared for the formats other than `hash` (see
+--          append_batch.lua)
+-- ARGV[6]  `1`: each record has one more argument, the moment it expires (`ttl_field`); `0`: not
+-- ARGV[7]  the value format: `hash`, `fields` or `string` (see append_batch.lua)
+-- ARGV[8]  the stream's format marker key (see append_batch.lua)
+-- ARGV[9..] the records, four (or five) arguments each: the key text, the encoded cursor (``
+--          absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data (`hash`, `string`: the
+--          JSON text; `fields`: the number n of data fields, followed by their n names and values
+--          after this fourth argument; empty for a delete: a record's data is never empty, and an
+--          argument less per record is measurably faster), and with ARGV[6] `1` the epoch
+--          milliseconds it expires at (0: ARGV[4] applies). Each key appears once per batch (the
+--          client keeps the winner of repeats).
 --
 -- Returns the counter after the batch, or -1 when this batch had been applied before (a resend
 -- after a lost reply: it never re-applies an older version over a later batch). Errors, all
@@ -30,16 +36,48 @@
 --   ABINDEX    an index entry is not `<id>:<cursor>`
 --   ABEXISTS   a key a new id would take already exists: nothing is written
 --   ABNOPERM   the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
+--   ABFORMAT   the stream's records are in another value format (see append_batch.lua)
 --   ABARGS     the arguments are malformed
 -- Cursor order (mirrors protocol/cursor.rs): absent < numbers (as numbers) < strings (byte by
 -- byte); on a tie the record in this batch wins.
 local seq = tonumber(ARGV[1])
 local record_ttl = tonumber(ARGV[4])
 local bookkeeping_ttl = tonumber(ARGV[5])
-local step = ARGV[6] == '1' and 5 or 4
-local nargs = #ARGV - 6
-if seq == nil or record_ttl == nil or bookkeeping_ttl == nil or nargs < step or nargs % step ~= 0 then
+local moments = ARGV[6] == '1' and 1 or 0
+local step = 4 + moments
+local format, marker = ARGV[7], ARGV[8]
+local nargs = #ARGV - 8
+-- Where record i's arguments start: at 9 + step * (i - 1), but for `fields`, whose records' lengths
+-- are in their fourth arguments (then `starts` lists them, and `nfields` their field counts).
+local starts, nfields = nil, {}
+if format == 'fields' then
+  starts = {}
+  local p = 9
+  while p <= #ARGV do
+    starts[#starts + 1] = p
+    local count = ARGV[p + 3]
+    local nf = 0
+    if count ~= '' then
+      nf = tonumber(count)
+      if nf == nil or nf < 0 or nf ~= math.floor(nf) then
+        return redis.error_reply('ABARGS malformed batch arguments')
+      end
+    end
+    nfields[#starts] = nf
+    p = p + step + 2 * nf
+  end
+  if p ~= #ARGV + 1 or #starts == 0 then
+    return redis.error_reply('ABARGS malformed batch arguments')
+  end
+elseif nargs < step or nargs % step ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
+end
+if seq == nil or record_ttl == nil or bookkeeping_ttl == nil
+    or not (format == 'hash' or format == 'fields' or format == 'string') then
+  return redis.error_reply('ABARGS malformed batch arguments')
+end
+local function start(i)
+  return starts and starts[i] or 9 + step * (i - 1)
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
 if seq <= applied then
@@ -47,6 +85,10 @@ if seq <= applied then
 end
 if seq ~= applied + 1 then
   return redis.error_reply('ABSEQ batch ' .. seq .. ' arrived before batch ' .. (applied + 1))
+end
+local marked = redis.call('GET', marker)
+if marked and marked ~= format then
+  return redis.error_reply('ABFORMAT ' .. KEYS[1] .. ' ' .. marked .. ' ' .. format)
 end
 local raw = redis.call('GET', KEYS[1])
 local last = 0
@@ -56,10 +98,13 @@ if raw then
     return redis.error_reply('ABCOUNTER ' .. KEYS[1])
   end
 end
+if not marked and format ~= 'hash' and last > 0 then
+  return redis.error_reply('ABFORMAT ' .. KEYS[1] .. ' hash ' .. format)
+end
 if last > 0 and redis.call('EXISTS', KEYS[3]) == 0 then
   return redis.error_reply('ABUNINDEXED ' .. KEYS[1] .. ' ' .. last)
 end
-local n = nargs / step
+local n = starts and #starts or nargs / step
 local prefix = ARGV[2]
 
 -- Whether a stored cursor `old` is newer than `new`. Strings compare byte by byte: Lua's `<` on
@@ -87,13 +132,29 @@ local function newer(old, new)
 end
 -- END cursor order
 
+-- BEGIN fields write: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
+-- scripts.rs holds them together). Writes a `fields` record: `head` (its metadata names and
+-- values) and the `nf` name and value pairs at ARGV[from..], in slices (unpack fails near 8000
+-- values).
+local function hset_fields(key, head, from, nf)
+  local last = from + 2 * nf - 1
+  for j = from, math.min(last, from + 1999) do
+    head[#head + 1] = ARGV[j]
+  end
+  redis.call('HSET', key, unpack(head))
+  for s = from + 2000, last, 2000 do
+    redis.call('HSET', key, unpack(ARGV, s, math.min(s + 1999, last)))
+  end
+end
+-- END fields write
+
 -- The stored versions, one HMGET per slice (unpack fails near 8000 values).
 local stored = {}
 for from = 1, n, 1000 do
   local to = math.min(from + 999, n)
   local fields = {}
   for i = from, to do
-    fields[#fields + 1] = ARGV[6 + step * (i - 1) + 1]
+    fields[#fields + 1] = ARGV[start(i)]
   end
   local r = redis.call('HMGET', KEYS[3], unpack(fields))
   for j = 1, to - from + 1 do
@@ -105,11 +166,11 @@ end
 -- or 'del' of key[i] (false: a key without a live record), or nothing. Each record key and id
 -- text is made once (number-to-text conversions and concatenations are most of the script's own
 -- cost).
-local action, key, idtext, new_keys, old_keys = {}, {}, {}, {}, {}
+local action, key, idtext, new_keys, old_keys, inplace = {}, {}, {}, {}, {}, {}
 local next_id = last
 for i = 1, n do
-  local base = 6 + step * (i - 1)
-  local cursor, delete = ARGV[base + 2], ARGV[base + 4] == ''
+  local base = start(i)
+  local cursor, delete = ARGV[base + 1], ARGV[base + 3] == ''
   local text, old = nil, nil
   local v = stored[i]
   if v then
@@ -117,7 +178,7 @@ for i = 1, n do
     text = sep and string.sub(v, 1, sep - 1)
     local id = text and tonumber(text)
     if id == nil or id < 0 or id > last or id ~= math.floor(id) then
-      return redis.error_reply('ABINDEX ' .. KEYS[3] .. ' ' .. ARGV[base + 1])
+      return redis.error_reply('ABINDEX ' .. KEYS[3] .. ' ' .. ARGV[base])
     end
     if id == 0 then text = nil end
     old = string.sub(v, sep + 1)
@@ -135,6 +196,7 @@ for i = 1, n do
     if text then
       key[i] = prefix .. text
       old_keys[#old_keys + 1] = key[i]
+      inplace[i] = true
     else
       next_id = next_id + 1
       text = tostring(next_id)
@@ -172,6 +234,9 @@ end
 if redis.acl_check_cmd then
   if not (redis.acl_check_cmd('INCRBY', KEYS[1], '1')
       and redis.acl_check_cmd('HSET', prefix .. (last + 1), 'f', 'v')
+      and (format ~= 'string' or redis.acl_check_cmd('SET', prefix .. (last + 1), 'v'))
+      and (format == 'hash' or marked or redis.acl_check_cmd('SET', marker, format))
+      and (format == 'hash' or bookkeeping_ttl == 0 or redis.acl_check_cmd('EXPIRE', marker, '1'))
       and redis.acl_check_cmd('DEL', prefix .. (last + 1))
       and redis.acl_check_cmd('HSET', KEYS[3], 'f', 'v')
       and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')
@@ -187,30 +252,43 @@ if next_id > last then
 end
 local entries = {}
 for i = 1, n do
-  local base = 6 + step * (i - 1)
+  local base = start(i)
   if action[i] == 'put' then
-    redis.call('HSET', key[i],
-      '_airbyte_ab_id', idtext[i],
-      '_airbyte_emitted_at', ARGV[base + 3],
-      '_airbyte_data', ARGV[base + 4])
-    local at = step == 5 and tonumber(ARGV[base + 5]) or 0
+    local after = 4
+    if format == 'hash' then
+      redis.call('HSET', key[i],
+        '_airbyte_ab_id', idtext[i],
+        '_airbyte_emitted_at', ARGV[base + 2],
+        '_airbyte_data', ARGV[base + 3])
+    elseif format == 'string' then
+      redis.call('SET', key[i], ARGV[base + 3])
+    else
+      if inplace[i] then
+        -- A new version replaces the whole hash: a field it lacks is not kept.
+        redis.call('DEL', key[i])
+      end
+      hset_fields(key[i], {'_airbyte_ab_id', idtext[i], '_airbyte_emitted_at', ARGV[base + 2]},
+        base + 4, nfields[i])
+      after = 4 + 2 * nfields[i]
+    end
+    local at = moments == 1 and tonumber(ARGV[base + after]) or 0
     if at > 0 then
       -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
-      redis.call('PEXPIREAT', key[i], ARGV[base + 5])
+      redis.call('PEXPIREAT', key[i], ARGV[base + after])
     elseif record_ttl > 0 then
       redis.call('EXPIRE', key[i], record_ttl)
-    elseif step == 5 then
+    elseif moments == 1 then
       -- An earlier version's moment does not hold for this one, which has none.
       redis.call('PERSIST', key[i])
     end
-    entries[#entries + 1] = ARGV[base + 1]
-    entries[#entries + 1] = idtext[i] .. ':' .. ARGV[base + 2]
+    entries[#entries + 1] = ARGV[base]
+    entries[#entries + 1] = idtext[i] .. ':' .. ARGV[base + 1]
   elseif action[i] == 'del' then
     if key[i] then
       redis.call('DEL', key[i])
     end
-    entries[#entries + 1] = ARGV[base + 1]
-    entries[#entries + 1] = '0:' .. ARGV[base + 2]
+    entries[#entries + 1] = ARGV[base]
+    entries[#entries + 1] = '0:' .. ARGV[base + 1]
   end
   if #entries >= 2000 then
     redis.call('HSET', KEYS[3], unpack(entries))
@@ -220,9 +298,15 @@ end
 if #entries > 0 then
   redis.call('HSET', KEYS[3], unpack(entries))
 end
+if format ~= 'hash' and not marked then
+  redis.call('SET', marker, format)
+end
 if bookkeeping_ttl > 0 then
   redis.call('EXPIRE', KEYS[1], bookkeeping_ttl)
   redis.call('EXPIRE', KEYS[3], bookkeeping_ttl)
+  if format ~= 'hash' then
+    redis.call('EXPIRE', marker, bookkeeping_ttl)
+  end
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
 return next_id

@@ -14,15 +14,20 @@
 -- ARGV[5]  the records' time to live, in seconds (0: none; staged records of an overwrite expire
 --          unless their generation is resumed or published)
 -- ARGV[6]  the tombstones' time to live, in seconds (0: none)
--- ARGV[7]  `1`: each record has a fifth argument, the moment it expires (`ttl_field`); `0`: not
--- ARGV[8..] the records, four (or five) arguments each: the key suffix (`<pk field>:<value>…`,
+-- KEYS[4]  the stream's format marker (ARGV[9]), declared for `fields` (see append_batch.lua)
+-- ARGV[7]  `1`: each record has one more argument, the moment it expires (`ttl_field`); `0`: not
+-- ARGV[8]  the value format: `hash` or `fields` (a string key could not be told from another
+--          tool's: it has no room for _airbyte_ab_id)
+-- ARGV[9]  the stream's format marker key (see append_batch.lua)
+-- ARGV[10..] the records, four (or five) arguments each: the key suffix (`<pk field>:<value>…`,
 --          escaped), the encoded cursor (`` absent, `n<number>`, `s<text>`), emitted_at (epoch ms),
---          data (JSON text; empty for a delete), and with ARGV[7] `1` the epoch milliseconds it
---          expires at (0: ARGV[5] applies). Each suffix appears once per batch (the client keeps
---          the winner of repeats).
+--          data (`hash`: the JSON text; `fields`: the number n of data fields, followed by their n
+--          names and values after this fourth argument; empty for a delete), and with ARGV[7] `1`
+--          the epoch milliseconds it expires at (0: ARGV[5] applies). Each suffix appears once per
+--          batch (the client keeps the winner of repeats).
 --
--- A record hash has _airbyte_ab_id (its key suffix), _airbyte_emitted_at, _airbyte_data, and
--- _airbyte_cursor when its cursor is present. Returns the number of records written, or -1 when
+-- A record hash has _airbyte_ab_id (its key suffix), _airbyte_emitted_at, _airbyte_data (or the
+-- data's fields), and _airbyte_cursor when its cursor is present. Returns the number of records written, or -1 when
 -- this batch had been applied before (a resend after a lost reply). Errors, all raised before the
 -- first write so that a batch is never applied in part:
 --   ABSEQ        the sequence number is not the next one (a batch overtook another)
@@ -30,16 +35,49 @@
 --   ABEXISTS     a record key exists but is not this stream's record of that key (another tool's
 --                key, or another stream's record in the Java layout)
 --   ABNOPERM     the user may not write these keys (checked with redis.acl_check_cmd on Redis 7+)
+--   ABFORMAT     the stream's records are in another value format (see append_batch.lua)
 --   ABARGS       the arguments are malformed
 -- Cursor order as in upsert_batch.lua.
 local seq = tonumber(ARGV[1])
 local compare = ARGV[4] == '1'
 local record_ttl = tonumber(ARGV[5])
 local tombstone_ttl = tonumber(ARGV[6])
-local step = ARGV[7] == '1' and 5 or 4
-local nargs = #ARGV - 7
-if seq == nil or record_ttl == nil or tombstone_ttl == nil or nargs < step or nargs % step ~= 0 then
+local moments = ARGV[7] == '1' and 1 or 0
+local step = 4 + moments
+local format, marker = ARGV[8], ARGV[9]
+local nargs = #ARGV - 9
+-- Where record i's arguments start: at 10 + step * (i - 1), but for `fields`, whose records'
+-- lengths are in their fourth arguments (then `starts` lists them, and `nfields` their field
+-- counts).
+local starts, nfields = nil, {}
+if format == 'fields' then
+  starts = {}
+  local p = 10
+  while p <= #ARGV do
+    starts[#starts + 1] = p
+    local count = ARGV[p + 3]
+    local nf = 0
+    if count ~= '' then
+      nf = tonumber(count)
+      if nf == nil or nf < 0 or nf ~= math.floor(nf) then
+        return redis.error_reply('ABARGS malformed batch arguments')
+      end
+    end
+    nfields[#starts] = nf
+    p = p + step + 2 * nf
+  end
+  if p ~= #ARGV + 1 or #starts == 0 then
+    return redis.error_reply('ABARGS malformed batch arguments')
+  end
+elseif nargs < step or nargs % step ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
+end
+if seq == nil or record_ttl == nil or tombstone_ttl == nil
+    or not (format == 'hash' or format == 'fields') then
+  return redis.error_reply('ABARGS malformed batch arguments')
+end
+local function start(i)
+  return starts and starts[i] or 10 + step * (i - 1)
 end
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seq <= applied then
@@ -48,11 +86,15 @@ end
 if seq ~= applied + 1 then
   return redis.error_reply('ABSEQ batch ' .. seq .. ' arrived before batch ' .. (applied + 1))
 end
+local marked = redis.call('GET', marker)
+if marked and marked ~= format then
+  return redis.error_reply('ABFORMAT ' .. KEYS[3] .. ' ' .. marked .. ' ' .. format)
+end
 local counter = redis.call('GET', KEYS[3])
 if counter then
   return redis.error_reply('ABUNINDEXED ' .. KEYS[3] .. ' ' .. counter)
 end
-local n = nargs / step
+local n = starts and #starts or nargs / step
 local prefix = ARGV[2]
 
 -- BEGIN cursor order: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
@@ -78,11 +120,27 @@ local function newer(old, new)
 end
 -- END cursor order
 
+-- BEGIN fields write: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
+-- scripts.rs holds them together). Writes a `fields` record: `head` (its metadata names and
+-- values) and the `nf` name and value pairs at ARGV[from..], in slices (unpack fails near 8000
+-- values).
+local function hset_fields(key, head, from, nf)
+  local last = from + 2 * nf - 1
+  for j = from, math.min(last, from + 1999) do
+    head[#head + 1] = ARGV[j]
+  end
+  redis.call('HSET', key, unpack(head))
+  for s = from + 2000, last, 2000 do
+    redis.call('HSET', key, unpack(ARGV, s, math.min(s + 1999, last)))
+  end
+end
+-- END fields write
+
 -- The stored versions: each record's cursor (a key is ours when it is a hash whose _airbyte_ab_id
 -- is its suffix); for absent records, their tombstones.
 local keys, ours, cursors, absent = {}, {}, {}, {}
 for i = 1, n do
-  local suffix = ARGV[7 + step * (i - 1) + 1]
+  local suffix = ARGV[start(i)]
   local key = prefix .. suffix
   keys[i] = key
   local r = redis.pcall('HMGET', key, '_airbyte_ab_id', '_airbyte_cursor')
@@ -108,7 +166,7 @@ if #absent > 0 then
   local absent_keys, suffixes = {}, {}
   for j, i in ipairs(absent) do
     absent_keys[j] = keys[i]
-    suffixes[j] = ARGV[7 + step * (i - 1) + 1]
+    suffixes[j] = ARGV[start(i)]
   end
   for from = 1, #absent, 4000 do
     local to = math.min(from + 3999, #absent)
@@ -129,8 +187,10 @@ if #absent > 0 then
   end
 end
 if redis.acl_check_cmd then
-  local probe = prefix .. ARGV[8]
+  local probe = prefix .. ARGV[start(1)]
   if not (redis.acl_check_cmd('HSET', probe, 'f', 'v')
+      and (format == 'hash' or marked or redis.acl_check_cmd('SET', marker, format))
+      and (format == 'hash' or tombstone_ttl == 0 or redis.acl_check_cmd('EXPIRE', marker, '1'))
       and redis.acl_check_cmd('DEL', probe)
       and redis.acl_check_cmd('HSET', KEYS[2], 'f', 'v')
       and redis.acl_check_cmd('SET', KEYS[1], '1', 'EX', '1')
@@ -143,28 +203,41 @@ end
 
 local written = 0
 for i = 1, n do
-  local base = 7 + step * (i - 1)
-  local suffix, cursor, data = ARGV[base + 1], ARGV[base + 2], ARGV[base + 4]
+  local base = start(i)
+  local suffix, cursor, data = ARGV[base], ARGV[base + 1], ARGV[base + 3]
   local key = keys[i]
   if not (compare and cursors[i] and newer(cursors[i], cursor)) then
     if data ~= '' then
-      if cursor ~= '' then
-        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 3],
+      local after = 4
+      if format == 'fields' then
+        if ours[i] then
+          -- A new version replaces the whole hash: a field it lacks is not kept.
+          redis.call('DEL', key)
+        end
+        local head = {'_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 2]}
+        if cursor ~= '' then
+          head[5] = '_airbyte_cursor'
+          head[6] = cursor
+        end
+        hset_fields(key, head, base + 4, nfields[i])
+        after = 4 + 2 * nfields[i]
+      elseif cursor ~= '' then
+        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 2],
           '_airbyte_data', data, '_airbyte_cursor', cursor)
       else
         if ours[i] and cursors[i] ~= '' then
           redis.call('HDEL', key, '_airbyte_cursor')
         end
-        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 3],
+        redis.call('HSET', key, '_airbyte_ab_id', suffix, '_airbyte_emitted_at', ARGV[base + 2],
           '_airbyte_data', data)
       end
-      local at = step == 5 and tonumber(ARGV[base + 5]) or 0
+      local at = moments == 1 and tonumber(ARGV[base + after]) or 0
       if at > 0 then
         -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
-        redis.call('PEXPIREAT', key, ARGV[base + 5])
+        redis.call('PEXPIREAT', key, ARGV[base + after])
       elseif record_ttl > 0 then
         redis.call('EXPIRE', key, record_ttl)
-      elseif step == 5 and ours[i] then
+      elseif moments == 1 and ours[i] then
         -- An earlier version's moment does not hold for this one, which has none.
         redis.call('PERSIST', key)
       end
@@ -182,6 +255,13 @@ for i = 1, n do
       end
     end
   end
+end
+if format ~= 'hash' and not marked then
+  redis.call('SET', marker, format)
+end
+if format ~= 'hash' and tombstone_ttl > 0 then
+  -- (Staged records: their marker expires with them.)
+  redis.call('EXPIRE', marker, tombstone_ttl)
 end
 redis.call('SET', KEYS[1], seq, 'EX', ARGV[3])
 return written

@@ -170,6 +170,12 @@ impl StagingKeys {
         format!("{RESERVED_PREFIX}:deleted:{}", self.counter)
     }
 
+    /// The value-format marker of the staged generation (as [`StreamKeys::format_marker`] names
+    /// it for the staging counter): set by its first batch in a format other than `hash`.
+    pub fn format_marker(&self) -> String {
+        format!("{RESERVED_PREFIX}:format:{}", self.counter)
+    }
+
     /// The staging keys of the stream whose counter key is `counter`.
     pub fn for_counter(counter: &str) -> Self {
         let base = format!("{RESERVED_PREFIX}:staging:{counter}");

@@ -303,4 +303,37 @@ mod tests {
         assert_eq!(block(&UPSERT_BATCH), block(&UPSERT_KEYED));
         assert!(block(&UPSERT_BATCH).contains("local function newer(old, new)"));
     }
+
+    /// The text between `-- BEGIN <name>` and `-- END <name>` in `script`.
+    fn shared_block(script: &LuaScript, name: &str) -> String {
+        let text = script.body;
+        let start = text
+            .find(&format!("-- BEGIN {name}"))
+            .expect("BEGIN marker");
+        let end = text.find(&format!("-- END {name}")).expect("END marker");
+        text[start..end].to_string()
+    }
+
+    /// Both upsert scripts write a `fields` record with the same code.
+    #[test]
+    fn both_upsert_scripts_write_fields_with_the_same_code() {
+        let block = shared_block(&UPSERT_BATCH, "fields write");
+        assert_eq!(block, shared_block(&UPSERT_KEYED, "fields write"));
+        assert!(block.contains("local function hset_fields(key, head, from, nf)"));
+    }
+
+    /// The scripts that check, move or delete records tell them from other keys with one rule.
+    #[test]
+    fn every_script_that_touches_records_tells_them_by_the_same_rule() {
+        let block = shared_block(&PUBLISH_STEP, "record rule");
+        for script in [&*PUBLISH_CHECK, &*DELETE_RANGE, &*SCAN_DELETE] {
+            assert_eq!(
+                shared_block(script, "record rule"),
+                block,
+                "{}",
+                script.name
+            );
+        }
+        assert!(block.contains("local function record_kind(key, id, format, limit)"));
+    }
 }

@@ -182,25 +182,33 @@ impl StreamCall {
         }
     }
 
-    /// The call of `upsert_batch.lua` for an `append_dedup` stream with `keys` in run `run_id`:
-    /// KEYS counter, token, index; ARGV sequence, record prefix, token TTL, record TTL, counter
-    /// and index TTL, moments flag, then four (or five) arguments per record (see
-    /// [`super::collapse`]).
-    pub fn upsert(keys: StreamKeys, run_id: &str, expiry: Expiry) -> Self {
+    /// The call of `upsert_batch.lua` for an `append_dedup` stream with `keys` in run `run_id`,
+    /// its records stored in `format`: KEYS counter, token, index (and, but for `hash`, the
+    /// format marker, as [`Self::append`] declares it); ARGV sequence, record prefix, token TTL,
+    /// record TTL, counter and index TTL, moments flag, format, format marker, then four (or
+    /// five) arguments per record (see [`super::collapse`]).
+    pub fn upsert(keys: StreamKeys, run_id: &str, expiry: Expiry, format: ValueFormat) -> Self {
         let token = keys.token(run_id);
         let index = keys.index();
+        let marker = keys.format_marker();
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
         resp::bulk_int(&mut tail, expiry.records as i64);
         resp::bulk_int(&mut tail, expiry.counter as i64);
         resp::bulk(&mut tail, expiry.moments_flag());
-        let head = head(&UPSERT_BATCH, &[&keys.counter, &token, &index]);
+        resp::bulk(&mut tail, format.name().as_bytes());
+        resp::bulk(&mut tail, marker.as_bytes());
+        let mut declared = vec![keys.counter.as_str(), token.as_str(), index.as_str()];
+        if format != ValueFormat::Hash {
+            declared.push(&marker);
+        }
+        let head = head(&UPSERT_BATCH, &declared);
         StreamCall {
             head,
             tail,
-            fixed_args: 12,
-            format: ValueFormat::Hash,
+            fixed_args: 11 + declared.len(),
+            format,
             moments: expiry.moments,
             keys,
             token,
@@ -209,13 +217,21 @@ impl StreamCall {
     }
 
     /// The call of `upsert_keyed.lua` for a stream keyed by primary key with `keys` in run
-    /// `run_id`: KEYS token, tombstones, counter; ARGV sequence, record prefix, token TTL, whether
-    /// cursors are compared (`append_dedup`) or the last write wins (`append`, `overwrite`), record
-    /// TTL, tombstones TTL, moments flag, then four (or five) arguments per record (see
-    /// [`super::collapse`]).
-    pub fn upsert_keyed(keys: StreamKeys, run_id: &str, compare: bool, expiry: Expiry) -> Self {
+    /// `run_id`, its records stored in `format` (`hash` or `fields`): KEYS token, tombstones,
+    /// counter (and for `fields` the format marker); ARGV sequence, record prefix, token TTL,
+    /// whether cursors are compared (`append_dedup`) or the last write wins (`append`,
+    /// `overwrite`), record TTL, tombstones TTL, moments flag, format, format marker, then four
+    /// (or five) arguments per record (see [`super::collapse`]).
+    pub fn upsert_keyed(
+        keys: StreamKeys,
+        run_id: &str,
+        compare: bool,
+        expiry: Expiry,
+        format: ValueFormat,
+    ) -> Self {
         let token = keys.token(run_id);
         let tombstones = keys.tombstones();
+        let marker = keys.format_marker();
         let mut tail = Vec::new();
         resp::bulk(&mut tail, keys.record_prefix.as_bytes());
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
@@ -223,12 +239,18 @@ impl StreamCall {
         resp::bulk_int(&mut tail, expiry.records as i64);
         resp::bulk_int(&mut tail, expiry.counter as i64);
         resp::bulk(&mut tail, expiry.moments_flag());
-        let head = head(&UPSERT_KEYED, &[&token, &tombstones, &keys.counter]);
+        resp::bulk(&mut tail, format.name().as_bytes());
+        resp::bulk(&mut tail, marker.as_bytes());
+        let mut declared = vec![token.as_str(), tombstones.as_str(), keys.counter.as_str()];
+        if format != ValueFormat::Hash {
+            declared.push(&marker);
+        }
+        let head = head(&UPSERT_KEYED, &declared);
         StreamCall {
             head,
             tail,
-            fixed_args: 13,
-            format: ValueFormat::Hash,
+            fixed_args: 12 + declared.len(),
+            format,
             moments: expiry.moments,
             keys,
             token,

@@ -4,7 +4,8 @@
 //!
 //! Each record is sent as four arguments: the key text, the encoded cursor, emitted_at, and the
 //! data text, which is empty for a delete (a record's data, a JSON object, never is); a stream
-//! with `ttl_field` adds a fifth, the moment it expires.
+//! in the `fields` format sends the number of data fields instead of the data text, followed by
+//! their names and values; a stream with `ttl_field` adds one more, the moment it expires.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -20,6 +21,8 @@ struct Entry {
     data: Range<usize>,
     emitted_at: i64,
     moment: Option<i64>,
+    fields: Option<usize>,
+    delete: bool,
 }
 
 /// One record offered to an upsert batch.
@@ -38,6 +41,9 @@ pub struct Upsert<'a> {
     /// For a stream with `ttl_field`: the epoch milliseconds it expires at (0: the stream's
     /// `ttl_seconds` applies), sent as a fifth argument.
     pub moment: Option<i64>,
+    /// For a stream in the `fields` format: how many name and value pairs `data` holds (then
+    /// RESP-encoded, see [`super::shape`]).
+    pub fields: Option<usize>,
 }
 
 /// The records of an open upsert batch, one per key, in order of each key's first arrival.
@@ -73,6 +79,8 @@ impl Collapsed {
             },
             emitted_at: record.emitted_at,
             moment: record.moment,
+            fields: record.fields,
+            delete: record.delete,
         };
         match existing {
             Some(i) => self.entries[i] = entry,
@@ -102,7 +110,16 @@ impl Collapsed {
             resp::bulk(&mut body, &self.arena[e.key.clone()]);
             resp::bulk(&mut body, &self.arena[e.cursor.clone()]);
             resp::bulk_int(&mut body, e.emitted_at);
-            resp::bulk(&mut body, &self.arena[e.data.clone()]);
+            match e.fields {
+                // A delete: no data.
+                Some(_) if e.delete => resp::bulk(&mut body, b""),
+                Some(n) => {
+                    resp::bulk_int(&mut body, n as i64);
+                    body.extend_from_slice(&self.arena[e.data.clone()]);
+                    args += 2 * n;
+                }
+                None => resp::bulk(&mut body, &self.arena[e.data.clone()]),
+            }
             if let Some(ms) = e.moment {
                 resp::bulk_int(&mut body, ms);
             }
@@ -123,6 +140,7 @@ mod tests {
             emitted_at: 1,
             data: data.as_bytes(),
             moment: None,
+            fields: None,
         }
     }
 

@@ -22,6 +22,7 @@ use super::record_limit::RecordLimit;
 use super::writer::{Ack, Work};
 use super::Summary;
 use crate::config::Settings;
+use crate::config::ValueFormat;
 use crate::error::Failure;
 use crate::protocol::expire_at::Moment;
 use crate::protocol::output::{Level, Output};
@@ -263,9 +264,13 @@ impl Coordinator {
                     if self.plan[stream].is_overwrite() && !progress.prepared {
                         progress.prepared = true;
                         self.move_sealed();
+                        let key = upsert.as_ref().map(|p| chunk.arena[p.key.clone()].to_vec());
                         self.outbox.push(Work::Prepare {
                             stream,
-                            first_data: Some(data.to_vec()),
+                            first: Some(overwrite::FirstRecord {
+                                data: data.to_vec(),
+                                key,
+                            }),
                         });
                         self.awaiting += 1;
                     }
@@ -279,6 +284,8 @@ impl Coordinator {
                                 emitted_at,
                                 data,
                                 moment: moment.map(Moment::millis),
+                                fields: (self.plan[stream].format == ValueFormat::Fields)
+                                    .then_some(fields),
                             };
                             self.batcher
                                 .push_upsert(stream, record, ordinal, now, &mut self.sealed)
@@ -351,7 +358,7 @@ impl Coordinator {
         if prepare {
             self.outbox.push(Work::Prepare {
                 stream,
-                first_data: None,
+                first: None,
             });
             self.awaiting += 1;
         }

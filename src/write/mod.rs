@@ -128,7 +128,7 @@ pub fn run<R: Read + Send + 'static>(
             }
             rights::check_rights(&mut nodes, &live_calls)?;
             rights::check_rights(&mut nodes, &calls)?;
-            formats::check_formats(&mut nodes, &live_calls)?;
+            formats::check_formats(&mut nodes, &plan.format_checked_calls())?;
             let staged: Vec<&OverwriteStream> = plan.overwrites().collect();
             rights::check_publish_rights(&mut nodes, &staged)?;
             Ok((nodes, recovered))

@@ -145,6 +145,15 @@ impl Plan {
             .collect()
     }
 
+    /// The live calls of the streams whose records must already be in the format they write:
+    /// all but overwrites, whose publish replaces every record and may change the format.
+    pub fn format_checked_calls(&self) -> Vec<StreamCall> {
+        self.iter()
+            .filter(|s| s.overwrite().is_none())
+            .map(|s| s.call.clone())
+            .collect()
+    }
+
     /// Every stream's dedup fields (`None` for a stream that is not `append_dedup`), in catalog
     /// order: what the reader picks from each record.
     pub fn upsert_fields(&self) -> Vec<Option<UpsertFields>> {
@@ -201,14 +210,12 @@ fn stream_plan(
         Failure::config(message.clone(), message)
     };
     let format = shape.format;
-    if format != ValueFormat::Hash {
-        let name = format.name();
-        if !matches!(s.mode, SyncMode::Append) {
-            return Err(refuse(&format!("value_format {name:?} works with the append sync mode only for now (overwrite and append_dedup keep the default \"hash\"); use \"hash\" for this stream in stream_options")));
-        }
-        if record_key == RecordKey::PrimaryKey {
-            return Err(refuse(&format!("value_format {name:?} does not work with record_key \"primary_key\" yet; use record_key \"sequence\" or value_format \"hash\" for this stream")));
-        }
+    if format == ValueFormat::Stream && !matches!(s.mode, SyncMode::Append) {
+        return Err(refuse("value_format \"stream\" works with the append sync mode only for now (a Redis stream is one key: its entries are not upserted one by one); use \"hash\", \"fields\" or \"string\" for this stream in stream_options"));
+    }
+    let keyed = record_key == RecordKey::PrimaryKey;
+    if keyed && matches!(format, ValueFormat::String | ValueFormat::Stream) {
+        return Err(refuse(&format!("value_format {:?} does not work with record_key \"primary_key\": a record there could not be told from another tool's key of the same name (it has no room for _airbyte_ab_id); use value_format \"fields\" (one hash field per data field) or record_key \"sequence\" for this stream", format.name())));
     }
     if format == ValueFormat::Stream && (expiry.ttl_seconds.is_some() || expiry.ttl_field.is_some())
     {
@@ -217,13 +224,12 @@ fn stream_plan(
     if expiry.ttl_field.is_some() && matches!(s.mode, SyncMode::Overwrite { .. }) {
         return Err(refuse("ttl_field does not work with overwrite or a truncate refresh yet (a publish could not keep each record's own moment); use ttl_seconds for this stream, and set ttl_field in stream_options for the streams that append or upsert only"));
     }
-    let keyed = record_key == RecordKey::PrimaryKey;
     if keyed && s.primary_key.is_empty() {
         return Err(refuse("record_key \"primary_key\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use record_key \"sequence\" for this stream in stream_options"));
     }
     let (call, mode) = match &s.mode {
         SyncMode::Append if keyed => (
-            StreamCall::upsert_keyed(keys, run_id, false, live),
+            StreamCall::upsert_keyed(keys, run_id, false, live, format),
             Mode::Dedup(UpsertFields::last_write_wins(s.primary_key.clone())),
         ),
         SyncMode::Append => (
@@ -233,10 +239,13 @@ fn stream_plan(
         SyncMode::Dedup(dedup) => {
             let (call, text) = match record_key {
                 RecordKey::PrimaryKey => (
-                    StreamCall::upsert_keyed(keys, run_id, true, live),
+                    StreamCall::upsert_keyed(keys, run_id, true, live, format),
                     KeyText::Path,
                 ),
-                RecordKey::Sequence => (StreamCall::upsert(keys, run_id, live), KeyText::Json),
+                RecordKey::Sequence => (
+                    StreamCall::upsert(keys, run_id, live, format),
+                    KeyText::Json,
+                ),
             };
             (call, Mode::Dedup(upsert_fields(s, dedup, text)))
         }
@@ -247,6 +256,7 @@ fn stream_plan(
         } => {
             let mut ow = OverwriteStream::new(keys, *generation, *resumable);
             ow.ttl = live.records;
+            ow.format = format;
             let text = if keyed { KeyText::Path } else { KeyText::Json };
             ow.upserts = match dedup {
                 Some(dedup) => Some(upsert_fields(s, dedup, text)),

@@ -21,9 +21,36 @@ pub fn bulk_int(out: &mut Vec<u8>, n: i64) {
     bulk(out, itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// The bulk strings of `bytes`, a run of what [`bulk`] appends (`None`: it is not one).
+pub fn bulks(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut parts = Vec::new();
+    while !bytes.is_empty() {
+        let rest = bytes.strip_prefix(b"$")?;
+        let end = rest.iter().position(|b| *b == b'\r')?;
+        let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+        let rest = rest[end..].strip_prefix(b"\r\n")?;
+        let (part, rest) = (rest.get(..len)?, rest.get(len..)?);
+        bytes = rest.strip_prefix(b"\r\n")?;
+        parts.push(part);
+    }
+    Some(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulks_are_read_back() {
+        let mut out = Vec::new();
+        bulk(&mut out, b"a\r\nb");
+        bulk(&mut out, b"");
+        bulk_int(&mut out, 7);
+        assert_eq!(bulks(&out), Some(vec![&b"a\r\nb"[..], b"", b"7"]));
+        assert_eq!(bulks(b""), Some(vec![]));
+        assert_eq!(bulks(b"$3\r\nab\r\n"), None);
+        assert_eq!(bulks(b"$2\r\nab"), None);
+    }
 
     #[test]
     fn encodes_like_redis_expects() {

@@ -123,6 +123,11 @@ pub fn check_publish_rights(
             ("RPUSH", marks.clone(), one()),
             ("SET", s.live.counter.clone(), one()),
             ("SCAN", "0".into(), vec!["COUNT".into(), "1".into()]),
+            ("GET", s.live.format_marker(), vec![]),
+            ("SET", s.live.format_marker(), vec!["hash".into()]),
+            ("DEL", s.live.format_marker(), vec![]),
+            ("DEL", s.staging.format_marker(), vec![]),
+            ("EXPIRE", s.staging.format_marker(), one()),
         ];
         (s.live.counter.clone(), probes)
     });

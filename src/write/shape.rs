@@ -9,8 +9,9 @@ use super::resp;
 use crate::protocol::input::minify_into;
 use crate::protocol::walk::each_field;
 
-/// The fields every record hash of the `fields` format carries besides the data's.
-pub const METADATA_FIELDS: [&str; 2] = ["_airbyte_ab_id", "_airbyte_emitted_at"];
+/// The fields a record hash of the `fields` format carries besides the data's: every one its id
+/// and emitted_at, and a record upserted by primary key (`record_key: primary_key`) its cursor.
+pub const METADATA_FIELDS: [&str; 3] = ["_airbyte_ab_id", "_airbyte_emitted_at", "_airbyte_cursor"];
 
 /// Why a record cannot be stored in the `fields` format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

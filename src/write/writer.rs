@@ -56,8 +56,8 @@ pub enum Work {
     Prepare {
         /// Catalog index.
         stream: usize,
-        /// The stream's first record's data in this run, if it has one.
-        first_data: Option<Vec<u8>>,
+        /// The stream's first record in this run, if it has one.
+        first: Option<overwrite::FirstRecord>,
     },
     /// Record the staging marks of a ready state, then hand the state back for echo.
     State(ReadyState),
@@ -212,11 +212,11 @@ impl Writer {
                 self.retained.clear();
                 Ok(())
             }
-            Work::Prepare { stream, first_data } => {
+            Work::Prepare { stream, first } => {
                 if let Some(ow) = self.plan[stream].overwrite().cloned() {
                     let prepared = self.with_retry(acks, |w| {
                         let link = w.nodes.link_for(&ow.live.counter)?;
-                        overwrite::prepare(&mut link.con, &ow, first_data.as_deref(), &link.ctx)
+                        overwrite::prepare(&mut link.con, &ow, first.as_ref(), &link.ctx)
                     })?;
                     p.offsets[stream] = prepared.kept;
                     p.earlier[stream] = prepared.already_published || prepared.into_live;

@@ -48,10 +48,7 @@ fn stored(target: &Target, ns: Option<&str>, stream: &str) -> Stored {
         let record = match id {
             0 => None,
             id => {
-                let hash: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(target.record_key(ns, stream, id))
-                    .query(&mut con)
-                    .expect("HGETALL");
+                let hash = read_record(&mut con, &target.record_key(ns, stream, id), id);
                 assert_eq!(hash["_airbyte_ab_id"], id.to_string());
                 Some(hash)
             }
@@ -62,6 +59,31 @@ fn stored(target: &Target, ns: Option<&str>, stream: &str) -> Stored {
         counter: counter.unwrap_or(0),
         records,
         record_keys: target.count_record_keys(ns, stream),
+    }
+}
+
+/// The record at `key` (id `id`) as a hash in any value format: a `string` record is read as
+/// `_airbyte_ab_id` (its id) and `_airbyte_data` (its text); a `fields` record as it is.
+fn read_record(con: &mut redis::Connection, key: &str, id: u64) -> HashMap<String, String> {
+    let kind: String = redis::cmd("TYPE").arg(key).query(con).expect("TYPE");
+    if kind == "string" {
+        let text: String = redis::cmd("GET").arg(key).query(con).expect("GET");
+        return HashMap::from([
+            ("_airbyte_ab_id".to_string(), id.to_string()),
+            ("_airbyte_data".to_string(), text),
+        ]);
+    }
+    redis::cmd("HGETALL").arg(key).query(con).expect("HGETALL")
+}
+
+/// Field `name` of a record's data: from its `_airbyte_data` text, or (`fields` format) from its
+/// own hash field.
+fn data_field(hash: &HashMap<String, String>, name: &str) -> Value {
+    match hash.get("_airbyte_data") {
+        Some(text) => serde_json::from_str::<Value>(text).expect("JSON")[name].clone(),
+        None => hash
+            .get(name)
+            .map_or(Value::Null, |v| serde_json::from_str(v).unwrap_or(json!(v))),
     }
 }
 
@@ -302,8 +324,7 @@ fn assert_model(
             (true, None) => {}
             (false, Some(hash)) => {
                 live += 1;
-                let data: Value = serde_json::from_str(&hash["_airbyte_data"]).unwrap();
-                prop_assert_eq!(&data["i"], &json!(w), "key {}", key);
+                prop_assert_eq!(data_field(&hash, "i"), json!(w), "key {}", key);
                 if !keyed {
                     let id: i64 = hash["_airbyte_ab_id"].parse().unwrap();
                     prop_assert!(id >= 1 && id <= s.counter);
@@ -345,30 +366,38 @@ fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
         1usize..7,
         1usize..3,
         any::<bool>(),
+        0usize..3,
     );
     TestRunner::new(config)
-        .run(&strategy, |(events, cuts, batch_size, in_flight, keyed)| {
-            let ns = format!("m{}", case.fetch_add(1, Ordering::SeqCst));
-            let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
-            let mut config = target.config();
-            if keyed {
-                config["record_key"] = json!("primary_key");
-            }
-            config["batch_size"] = json!(batch_size);
-            config["max_batches_in_flight"] = json!(in_flight);
-            // The events split into syncs at the cut points.
-            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % events.len()).collect();
-            bounds.extend([0, events.len()]);
-            bounds.sort_unstable();
-            bounds.dedup();
-            for w in bounds.windows(2) {
-                let out = common::write_sync(&config, &cat, &event_lines(&ns, &events, w[0]..w[1]));
-                prop_assert_eq!(out.code, Some(0), "{}", out.dump());
-            }
-            assert_model(&target, &ns, &events, keyed)?;
-            target.flush_all();
-            Ok(())
-        })
+        .run(
+            &strategy,
+            |(events, cuts, batch_size, in_flight, keyed, format)| {
+                let ns = format!("m{}", case.fetch_add(1, Ordering::SeqCst));
+                let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
+                let mut config = target.config();
+                if keyed {
+                    config["record_key"] = json!("primary_key");
+                }
+                // Any value format that upserts (a string record is not keyed by primary key).
+                let formats = ["hash", "fields", if keyed { "fields" } else { "string" }];
+                config["value_format"] = json!(formats[format]);
+                config["batch_size"] = json!(batch_size);
+                config["max_batches_in_flight"] = json!(in_flight);
+                // The events split into syncs at the cut points.
+                let mut bounds: Vec<usize> = cuts.iter().map(|c| c % events.len()).collect();
+                bounds.extend([0, events.len()]);
+                bounds.sort_unstable();
+                bounds.dedup();
+                for w in bounds.windows(2) {
+                    let out =
+                        common::write_sync(&config, &cat, &event_lines(&ns, &events, w[0]..w[1]));
+                    prop_assert_eq!(out.code, Some(0), "{}", out.dump());
+                }
+                assert_model(&target, &ns, &events, keyed)?;
+                target.flush_all();
+                Ok(())
+            },
+        )
         .unwrap();
 }
 

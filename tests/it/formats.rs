@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::{json, Value};
 
-use crate::common::{self, catalog, record, stream_state, Target};
+use crate::common::{self, catalog, record, status, stream_state, Target};
 
 const FORMATS: [&str; 4] = ["hash", "fields", "string", "stream"];
 
@@ -178,20 +178,24 @@ fn formats_are_never_mixed_in_one_stream() {
             "{first} then {then}"
         );
     }
-    // An overwrite (hash) of a stream in another format is refused too.
     let out = common::write_sync(&with("fields"), &cat, &one);
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    let ow = common::catalog_with(&[(ns, "s")], "overwrite", 1, 1);
-    let out = common::write_sync(&target.config(), &ow, &one);
-    out.assert_failed_with("config_error", "value_format \"fields\"");
-    // Formats beyond hash are for append only, for now; the stream format keeps no expiry.
+    // The stream format neither upserts nor keeps expiry; a string record has no room to say whose
+    // it is, so it is not keyed by primary key.
     let dedup = {
         let mut c = catalog(&[(ns, "d")]);
         c["streams"][0]["destination_sync_mode"] = json!("append_dedup");
         c["streams"][0]["primary_key"] = json!([["a"]]);
         c
     };
-    let out = common::write_sync(&with("string"), &dedup, "");
+    let out = common::write_sync(&with("stream"), &dedup, "");
+    out.assert_failed_with("config_error", "works with the append sync mode only");
+    let mut keyed = with("string");
+    keyed["record_key"] = json!("primary_key");
+    let out = common::write_sync(&keyed, &dedup, "");
+    out.assert_failed_with("config_error", "no room for _airbyte_ab_id");
+    let ow = common::catalog_with(&[(ns, "s")], "overwrite", 1, 1);
+    let out = common::write_sync(&with("stream"), &ow, "");
     out.assert_failed_with("config_error", "works with the append sync mode only");
     let mut config = with("stream");
     config["ttl_seconds"] = json!(60);
@@ -257,6 +261,292 @@ fn formats_are_never_mixed_in_one_stream() {
     let out = common::write_sync(&with("fields"), &cat, &reserved);
     out.assert_failed_with("config_error", "Line 1");
     out.assert_failed_with("config_error", "\"_airbyte_ab_id\"");
+}
+
+/// `n` records of stream `s` tagged `tag`, with a state after every ten.
+fn tagged(ns: Option<&str>, tag: &str, range: std::ops::Range<usize>) -> String {
+    range
+        .map(|i| {
+            let mut line = record(ns, "s", &format!(r#"{{"{tag}":{i},"x":"v{i}"}}"#), 1) + "\n";
+            if i % 10 == 9 {
+                line += &(stream_state(ns, "s", &format!(r#"{{"after":{i}}}"#)) + "\n");
+            }
+            line
+        })
+        .collect()
+}
+
+/// What [`read_back`] gives for records `tag` `range` of [`tagged`] in `format`.
+fn tagged_back(format: &str, tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range
+        .map(|i| match format {
+            "fields" => format!("{tag}={i},x=v{i}"),
+            _ => format!(r#"{{"{tag}":{i},"x":"v{i}"}}"#),
+        })
+        .collect()
+}
+
+/// An overwrite replaces a stream's records in any format but `stream`, and may change its format
+/// (it replaces every record): the stream then holds exactly the new records, in the new format,
+/// with its marker, and nothing of the old format or of the publish is left.
+#[test]
+fn overwrite_replaces_records_in_each_format_and_may_change_it() {
+    let target = Target::start();
+    let ns = Some("ow");
+    let key = target.counter_key(ns, "s");
+    let marker = format!("_airbyte_redis:format:{key}");
+    let with = |format: &str| {
+        let mut config = target.config();
+        config["value_format"] = json!(format);
+        config
+    };
+    let out = common::write_sync(
+        &with("hash"),
+        &catalog(&[(ns, "s")]),
+        &tagged(ns, "old", 0..7),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    // hash -> fields -> string -> string -> hash, each with fewer or more records.
+    let steps = [
+        ("fields", 5),
+        ("string", 3),
+        ("string", 12),
+        ("hash", 4),
+        ("fields", 0),
+    ];
+    for (generation, (format, n)) in steps.into_iter().enumerate() {
+        let generation = generation as i64 + 1;
+        let tag = format!("g{generation}");
+        let cat = common::catalog_with(&[(ns, "s")], "overwrite", generation, generation);
+        let out = common::write_sync(&with(format), &cat, &tagged(ns, &tag, 0..n));
+        assert_eq!(out.code, Some(0), "{format}: {}", out.dump());
+        assert_eq!(out.states().len(), n / 10, "{format}");
+        assert_eq!(
+            read_back(&target, ns, "s", format),
+            tagged_back(format, &tag, 0..n),
+            "generation {generation} in {format}"
+        );
+        let mut records = target.keys(&format!("{key}:*"));
+        records.sort();
+        let mut want: Vec<String> = (1..=n).map(|i| format!("{key}:{i}")).collect();
+        want.sort();
+        assert_eq!(records, want, "generation {generation}: no old record left");
+        let stored = target.cli_at(&marker, &["GET", &marker]);
+        let want = if format == "hash" || n == 0 {
+            ""
+        } else {
+            format
+        };
+        assert_eq!(stored.trim(), want, "generation {generation}'s marker");
+        assert_eq!(
+            target.leftover_bookkeeping(),
+            vec![marker.clone()]
+                .into_iter()
+                .filter(|_| !want.is_empty())
+                .collect::<Vec<_>>()
+        );
+    }
+    // After the overwrites, appends go on in the format the last one left (none: any).
+    let out = common::write_sync(
+        &with("string"),
+        &catalog(&[(ns, "s")]),
+        &tagged(ns, "a", 0..2),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        read_back(&target, ns, "s", "string"),
+        tagged_back("string", "a", 0..2)
+    );
+}
+
+/// A retried overwrite resumes where its source restarted, in the `fields` and `string` formats
+/// too: the new attempt's first record is found among the staged ones (for `fields`, field by
+/// field), so a source that restarts from an earlier state than the last adds nothing twice.
+#[test]
+fn a_retried_overwrite_resumes_in_each_format() {
+    let target = Target::start();
+    for format in ["fields", "string"] {
+        let ns_name = format!("r{format}");
+        let ns = Some(ns_name.as_str());
+        let mut config = target.config();
+        config["value_format"] = json!(format);
+        let cat = common::catalog_with(&[(ns, "s")], "overwrite", 3, 3);
+        let out = common::write_sync(&config, &catalog(&[(ns, "s")]), &tagged(ns, "old", 0..4));
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        // Attempt 1: 45 records with a state after every ten, then a bad line.
+        let input = status(ns, "s", "STARTED") + "\n" + &tagged(ns, "new", 0..45) + "garbage\n";
+        let out = common::write_sync(&config, &cat, &input);
+        assert_eq!(out.code, Some(1), "{}", out.dump());
+        assert_eq!(out.states().len(), 4);
+        assert_eq!(
+            read_back(&target, ns, "s", format),
+            tagged_back(format, "old", 0..4)
+        );
+        // Attempt 2 restarts from an earlier state than the last (after record 19).
+        let input = tagged(ns, "new", 20..50) + &status(ns, "s", "COMPLETE") + "\n";
+        let out = common::write_sync(&config, &cat, &input);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert_eq!(
+            read_back(&target, ns, "s", format),
+            tagged_back(format, "new", 0..50),
+            "{format}: no record lost or doubled"
+        );
+    }
+}
+
+/// A string key in the way of an overwrite's new records is another tool's when its id is above
+/// the stream's counter: the publish is refused before it writes anything, naming the key; the old
+/// records stay.
+#[test]
+fn a_foreign_string_key_stops_a_string_overwrite() {
+    let target = Target::start();
+    let ns = Some("fs");
+    let mut config = target.config();
+    config["value_format"] = json!("string");
+    let out = common::write_sync(&config, &catalog(&[(ns, "s")]), &tagged(ns, "old", 0..2));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let key = target.counter_key(ns, "s");
+    let foreign = format!("{key}:3");
+    target.cli_at(&foreign, &["SET", &foreign, "not ours"]);
+    let cat = common::catalog_with(&[(ns, "s")], "overwrite", 1, 1);
+    let out = common::write_sync(&config, &cat, &tagged(ns, "new", 0..4));
+    out.assert_failed_with("config_error", &format!("{foreign:?} is in the way"));
+    assert_eq!(
+        read_back(&target, ns, "s", "string"),
+        tagged_back("string", "old", 0..2)
+    );
+    assert_eq!(
+        target.cli_at(&foreign, &["GET", &foreign]).trim(),
+        "not ours"
+    );
+    // Once it is gone, the retry publishes.
+    target.cli_at(&foreign, &["DEL", &foreign]);
+    let out = common::write_sync(&config, &cat, &tagged(ns, "new", 0..4));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        read_back(&target, ns, "s", "string"),
+        tagged_back("string", "new", 0..4)
+    );
+}
+
+/// The record hash or string at `key`, as `name=value` pairs in name order (a string: `=text`).
+fn record_at(target: &Target, key: &str) -> String {
+    let mut con = target.conn_for(key);
+    let kind: String = redis::cmd("TYPE").arg(key).query(&mut con).expect("TYPE");
+    if kind == "string" {
+        let text: String = redis::cmd("GET").arg(key).query(&mut con).expect("GET");
+        return format!("={text}");
+    }
+    let mut all: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(key)
+        .query(&mut con)
+        .expect("HGETALL");
+    all.remove("_airbyte_emitted_at");
+    let mut pairs: Vec<String> = all.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+/// Upserts in the `fields` and `string` formats (by sequence id, and `fields` keyed by primary
+/// key): a newer version replaces the whole record (a field it lacks is gone), an older one is
+/// ignored, a delete removes the key; a truncate refresh publishes exactly the new generation,
+/// in its format.
+#[test]
+fn upserts_replace_whole_records_in_fields_and_string() {
+    let target = Target::start();
+    let ns = Some("up");
+    let streams = [
+        ("f", "fields", "sequence"),
+        ("s", "string", "sequence"),
+        ("k", "fields", "primary_key"),
+    ];
+    let mut config = target.config();
+    config["stream_options"] = json!(streams
+        .iter()
+        .map(|(s, f, k)| json!({"stream": s, "value_format": f, "record_key": k}))
+        .collect::<Vec<_>>());
+    let mut cat = catalog(&[(ns, "f"), (ns, "s"), (ns, "k")]);
+    for s in cat["streams"].as_array_mut().expect("streams") {
+        s["destination_sync_mode"] = json!("append_dedup");
+        s["primary_key"] = json!([["id"]]);
+        s["cursor_field"] = json!(["at"]);
+    }
+    let lines = |stream: &str, datas: &[&str]| -> String {
+        datas
+            .iter()
+            .map(|d| record(ns, stream, d, 5) + "\n")
+            .collect()
+    };
+    let first = [
+        r#"{"id":1,"at":1,"a":"x","b":2}"#,
+        r#"{"id":2,"at":1,"a":"y"}"#,
+        r#"{"id":3,"at":1,"a":"z"}"#,
+    ];
+    let second = [
+        r#"{"id":1,"at":2,"a":"x2"}"#,
+        r#"{"id":2,"at":0,"a":"older"}"#,
+        r#"{"id":3,"at":2,"_ab_cdc_deleted_at":"2024-01-01"}"#,
+        r#"{"id":4,"at":1,"b":null}"#,
+    ];
+    for batch in [&first[..], &second[..]] {
+        let input: String = ["f", "s", "k"].iter().map(|s| lines(s, batch)).collect();
+        let out = common::write_sync(&config, &cat, &input);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+    }
+    let key = |stream: &str| target.counter_key(ns, stream);
+    let at = |stream: &str, suffix: &str| record_at(&target, &format!("{}:{suffix}", key(stream)));
+    // fields by sequence id: id 1 replaced whole (no `b`), id 2 kept, id 3 deleted, id 4 new.
+    assert_eq!(at("f", "1"), "_airbyte_ab_id=1,a=x2,at=2,id=1");
+    assert_eq!(at("f", "2"), "_airbyte_ab_id=2,a=y,at=1,id=2");
+    assert_eq!(at("f", "3"), "");
+    assert_eq!(at("f", "4"), "_airbyte_ab_id=4,at=1,id=4");
+    // string by sequence id: the data text.
+    assert_eq!(at("s", "1"), r#"={"id":1,"at":2,"a":"x2"}"#);
+    assert_eq!(at("s", "2"), r#"={"id":2,"at":1,"a":"y"}"#);
+    assert_eq!(at("s", "3"), "");
+    assert_eq!(at("s", "4"), r#"={"id":4,"at":1,"b":null}"#);
+    // fields keyed by primary key: the cursor beside the fields, the key's suffix as its id.
+    assert_eq!(
+        at("k", "id:1"),
+        "_airbyte_ab_id=id:1,_airbyte_cursor=n2,a=x2,at=2,id=1"
+    );
+    assert_eq!(
+        at("k", "id:2"),
+        "_airbyte_ab_id=id:2,_airbyte_cursor=n1,a=y,at=1,id=2"
+    );
+    assert_eq!(at("k", "id:3"), "");
+    for (stream, format, _) in streams {
+        let marker = format!("_airbyte_redis:format:{}", key(stream));
+        assert_eq!(target.cli_at(&marker, &["GET", &marker]).trim(), format);
+    }
+    // A truncate refresh of each: exactly the new generation, in its format.
+    for s in cat["streams"].as_array_mut().expect("streams") {
+        s["generation_id"] = json!(7);
+        s["minimum_generation_id"] = json!(7);
+    }
+    let refresh = [
+        r#"{"id":9,"at":1,"a":"new"}"#,
+        r#"{"id":9,"at":3,"c":true}"#,
+    ];
+    let input: String = ["f", "s", "k"].iter().map(|s| lines(s, &refresh)).collect();
+    let out = common::write_sync(&config, &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(at("f", "1"), "_airbyte_ab_id=1,at=3,c=true,id=9");
+    assert_eq!(at("s", "1"), r#"={"id":9,"at":3,"c":true}"#);
+    assert_eq!(
+        at("k", "id:9"),
+        "_airbyte_ab_id=id:9,_airbyte_cursor=n3,at=3,c=true,id=9"
+    );
+    for stream in ["f", "s"] {
+        assert_eq!(
+            target.keys(&format!("{}:*", key(stream))),
+            [format!("{}:1", key(stream))]
+        );
+    }
+    assert_eq!(
+        target.keys(&format!("{}:*", key("k"))),
+        [format!("{}:id:9", key("k"))]
+    );
 }
 
 /// Expiry in the hash-like formats: `ttl_seconds` on string and fields keys, a `ttl_field` moment;

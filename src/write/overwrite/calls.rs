@@ -5,7 +5,7 @@
 
 use redis::Value;
 
-use super::{OverwriteStream, Removed};
+use super::{OverwriteStream, RecordRule, Removed};
 use crate::classify::Context;
 use crate::error::Failure;
 use crate::keys;
@@ -32,6 +32,7 @@ pub fn staging_trim(
             &s.staging.marks,
             &s.staging.meta,
             &s.staging.index(),
+            &s.staging.format_marker(),
         ],
         &[
             &s.generation.to_string(),
@@ -69,18 +70,26 @@ pub fn expire_range(
 }
 
 /// `publish_check.lua`: the first key of records `first..=last` of the stream that exists and is
-/// not one of the destination's records, if any.
+/// not one of the destination's records (by `rule`), if any.
 pub fn publish_check(
     con: &mut redis::Connection,
     live: &StreamKeys,
     first: u64,
     last: u64,
+    rule: RecordRule,
     ctx: &Context,
 ) -> Result<Option<String>, Failure> {
+    let [format, limit] = rule.args();
     let reply = PUBLISH_CHECK.eval(
         con,
         &[],
-        &[&live.record_prefix, &first.to_string(), &last.to_string()],
+        &[
+            &live.record_prefix,
+            &first.to_string(),
+            &last.to_string(),
+            &format,
+            &limit,
+        ],
         ctx,
     )?;
     match reply {
@@ -93,31 +102,40 @@ pub fn publish_check(
     }
 }
 
-/// `delete_range.lua`: unlinks the records among keys `first..=last` under `prefix`.
+/// `delete_range.lua`: unlinks the records (by `rule`) among keys `first..=last` under `prefix`.
 pub fn delete_range(
     con: &mut redis::Connection,
     prefix: &str,
     first: u64,
     last: u64,
+    rule: RecordRule,
     ctx: &Context,
 ) -> Result<Removed, Failure> {
+    let [format, limit] = rule.args();
     let reply = DELETE_RANGE.eval(
         con,
         &[],
-        &[prefix, &first.to_string(), &last.to_string()],
+        &[
+            prefix,
+            &first.to_string(),
+            &last.to_string(),
+            &format,
+            &limit,
+        ],
         ctx,
     )?;
     let [deleted, skipped] = DELETE_RANGE.whole_numbers::<2>(&reply)?;
     Ok(Removed { deleted, skipped })
 }
 
-/// `publish_begin.lua`: writes (or finds) the stream's publish marker; returns `(n, old)`, the
-/// staged count to publish and the stream's old counter.
+/// `publish_begin.lua`: writes (or finds) the stream's publish marker; returns `(n, rule)`, the
+/// staged count to publish and what tells the records it replaces (their format, and the old
+/// counter).
 pub fn publish_begin(
     con: &mut redis::Connection,
     s: &OverwriteStream,
     ctx: &Context,
-) -> Result<(u64, u64), Failure> {
+) -> Result<(u64, RecordRule), Failure> {
     let reply = PUBLISH_BEGIN.eval(
         con,
         &[
@@ -126,6 +144,8 @@ pub fn publish_begin(
             &s.staging.marker,
             &s.staging.meta,
             &s.staging.index(),
+            &s.live.format_marker(),
+            &s.staging.format_marker(),
         ],
         &[
             &s.generation.to_string(),
@@ -135,8 +155,16 @@ pub fn publish_begin(
         ],
         ctx,
     )?;
-    let [n, old] = PUBLISH_BEGIN.whole_numbers::<2>(&reply)?;
-    Ok((n, old))
+    match &reply {
+        Value::Array(parts) => match parts.as_slice() {
+            [Value::Int(n), Value::Int(old), Value::BulkString(was)] if *n >= 0 && *old >= 0 => {
+                let was = String::from_utf8_lossy(was);
+                Ok((*n as u64, RecordRule::new(Some(&was), *old as u64)))
+            }
+            _ => Err(PUBLISH_BEGIN.unexpected(&reply)),
+        },
+        _ => Err(PUBLISH_BEGIN.unexpected(&reply)),
+    }
 }
 
 /// `publish_step.lua`: moves staged records `first..=last` into place; returns `(moved, replaced)`,
@@ -184,6 +212,8 @@ pub fn publish_finish(
             &staging.index(),
             &staging.tombstones(),
             &live.tombstones(),
+            &live.format_marker(),
+            &staging.format_marker(),
         ],
         &[&STAGING_TTL_SECONDS.to_string()],
         ctx,
@@ -279,26 +309,30 @@ pub fn keyed_scan(
     }
 }
 
-/// `scan_delete.lua`: one SCAN step (from `cursor`, `count` keys) over keys matching `pattern`,
-/// unlinking the records under `prefix` with ids above `keep`; returns the next cursor.
+/// `scan_delete.lua`: one SCAN step (from `cursor`, `count` keys) over the keys under `prefix`,
+/// unlinking the records (by `rule`) with ids above `keep`; returns the next cursor.
 pub fn scan_delete(
     con: &mut redis::Connection,
     cursor: &str,
-    pattern: &str,
     prefix: &str,
     keep: u64,
     count: u64,
+    rule: RecordRule,
     ctx: &Context,
 ) -> Result<(String, Removed), Failure> {
+    let [format, limit] = rule.args();
+    let pattern = format!("{}*", keys::escape_glob(prefix));
     let reply = SCAN_DELETE.eval(
         con,
         &[],
         &[
             cursor,
-            pattern,
+            &pattern,
             prefix,
             &keep.to_string(),
             &count.to_string(),
+            &format,
+            &limit,
         ],
         ctx,
     )?;

@@ -17,6 +17,7 @@
 //!   left.
 
 use super::calls::{self, KeyedScan};
+use super::prepare::{FirstRecord, StoredRecord};
 use super::{OverwriteStream, Prepared, PublishReport, MAX_SCAN_STEPS, SCAN_COUNT};
 use crate::connect::{classify, Context};
 use crate::error::Failure;
@@ -55,7 +56,7 @@ pub fn prepare(
     s: &OverwriteStream,
     generation: Option<i64>,
     published: Option<u64>,
-    first_data: Option<&[u8]>,
+    first: Option<&FirstRecord>,
     ctx: &Context,
 ) -> Result<Prepared, Failure> {
     let q = |e: redis::RedisError| classify(&e, ctx);
@@ -65,35 +66,30 @@ pub fn prepare(
         // An append_dedup stream's records merge into what was published. A plain overwrite
         // resumes only when the source's first record is the published record of its key (the
         // retry of an attempt that published); otherwise it is a new sync, which replaces.
-        let resumes = match (first_data, &s.upserts) {
+        let resumes = match (first, &s.upserts) {
             (None, _) => true,
             (Some(_), Some(f)) if f.deletes => true,
-            (Some(first), Some(f)) => {
-                let mut buf = Vec::new();
-                let text = std::str::from_utf8(first).unwrap_or("");
-                match f.pick(text, &mut buf) {
-                    Ok(p) => {
-                        let key = format!(
-                            "{}{}",
-                            s.live.record_prefix,
-                            String::from_utf8_lossy(&buf[p.key])
-                        );
-                        let stored: Option<Vec<u8>> = redis::cmd("HGET")
-                            .arg(key)
-                            .arg("_airbyte_data")
-                            .query(con)
-                            .map_err(q)?;
-                        stored.as_deref() == Some(first)
-                    }
-                    Err(_) => false,
+            (Some(first), Some(_)) => match &first.key {
+                Some(suffix) => {
+                    let key = format!(
+                        "{}{}",
+                        s.live.record_prefix,
+                        String::from_utf8_lossy(suffix)
+                    );
+                    let mut pipe = redis::pipe();
+                    StoredRecord::read(&mut pipe, s.format, &key);
+                    let stored: Vec<redis::Value> = pipe.query(con).map_err(q)?;
+                    let record = StoredRecord::new(s.format, &first.data);
+                    stored.first().is_some_and(|v| record.is(v))
                 }
-            }
+                None => false,
+            },
             (Some(_), None) => false,
         };
         if resumes {
             return Ok(Prepared {
                 kept: n,
-                already_published: first_data.is_none(),
+                already_published: first.is_none(),
                 into_live: true,
             });
         }

@@ -52,13 +52,13 @@ mod publish;
 mod recover;
 
 use super::batch::{Expiry, StreamCall};
+use crate::config::ValueFormat;
 use crate::connect::Context;
 use crate::error::Failure;
 use crate::keys::{StagingKeys, StreamKeys};
 use crate::protocol::upsert::{KeyText, UpsertFields};
-use crate::scripts::APPEND_BATCH;
 
-pub use prepare::{mark, prepare, Prepared};
+pub use prepare::{mark, prepare, FirstRecord, Prepared};
 pub use publish::{publish, sweep_leftovers, PublishReport};
 pub use recover::{recover, Recovery};
 
@@ -92,6 +92,9 @@ pub struct OverwriteStream {
     /// The published records' time to live in seconds (`ttl_seconds`; 0: they never expire):
     /// given by the publish, which replaces the staging expiry with it.
     pub ttl: u64,
+    /// How its records are stored (`hash`, `fields` or `string`): the staged generation's format
+    /// becomes the stream's at the publish, whatever it was before.
+    pub format: ValueFormat,
 }
 
 impl OverwriteStream {
@@ -105,6 +108,7 @@ impl OverwriteStream {
             resumable,
             upserts: None,
             ttl: 0,
+            format: ValueFormat::Hash,
         }
     }
 
@@ -126,11 +130,11 @@ impl OverwriteStream {
 
     fn call(&self, keys: StreamKeys, run_id: &str, expiry: Expiry) -> StreamCall {
         match &self.upserts {
-            None => StreamCall::new(&APPEND_BATCH, keys, run_id, expiry),
+            None => StreamCall::append(keys, run_id, expiry, self.format, None),
             Some(f) if f.key_text == KeyText::Path => {
-                StreamCall::upsert_keyed(keys, run_id, f.deletes, expiry)
+                StreamCall::upsert_keyed(keys, run_id, f.deletes, expiry, self.format)
             }
-            Some(_) => StreamCall::upsert(keys, run_id, expiry),
+            Some(_) => StreamCall::upsert(keys, run_id, expiry, self.format),
         }
     }
 
@@ -173,12 +177,42 @@ pub(super) fn any_state_echoed(
     Ok(marks > 0)
 }
 
+/// What tells a stream's records from other keys under its prefix (the record rule of the
+/// scripts that check, move or delete records): its value format, and for `string` records,
+/// whose type alone says nothing, the counter that gave their ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRule {
+    /// The records' value format.
+    pub format: ValueFormat,
+    /// The counter that gave their ids: a string key with a higher id is not a record.
+    pub limit: u64,
+}
+
+impl RecordRule {
+    /// The rule of records in `format` (the format marker's text; none: `hash`) given ids up to
+    /// `limit`.
+    pub fn new(format: Option<&str>, limit: u64) -> Self {
+        RecordRule {
+            format: format
+                .and_then(ValueFormat::from_name)
+                .unwrap_or(ValueFormat::Hash),
+            limit,
+        }
+    }
+
+    /// The two script arguments that carry it.
+    pub fn args(&self) -> [String; 2] {
+        [self.format.name().to_string(), self.limit.to_string()]
+    }
+}
+
 /// Deletes records `from..=to` under `prefix` in chunks; returns the keys left alone (not records).
 fn delete_range(
     con: &mut redis::Connection,
     prefix: &str,
     from: u64,
     to: u64,
+    rule: RecordRule,
     ctx: &Context,
     calls: &mut u64,
 ) -> Result<Removed, Failure> {
@@ -186,7 +220,7 @@ fn delete_range(
     let mut start = from;
     while start <= to {
         let end = (start + CHUNK - 1).min(to);
-        let step = calls::delete_range(con, prefix, start, end, ctx)?;
+        let step = calls::delete_range(con, prefix, start, end, rule, ctx)?;
         *calls += 1;
         removed.deleted += step.deleted;
         removed.skipped += step.skipped;

@@ -1,13 +1,47 @@
 //! Prepare: a stream's staging made ready for this run, before its first staged batch, and the
 //! marks that record where states were echoed. See the module above for the protocol.
 
-use super::{calls, delete_range, OverwriteStream, CHUNK};
+use super::{calls, delete_range, OverwriteStream, RecordRule, CHUNK};
+use crate::config::ValueFormat;
 use crate::connect::{classify, Context};
 use crate::error::Failure;
 use crate::keys::STAGING_TTL_SECONDS;
+use crate::write::resp;
+use crate::write::shape::METADATA_FIELDS;
+use redis::Value;
 
 /// The staging metadata's `generation`, `published` and `live`.
 type StagingMeta = (Option<i64>, Option<u64>, Option<u64>);
+
+/// What the staging holds: its metadata, its counter, and its value-format marker.
+struct Staged {
+    meta: StagingMeta,
+    count: Option<u64>,
+    format: Option<String>,
+}
+
+impl Staged {
+    /// The rule of its records (ids up to `high`).
+    fn rule(&self, high: u64) -> RecordRule {
+        RecordRule::new(self.format.as_deref(), high)
+    }
+
+    /// Whether its records are in `format` (a staging without records is in any).
+    fn is_in(&self, format: ValueFormat) -> bool {
+        let staged = self.rule(0).format;
+        staged == format || self.count.unwrap_or(0) == 0 && self.format.is_none()
+    }
+}
+
+/// A stream's first record in this run: what tells where its source restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstRecord {
+    /// Its data as the batch sends it: the minified JSON text, or for a stream in the `fields`
+    /// format its RESP-encoded name and value pairs.
+    pub data: Vec<u8>,
+    /// For an upserted stream: its key text.
+    pub key: Option<Vec<u8>>,
+}
 
 /// What [`prepare`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +68,10 @@ pub struct Prepared {
 pub fn prepare(
     con: &mut redis::Connection,
     s: &OverwriteStream,
-    first_data: Option<&[u8]>,
+    first: Option<&FirstRecord>,
     ctx: &Context,
 ) -> Result<Prepared, Failure> {
+    let first_data = first.map(|f| f.data.as_slice());
     let ctx = &Context {
         during: format!("preparing the staging of stream key {:?}", s.live.counter),
         ..ctx.clone()
@@ -45,12 +80,15 @@ pub fn prepare(
         return prepare_dedup(con, s, first_data, ctx);
     }
     if s.is_keyed() {
-        let ((generation, published, _), _) = read_meta(con, s, ctx)?;
-        return super::keyed::prepare(con, s, generation, published, first_data, ctx);
+        let (generation, published, _) = read_meta(con, s, ctx)?.meta;
+        return super::keyed::prepare(con, s, generation, published, first, ctx);
     }
-    let (meta, count) = read_meta(con, s, ctx)?;
-    let (generation, published, live) = meta;
-    let same = generation == Some(s.generation) && s.resumable;
+    let staged = read_meta(con, s, ctx)?;
+    let (generation, published, live) = staged.meta;
+    let count = staged.count;
+    // Staging in another value format (the stream's options changed between attempts) is
+    // discarded: formats are never mixed in one stream.
+    let same = generation == Some(s.generation) && s.resumable && staged.is_in(s.format);
     let (keep, live) = match (same, published) {
         (false, _) => (0, 0),
         // Generation 0 carries no identity (the platform sends it to connectors without refresh
@@ -78,7 +116,7 @@ pub fn prepare(
             (keep, live.min(keep))
         }
     };
-    trim_to(con, s, keep, live, ctx)
+    trim_to(con, s, &staged, keep, live, ctx)
 }
 
 /// [`prepare`] for a deduplicated stream (a truncate refresh of an `append_dedup` stream). Its
@@ -94,9 +132,10 @@ fn prepare_dedup(
     first_data: Option<&[u8]>,
     ctx: &Context,
 ) -> Result<Prepared, Failure> {
-    let (meta, count) = read_meta(con, s, ctx)?;
-    let (generation, published, _) = meta;
-    let same = generation == Some(s.generation) && s.resumable;
+    let staged = read_meta(con, s, ctx)?;
+    let (generation, published, _) = staged.meta;
+    let count = staged.count;
+    let same = generation == Some(s.generation) && s.resumable && staged.is_in(s.format);
     if let (true, Some(n)) = (same, published) {
         return Ok(Prepared {
             kept: n,
@@ -106,16 +145,16 @@ fn prepare_dedup(
     }
     let resumed = same && super::any_state_echoed(con, s, ctx)?;
     let keep = if resumed { count.unwrap_or(0) } else { 0 };
-    trim_to(con, s, keep, 0, ctx)
+    trim_to(con, s, &staged, keep, 0, ctx)
 }
 
-/// The staging metadata and the staging counter.
+/// The staging metadata, the staging counter and the staging's value-format marker.
 fn read_meta(
     con: &mut redis::Connection,
     s: &OverwriteStream,
     ctx: &Context,
-) -> Result<(StagingMeta, Option<u64>), Failure> {
-    redis::pipe()
+) -> Result<Staged, Failure> {
+    let (meta, count, format) = redis::pipe()
         .cmd("HMGET")
         .arg(&s.staging.meta)
         .arg("generation")
@@ -123,8 +162,15 @@ fn read_meta(
         .arg("live")
         .cmd("GET")
         .arg(&s.staging.counter)
+        .cmd("GET")
+        .arg(s.staging.format_marker())
         .query(con)
-        .map_err(|e| classify(&e, ctx))
+        .map_err(|e| classify(&e, ctx))?;
+    Ok(Staged {
+        meta,
+        count,
+        format,
+    })
 }
 
 /// Shrinks the staging to records 1..=`keep` (1..=`live` of them live already): the logical view
@@ -133,6 +179,7 @@ fn read_meta(
 fn trim_to(
     con: &mut redis::Connection,
     s: &OverwriteStream,
+    staged: &Staged,
     keep: u64,
     live: u64,
     ctx: &Context,
@@ -145,6 +192,7 @@ fn trim_to(
             &s.staging.record_prefix,
             keep + 1,
             high,
+            staged.rule(high),
             ctx,
             &mut calls,
         )?;
@@ -216,18 +264,82 @@ fn restart_point(
         } else {
             format!("{}{id}", s.staging.record_prefix)
         };
-        pipe.cmd("HGET").arg(key).arg("_airbyte_data");
+        StoredRecord::read(&mut pipe, s.format, &key);
     }
-    let stored: Vec<Option<Vec<u8>>> = pipe.query(con).map_err(q)?;
+    let stored: Vec<Value> = pipe.query(con).map_err(q)?;
+    let same = StoredRecord::new(s.format, first);
     // The latest match: a source restarting from its last state is the common case, and taking an
     // earlier match on duplicate data would drop records the source will not resend.
     Ok(candidates
         .iter()
         .zip(stored)
-        .filter(|(_, d)| d.as_deref() == Some(first))
+        .filter(|(_, d)| same.is(d))
         .map(|(c, _)| *c)
         .max()
         .unwrap_or(last_mark))
+}
+
+/// A record as a stream in a given format stores it: what [`restart_point`] compares the staged
+/// records with.
+pub(super) enum StoredRecord<'a> {
+    /// The data's text (`hash`: its `_airbyte_data`; `string`: the key's value).
+    Text(&'a [u8]),
+    /// The data fields of a `fields` record hash, sorted (`None`: data that has none).
+    Fields(Option<Vec<(Vec<u8>, Vec<u8>)>>),
+}
+
+impl<'a> StoredRecord<'a> {
+    /// How a stream in `format` stores a record with `data` (the data's text; for `fields`, its
+    /// fields as the batch sends them, RESP-encoded name and value pairs).
+    pub(super) fn new(format: ValueFormat, data: &'a [u8]) -> Self {
+        if format != ValueFormat::Fields {
+            return StoredRecord::Text(data);
+        }
+        let fields = resp::bulks(data).map(|parts| {
+            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = parts
+                .chunks_exact(2)
+                .map(|pair| (pair[0].to_vec(), pair[1].to_vec()))
+                .collect();
+            pairs.sort();
+            pairs
+        });
+        StoredRecord::Fields(fields)
+    }
+
+    /// Queues in `pipe` the command that reads how a stream in `format` stores the record at `key`.
+    pub(super) fn read(pipe: &mut redis::Pipeline, format: ValueFormat, key: &str) {
+        match format {
+            ValueFormat::String => pipe.cmd("GET").arg(key),
+            ValueFormat::Fields => pipe.cmd("HGETALL").arg(key),
+            _ => pipe.cmd("HGET").arg(key).arg("_airbyte_data"),
+        };
+    }
+
+    /// Whether `reply` (`HGET`, `GET` or `HGETALL` of a record key) is this record.
+    pub(super) fn is(&self, reply: &Value) -> bool {
+        match self {
+            StoredRecord::Text(data) => {
+                matches!(reply, Value::BulkString(stored) if stored.as_slice() == *data)
+            }
+            StoredRecord::Fields(None) => false,
+            StoredRecord::Fields(Some(expected)) => {
+                type Hash = std::collections::HashMap<Vec<u8>, Vec<u8>>;
+                let Ok(stored) = redis::from_redis_value::<Hash>(reply.clone()) else {
+                    return false;
+                };
+                if stored.is_empty() {
+                    // No record there.
+                    return false;
+                }
+                let mut stored: Vec<(Vec<u8>, Vec<u8>)> = stored
+                    .into_iter()
+                    .filter(|(name, _)| !METADATA_FIELDS.iter().any(|m| m.as_bytes() == name))
+                    .collect();
+                stored.sort();
+                stored == *expected
+            }
+        }
+    }
 }
 
 /// Gives staged records `first..=last` a fresh expiry (a resumed generation is in use again).

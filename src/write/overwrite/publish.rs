@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use super::{
-    calls, delete_range, OverwriteStream, Removed, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK, SCAN_COUNT,
+    calls, delete_range, OverwriteStream, RecordRule, Removed, CHUNK, MAX_SCAN_STEPS, MOVE_CHUNK,
+    SCAN_COUNT,
 };
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
@@ -67,13 +68,14 @@ fn check_publish_range(
     con: &mut redis::Connection,
     live: &StreamKeys,
     n: u64,
+    rule: RecordRule,
     ctx: &Context,
     calls: &mut u64,
 ) -> Result<(), Failure> {
     let mut start = 1;
     while start <= n {
         let end = (start + CHUNK - 1).min(n);
-        let in_the_way = calls::publish_check(con, live, start, end, ctx)?;
+        let in_the_way = calls::publish_check(con, live, start, end, rule, ctx)?;
         *calls += 1;
         if let Some(key) = in_the_way {
             return Err(Failure::config(
@@ -109,20 +111,27 @@ pub fn publish(
             during: during.clone(),
             ..link.ctx.clone()
         };
-        let (marker, staged): (bool, Option<u64>) = redis::pipe()
+        type Found = (bool, Option<u64>, Option<String>, Option<u64>);
+        let (marker, staged, format, old): Found = redis::pipe()
             .cmd("EXISTS")
             .arg(&s.staging.marker)
             .cmd("GET")
             .arg(&s.staging.counter)
+            .cmd("GET")
+            .arg(s.live.format_marker())
+            .cmd("GET")
+            .arg(&s.live.counter)
             .query(&mut link.con)
             .map_err(|e| classify(&e, &ctx))?;
         if !marker && s.is_keyed() {
             super::keyed::check(&mut link.con, s, &ctx, &mut checks)?;
         } else if !marker {
+            let rule = RecordRule::new(format.as_deref(), old.unwrap_or(0));
             check_publish_range(
                 &mut link.con,
                 &s.live,
                 staged.unwrap_or(0),
+                rule,
                 &ctx,
                 &mut checks,
             )?;
@@ -144,11 +153,11 @@ pub fn publish(
         ..link.ctx.clone()
     };
     let con = &mut link.con;
-    let (n, old) = calls::publish_begin(con, s, ctx)?;
+    let (n, was) = calls::publish_begin(con, s, ctx)?;
     let mut report = if s.is_keyed() {
         super::keyed::finish(con, s, ctx)?
     } else {
-        finish_publish(con, &s.live, &s.staging, n, old, sweep, ctx)?
+        finish_publish(con, &s.live, &s.staging, n, was, sweep, ctx)?
     };
     unregister(nodes, &s.live.counter, ctx)?;
     report.calls += 1 + checks;
@@ -171,16 +180,18 @@ pub(super) fn unregister(nodes: &mut Nodes, counter: &str, ctx: &Context) -> Res
         .map_err(|e| classify(&e, &ctx))
 }
 
-/// Steps 2 to 4 of a publish whose marker says (n, old); idempotent.
+/// Steps 2 to 4 of a publish whose marker says n records, replacing those `was` tells (their
+/// format, and the old counter); idempotent.
 pub(super) fn finish_publish(
     con: &mut redis::Connection,
     live: &StreamKeys,
     staging: &StagingKeys,
     n: u64,
-    old: u64,
+    was: RecordRule,
     sweep: bool,
     ctx: &Context,
 ) -> Result<PublishReport, Failure> {
+    let old = was.limit;
     let mut report = PublishReport {
         published: n,
         old,
@@ -205,9 +216,10 @@ pub(super) fn finish_publish(
         report.calls += 1;
         let removed = if (old - n) / CHUNK > keys_on_node / SCAN_COUNT + 1 {
             swept = true;
-            sweep_leftovers(con, live, n, ctx, &mut report.calls)?
+            sweep_leftovers(con, live, n, was, ctx, &mut report.calls)?
         } else {
-            delete_range(con, &live.record_prefix, n + 1, old, ctx, &mut report.calls)?
+            let prefix = &live.record_prefix;
+            delete_range(con, prefix, n + 1, old, was, ctx, &mut report.calls)?
         };
         report.replaced += removed.deleted;
         report.skipped += removed.skipped;
@@ -219,7 +231,7 @@ pub(super) fn finish_publish(
             .query(con)
             .map_err(|e| classify(&e, ctx))?;
         if sweep || stray {
-            let removed = sweep_leftovers(con, live, n, ctx, &mut report.calls)?;
+            let removed = sweep_leftovers(con, live, n, was, ctx, &mut report.calls)?;
             report.replaced += removed.deleted;
             report.skipped += removed.skipped;
         }
@@ -229,25 +241,25 @@ pub(super) fn finish_publish(
     Ok(report)
 }
 
-/// SCANs the stream's record keys and deletes the records with ids above `keep`.
+/// SCANs the stream's record keys and deletes the records (by `rule`) with ids above `keep`.
 pub fn sweep_leftovers(
     con: &mut redis::Connection,
     live: &StreamKeys,
     keep: u64,
+    rule: RecordRule,
     ctx: &Context,
     calls: &mut u64,
 ) -> Result<Removed, Failure> {
-    let pattern = format!("{}*", keys::escape_glob(&live.record_prefix));
     let mut cursor = "0".to_string();
     let mut removed = Removed::default();
     for _ in 0..MAX_SCAN_STEPS {
         let (next, step) = calls::scan_delete(
             con,
             &cursor,
-            &pattern,
             &live.record_prefix,
             keep,
             SCAN_COUNT,
+            rule,
             ctx,
         )?;
         *calls += 1;

@@ -2,7 +2,7 @@
 //! that cannot finish blocks only its own stream.
 
 use super::publish::{finish_publish, unregister};
-use super::OverwriteStream;
+use super::{OverwriteStream, RecordRule};
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
 use crate::error::{Failure, FailureType};
@@ -80,11 +80,13 @@ pub fn recover(nodes: &mut Nodes) -> Result<Recovery, Failure> {
             during: format!("{during} (stream key {counter:?})"),
             ..link.ctx.clone()
         };
-        let (n, old, keyed): (Option<u64>, Option<u64>, Option<String>) = redis::cmd("HMGET")
+        type Marker = (Option<u64>, Option<u64>, Option<String>, Option<String>);
+        let (n, old, keyed, was): Marker = redis::cmd("HMGET")
             .arg(&staging.marker)
             .arg("n")
             .arg("old")
             .arg("keyed")
+            .arg("was")
             .query(&mut link.con)
             .map_err(|e| classify(&e, &ctx))?;
         let live = StreamKeys {
@@ -98,7 +100,10 @@ pub fn recover(nodes: &mut Nodes) -> Result<Recovery, Failure> {
                     let s = OverwriteStream::new(live.clone(), 0, true);
                     super::keyed::finish(&mut link.con, &s, &ctx)
                 }
-                _ => finish_publish(&mut link.con, &live, &staging, n, old, false, &ctx),
+                _ => {
+                    let was = RecordRule::new(was.as_deref(), old);
+                    finish_publish(&mut link.con, &live, &staging, n, was, false, &ctx)
+                }
             };
             match finished {
                 Ok(_) => recovery.finished.push(counter.clone()),
