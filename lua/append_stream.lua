@@ -7,7 +7,12 @@
 -- ARGV[1]  this batch's sequence number within the run (1, 2, 3, ...)
 -- ARGV[2]  the token key's time to live, in seconds
 -- ARGV[3]  the approximate length limit (`XADD … MAXLEN ~`; 0: none)
--- ARGV[4..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
+-- ARGV[4]  `1`: the entries take their positions as ids, `0-<position>` (position 1, 2, … after
+--          the last entry: the staged generation of an overwrite, whose restart points and marks
+--          are positions); `0`: ids from the server (`*`)
+-- ARGV[5]  the Redis stream's and the marker's time to live, in seconds (0: none; a staged
+--          generation expires unless it is resumed or published)
+-- ARGV[6..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
 --
 -- Each entry has the fields _airbyte_data and _airbyte_emitted_at. Returns the number of entries
 -- added, or -1 when this batch had been applied before (a resend after a lost reply: nothing is
@@ -20,8 +25,10 @@
 --   ABARGS     the arguments are malformed
 local seq = tonumber(ARGV[1])
 local maxlen = tonumber(ARGV[3])
-local nargs = #ARGV - 3
-if seq == nil or maxlen == nil or nargs < 0 or nargs % 2 ~= 0 then
+local positional = ARGV[4] == '1'
+local ttl = tonumber(ARGV[5])
+local nargs = #ARGV - 5
+if seq == nil or maxlen == nil or ttl == nil or nargs < 0 or nargs % 2 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -45,23 +52,40 @@ end
 if redis.acl_check_cmd then
   if not (redis.acl_check_cmd('XADD', KEYS[1], '*', 'f', 'v')
       and redis.acl_check_cmd('SET', KEYS[3], 'stream')
-      and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')) then
+      and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')
+      and (ttl == 0 or (redis.acl_check_cmd('EXPIRE', KEYS[1], '1')
+        and redis.acl_check_cmd('EXPIRE', KEYS[3], '1')))) then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', ' .. KEYS[3] .. ' or ' .. KEYS[2])
   end
 end
 local n = nargs / 2
+-- The position of the last entry (its id's sequence number), for positional ids.
+local last = 0
+if positional and kind == 'stream' then
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  local ms, position = string.match(top and top[1] or '0-0', '^(%d+)-(%d+)$')
+  last = tonumber(position)
+  if ms ~= '0' then
+    return redis.error_reply('ABEXISTS ' .. KEYS[1])
+  end
+end
 for i = 1, n do
-  local base = 3 + 2 * (i - 1)
+  local base = 5 + 2 * (i - 1)
+  local id = positional and ('0-' .. (last + i)) or '*'
   if maxlen > 0 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, id,
       '_airbyte_data', ARGV[base + 2], '_airbyte_emitted_at', ARGV[base + 1])
   else
-    redis.call('XADD', KEYS[1], '*',
+    redis.call('XADD', KEYS[1], id,
       '_airbyte_data', ARGV[base + 2], '_airbyte_emitted_at', ARGV[base + 1])
   end
 end
 if not marked and n > 0 then
   redis.call('SET', KEYS[3], 'stream')
+end
+if ttl > 0 and n > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[2])
 return n

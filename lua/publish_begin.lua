@@ -9,7 +9,8 @@
 -- KEYS[6]  the stream's value-format marker, and KEYS[7] the staging's (absent: `hash`): kept in
 --          the marker as `was` (what tells the records being replaced from other keys) and
 --          `format` (what the finish records as the stream's format): an overwrite may change a
---          stream's format, since it replaces every record
+--          stream's format, since it replaces every record. A generation staged in the `stream`
+--          format (a Redis stream at KEYS[2]) is renamed over the stream's key by this call
 -- ARGV[1]  the generation being published
 -- ARGV[2]  `1` for a deduplicated stream (append_dedup refreshed): its staged ids have gaps where
 --          a key was deleted, each of which deletes the live record at that id, and its index
@@ -34,9 +35,18 @@ if n then
     redis.call('HGET', KEYS[3], 'was') or 'hash'}
 end
 local was = redis.call('GET', KEYS[6]) or 'hash'
-local format = redis.call('GET', KEYS[7]) or 'hash'
-local staged = tonumber(redis.call('GET', KEYS[2]) or '0')
-local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+local format = redis.call('GET', KEYS[7])
+  or (redis.call('TYPE', KEYS[2]).ok == 'stream' and 'stream') or 'hash'
+-- A counter's value; a Redis stream (the `stream` format) has no numbered records to move or
+-- replace: its publish renames the staged stream over the stream's in the finish.
+local function count(key)
+  if redis.call('TYPE', key).ok == 'stream' then
+    return 0
+  end
+  return tonumber(redis.call('GET', key) or '0')
+end
+local staged = count(KEYS[2])
+local old = count(KEYS[1])
 local live = tonumber(redis.call('HGET', KEYS[4], 'live') or '0')
 if staged == nil or old == nil or live == nil then
   return redis.error_reply('ABCOUNTER ' .. KEYS[1])
@@ -56,4 +66,16 @@ if dedup and staged > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
 end
 redis.call('HSET', KEYS[3], 'n', staged, 'old', old, 'generation', ARGV[1], 'moved', live,
   'dedup', dedup and '1' or '0', 'ttl', ARGV[4], 'was', was, 'format', format)
+if format == 'stream' then
+  -- The staged Redis stream replaces the stream's key whole, in this same call (consumer groups
+  -- included): readers see the old generation or the new one. The old generation's records, if
+  -- it was in another format, are deleted by the steps that follow (records 1..old).
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('RENAME', KEYS[2], KEYS[1])
+    redis.call('PERSIST', KEYS[1])
+    redis.call('SET', KEYS[6], 'stream')
+  else
+    redis.call('DEL', KEYS[1], KEYS[6])
+  end
+end
 return {staged, old, was}

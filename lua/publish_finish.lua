@@ -14,7 +14,8 @@
 --          stream keyed by primary key (the marker's `keyed`) the staged ones replace the
 --          stream's, and the stream has no counter (any sequence-layout records were swept)
 -- KEYS[10] the stream's value-format marker, and KEYS[11] the staging's: the stream's marker
---          becomes the marker's `format` (deleted for `hash`, which has none), the staging's goes
+--          becomes the marker's `format` (deleted for `hash`, which has none), the staging's goes.
+--          (A generation in the `stream` format was renamed into place by publish_begin.lua.)
 -- ARGV[1]  the time to live of the metadata and marks, in seconds
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
@@ -32,7 +33,15 @@ local generation = redis.call('HGET', KEYS[3], 'generation')
 local dedup = redis.call('HGET', KEYS[3], 'dedup') == '1'
 local keyed = redis.call('HGET', KEYS[3], 'keyed') == '1'
 local format = redis.call('HGET', KEYS[3], 'format') or 'hash'
-if n > 0 and not keyed then
+if format == 'stream' then
+  -- Renamed into place by the publish's first step: the published count, which a retry resumes
+  -- from, is its last entry's position.
+  n = 0
+  if redis.call('TYPE', KEYS[1]).ok == 'stream' then
+    local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+    n = tonumber(string.match(top and top[1] or '0-0', '^0%-(%d+)$') or '0')
+  end
+elseif n > 0 and not keyed then
   redis.call('SET', KEYS[1], n)
 else
   redis.call('DEL', KEYS[1])

@@ -12,6 +12,10 @@
 -- ARGV[3]  the staging keys' time to live, in seconds
 -- ARGV[4]  live: records 1..live of this generation are live already (an earlier attempt published
 --          them and this attempt resumes after them: then live = keep); 0 otherwise
+-- ARGV[5]  the value format this run stages in (the staging's marker, KEYS[5], says so while
+--          anything is kept). `stream`: the generation is staged as one Redis stream at KEYS[1]
+--          whose entries have their positions as ids (`0-<position>`): its count is its last
+--          position, and it is kept (with a fresh expiry) or deleted, never rewritten
 --
 -- Returns `high`: the caller then deletes staged records keep+1..high and records `high` = keep.
 -- Safe to stop at any point and repeat: the counter and marks shrink here, in one atomic call, and
@@ -21,7 +25,15 @@
 local keep = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local live = tonumber(ARGV[4])
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local stream = ARGV[5] == 'stream'
+local count
+if stream then
+  local top = redis.call('TYPE', KEYS[1]).ok == 'stream'
+    and redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  count = tonumber(string.match(top and top[1] or '0-0', '^0%-(%d+)$') or '')
+else
+  count = tonumber(redis.call('GET', KEYS[1]) or '0')
+end
 local high = tonumber(redis.call('HGET', KEYS[3], 'high') or '0')
 if count == nil or high == nil then
   return redis.error_reply('ABCOUNTER ' .. KEYS[1])
@@ -33,11 +45,17 @@ end
 if count > high then
   high = count
 end
-if keep > 0 then
+if keep > 0 and stream then
+  redis.call('EXPIRE', KEYS[1], ttl)
+elseif keep > 0 then
   redis.call('SET', KEYS[1], keep, 'EX', ttl)
   redis.call('EXPIRE', KEYS[4], ttl)
-  redis.call('EXPIRE', KEYS[5], ttl)
-else
+end
+if keep > 0 and ARGV[5] ~= 'hash' then
+  -- What is kept is in this format (the caller discards staging in another one), also when it
+  -- is only counted: records 1..live of a published generation.
+  redis.call('SET', KEYS[5], ARGV[5], 'EX', ttl)
+elseif keep == 0 then
   redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
 end
 local kept = {}

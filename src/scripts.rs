@@ -175,8 +175,16 @@ pub static SCAN_DELETE: LazyLock<LuaScript> =
 pub static JAVA_STAGING: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("java_staging.lua", include_str!("../lua/java_staging.lua")));
 
+/// `lua/stream_trim.lua`: shrinks a staged generation in the `stream` format to its first entries.
+pub static STREAM_TRIM: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("stream_trim.lua", include_str!("../lua/stream_trim.lua")));
+
+/// `lua/stream_copy.lua`: copies entries of a published `stream` generation back into its staging.
+pub static STREAM_COPY: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("stream_copy.lua", include_str!("../lua/stream_copy.lua")));
+
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 14] {
+pub fn all() -> [&'static LuaScript; 16] {
     [
         &APPEND_BATCH,
         &APPEND_STREAM,
@@ -192,6 +200,8 @@ pub fn all() -> [&'static LuaScript; 14] {
         &PUBLISH_FINISH,
         &SCAN_DELETE,
         &JAVA_STAGING,
+        &STREAM_TRIM,
+        &STREAM_COPY,
     ]
 }
 

@@ -187,7 +187,7 @@ fn value_format(order: u32) -> Value {
     json!({
         "title": "Value format", "type": "string", "order": order,
         "enum": ["hash", "fields", "string", "stream"], "default": "hash",
-        "description": "How records are stored. hash (the default, the Java layout): a hash with _airbyte_ab_id, _airbyte_emitted_at and _airbyte_data (the record's JSON text). fields: a hash with _airbyte_ab_id, _airbyte_emitted_at and one field per top-level data field (strings as text, numbers as written, objects and arrays as JSON, null fields left out). string: a string key holding the data's JSON text. stream: one Redis stream at <namespace>:<stream>, one entry per record (fields _airbyte_data, _airbyte_emitted_at). A stream keeps the format it was first written in: another one is refused before any data moves. fields, string and stream work with the append sync mode for now."
+        "description": "How records are stored. hash (the default, the Java layout): a hash with _airbyte_ab_id, _airbyte_emitted_at and _airbyte_data (the record's JSON text). fields: a hash with _airbyte_ab_id, _airbyte_emitted_at and one field per top-level data field (strings as text, numbers as written, objects and arrays as JSON, null fields left out). string: a string key holding the data's JSON text. stream: one Redis stream at <namespace>:<stream>, one entry per record (fields _airbyte_data, _airbyte_emitted_at). A stream keeps the format it was first written in: another one is refused before any data moves, except by an overwrite, which replaces every record and may change the format. Every format works with every sync mode, except that stream works with append only and string is not keyed by primary key (record_key primary_key)."
     })
 }
 

@@ -112,7 +112,9 @@ impl StreamCall {
 
     /// The call that appends to a stream with `keys` in run `run_id`, its records stored in
     /// `format` (`append_stream.lua` for the stream format, trimmed to about `maxlen` entries;
-    /// `append_batch.lua` otherwise).
+    /// `append_batch.lua` otherwise). A Redis stream that expires (`expiry.counter`, the
+    /// staging's, as [`Expiry::STAGING`] gives) is a staged generation: its entries take their
+    /// positions as ids (`0-1`, `0-2`, …), which is what marks and restart points count.
     pub fn append(
         keys: StreamKeys,
         run_id: &str,
@@ -128,11 +130,13 @@ impl StreamCall {
         let mut tail = Vec::new();
         resp::bulk_int(&mut tail, TOKEN_TTL_SECONDS as i64);
         resp::bulk_int(&mut tail, maxlen.unwrap_or(0) as i64);
+        resp::bulk(&mut tail, if expiry.counter > 0 { b"1" } else { b"0" });
+        resp::bulk_int(&mut tail, expiry.counter as i64);
         let head = head(&APPEND_STREAM, &[&keys.counter, &token, &marker]);
         StreamCall {
             head,
             tail,
-            fixed_args: 9,
+            fixed_args: 11,
             format,
             moments: expiry.moments,
             keys,

@@ -20,7 +20,7 @@ pub enum Mode {
     /// After the stream's existing records.
     Append,
     /// Into staging, then published over the stream's records (see [`super::overwrite`]).
-    Overwrite(OverwriteStream),
+    Overwrite(Box<OverwriteStream>),
     /// Upserts: `append_dedup` (each record replaces its primary key's record unless that one is
     /// newer; `lua/upsert_batch.lua` with `record_key: sequence`, `lua/upsert_keyed.lua` with
     /// `primary_key`), or `append` with `record_key: primary_key` (the last write wins).
@@ -210,8 +210,12 @@ fn stream_plan(
         Failure::config(message.clone(), message)
     };
     let format = shape.format;
-    if format == ValueFormat::Stream && !matches!(s.mode, SyncMode::Append) {
-        return Err(refuse("value_format \"stream\" works with the append sync mode only for now (a Redis stream is one key: its entries are not upserted one by one); use \"hash\", \"fields\" or \"string\" for this stream in stream_options"));
+    let upserted = matches!(
+        s.mode,
+        SyncMode::Dedup(_) | SyncMode::Overwrite { dedup: Some(_), .. }
+    );
+    if format == ValueFormat::Stream && (upserted || record_key == RecordKey::PrimaryKey) {
+        return Err(refuse("value_format \"stream\" does not work with append_dedup or record_key \"primary_key\" (a Redis stream keeps every entry: they are not upserted one by one); use \"hash\", \"fields\" or \"string\" for this stream in stream_options"));
     }
     let keyed = record_key == RecordKey::PrimaryKey;
     if keyed && matches!(format, ValueFormat::String | ValueFormat::Stream) {
@@ -257,13 +261,14 @@ fn stream_plan(
             let mut ow = OverwriteStream::new(keys, *generation, *resumable);
             ow.ttl = live.records;
             ow.format = format;
+            ow.maxlen = shape.maxlen;
             let text = if keyed { KeyText::Path } else { KeyText::Json };
             ow.upserts = match dedup {
                 Some(dedup) => Some(upsert_fields(s, dedup, text)),
                 None if keyed => Some(UpsertFields::last_write_wins(s.primary_key.clone())),
                 None => None,
             };
-            (ow.staging_call(run_id), Mode::Overwrite(ow))
+            (ow.staging_call(run_id), Mode::Overwrite(Box::new(ow)))
         }
     };
     Ok(StreamPlan {

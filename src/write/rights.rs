@@ -129,6 +129,22 @@ pub fn check_publish_rights(
             ("DEL", s.staging.format_marker(), vec![]),
             ("EXPIRE", s.staging.format_marker(), one()),
         ];
+        let mut probes = probes;
+        if s.format == ValueFormat::Stream {
+            let staged = s.staging.counter.clone();
+            probes.extend([
+                ("XREVRANGE", staged.clone(), vec!["+".into(), "-".into()]),
+                (
+                    "XRANGE",
+                    s.live.counter.clone(),
+                    vec!["-".into(), "+".into()],
+                ),
+                ("XDEL", staged.clone(), vec!["0-1".into()]),
+                ("XSETID", staged.clone(), vec!["0-1".into()]),
+                ("EXPIRE", staged.clone(), one()),
+                ("RENAME", staged, vec![s.live.counter.clone()]),
+            ]);
+        }
         (s.live.counter.clone(), probes)
     });
     probe_by_node(

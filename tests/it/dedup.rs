@@ -352,6 +352,8 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// Any upserts and deletes, in any batch sizes, syncs, layouts and value formats that upsert
+/// (`hash`, `fields`, and `string` by sequence id), leave the model's winners.
 #[test]
 fn any_upserts_and_deletes_in_any_batches_and_syncs_leave_the_models_winners() {
     let target = Target::start();
@@ -406,7 +408,8 @@ mod standalone {
     use crate::common::{drops_at, FaultProxy};
 
     /// Connections dropped at random points of the traffic: every resend is exactly-once (a
-    /// resent batch never re-applies an older version over a later batch), so the model holds.
+    /// resent batch never re-applies an older version over a later batch), so the model holds,
+    /// in every value format that upserts.
     #[test]
     fn upserts_through_dropped_connections_leave_the_models_winners() {
         let target = Target::standalone();
@@ -422,9 +425,10 @@ mod standalone {
             1usize..20,
             proptest::collection::vec((any::<bool>(), 0.0f64..1.0), 1..4),
             any::<bool>(),
+            0usize..3,
         );
         TestRunner::new(config)
-            .run(&strategy, |(events, batch_size, cuts, keyed)| {
+            .run(&strategy, |(events, batch_size, cuts, keyed, format)| {
                 let ns = format!("x{}", case.fetch_add(1, Ordering::SeqCst));
                 let input = event_lines(&ns, &events, 0..events.len());
                 let replies = 8 * (events.len() / batch_size + 10) + 200;
@@ -437,6 +441,8 @@ mod standalone {
                 if keyed {
                     config["record_key"] = json!("primary_key");
                 }
+                let formats = ["hash", "fields", if keyed { "fields" } else { "string" }];
+                config["value_format"] = json!(formats[format]);
                 let cat = dedup_catalog(Some(&ns), "s", json!([["k"]]), json!(["c"]));
                 let out = common::write_sync(&config, &cat, &input);
                 cuts_made.fetch_add(proxy.cuts() as usize, Ordering::SeqCst);

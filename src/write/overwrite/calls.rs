@@ -12,8 +12,50 @@ use crate::keys;
 use crate::keys::{StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
 use crate::scripts::{
     DELETE_RANGE, EXPIRE_RANGE, KEYED_SCAN, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH,
-    PUBLISH_STEP, SCAN_DELETE, STAGING_TRIM,
+    PUBLISH_STEP, SCAN_DELETE, STAGING_TRIM, STREAM_COPY, STREAM_TRIM,
 };
+
+/// `stream_trim.lua`: deletes up to `count` entries above position `keep` of the staged Redis
+/// stream `key`; returns how many it deleted (0: none is left, and the stream's last id is
+/// `0-<keep>`).
+pub fn stream_trim(
+    con: &mut redis::Connection,
+    key: &str,
+    keep: u64,
+    count: u64,
+    ctx: &Context,
+) -> Result<u64, Failure> {
+    let reply = STREAM_TRIM.eval(con, &[key], &[&keep.to_string(), &count.to_string()], ctx)?;
+    let [deleted] = STREAM_TRIM.whole_numbers::<1>(&reply)?;
+    Ok(deleted)
+}
+
+/// `stream_copy.lua`: copies entries `first..=last` of the stream's Redis stream (a published
+/// generation) into its staged one; returns how many it copied.
+pub fn stream_copy(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    first: u64,
+    last: u64,
+    ctx: &Context,
+) -> Result<u64, Failure> {
+    let reply = STREAM_COPY.eval(
+        con,
+        &[
+            &s.live.counter,
+            &s.staging.counter,
+            &s.staging.format_marker(),
+        ],
+        &[
+            &first.to_string(),
+            &last.to_string(),
+            &STAGING_TTL_SECONDS.to_string(),
+        ],
+        ctx,
+    )?;
+    let [copied] = STREAM_COPY.whole_numbers::<1>(&reply)?;
+    Ok(copied)
+}
 
 /// `staging_trim.lua`: keeps staged records 1..=`keep` (and marks up to it) of the stream's
 /// generation, notes that 1..=`live` are live already; returns `high`, the highest staged id that
@@ -39,6 +81,7 @@ pub fn staging_trim(
             &keep.to_string(),
             &STAGING_TTL_SECONDS.to_string(),
             &live.to_string(),
+            s.format.name(),
         ],
         ctx,
     )?;

@@ -77,7 +77,7 @@ pub fn prepare(
                         String::from_utf8_lossy(suffix)
                     );
                     let mut pipe = redis::pipe();
-                    StoredRecord::read(&mut pipe, s.format, &key);
+                    StoredRecord::read(&mut pipe, s.format, &key, 0);
                     let stored: Vec<redis::Value> = pipe.query(con).map_err(q)?;
                     let record = StoredRecord::new(s.format, &first.data);
                     stored.first().is_some_and(|v| record.is(v))

@@ -92,9 +92,12 @@ pub struct OverwriteStream {
     /// The published records' time to live in seconds (`ttl_seconds`; 0: they never expire):
     /// given by the publish, which replaces the staging expiry with it.
     pub ttl: u64,
-    /// How its records are stored (`hash`, `fields` or `string`): the staged generation's format
-    /// becomes the stream's at the publish, whatever it was before.
+    /// How its records are stored: the staged generation's format becomes the stream's at the
+    /// publish, whatever it was before. In the `stream` format the generation is staged as one
+    /// Redis stream (at the staging counter's key), which the publish renames over the stream's.
     pub format: ValueFormat,
+    /// In the `stream` format: the approximate length the Redis stream is trimmed to.
+    pub maxlen: Option<u64>,
 }
 
 impl OverwriteStream {
@@ -109,6 +112,7 @@ impl OverwriteStream {
             upserts: None,
             ttl: 0,
             format: ValueFormat::Hash,
+            maxlen: None,
         }
     }
 
@@ -130,7 +134,7 @@ impl OverwriteStream {
 
     fn call(&self, keys: StreamKeys, run_id: &str, expiry: Expiry) -> StreamCall {
         match &self.upserts {
-            None => StreamCall::append(keys, run_id, expiry, self.format, None),
+            None => StreamCall::append(keys, run_id, expiry, self.format, self.maxlen),
             Some(f) if f.key_text == KeyText::Path => {
                 StreamCall::upsert_keyed(keys, run_id, f.deletes, expiry, self.format)
             }

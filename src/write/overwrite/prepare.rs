@@ -106,7 +106,13 @@ pub fn prepare(
                 // Only a positive match after an echoed state resumes: PyAirbyte stamps every sync
                 // with the same generation, and a new sync must replace, not extend, the old one.
                 let keep = restart_point(con, s, n, n, first_data, Unmatched::StartOver, ctx)?;
-                (keep, keep)
+                if s.format == ValueFormat::Stream {
+                    // A Redis stream is published whole: the entries kept are staged again.
+                    copy_published(con, s, keep, ctx)?;
+                    (keep, 0)
+                } else {
+                    (keep, keep)
+                }
             }
         },
         (true, None) => {
@@ -154,23 +160,68 @@ fn read_meta(
     s: &OverwriteStream,
     ctx: &Context,
 ) -> Result<Staged, Failure> {
-    let (meta, count, format) = redis::pipe()
+    let q = |e: redis::RedisError| classify(&e, ctx);
+    let (meta, kind, format): (StagingMeta, String, Option<String>) = redis::pipe()
         .cmd("HMGET")
         .arg(&s.staging.meta)
         .arg("generation")
         .arg("published")
         .arg("live")
-        .cmd("GET")
+        .cmd("TYPE")
         .arg(&s.staging.counter)
         .cmd("GET")
         .arg(s.staging.format_marker())
         .query(con)
-        .map_err(|e| classify(&e, ctx))?;
+        .map_err(q)?;
+    let count = match kind.as_str() {
+        // A generation staged in the `stream` format: its last entry's position.
+        "stream" => Some(last_position(con, &s.staging.counter, ctx)?),
+        "none" => None,
+        _ => redis::cmd("GET")
+            .arg(&s.staging.counter)
+            .query(con)
+            .map_err(q)?,
+    };
     Ok(Staged {
         meta,
         count,
         format,
     })
+}
+
+/// The position of the last entry of the staged Redis stream at `key` (its id is
+/// `0-<position>`; 0 when it has none).
+fn last_position(con: &mut redis::Connection, key: &str, ctx: &Context) -> Result<u64, Failure> {
+    let top: Vec<(String, Value)> = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(con)
+        .map_err(|e| classify(&e, ctx))?;
+    Ok(top
+        .first()
+        .and_then(|(id, _)| id.strip_prefix("0-"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Stages again entries 1..=`keep` of a published generation in the `stream` format (a retry
+/// resuming it after its publish), in short calls; safe to repeat.
+fn copy_published(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    keep: u64,
+    ctx: &Context,
+) -> Result<(), Failure> {
+    let mut start = 1;
+    while start <= keep {
+        let end = (start + CHUNK - 1).min(keep);
+        calls::stream_copy(con, s, start, end, ctx)?;
+        start = end + 1;
+    }
+    Ok(())
 }
 
 /// Shrinks the staging to records 1..=`keep` (1..=`live` of them live already): the logical view
@@ -186,6 +237,21 @@ fn trim_to(
 ) -> Result<Prepared, Failure> {
     let mut calls = 0;
     let high = calls::staging_trim(con, s, keep, live, ctx)?;
+    if s.format == ValueFormat::Stream {
+        // The staged Redis stream: its entries above `keep` go, in short calls (none is left
+        // when `keep` is 0: the trim deleted the stream).
+        let bound = high / CHUNK + 2;
+        for _ in 0..bound {
+            if keep == 0 || calls::stream_trim(con, &s.staging.counter, keep, CHUNK, ctx)? == 0 {
+                break;
+            }
+        }
+        return Ok(Prepared {
+            kept: keep,
+            already_published: false,
+            into_live: false,
+        });
+    }
     if high > keep {
         delete_range(
             con,
@@ -259,12 +325,14 @@ fn restart_point(
     let mut pipe = redis::pipe();
     for c in &candidates {
         let id = c + 1;
-        let key = if id <= live {
-            s.live.record(id)
-        } else {
-            format!("{}{id}", s.staging.record_prefix)
+        let key = match (s.format, id <= live) {
+            // A Redis stream: the entry at that position of the stream or of its staging.
+            (ValueFormat::Stream, true) => s.live.counter.clone(),
+            (ValueFormat::Stream, false) => s.staging.counter.clone(),
+            (_, true) => s.live.record(id),
+            (_, false) => format!("{}{id}", s.staging.record_prefix),
         };
-        StoredRecord::read(&mut pipe, s.format, &key);
+        StoredRecord::read(&mut pipe, s.format, &key, id);
     }
     let stored: Vec<Value> = pipe.query(con).map_err(q)?;
     let same = StoredRecord::new(s.format, first);
@@ -306,21 +374,38 @@ impl<'a> StoredRecord<'a> {
         StoredRecord::Fields(fields)
     }
 
-    /// Queues in `pipe` the command that reads how a stream in `format` stores the record at `key`.
-    pub(super) fn read(pipe: &mut redis::Pipeline, format: ValueFormat, key: &str) {
+    /// Queues in `pipe` the command that reads how a stream in `format` stores record `id` at
+    /// `key` (the record's key; in the `stream` format, the Redis stream, whose entry `0-<id>` it
+    /// is).
+    pub(super) fn read(pipe: &mut redis::Pipeline, format: ValueFormat, key: &str, id: u64) {
         match format {
             ValueFormat::String => pipe.cmd("GET").arg(key),
             ValueFormat::Fields => pipe.cmd("HGETALL").arg(key),
-            _ => pipe.cmd("HGET").arg(key).arg("_airbyte_data"),
+            ValueFormat::Stream => {
+                let entry = format!("0-{id}");
+                pipe.cmd("XRANGE").arg(key).arg(&entry).arg(&entry)
+            }
+            ValueFormat::Hash => pipe.cmd("HGET").arg(key).arg("_airbyte_data"),
         };
     }
 
     /// Whether `reply` (`HGET`, `GET` or `HGETALL` of a record key) is this record.
     pub(super) fn is(&self, reply: &Value) -> bool {
         match self {
-            StoredRecord::Text(data) => {
-                matches!(reply, Value::BulkString(stored) if stored.as_slice() == *data)
-            }
+            StoredRecord::Text(data) => match reply {
+                Value::BulkString(stored) => stored.as_slice() == *data,
+                // An XRANGE of one entry: its `_airbyte_data`.
+                Value::Array(_) => {
+                    type Entries = Vec<(String, std::collections::HashMap<Vec<u8>, Vec<u8>>)>;
+                    redis::from_redis_value::<Entries>(reply.clone()).is_ok_and(|entries| {
+                        entries
+                            .first()
+                            .and_then(|(_, f)| f.get(&b"_airbyte_data"[..]))
+                            == Some(&data.to_vec())
+                    })
+                }
+                _ => false,
+            },
             StoredRecord::Fields(None) => false,
             StoredRecord::Fields(Some(expected)) => {
                 type Hash = std::collections::HashMap<Vec<u8>, Vec<u8>>;

@@ -75,20 +75,46 @@ fn check_publish_range(
     let mut start = 1;
     while start <= n {
         let end = (start + CHUNK - 1).min(n);
-        let in_the_way = calls::publish_check(con, live, start, end, rule, ctx)?;
+        let found = calls::publish_check(con, live, start, end, rule, ctx)?;
         *calls += 1;
-        if let Some(key) = in_the_way {
-            return Err(Failure::config(
-                format!(
-                    "Key {key:?} is in the way of the new records of stream key {:?}: it is not a record of this destination (another tool's key, or another stream's in the Java layout). Nothing was published and the old records are unchanged: rename or delete that key, then sync again (the staged records are kept for a week and the next attempt resumes them).",
-                    live.counter
-                ),
-                format!("publish_check.lua found {key}"),
-            ));
+        if let Some(key) = found {
+            return Err(in_the_way(&key, live));
         }
         start = end + 1;
     }
     Ok(())
+}
+
+/// The failure of a publish that found `key` in the way of the new records of the stream.
+fn in_the_way(key: &str, live: &StreamKeys) -> Failure {
+    Failure::config(
+        format!(
+            "Key {key:?} is in the way of the new records of stream key {:?}: it is not a record of this destination (another tool's key, or another stream's in the Java layout). Nothing was published and the old records are unchanged: rename or delete that key, then sync again (the staged records are kept for a week and the next attempt resumes them).",
+            live.counter
+        ),
+        format!("publish check found {key}"),
+    )
+}
+
+/// The type of the key `counter` and the count it holds (0 for anything but a counter, such as a
+/// Redis stream, whose entries are not numbered records).
+fn counter_value(
+    con: &mut redis::Connection,
+    counter: &str,
+    ctx: &Context,
+) -> Result<(String, u64), Failure> {
+    let kind: String = redis::cmd("TYPE")
+        .arg(counter)
+        .query(con)
+        .map_err(|e| classify(&e, ctx))?;
+    if kind != "string" {
+        return Ok((kind, 0));
+    }
+    let value: Option<u64> = redis::cmd("GET")
+        .arg(counter)
+        .query(con)
+        .map_err(|e| classify(&e, ctx))?;
+    Ok((kind, value.unwrap_or(0)))
 }
 
 /// Publishes a stream's staged generation (see the module documentation).
@@ -111,30 +137,27 @@ pub fn publish(
             during: during.clone(),
             ..link.ctx.clone()
         };
-        type Found = (bool, Option<u64>, Option<String>, Option<u64>);
-        let (marker, staged, format, old): Found = redis::pipe()
+        let con = &mut link.con;
+        let (marker, format): (bool, Option<String>) = redis::pipe()
             .cmd("EXISTS")
             .arg(&s.staging.marker)
             .cmd("GET")
-            .arg(&s.staging.counter)
-            .cmd("GET")
             .arg(s.live.format_marker())
-            .cmd("GET")
-            .arg(&s.live.counter)
-            .query(&mut link.con)
+            .query(con)
             .map_err(|e| classify(&e, &ctx))?;
         if !marker && s.is_keyed() {
-            super::keyed::check(&mut link.con, s, &ctx, &mut checks)?;
+            super::keyed::check(con, s, &ctx, &mut checks)?;
         } else if !marker {
-            let rule = RecordRule::new(format.as_deref(), old.unwrap_or(0));
-            check_publish_range(
-                &mut link.con,
-                &s.live,
-                staged.unwrap_or(0),
-                rule,
-                &ctx,
-                &mut checks,
-            )?;
+            let (kind, old) = counter_value(con, &s.live.counter, &ctx)?;
+            let staged = counter_value(con, &s.staging.counter, &ctx)?.1;
+            // The stream's key itself is replaced (the `stream` format renames the staged Redis
+            // stream over it; otherwise it becomes the counter): it must be a counter, a Redis
+            // stream, or missing.
+            if !matches!(kind.as_str(), "none" | "string" | "stream") {
+                return Err(in_the_way(&s.live.counter, &s.live));
+            }
+            let rule = RecordRule::new(format.as_deref(), old);
+            check_publish_range(con, &s.live, staged, rule, &ctx, &mut checks)?;
         }
     }
     let link = nodes.link_for(&registry)?;
