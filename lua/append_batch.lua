@@ -11,7 +11,9 @@
 -- ARGV[5]  the counter's time to live, in seconds (0: none, the counter of live records never
 --          expires; a staging counter is refreshed with its records)
 -- ARGV[6]  `1`: each record ends with one more argument, the moment it expires (`ttl_field`); `0`:
---          not
+--          not; `2`: as `1`, for a staged generation: its records keep the staging's expiry, and
+--          their moments (0: none) are recorded by id in `_airbyte_redis:moments:<KEYS[1]>` for
+--          the publish to set (keys::StagingKeys::moments names it so)
 -- ARGV[7]  the value format: `hash` (a hash of _airbyte_ab_id, _airbyte_emitted_at, _airbyte_data),
 --          `fields` (a hash of _airbyte_ab_id, _airbyte_emitted_at and one field per data field) or
 --          `string` (a string: the data's JSON text)
@@ -45,7 +47,9 @@
 local seq = tonumber(ARGV[1])
 local record_ttl = tonumber(ARGV[4])
 local counter_ttl = tonumber(ARGV[5])
-local moments = ARGV[6] == '1' and 1 or 0
+local moments = (ARGV[6] == '1' or ARGV[6] == '2') and 1 or 0
+local moments_hash = ARGV[6] == '2' and ('_airbyte_redis:moments:' .. KEYS[1]) or nil
+local recorded = {}
 local format = ARGV[7]
 -- Where each record's arguments start: at 9 + step * (i - 1), but for `fields`, whose records'
 -- lengths are in their second arguments (then `starts` lists them).
@@ -143,8 +147,12 @@ if redis.acl_check_cmd then
   if record_ttl > 0 then
     ok = ok and redis.acl_check_cmd('EXPIRE', record, '1')
   end
-  if moments == 1 then
+  if moments == 1 and not moments_hash then
     ok = ok and redis.acl_check_cmd('PEXPIREAT', record, '1')
+  end
+  if moments_hash then
+    ok = ok and redis.acl_check_cmd('HSET', moments_hash, 'f', 'v')
+      and redis.acl_check_cmd('EXPIRE', moments_hash, '1')
   end
   if format ~= 'hash' and not marked then
     ok = ok and redis.acl_check_cmd('SET', marker, format)
@@ -235,6 +243,11 @@ for i = 1, n do
     end
   end
   local at = moments == 1 and tonumber(ARGV[base + after]) or 0
+  if moments_hash then
+    recorded[#recorded + 1] = last + i
+    recorded[#recorded + 1] = ARGV[base + after]
+    at = 0
+  end
   if at > 0 then
     -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
     redis.call('PEXPIREAT', keys[i], ARGV[base + after])
@@ -245,6 +258,12 @@ for i = 1, n do
 end
 if format ~= 'hash' and not marked and n > 0 then
   redis.call('SET', marker, format)
+end
+for from = 1, #recorded, 2000 do
+  redis.call('HSET', moments_hash, unpack(recorded, from, math.min(from + 1999, #recorded)))
+end
+if moments_hash and n > 0 and counter_ttl > 0 then
+  redis.call('EXPIRE', moments_hash, counter_ttl)
 end
 if counter_ttl > 0 then
   -- (A staging counter: its marker expires with it.)

@@ -10,6 +10,8 @@
 -- ARGV[6]  the SCAN COUNT hint (bounded by the caller: one short call)
 -- ARGV[7]  a time to live, in seconds: the staging's (mode `expire`), or the published records'
 --          (mode `move`; 0: none)
+-- ARGV[8]  the staged generation's moments (`ttl_field`; a hash key suffix -> epoch ms, 0: none):
+--          mode `move` gives a record with one that moment instead of ARGV[7]
 --
 -- Modes, each safe to repeat and to restart from cursor 0:
 --   check    (staging) read only: finds a live key in the way of a staged one that is not this
@@ -33,6 +35,7 @@ local function ours(key, suffix)
   if t == 'none' then return nil end
   return t == 'hash' and redis.call('HGET', key, '_airbyte_ab_id') == suffix
 end
+local has_moments = mode == 'move' and ARGV[8] ~= nil and redis.call('EXISTS', ARGV[8]) == 1
 local done = 0
 local keys = {}
 for _, key in ipairs(r[2]) do
@@ -63,7 +66,10 @@ for _, key in ipairs(keys) do
     end
   elseif mode == 'move' then
     redis.call('RENAME', key, other .. suffix)
-    if tonumber(ARGV[7]) > 0 then
+    local moment = has_moments and redis.call('HGET', ARGV[8], suffix)
+    if moment and moment ~= '0' then
+      redis.call('PEXPIREAT', other .. suffix, moment)
+    elseif tonumber(ARGV[7]) > 0 then
       redis.call('EXPIRE', other .. suffix, tonumber(ARGV[7]))
     else
       redis.call('PERSIST', other .. suffix)

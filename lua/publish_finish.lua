@@ -16,6 +16,7 @@
 -- KEYS[10] the stream's value-format marker, and KEYS[11] the staging's: the stream's marker
 --          becomes the marker's `format` (deleted for `hash`, which has none), the staging's goes.
 --          (A generation in the `stream` format was renamed into place by publish_begin.lua.)
+-- KEYS[12] the staged generation's moments (`ttl_field`): gone with the staging
 -- ARGV[1]  the time to live of the metadata and marks, in seconds
 --
 -- Returns the published count (0 clears the stream: its counter is deleted). Idempotent: without a
@@ -53,7 +54,7 @@ if keyed then
     redis.call('PERSIST', KEYS[9])
   end
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[11])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[11], KEYS[12])
 if format ~= 'hash' and n > 0 then
   redis.call('SET', KEYS[10], format)
 else

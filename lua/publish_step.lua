@@ -7,6 +7,9 @@
 -- ARGV[2]  the stream's record prefix (`<counter key>:`)
 -- ARGV[3]  first id
 -- ARGV[4]  last id (a few hundred per call: one short call)
+-- ARGV[5]  the staged generation's moments (`ttl_field`; a hash id -> epoch ms, 0: none), if it
+--          has them: a record with one expires then (at once, if it has passed), instead of by
+--          the marker's `ttl`
 --
 -- RENAMEs staged record i over record i of the stream (replacing the old record i atomically),
 -- replaces the staging expiry with the marker's `ttl` (none when it is 0 or absent), and records in the marker that every id up to `last` has
@@ -69,10 +72,21 @@ for id = first, last do
     return redis.error_reply('ABSTAGED ' .. sp .. id)
   end
 end
+local at = {}
+if redis.call('EXISTS', ARGV[5]) == 1 then
+  local ids = {}
+  for id = first, last do
+    ids[#ids + 1] = id
+  end
+  at = redis.call('HMGET', ARGV[5], unpack(ids))
+end
 for id = first, last do
   if not dedup or redis.call('EXISTS', sp .. id) == 1 then
     redis.call('RENAME', sp .. id, lp .. id)
-    if ttl > 0 then
+    local moment = at[id - first + 1]
+    if moment and moment ~= '0' then
+      redis.call('PEXPIREAT', lp .. id, moment)
+    elseif ttl > 0 then
       redis.call('EXPIRE', lp .. id, ttl)
     else
       redis.call('PERSIST', lp .. id)

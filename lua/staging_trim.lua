@@ -7,6 +7,8 @@
 -- KEYS[4]  the staged generation's primary-key index (of a deduplicated stream; absent otherwise):
 --          deleted with the counter when nothing is kept, its expiry refreshed otherwise
 -- KEYS[5]  the staging's value-format marker: deleted with the counter when nothing is kept
+-- KEYS[6]  the staged generation's moments (`ttl_field`): deleted with the counter when nothing is
+--          kept, its expiry refreshed otherwise (a record staged again records its moment again)
 -- ARGV[1]  the generation this run stages
 -- ARGV[2]  keep: staged records 1..keep stay (0 discards everything); at most the staging counter
 -- ARGV[3]  the staging keys' time to live, in seconds
@@ -50,13 +52,14 @@ if keep > 0 and stream then
 elseif keep > 0 then
   redis.call('SET', KEYS[1], keep, 'EX', ttl)
   redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('EXPIRE', KEYS[6], ttl)
 end
 if keep > 0 and ARGV[5] ~= 'hash' then
   -- What is kept is in this format (the caller discards staging in another one), also when it
   -- is only counted: records 1..live of a published generation.
   redis.call('SET', KEYS[5], ARGV[5], 'EX', ttl)
 elseif keep == 0 then
-  redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+  redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[6])
 end
 local kept = {}
 for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do

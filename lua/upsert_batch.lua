@@ -15,7 +15,8 @@
 -- ARGV[5]  the counter's and the index's time to live, in seconds (0: none; refreshed each batch)
 -- KEYS[4]  the stream's format marker (ARGV[8]), declared for the formats other than `hash` (see
 --          append_batch.lua)
--- ARGV[6]  `1`: each record has one more argument, the moment it expires (`ttl_field`); `0`: not
+-- ARGV[6]  `1`: each record has one more argument, the moment it expires (`ttl_field`); `0`: not;
+--          `2`: as `1` for a staged generation (see append_batch.lua)
 -- ARGV[7]  the value format: `hash`, `fields` or `string` (see append_batch.lua)
 -- ARGV[8]  the stream's format marker key (see append_batch.lua)
 -- ARGV[9..] the records, four (or five) arguments each: the key text, the encoded cursor (``
@@ -43,7 +44,10 @@
 local seq = tonumber(ARGV[1])
 local record_ttl = tonumber(ARGV[4])
 local bookkeeping_ttl = tonumber(ARGV[5])
-local moments = ARGV[6] == '1' and 1 or 0
+local moments = (ARGV[6] == '1' or ARGV[6] == '2') and 1 or 0
+-- A staged generation's moments (ARGV[6] `2`), by id, for its publish (see append_batch.lua).
+local moments_hash = ARGV[6] == '2' and ('_airbyte_redis:moments:' .. KEYS[1]) or nil
+local recorded = {}
 local step = 4 + moments
 local format, marker = ARGV[7], ARGV[8]
 local nargs = #ARGV - 8
@@ -242,7 +246,8 @@ if redis.acl_check_cmd then
       and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')
       and (record_ttl == 0 or redis.acl_check_cmd('EXPIRE', prefix .. (last + 1), '1'))
       and (step == 4 or (redis.acl_check_cmd('PEXPIREAT', prefix .. (last + 1), '1')
-        and redis.acl_check_cmd('PERSIST', prefix .. (last + 1))))) then
+        and redis.acl_check_cmd('PERSIST', prefix .. (last + 1))))
+      and (not moments_hash or redis.acl_check_cmd('HSET', moments_hash, 'f', 'v'))) then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records, ' .. KEYS[3] .. ' or ' .. KEYS[2])
   end
 end
@@ -272,6 +277,11 @@ for i = 1, n do
       after = 4 + 2 * nfields[i]
     end
     local at = moments == 1 and tonumber(ARGV[base + after]) or 0
+    if moments_hash then
+      recorded[#recorded + 1] = idtext[i]
+      recorded[#recorded + 1] = ARGV[base + after]
+      at = 0
+    end
     if at > 0 then
       -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
       redis.call('PEXPIREAT', key[i], ARGV[base + after])
@@ -301,9 +311,15 @@ end
 if format ~= 'hash' and not marked then
   redis.call('SET', marker, format)
 end
+for from = 1, #recorded, 2000 do
+  redis.call('HSET', moments_hash, unpack(recorded, from, math.min(from + 1999, #recorded)))
+end
 if bookkeeping_ttl > 0 then
   redis.call('EXPIRE', KEYS[1], bookkeeping_ttl)
   redis.call('EXPIRE', KEYS[3], bookkeeping_ttl)
+  if #recorded > 0 then
+    redis.call('EXPIRE', moments_hash, bookkeeping_ttl)
+  end
   if format ~= 'hash' then
     redis.call('EXPIRE', marker, bookkeeping_ttl)
   end

@@ -15,7 +15,8 @@
 --          unless their generation is resumed or published)
 -- ARGV[6]  the tombstones' time to live, in seconds (0: none)
 -- KEYS[4]  the stream's format marker (ARGV[9]), declared for `fields` (see append_batch.lua)
--- ARGV[7]  `1`: each record has one more argument, the moment it expires (`ttl_field`); `0`: not
+-- ARGV[7]  `1`: each record has one more argument, the moment it expires (`ttl_field`); `0`: not;
+--          `2`: as `1` for a staged generation (see append_batch.lua)
 -- ARGV[8]  the value format: `hash` or `fields` (a string key could not be told from another
 --          tool's: it has no room for _airbyte_ab_id)
 -- ARGV[9]  the stream's format marker key (see append_batch.lua)
@@ -42,7 +43,11 @@ local seq = tonumber(ARGV[1])
 local compare = ARGV[4] == '1'
 local record_ttl = tonumber(ARGV[5])
 local tombstone_ttl = tonumber(ARGV[6])
-local moments = ARGV[7] == '1' and 1 or 0
+local moments = (ARGV[7] == '1' or ARGV[7] == '2') and 1 or 0
+-- A staged generation's moments (ARGV[7] `2`), by key suffix, for its publish (see
+-- append_batch.lua; KEYS[3] is the staging counter's name).
+local moments_hash = ARGV[7] == '2' and ('_airbyte_redis:moments:' .. KEYS[3]) or nil
+local recorded = {}
 local step = 4 + moments
 local format, marker = ARGV[8], ARGV[9]
 local nargs = #ARGV - 9
@@ -191,6 +196,7 @@ if redis.acl_check_cmd then
   if not (redis.acl_check_cmd('HSET', probe, 'f', 'v')
       and (format == 'hash' or marked or redis.acl_check_cmd('SET', marker, format))
       and (format == 'hash' or tombstone_ttl == 0 or redis.acl_check_cmd('EXPIRE', marker, '1'))
+      and (not moments_hash or redis.acl_check_cmd('HSET', moments_hash, 'f', 'v'))
       and redis.acl_check_cmd('DEL', probe)
       and redis.acl_check_cmd('HSET', KEYS[2], 'f', 'v')
       and redis.acl_check_cmd('SET', KEYS[1], '1', 'EX', '1')
@@ -232,6 +238,11 @@ for i = 1, n do
           '_airbyte_data', data)
       end
       local at = moments == 1 and tonumber(ARGV[base + after]) or 0
+      if moments_hash then
+        recorded[#recorded + 1] = suffix
+        recorded[#recorded + 1] = ARGV[base + after]
+        at = 0
+      end
       if at > 0 then
         -- The argument's own text: a Lua number of 10^17 or more would be written as 1e+17.
         redis.call('PEXPIREAT', key, ARGV[base + after])
@@ -258,6 +269,12 @@ for i = 1, n do
 end
 if format ~= 'hash' and not marked then
   redis.call('SET', marker, format)
+end
+for from = 1, #recorded, 2000 do
+  redis.call('HSET', moments_hash, unpack(recorded, from, math.min(from + 1999, #recorded)))
+end
+if #recorded > 0 and tombstone_ttl > 0 then
+  redis.call('EXPIRE', moments_hash, tombstone_ttl)
 end
 if format ~= 'hash' and tombstone_ttl > 0 then
   -- (Staged records: their marker expires with them.)

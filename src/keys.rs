@@ -176,6 +176,13 @@ impl StagingKeys {
         format!("{RESERVED_PREFIX}:format:{}", self.counter)
     }
 
+    /// The moments of the staged generation's records (`ttl_field`: a hash id, or key suffix,
+    /// -> epoch ms, 0 for none), which the publish gives them. The batch scripts name it
+    /// themselves, from the staging counter they are given: `_airbyte_redis:moments:<counter>`.
+    pub fn moments(&self) -> String {
+        format!("{RESERVED_PREFIX}:moments:{}", self.counter)
+    }
+
     /// The staging keys of the stream whose counter key is `counter`.
     pub fn for_counter(counter: &str) -> Self {
         let base = format!("{RESERVED_PREFIX}:staging:{counter}");

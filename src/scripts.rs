@@ -332,6 +332,18 @@ mod tests {
         assert!(block.contains("local function hset_fields(key, head, from, nf)"));
     }
 
+    /// The batch scripts name a staged generation's moments hash as `keys.rs` does.
+    #[test]
+    fn the_moments_hash_is_named_alike_in_rust_and_lua() {
+        let staging = crate::keys::StagingKeys::for_counter("n:s");
+        let name = staging.moments();
+        let prefix = name.strip_suffix(&staging.counter).expect("moments:<counter>");
+        let lua = format!("'{prefix}' ..");
+        for script in [&*APPEND_BATCH, &*UPSERT_BATCH, &*UPSERT_KEYED] {
+            assert!(script.body.contains(&lua), "{}: {lua}", script.name);
+        }
+    }
+
     /// The scripts that check, move or delete records tell them from other keys with one rule.
     #[test]
     fn every_script_that_touches_records_tells_them_by_the_same_rule() {

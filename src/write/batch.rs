@@ -54,6 +54,10 @@ pub struct Expiry {
     /// Whether each record carries the moment it expires (`ttl_field`): one more argument per
     /// record, its epoch milliseconds (0: `records` applies).
     pub moments: bool,
+    /// Whether those moments are recorded for a publish instead of set (a staged generation,
+    /// whose records keep the staging's expiry until they are published: see
+    /// [`crate::keys::StagingKeys::moments`]).
+    pub record_moments: bool,
 }
 
 impl Expiry {
@@ -62,6 +66,7 @@ impl Expiry {
         records: 0,
         counter: 0,
         moments: false,
+        record_moments: false,
     };
     /// Staged records and the staging counter expire unless their generation is resumed or
     /// published (each batch refreshes the counter's expiry; prepare refreshes the rest).
@@ -69,14 +74,15 @@ impl Expiry {
         records: STAGING_TTL_SECONDS,
         counter: STAGING_TTL_SECONDS,
         moments: false,
+        record_moments: false,
     };
 
     /// The flag argument that tells the script whether records carry their moments.
     fn moments_flag(self) -> &'static [u8] {
-        if self.moments {
-            b"1"
-        } else {
-            b"0"
+        match (self.moments, self.record_moments) {
+            (false, _) => b"0",
+            (true, false) => b"1",
+            (true, true) => b"2",
         }
     }
 }

@@ -37,6 +37,10 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 struct StreamProgress {
     prepared: bool,
     records: u64,
+    /// Records that took a position (an id) in the stream: all but appended records whose
+    /// moment had passed (`ttl_field`), which are not written. What a staging mark counts (an
+    /// upserted stream's marks only say that a state was echoed).
+    positions: u64,
     status_seen: bool,
     published: bool,
 }
@@ -274,6 +278,9 @@ impl Coordinator {
                         });
                         self.awaiting += 1;
                     }
+                    if upsert.is_some() || moment != Some(Moment::Passed) {
+                        self.streams[stream].positions += 1;
+                    }
                     let ordinal = self.checkpoint.record(stream);
                     let opened = match upsert {
                         Some(picked) => {
@@ -335,7 +342,7 @@ impl Coordinator {
     fn marks_for(&self, scope: StateScope) -> Vec<(usize, u64)> {
         let mark = |i: usize| {
             let p = &self.streams[i];
-            (self.plan[i].is_overwrite() && p.prepared).then_some((i, p.records))
+            (self.plan[i].is_overwrite() && p.prepared).then_some((i, p.positions))
         };
         match scope {
             Scope::Stream(Some(i)) => mark(i).into_iter().collect(),

@@ -204,6 +204,7 @@ fn stream_plan(
         records: expiry.ttl_seconds.unwrap_or(0),
         counter: 0,
         moments: expiry.ttl_field.is_some(),
+        record_moments: false,
     };
     let refuse = |why: &str| {
         let message = format!("Invalid configuration for stream {}: {why}.", s.descriptor);
@@ -224,9 +225,6 @@ fn stream_plan(
     if format == ValueFormat::Stream && (expiry.ttl_seconds.is_some() || expiry.ttl_field.is_some())
     {
         return Err(refuse("value_format \"stream\" keeps all records in one Redis stream, whose entries cannot expire one by one: drop ttl_seconds and ttl_field for this stream (set them per stream in stream_options), and bound the stream with stream_maxlen"));
-    }
-    if expiry.ttl_field.is_some() && matches!(s.mode, SyncMode::Overwrite { .. }) {
-        return Err(refuse("ttl_field does not work with overwrite or a truncate refresh yet (a publish could not keep each record's own moment); use ttl_seconds for this stream, and set ttl_field in stream_options for the streams that append or upsert only"));
     }
     if keyed && s.primary_key.is_empty() {
         return Err(refuse("record_key \"primary_key\" needs a primary key, and the catalog gives none (neither primary_key nor the stream's source_defined_primary_key); choose one, or use record_key \"sequence\" for this stream in stream_options"));
@@ -261,6 +259,7 @@ fn stream_plan(
             let mut ow = OverwriteStream::new(keys, *generation, *resumable);
             ow.ttl = live.records;
             ow.format = format;
+            ow.moments = live.moments;
             ow.maxlen = shape.maxlen;
             let text = if keyed { KeyText::Path } else { KeyText::Json };
             ow.upserts = match dedup {

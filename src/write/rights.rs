@@ -130,6 +130,16 @@ pub fn check_publish_rights(
             ("EXPIRE", s.staging.format_marker(), one()),
         ];
         let mut probes = probes;
+        if s.moments {
+            let moments = s.staging.moments();
+            probes.extend([
+                ("HSET", moments.clone(), vec!["f".into(), "v".into()]),
+                ("HMGET", moments.clone(), vec!["f".into()]),
+                ("EXPIRE", moments.clone(), one()),
+                ("DEL", moments, vec![]),
+                ("PEXPIREAT", s.live.record(1), one()),
+            ]);
+        }
         if s.format == ValueFormat::Stream {
             let staged = s.staging.counter.clone();
             probes.extend([

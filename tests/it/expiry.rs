@@ -280,8 +280,103 @@ fn ttl_field_upserts_delete_passed_versions_and_forget_earlier_moments() {
     }
 }
 
+/// `ttl_field` with overwrite and truncate refreshes, in both record-key layouts: staged records
+/// keep the staging's expiry (a week, whatever their moment), the publish gives each record its
+/// own moment (or `ttl_seconds` without one), and a record whose moment passed while it was
+/// staged is gone once published.
 #[test]
-fn ttl_field_values_that_name_no_moment_and_overwrite_are_refused() {
+fn ttl_field_moments_are_kept_through_staging_and_set_by_the_publish() {
+    let target = Target::start();
+    let ns = Some("w");
+    let mut config = target.config();
+    config["ttl_seconds"] = json!(3600);
+    config["ttl_field"] = json!("exp");
+    config["stream_options"] = json!([{"stream": "keyed", "record_key": "primary_key"},
+        {"stream": "fields", "value_format": "fields"}]);
+    let streams = [(ns, "plain"), (ns, "dedup"), (ns, "keyed"), (ns, "fields")];
+    let mut cat = common::catalog_with(&streams, "overwrite", 3, 3);
+    cat["streams"][1]["destination_sync_mode"] = json!("append_dedup");
+    for i in [1, 2] {
+        cat["streams"][i]["primary_key"] = json!([["id"]]);
+    }
+    let now = common::now_ms();
+    let (later, soon) = (now + 5_000_000, now + 3_000);
+    let datas = [
+        format!(r#"{{"id":1,"exp":{later}}}"#),
+        r#"{"id":2,"exp":null}"#.to_string(),
+        format!(r#"{{"id":3,"exp":{soon}}}"#),
+        format!(r#"{{"id":4,"exp":{}}}"#, now - 1_000),
+    ];
+    let lines = |stream: &str| -> String {
+        datas
+            .iter()
+            .map(|d| record(ns, stream, d, 1) + "\n")
+            .collect::<String>()
+            + &common::stream_state(ns, stream, r#"{"n":4}"#)
+            + "\n"
+    };
+    let names = ["plain", "dedup", "keyed", "fields"];
+    // Attempt 1 stages everything and ends without COMPLETE.
+    let input: String = names
+        .iter()
+        .map(|s| common::status(ns, s, "STARTED") + "\n" + &lines(s))
+        .collect();
+    let out = common::write_sync(&config, &cat, &(input + "garbage\n"));
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    for stream in names {
+        let counter = target.counter_key(ns, stream);
+        let first = if stream == "keyed" { "id:1" } else { "1" };
+        let key = format!("_airbyte_redis:staging:{counter}:{first}");
+        let ms = pttl(&target, &key);
+        assert!(
+            ms > 6 * 86_400_000,
+            "{key} keeps the staging's expiry: {ms}"
+        );
+    }
+    // Record 3's moment passes while it is staged; the retry resumes and publishes.
+    std::thread::sleep(std::time::Duration::from_millis(
+        (soon - common::now_ms() + 500).max(0) as u64,
+    ));
+    let input: String = names
+        .iter()
+        .map(|s| common::status(ns, s, "COMPLETE") + "\n")
+        .collect();
+    let out = common::write_sync(&config, &cat, &input);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    for stream in names {
+        let counter = target.counter_key(ns, stream);
+        let key = |id: u64| match stream {
+            "keyed" => format!("{counter}:id:{id}"),
+            _ => format!("{counter}:{id}"),
+        };
+        assert!(
+            ends_at(pttl(&target, &key(1)), later),
+            "{stream}: its moment"
+        );
+        assert!(
+            fresh(pttl(&target, &key(2)), 3600),
+            "{stream}: null, ttl_seconds"
+        );
+        assert_eq!(pttl(&target, &key(3)), -2, "{stream}: passed while staged");
+        // Record 4 had passed when it was read: not written (no id), or a delete.
+        let present = target.keys(&format!("{counter}:*")).len();
+        assert_eq!(
+            present,
+            2,
+            "{stream}: {:?}",
+            target.keys(&format!("{counter}:*"))
+        );
+    }
+    let left: Vec<String> = target
+        .leftover_bookkeeping()
+        .into_iter()
+        .filter(|k| k.contains("moments") || k.contains(":staging:"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn ttl_field_values_that_name_no_moment_are_refused() {
     let target = Target::start();
     let mut config = target.config();
     config["ttl_field"] = json!(["meta", "exp"]);
@@ -298,9 +393,6 @@ fn ttl_field_values_that_name_no_moment_and_overwrite_are_refused() {
     let counter = target.counter_key(None, "s");
     assert_eq!(target.cli_at(&counter, &["EXISTS", &counter]).trim(), "0");
 
-    let ow = common::catalog_with(&[(None, "s")], "overwrite", 1, 1);
-    let out = common::write_sync(&config, &ow, "");
-    out.assert_failed_with("config_error", "ttl_field does not work with overwrite");
     config["ttl_field"] = json!(["meta", 5]);
     let out = common::write_sync(&config, &cat, "");
     out.assert_failed_with("config_error", "config.ttl_field");

@@ -75,6 +75,7 @@ pub fn staging_trim(
             &s.staging.meta,
             &s.staging.index(),
             &s.staging.format_marker(),
+            &s.staging.moments(),
         ],
         &[
             &s.generation.to_string(),
@@ -228,6 +229,7 @@ pub fn publish_step(
             &live.record_prefix,
             &first.to_string(),
             &last.to_string(),
+            &staging.moments(),
         ],
         ctx,
     )?;
@@ -257,6 +259,7 @@ pub fn publish_finish(
             &live.tombstones(),
             &live.format_marker(),
             &staging.format_marker(),
+            &staging.moments(),
         ],
         &[&STAGING_TTL_SECONDS.to_string()],
         ctx,
@@ -330,6 +333,7 @@ pub fn keyed_scan(
                 _ => ttl,
             }
             .to_string(),
+            &s.staging.moments(),
         ],
         ctx,
     )?;

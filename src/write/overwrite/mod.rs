@@ -98,6 +98,9 @@ pub struct OverwriteStream {
     pub format: ValueFormat,
     /// In the `stream` format: the approximate length the Redis stream is trimmed to.
     pub maxlen: Option<u64>,
+    /// Whether its records carry the moments they expire (`ttl_field`): staged ones record them
+    /// (`keys::StagingKeys::moments`), and the publish gives each record its own.
+    pub moments: bool,
 }
 
 impl OverwriteStream {
@@ -113,6 +116,7 @@ impl OverwriteStream {
             ttl: 0,
             format: ValueFormat::Hash,
             maxlen: None,
+            moments: false,
         }
     }
 
@@ -122,6 +126,7 @@ impl OverwriteStream {
     pub fn live_call(&self, run_id: &str) -> StreamCall {
         let expiry = Expiry {
             records: self.ttl,
+            moments: self.moments,
             ..Expiry::NONE
         };
         self.call(self.live.clone(), run_id, expiry)
@@ -129,7 +134,12 @@ impl OverwriteStream {
 
     /// The call that stages this stream's records in run `run_id`.
     pub fn staging_call(&self, run_id: &str) -> StreamCall {
-        self.call(self.staging_as_stream(), run_id, Expiry::STAGING)
+        let expiry = Expiry {
+            moments: self.moments,
+            record_moments: self.moments,
+            ..Expiry::STAGING
+        };
+        self.call(self.staging_as_stream(), run_id, expiry)
     }
 
     fn call(&self, keys: StreamKeys, run_id: &str, expiry: Expiry) -> StreamCall {
