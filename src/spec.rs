@@ -178,7 +178,7 @@ fn ttl_field(order: u32) -> Value {
             {"type": "string", "title": "A top-level field", "minLength": 1},
             {"type": "array", "title": "A nested field", "minItems": 1, "items": {"type": "string", "minLength": 1}}
         ],
-        "description": "A field of the records' data (a name, or a list of names for a nested field) that says when each record expires: epoch seconds, epoch milliseconds (numbers above 10^11) or an RFC 3339 timestamp. The expiry is set in the same script call as the write. A record whose moment has passed is not written (an append_dedup record then deletes its key, as a CDC delete would); a missing or null value falls back to ttl_seconds. Not with overwrite or truncate refreshes yet."
+        "description": "A field of the records' data (a name, or a list of names for a nested field) that says when each record expires: epoch seconds, epoch milliseconds (numbers above 10^11) or an RFC 3339 timestamp. The expiry is set in the same script call as the write. A record whose moment has passed is not written (an append_dedup record then deletes its key, as a CDC delete would); a missing or null value falls back to ttl_seconds. With overwrite and truncate refreshes the publish sets each record's moment."
     })
 }
 
