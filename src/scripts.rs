@@ -337,7 +337,9 @@ mod tests {
     fn the_moments_hash_is_named_alike_in_rust_and_lua() {
         let staging = crate::keys::StagingKeys::for_counter("n:s");
         let name = staging.moments();
-        let prefix = name.strip_suffix(&staging.counter).expect("moments:<counter>");
+        let prefix = name
+            .strip_suffix(&staging.counter)
+            .expect("moments:<counter>");
         let lua = format!("'{prefix}' ..");
         for script in [&*APPEND_BATCH, &*UPSERT_BATCH, &*UPSERT_KEYED] {
             assert!(script.body.contains(&lua), "{}: {lua}", script.name);

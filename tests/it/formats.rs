@@ -724,14 +724,22 @@ fn lines_of(ns: &str, records: &[(usize, u32)]) -> Vec<String> {
 }
 
 /// What each stream must hold after these syncs: its records, in input order, as [`read_back`]
-/// gives them in the stream's format.
-fn model(syncs: &[Vec<(usize, u32)>]) -> Vec<Vec<String>> {
+/// gives them in the stream's format; a stream overwritten by every sync (`overwrite[s]`) holds
+/// only the last sync's.
+fn model(syncs: &[Vec<(usize, u32)>], overwrite: [bool; 4]) -> Vec<Vec<String>> {
     let mut want = vec![Vec::new(); 4];
-    for (s, n) in syncs.iter().flatten() {
-        want[*s].push(match FORMATS[*s] {
-            "fields" => format!("i={n},s=v{n}"),
-            _ => format!(r#"{{"i":{n},"s":"v{n}"}}"#),
-        });
+    for sync in syncs {
+        for (s, o) in overwrite.iter().enumerate() {
+            if *o {
+                want[s].clear();
+            }
+        }
+        for (s, n) in sync {
+            want[*s].push(match FORMATS[*s] {
+                "fields" => format!("i={n},s=v{n}"),
+                _ => format!(r#"{{"i":{n},"s":"v{n}"}}"#),
+            });
+        }
     }
     want
 }
@@ -740,8 +748,9 @@ fn assert_model(
     target: &Target,
     ns: &str,
     syncs: &[Vec<(usize, u32)>],
+    overwrite: [bool; 4],
 ) -> Result<(), TestCaseError> {
-    let want = model(syncs);
+    let want = model(syncs, overwrite);
     for (i, format) in FORMATS.iter().enumerate() {
         let got = read_back(target, Some(ns), &format!("s{i}"), format);
         prop_assert_eq!(&got, &want[i], "stream s{} ({})", i, format);
@@ -761,8 +770,9 @@ fn records() -> impl Strategy<Value = Vec<(usize, u32)>> {
     proptest::collection::vec((0usize..4, 0u32..1000), 0..60)
 }
 
-/// Any records of four streams in four formats, any batch size, one to three syncs: every stream
-/// reads back as its records in order, whatever its format.
+/// Any records of four streams in four formats, each appended or overwritten by every sync, with
+/// or without `ttl_seconds`, any batch size, one to three syncs: every stream reads back as its
+/// records in order, whatever its format and mode, and its record keys expire when it says so.
 #[test]
 fn any_mix_of_formats_reads_back_as_the_model() {
     let target = Target::start();
@@ -771,23 +781,54 @@ fn any_mix_of_formats_reads_back_as_the_model() {
     config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
         "proptest-regressions/it-formats.txt",
     )));
-    let strategy = (proptest::collection::vec(records(), 1..4), 1usize..8);
+    let strategy = (
+        proptest::collection::vec(records(), 1..4),
+        1usize..8,
+        proptest::array::uniform4(any::<bool>()),
+        proptest::array::uniform3(any::<bool>()),
+    );
     TestRunner::new(config)
-        .run(&strategy, |(syncs, batch_size)| {
+        .run(&strategy, |(syncs, batch_size, overwrite, ttl)| {
             let ns = format!("p{}", case.fetch_add(1, Ordering::SeqCst));
-            let cat = catalog(&[
-                (Some(&ns), "s0"),
-                (Some(&ns), "s1"),
-                (Some(&ns), "s2"),
-                (Some(&ns), "s3"),
-            ]);
             let mut config = formats_config(&target);
             config["batch_size"] = json!(batch_size);
-            for sync in &syncs {
+            // `ttl_seconds` on any of the streams but the Redis stream's (which takes none).
+            for (i, t) in ttl.iter().enumerate() {
+                if *t {
+                    config["stream_options"][i]["ttl_seconds"] = json!(3600);
+                }
+            }
+            for (k, sync) in syncs.iter().enumerate() {
+                let mut cat = catalog(&[
+                    (Some(&ns), "s0"),
+                    (Some(&ns), "s1"),
+                    (Some(&ns), "s2"),
+                    (Some(&ns), "s3"),
+                ]);
+                for (i, o) in overwrite.iter().enumerate() {
+                    if *o {
+                        let s = &mut cat["streams"][i];
+                        s["destination_sync_mode"] = json!("overwrite");
+                        s["generation_id"] = json!(k + 1);
+                        s["minimum_generation_id"] = json!(k + 1);
+                    }
+                }
                 let out = common::write_sync(&config, &cat, &lines_of(&ns, sync).join("\n"));
                 prop_assert_eq!(out.code, Some(0), "{}", out.dump());
             }
-            assert_model(&target, &ns, &syncs)
+            assert_model(&target, &ns, &syncs, overwrite)?;
+            for (i, t) in ttl.iter().enumerate() {
+                let key = target.counter_key(Some(&ns), &format!("s{i}"));
+                for record in target.keys(&format!("{key}:*")) {
+                    let ms: i64 = target
+                        .cli_at(&record, &["PTTL", &record])
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    prop_assert_eq!(ms > 0, *t, "{} PTTL {}", record, ms);
+                }
+            }
+            Ok(())
         })
         .unwrap();
 }
@@ -874,7 +915,7 @@ mod standalone {
                 let out = common::write_sync(&config, &cat, &input);
                 cuts_made.fetch_add(proxy.cuts() as usize, Ordering::SeqCst);
                 prop_assert_eq!(out.code, Some(0), "{}", out.dump());
-                assert_model(&target, &ns, &[records])
+                assert_model(&target, &ns, &[records], [false; 4])
             })
             .unwrap();
         let (cases, cuts) = (
