@@ -50,13 +50,20 @@ local moments_hash = ARGV[6] == '2' and ('_airbyte_redis:moments:' .. KEYS[1]) o
 local recorded = {}
 local step = 4 + moments
 local format, marker = ARGV[7], ARGV[8]
-local nargs = #ARGV - 8
--- Where record i's arguments start: at 9 + step * (i - 1), but for `fields`, whose records' lengths
--- are in their fourth arguments (then `starts` lists them, and `nfields` their field counts).
-local starts, nfields = nil, {}
-if format == 'fields' then
-  starts = {}
-  local p = 9
+-- BEGIN record layout: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
+-- scripts.rs holds them together). Where each record's arguments start, from ARGV[first] on:
+-- `step` arguments each, but for `fields`, whose records' lengths are in their fourth arguments
+-- (then `starts` lists where each starts, and `nfields` its field count). Returns nil for
+-- arguments that are not whole records.
+local function record_layout(first, step, fields)
+  local nargs = #ARGV - first + 1
+  if not fields then
+    if nargs < step or nargs % step ~= 0 then
+      return nil
+    end
+    return {n = nargs / step, nfields = {}}
+  end
+  local starts, nfields, p = {}, {}, first
   while p <= #ARGV do
     starts[#starts + 1] = p
     local count = ARGV[p + 3]
@@ -64,18 +71,23 @@ if format == 'fields' then
     if count ~= '' then
       nf = tonumber(count)
       if nf == nil or nf < 0 or nf ~= math.floor(nf) then
-        return redis.error_reply('ABARGS malformed batch arguments')
+        return nil
       end
     end
     nfields[#starts] = nf
     p = p + step + 2 * nf
   end
   if p ~= #ARGV + 1 or #starts == 0 then
-    return redis.error_reply('ABARGS malformed batch arguments')
+    return nil
   end
-elseif nargs < step or nargs % step ~= 0 then
+  return {n = #starts, starts = starts, nfields = nfields}
+end
+-- END record layout
+local layout = record_layout(9, step, format == 'fields')
+if layout == nil then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
+local starts, nfields = layout.starts, layout.nfields
 if seq == nil or record_ttl == nil or bookkeeping_ttl == nil
     or not (format == 'hash' or format == 'fields' or format == 'string') then
   return redis.error_reply('ABARGS malformed batch arguments')
@@ -108,7 +120,7 @@ end
 if last > 0 and redis.call('EXISTS', KEYS[3]) == 0 then
   return redis.error_reply('ABUNINDEXED ' .. KEYS[1] .. ' ' .. last)
 end
-local n = starts and #starts or nargs / step
+local n = layout.n
 local prefix = ARGV[2]
 
 -- Whether a stored cursor `old` is newer than `new`. Strings compare byte by byte: Lua's `<` on

@@ -50,14 +50,20 @@ local moments_hash = ARGV[7] == '2' and ('_airbyte_redis:moments:' .. KEYS[3]) o
 local recorded = {}
 local step = 4 + moments
 local format, marker = ARGV[8], ARGV[9]
-local nargs = #ARGV - 9
--- Where record i's arguments start: at 10 + step * (i - 1), but for `fields`, whose records'
--- lengths are in their fourth arguments (then `starts` lists them, and `nfields` their field
--- counts).
-local starts, nfields = nil, {}
-if format == 'fields' then
-  starts = {}
-  local p = 10
+-- BEGIN record layout: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
+-- scripts.rs holds them together). Where each record's arguments start, from ARGV[first] on:
+-- `step` arguments each, but for `fields`, whose records' lengths are in their fourth arguments
+-- (then `starts` lists where each starts, and `nfields` its field count). Returns nil for
+-- arguments that are not whole records.
+local function record_layout(first, step, fields)
+  local nargs = #ARGV - first + 1
+  if not fields then
+    if nargs < step or nargs % step ~= 0 then
+      return nil
+    end
+    return {n = nargs / step, nfields = {}}
+  end
+  local starts, nfields, p = {}, {}, first
   while p <= #ARGV do
     starts[#starts + 1] = p
     local count = ARGV[p + 3]
@@ -65,18 +71,23 @@ if format == 'fields' then
     if count ~= '' then
       nf = tonumber(count)
       if nf == nil or nf < 0 or nf ~= math.floor(nf) then
-        return redis.error_reply('ABARGS malformed batch arguments')
+        return nil
       end
     end
     nfields[#starts] = nf
     p = p + step + 2 * nf
   end
   if p ~= #ARGV + 1 or #starts == 0 then
-    return redis.error_reply('ABARGS malformed batch arguments')
+    return nil
   end
-elseif nargs < step or nargs % step ~= 0 then
+  return {n = #starts, starts = starts, nfields = nfields}
+end
+-- END record layout
+local layout = record_layout(10, step, format == 'fields')
+if layout == nil then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
+local starts, nfields = layout.starts, layout.nfields
 if seq == nil or record_ttl == nil or tombstone_ttl == nil
     or not (format == 'hash' or format == 'fields') then
   return redis.error_reply('ABARGS malformed batch arguments')
@@ -99,7 +110,7 @@ local counter = redis.call('GET', KEYS[3])
 if counter then
   return redis.error_reply('ABUNINDEXED ' .. KEYS[3] .. ' ' .. counter)
 end
-local n = starts and #starts or nargs / step
+local n = layout.n
 local prefix = ARGV[2]
 
 -- BEGIN cursor order: the same text in upsert_batch.lua and upsert_keyed.lua (a test in

@@ -183,6 +183,12 @@ impl StagingKeys {
         format!("{RESERVED_PREFIX}:moments:{}", self.counter)
     }
 
+    /// Where a staged generation in the `stream` format is rebuilt from its kept entries, on a
+    /// server that will not move a stream's last id back (the same hash tag as the staging).
+    pub fn rebuild(&self) -> String {
+        format!("{RESERVED_PREFIX}:rebuild:{}", self.counter)
+    }
+
     /// The staging keys of the stream whose counter key is `counter`.
     pub fn for_counter(counter: &str) -> Self {
         let base = format!("{RESERVED_PREFIX}:staging:{counter}");

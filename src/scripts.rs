@@ -179,12 +179,20 @@ pub static JAVA_STAGING: LazyLock<LuaScript> =
 pub static STREAM_TRIM: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("stream_trim.lua", include_str!("../lua/stream_trim.lua")));
 
+/// `lua/stream_rebuild.lua`: rebuilds a staged `stream` generation from its kept entries.
+pub static STREAM_REBUILD: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "stream_rebuild.lua",
+        include_str!("../lua/stream_rebuild.lua"),
+    )
+});
+
 /// `lua/stream_copy.lua`: copies entries of a published `stream` generation back into its staging.
 pub static STREAM_COPY: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("stream_copy.lua", include_str!("../lua/stream_copy.lua")));
 
 /// Every script the destination uses, for loading.
-pub fn all() -> [&'static LuaScript; 16] {
+pub fn all() -> [&'static LuaScript; 17] {
     [
         &APPEND_BATCH,
         &APPEND_STREAM,
@@ -202,6 +210,7 @@ pub fn all() -> [&'static LuaScript; 16] {
         &JAVA_STAGING,
         &STREAM_TRIM,
         &STREAM_COPY,
+        &STREAM_REBUILD,
     ]
 }
 
@@ -324,12 +333,15 @@ mod tests {
         text[start..end].to_string()
     }
 
-    /// Both upsert scripts write a `fields` record with the same code.
+    /// Both upsert scripts read a `fields` record's arguments and write it with the same code.
     #[test]
-    fn both_upsert_scripts_write_fields_with_the_same_code() {
+    fn both_upsert_scripts_read_and_write_fields_with_the_same_code() {
         let block = shared_block(&UPSERT_BATCH, "fields write");
         assert_eq!(block, shared_block(&UPSERT_KEYED, "fields write"));
         assert!(block.contains("local function hset_fields(key, head, from, nf)"));
+        let block = shared_block(&UPSERT_BATCH, "record layout");
+        assert_eq!(block, shared_block(&UPSERT_KEYED, "record layout"));
+        assert!(block.contains("local function record_layout(first, step, fields)"));
     }
 
     /// The batch scripts name a staged generation's moments hash as `keys.rs` does.

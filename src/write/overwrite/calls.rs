@@ -12,22 +12,61 @@ use crate::keys;
 use crate::keys::{StagingKeys, StreamKeys, STAGING_TTL_SECONDS};
 use crate::scripts::{
     DELETE_RANGE, EXPIRE_RANGE, KEYED_SCAN, PUBLISH_BEGIN, PUBLISH_CHECK, PUBLISH_FINISH,
-    PUBLISH_STEP, SCAN_DELETE, STAGING_TRIM, STREAM_COPY, STREAM_TRIM,
+    PUBLISH_STEP, SCAN_DELETE, STAGING_TRIM, STREAM_COPY, STREAM_REBUILD, STREAM_TRIM,
 };
 
+/// What one call of `stream_trim.lua` left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamTrim {
+    /// It deleted entries; more may be left.
+    Deleted,
+    /// None is left above `keep`, and the stream's last id is `0-<keep>`.
+    Done,
+    /// None is left, but the server will not move the last id back: the stream must be rebuilt
+    /// from its kept entries (`stream_rebuild`).
+    Rebuild,
+}
+
 /// `stream_trim.lua`: deletes up to `count` entries above position `keep` of the staged Redis
-/// stream `key`; returns how many it deleted (0: none is left, and the stream's last id is
-/// `0-<keep>`).
+/// stream `key`.
 pub fn stream_trim(
     con: &mut redis::Connection,
     key: &str,
     keep: u64,
     count: u64,
     ctx: &Context,
-) -> Result<u64, Failure> {
+) -> Result<StreamTrim, Failure> {
     let reply = STREAM_TRIM.eval(con, &[key], &[&keep.to_string(), &count.to_string()], ctx)?;
-    let [deleted] = STREAM_TRIM.whole_numbers::<1>(&reply)?;
-    Ok(deleted)
+    match STREAM_TRIM.whole_numbers::<2>(&reply)? {
+        [_, 0] => Ok(StreamTrim::Deleted),
+        [_, 1] => Ok(StreamTrim::Done),
+        [_, 2] => Ok(StreamTrim::Rebuild),
+        _ => Err(STREAM_TRIM.unexpected(&reply)),
+    }
+}
+
+/// `stream_rebuild.lua`: copies up to `count` of the first `keep` entries of the staged Redis
+/// stream into its rebuild, or (when none is left) renames the rebuild over it; returns how many
+/// it copied (0: the rebuild is in place).
+pub fn stream_rebuild(
+    con: &mut redis::Connection,
+    s: &OverwriteStream,
+    keep: u64,
+    count: u64,
+    ctx: &Context,
+) -> Result<u64, Failure> {
+    let reply = STREAM_REBUILD.eval(
+        con,
+        &[&s.staging.counter, &s.staging.rebuild()],
+        &[
+            &keep.to_string(),
+            &count.to_string(),
+            &STAGING_TTL_SECONDS.to_string(),
+        ],
+        ctx,
+    )?;
+    let [copied] = STREAM_REBUILD.whole_numbers::<1>(&reply)?;
+    Ok(copied)
 }
 
 /// `stream_copy.lua`: copies entries `first..=last` of the stream's Redis stream (a published

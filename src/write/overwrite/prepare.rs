@@ -1,6 +1,7 @@
 //! Prepare: a stream's staging made ready for this run, before its first staged batch, and the
 //! marks that record where states were echoed. See the module above for the protocol.
 
+use super::calls::StreamTrim;
 use super::{calls, delete_range, OverwriteStream, RecordRule, CHUNK};
 use crate::config::ValueFormat;
 use crate::connect::{classify, Context};
@@ -239,11 +240,24 @@ fn trim_to(
     let high = calls::staging_trim(con, s, keep, live, ctx)?;
     if s.format == ValueFormat::Stream {
         // The staged Redis stream: its entries above `keep` go, in short calls (none is left
-        // when `keep` is 0: the trim deleted the stream).
+        // when `keep` is 0: the trim deleted the stream); a server that will not move the last
+        // id back gets the stream rebuilt from the entries kept.
         let bound = high / CHUNK + 2;
         for _ in 0..bound {
-            if keep == 0 || calls::stream_trim(con, &s.staging.counter, keep, CHUNK, ctx)? == 0 {
+            if keep == 0 {
                 break;
+            }
+            match calls::stream_trim(con, &s.staging.counter, keep, CHUNK, ctx)? {
+                StreamTrim::Deleted => continue,
+                StreamTrim::Done => break,
+                StreamTrim::Rebuild => {
+                    for _ in 0..keep / CHUNK + 2 {
+                        if calls::stream_rebuild(con, s, keep, CHUNK, ctx)? == 0 {
+                            break;
+                        }
+                    }
+                    break;
+                }
             }
         }
         return Ok(Prepared {
