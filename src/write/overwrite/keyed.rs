@@ -17,7 +17,7 @@
 //!   left.
 
 use super::calls::{self, KeyedScan};
-use super::prepare::{FirstRecord, StoredRecord};
+use super::first::{FirstRecord, StoredRecord};
 use super::{OverwriteStream, Prepared, PublishReport, MAX_SCAN_STEPS, SCAN_COUNT};
 use crate::connect::{classify, Context};
 use crate::error::Failure;

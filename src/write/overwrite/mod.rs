@@ -41,11 +41,13 @@
 //! | file | job |
 //! |---|---|
 //! | `prepare.rs` | ready a stream's staging for this run (trim to the restart point), record marks |
+//! | `first.rs` | a stream's first record, and how each value format stores a record (restart points) |
 //! | `publish.rs` | check, then roll the staged records forward into place |
 //! | `recover.rs` | finish the publishes an earlier run left under way |
 //! | `keyed.rs` | the same by SCAN for a stream keyed by primary key (`record_key: primary_key`) |
 
 mod calls;
+mod first;
 mod keyed;
 mod prepare;
 mod publish;
@@ -58,7 +60,8 @@ use crate::error::Failure;
 use crate::keys::{StagingKeys, StreamKeys};
 use crate::protocol::upsert::{KeyText, UpsertFields};
 
-pub use prepare::{mark, prepare, FirstRecord, Prepared};
+pub use first::FirstRecord;
+pub use prepare::{mark, prepare, Prepared};
 pub use publish::{publish, sweep_leftovers, PublishReport};
 pub use recover::{recover, Recovery};
 
