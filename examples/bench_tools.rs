@@ -7,10 +7,17 @@
 //! * `java-pattern PORT IN N` — the Java connector's access pattern for the first N records on one
 //!   blocking connection: per record INCR + HSET into `tmp:` keys, then per stream KEYS and per record
 //!   INCR + RENAME. Prints the seconds it took.
+//! * `delay-line PORT MS` — a TCP relay on a free loopback port (printed on its first line) to
+//!   127.0.0.1:PORT that holds every chunk MS milliseconds (a fraction is fine) in each direction:
+//!   a network round trip of 2 × MS on loopback, with the bandwidth left whole (chunks in flight are
+//!   not waited for one by one). Runs until killed.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::time::Instant;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use destination_redis::keys::StreamKeys;
 use destination_redis::protocol::input::{self, Message};
@@ -160,6 +167,53 @@ fn java_pattern(port: u16, inp: &str, n: usize) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Relays connections to 127.0.0.1:`port`, each chunk held `one_way` in each direction.
+fn delay_line(port: u16, one_way: Duration) -> Result<(), Failure> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", listener.local_addr()?.port());
+    std::io::stdout().flush()?;
+    for client in listener.incoming() {
+        let client = client?;
+        let server = TcpStream::connect(("127.0.0.1", port))?;
+        for s in [&client, &server] {
+            s.set_nodelay(true)?;
+        }
+        delayed(client.try_clone()?, server.try_clone()?, one_way);
+        delayed(server, client, one_way);
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read (a reader thread stamps
+/// the chunks, a writer thread releases them in order), then shuts `to` for writing.
+fn delayed(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    thread::spawn(move || {
+        for (due, chunk) in rx {
+            let wait = due.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                thread::sleep(wait);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
 fn main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| {
@@ -171,6 +225,10 @@ fn main() -> Result<(), Failure> {
         "resp-hset" => resp_hset(&arg(1)?, &arg(2)?),
         "resp-evalsha" => resp_evalsha(&arg(1)?, &arg(2)?, arg(3)?.parse()?),
         "java-pattern" => java_pattern(arg(1)?.parse()?, &arg(2)?, arg(3)?.parse()?),
+        "delay-line" => delay_line(
+            arg(1)?.parse()?,
+            Duration::from_secs_f64(arg(2)?.parse::<f64>()? / 1000.0),
+        ),
         other => Err(format!("unknown tool {other}").into()),
     }
 }

@@ -11,6 +11,10 @@
 #   6. write (state every 1,000) over TLS and through an SSH tunnel (a local sshd), as ratios to 1
 # Each is run ROUNDS times (default 3), interleaved; medians are reported with the ratios 1/3, 1/4, 2/1,
 # 1/5 and the destination's peak RSS. CURVE="100 250 500 1000 2000" adds write's batch-size curve.
+# RTT_MS="0 0.2 1" adds network round-trip time as a dimension: at each RTT (milliseconds; a
+# userspace delay line on loopback, `bench_tools delay-line`, holds each chunk RTT/2 each way, and
+# the RTT it really gives is measured with PINGs), write, the EVALSHA pipe of the same batches and
+# the Java connector's pattern (N_JAVA_RTT records, default 1,000) all go through the same line.
 #   bash scripts/bench.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +25,8 @@ N_JAVA=${N_JAVA:-20000}
 STREAMS=${STREAMS:-3}
 BATCH=${BATCH:-500}
 CURVE=${CURVE:-}
+RTT_MS=${RTT_MS:-}
+N_JAVA_RTT=${N_JAVA_RTT:-1000}
 
 install_missing
 cargo build --release --locked --bin destination-redis --example gen_records --example bench_tools 2>&1 | tail -1
@@ -32,7 +38,8 @@ REDIS_EXTRA=(--tls-port "$tls_port" --tls-cert-file "$work/server.pem" --tls-key
   --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no)
 start_redis
 start_sshd
-trap 'stop_sshd; if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+delay_pid=""
+trap 'stop_sshd; if [ -n "$delay_pid" ]; then kill "$delay_pid" 2>/dev/null || true; fi; if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 cli() { redis-cli -p "$port" "$@"; }
 
 echo "=== inputs: $N records, $STREAMS streams"
@@ -117,6 +124,46 @@ for round in $(seq 1 "$ROUNDS"); do
   fresh
   echo "java_pattern $(target/release/examples/bench_tools java-pattern "$port" "$work/in1000.jsonl" "$N_JAVA") 0" >> "$results"
 done
+run_pipe_at() { # name file port: the EVALSHA batches sent through port
+  fresh
+  cli -x SCRIPT LOAD < lua/append_batch.lua >/dev/null
+  local t0 t1; t0=$(now)
+  redis-cli -p "$3" --pipe < "$2" > "$work/pipe.txt"
+  t1=$(now)
+  grep -q "errors: 0" "$work/pipe.txt" || { echo "$1: $(cat "$work/pipe.txt")"; exit 1; }
+  echo "$1 $(echo "$t1 - $t0" | bc) 0" >> "$results"
+}
+measured_rtt() { # port: the median round trip of 200 PINGs, in ms
+  python3 - "$1" <<'PY'
+import socket, statistics, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+times = []
+for _ in range(200):
+    t = time.perf_counter(); s.sendall(b"PING\r\n"); s.recv(64); times.append(time.perf_counter() - t)
+print(f"{statistics.median(times) * 1000:.3f}")
+PY
+}
+for rtt in $RTT_MS; do
+  if [ "$rtt" = 0 ]; then
+    rport=$port
+  else
+    target/release/examples/bench_tools delay-line "$port" "$(echo "$rtt / 2" | bc -l)" > "$work/delay_$rtt.port" &
+    delay_pid=$!
+    for _ in $(seq 1 50); do [ -s "$work/delay_$rtt.port" ] && break; sleep 0.1; done
+    rport=$(head -1 "$work/delay_$rtt.port")
+  fi
+  echo "{\"host\": \"127.0.0.1\", \"port\": $rport, \"batch_size\": $BATCH}" > "$work/config_rtt.json"
+  echo "rtt_$rtt measured $(measured_rtt "$rport") ms" | tee -a "$work/rtt.txt"
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "=== RTT $rtt ms, round $round of $ROUNDS"
+    run_write "rtt_${rtt}_write" "$work/in1000.jsonl" "$work/config_rtt.json"
+    run_pipe_at "rtt_${rtt}_evalsha" "$work/evalsha.resp" "$rport"
+    fresh
+    echo "rtt_${rtt}_java $(target/release/examples/bench_tools java-pattern "$rport" "$work/in1000.jsonl" "$N_JAVA_RTT") 0" >> "$results"
+  done
+  if [ -n "$delay_pid" ]; then kill "$delay_pid"; wait "$delay_pid" 2>/dev/null || true; delay_pid=""; fi
+done
 if [ -n "$CURVE" ]; then
   for b in $CURVE; do
     echo "{\"host\": \"127.0.0.1\", \"port\": $port, \"batch_size\": $b}" > "$work/config_$b.json"
@@ -124,15 +171,19 @@ if [ -n "$CURVE" ]; then
   done
 fi
 
-python3 - "$results" "$N" "$N_JAVA" "$bytes" <<'PY'
+touch "$work/rtt.txt"
+python3 - "$results" "$N" "$N_JAVA" "$bytes" "$N_JAVA_RTT" "$work/rtt.txt" <<'PY'
 import statistics, sys
-path, n, n_java, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+path, n, n_java, size, n_java_rtt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+measured = dict(line.split()[0::2][:2] for line in open(sys.argv[6]))
 runs = {}
 for line in open(path):
     name, secs, rss = line.split()
     runs.setdefault(name, []).append((float(secs), int(rss)))
 med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
-rate = {k: (n_java if k == "java_pattern" else n) / v for k, v in med.items()}
+def records_of(k):
+    return n_java if k == "java_pattern" else n_java_rtt if k.endswith("_java") else n
+rate = {k: records_of(k) / v for k, v in med.items()}
 labels = {
     "write_state1000": "1 write, state every 1,000",
     "write_state100": "2 write, state every 100",
@@ -147,7 +198,7 @@ print(f"{'measurement':44} {'median s':>9} {'records/s':>11} {'MB/s':>7} {'runs'
 for k in list(labels) + sorted((k for k in med if k.startswith("curve_")), key=lambda k: int(k.rsplit("_", 1)[1])):
     if k not in med:
         continue
-    records = n_java if k == "java_pattern" else n
+    records = records_of(k)
     mbs = size * records / n / med[k] / 1e6
     print(f"{labels.get(k, k):44} {med[k]:9.3f} {rate[k]:11,.0f} {mbs:7.1f} {len(runs[k]):5}")
 def ratio(a, b):
@@ -161,6 +212,14 @@ print(f"ratio 2/1 (state every 100 / every 1,000): {ratio('write_state100', 'wri
 print(f"ratio 1/5 (write / Java pattern, per rec): {ratio('write_state1000', 'java_pattern'):.0f}")
 print(f"ratio 6a/1 (TLS / plain):                  {ratio('write_tls', 'write_state1000'):.2f}")
 print(f"ratio 6b/1 (SSH tunnel / plain):           {ratio('write_ssh', 'write_state1000'):.2f}")
+rtts = sorted({k.split("_")[1] for k in med if k.startswith("rtt_")}, key=float)
+if rtts:
+    print()
+    print(f"{'RTT ms (measured)':20} {'write rec/s':>12} {'EVALSHA pipe':>13} {'Java pattern':>13} {'write/pipe':>11} {'write/Java':>11}")
+    for r in rtts:
+        w, p, j = (rate[f"rtt_{r}_{x}"] for x in ("write", "evalsha", "java"))
+        got = measured.get(f"rtt_{r}", "?")
+        print(f"{r + ' (' + got + ')':20} {w:12,.0f} {p:13,.0f} {j:13,.0f} {w / p:11.2f} {w / j:11.0f}")
 rss = [r for k in ("write_state1000", "write_state100", "write_tls", "write_ssh") for _, r in runs[k]]
 print(f"peak RSS of destination-redis write: {max(rss) / 1024:.1f} MiB (max over runs)")
 PY
