@@ -75,6 +75,12 @@ matrix() {
     phase "version matrix: $tag" cargo_test REDIS_IMAGE="$tag" --locked --features docker-tests --test it -- \
       spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry:: formats::
   done
+  # Valkey will not move a stream's last id back (XSETID below a deleted id): there a resumed
+  # Redis stream is rebuilt, a protocol of its own, stopped here at every one of its commands.
+  tag=$(matrix_tag sid:valkey-server)
+  phase "stops of an overwrite into a Redis stream: $tag" \
+    cargo_test REDIS_IMAGE="$tag" --locked --features docker-tests --test it -- \
+    overwrite_stops::an_overwrite_into_a_redis_stream
 }
 
 phase "install packages" install_packages
