@@ -22,7 +22,10 @@
 --          marker of a hash stream never exists, and a declared key that is missing would make a
 --          node importing the stream's slot answer TRYAGAIN to every batch until the slot moved
 --          (it shares the stream's hash tag, so it is in the same slot)
--- ARGV[9..] the records: `hash`: emitted_at (epoch ms), data (JSON text); `fields`: emitted_at,
+-- ARGV[9]  the load position key ('': none): when set, the batch's last argument is the position
+--          of its last record in the load's input, written with `HSET <key> position <value>` in
+--          this same call, so a killed load resumes right after the last committed record
+-- ARGV[10..] the records: `hash`: emitted_at (epoch ms), data (JSON text); `fields`: emitted_at,
 --          the number of data fields n, then n names and values; `string`: data; then, with ARGV[6]
 --          `1`, the epoch milliseconds it expires at (0: ARGV[4] applies). A batch may have no
 --          record (every record of it had expired before it was sent): it only advances the token.
@@ -56,11 +59,14 @@ local format = ARGV[7]
 local step = (format == 'string' and 1 or 2) + moments
 local starts = nil
 local marker = ARGV[8]
-local n = (#ARGV - 8) / step
+local position_key = ARGV[9]
+-- The last argument of a record (the position follows when there is one).
+local last_arg = #ARGV - ((position_key ~= nil and position_key ~= '') and 1 or 0)
+local n = (last_arg - 9) / step
 if format == 'fields' then
   starts = {}
-  local p = 9
-  while p <= #ARGV do
+  local p = 10
+  while p <= last_arg do
     starts[#starts + 1] = p
     local nfields = tonumber(ARGV[p + 1])
     if nfields == nil or nfields < 0 or nfields ~= math.floor(nfields) then
@@ -68,9 +74,9 @@ if format == 'fields' then
     end
     p = p + 2 + 2 * nfields + moments
   end
-  n = (p == #ARGV + 1) and #starts or -1
+  n = (p == last_arg + 1) and #starts or -1
 end
-if seq == nil or record_ttl == nil or counter_ttl == nil or n < 0 or n ~= math.floor(n)
+if seq == nil or record_ttl == nil or counter_ttl == nil or position_key == nil or n < 0 or n ~= math.floor(n)
     or not (format == 'hash' or format == 'fields' or format == 'string') then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
@@ -160,6 +166,9 @@ if redis.acl_check_cmd then
   if format ~= 'hash' and counter_ttl > 0 then
     ok = ok and redis.acl_check_cmd('EXPIRE', marker, '1')
   end
+  if position_key ~= '' then
+    ok = ok and redis.acl_check_cmd('HSET', position_key, 'position', 'v')
+  end
   if not ok then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', its records, ' .. marker .. ' or ' .. KEYS[2])
   end
@@ -188,7 +197,7 @@ if format == 'string' and moments == 0 and multi and n > 0 and (msetex or record
     end
     for i = from, to do
       args[#args + 1] = keys[i]
-      args[#args + 1] = ARGV[9 + step * (i - 1)]
+      args[#args + 1] = ARGV[10 + step * (i - 1)]
     end
     if msetex then
       args[#args + 1] = 'EX'
@@ -213,7 +222,7 @@ for i = 1, n do
   if bulk_done then
     break
   end
-  local base = starts and starts[i] or 9 + step * (i - 1)
+  local base = starts and starts[i] or 10 + step * (i - 1)
   if format == 'hash' then
     redis.call('HSET', keys[i],
       '_airbyte_ab_id', last + i,
@@ -271,6 +280,9 @@ if counter_ttl > 0 then
   if format ~= 'hash' and (marked or n > 0) then
     redis.call('EXPIRE', marker, counter_ttl)
   end
+end
+if position_key ~= '' then
+  redis.call('HSET', position_key, 'position', ARGV[#ARGV])
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
 return last + n

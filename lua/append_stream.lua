@@ -12,7 +12,9 @@
 --          are positions); `0`: ids from the server (`*`)
 -- ARGV[5]  the Redis stream's and the marker's time to live, in seconds (0: none; a staged
 --          generation expires unless it is resumed or published)
--- ARGV[6..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
+-- ARGV[6]  the load position key ('': none; see append_batch.lua): when set, the last argument is
+--          the position, written in this same call
+-- ARGV[7..] the records, two arguments each: emitted_at (epoch ms), data (JSON text)
 --
 -- Each entry has the fields _airbyte_data and _airbyte_emitted_at. Returns the number of entries
 -- added, or -1 when this batch had been applied before (a resend after a lost reply: nothing is
@@ -27,8 +29,9 @@ local seq = tonumber(ARGV[1])
 local maxlen = tonumber(ARGV[3])
 local positional = ARGV[4] == '1'
 local ttl = tonumber(ARGV[5])
-local nargs = #ARGV - 5
-if seq == nil or maxlen == nil or ttl == nil or nargs < 0 or nargs % 2 ~= 0 then
+local position_key = ARGV[6]
+local nargs = #ARGV - 6 - ((position_key ~= nil and position_key ~= '') and 1 or 0)
+if seq == nil or maxlen == nil or ttl == nil or position_key == nil or nargs < 0 or nargs % 2 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -53,6 +56,7 @@ if redis.acl_check_cmd then
   if not (redis.acl_check_cmd('XADD', KEYS[1], '*', 'f', 'v')
       and redis.acl_check_cmd('SET', KEYS[3], 'stream')
       and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')
+      and (position_key == '' or redis.acl_check_cmd('HSET', position_key, 'position', 'v'))
       and (ttl == 0 or (redis.acl_check_cmd('EXPIRE', KEYS[1], '1')
         and redis.acl_check_cmd('EXPIRE', KEYS[3], '1')))) then
     return redis.error_reply('ABNOPERM the Redis user may not write ' .. KEYS[1] .. ', ' .. KEYS[3] .. ' or ' .. KEYS[2])
@@ -70,7 +74,7 @@ if positional and kind == 'stream' then
   end
 end
 for i = 1, n do
-  local base = 5 + 2 * (i - 1)
+  local base = 6 + 2 * (i - 1)
   local id = positional and ('0-' .. (last + i)) or '*'
   if maxlen > 0 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, id,
@@ -86,6 +90,9 @@ end
 if ttl > 0 and n > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
+end
+if position_key ~= '' then
+  redis.call('HSET', position_key, 'position', ARGV[#ARGV])
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[2])
 return n

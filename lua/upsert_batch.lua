@@ -19,7 +19,9 @@
 --          `2`: as `1` for a staged generation (see append_batch.lua)
 -- ARGV[7]  the value format: `hash`, `fields` or `string` (see append_batch.lua)
 -- ARGV[8]  the stream's format marker key (see append_batch.lua)
--- ARGV[9..] the records, four (or five) arguments each: the key text, the encoded cursor (``
+-- ARGV[9]  the load position key ('': none; see append_batch.lua): when set, the last argument
+--          is the position, written in this same call
+-- ARGV[10..] the records, four (or five) arguments each: the key text, the encoded cursor (``
 --          absent, `n<number>`, `s<text>`), emitted_at (epoch ms), data (`hash`, `string`: the
 --          JSON text; `fields`: the number n of data fields, followed by their n names and values
 --          after this fourth argument; empty for a delete: a record's data is never empty, and an
@@ -50,13 +52,16 @@ local moments_hash = ARGV[6] == '2' and ('_airbyte_redis:moments:' .. KEYS[1]) o
 local recorded = {}
 local step = 4 + moments
 local format, marker = ARGV[7], ARGV[8]
+local position_key = ARGV[9]
+-- The last argument of a record (the position follows when there is one).
+local last_arg = #ARGV - ((position_key ~= nil and position_key ~= '') and 1 or 0)
 -- BEGIN record layout: the same text in upsert_batch.lua and upsert_keyed.lua (a test in
 -- scripts.rs holds them together). Where each record's arguments start, from ARGV[first] on:
 -- `step` arguments each, but for `fields`, whose records' lengths are in their fourth arguments
 -- (then `starts` lists where each starts, and `nfields` its field count). Returns nil for
 -- arguments that are not whole records.
-local function record_layout(first, step, fields)
-  local nargs = #ARGV - first + 1
+local function record_layout(first, last, step, fields)
+  local nargs = last - first + 1
   if not fields then
     if nargs < step or nargs % step ~= 0 then
       return nil
@@ -64,7 +69,7 @@ local function record_layout(first, step, fields)
     return {n = nargs / step, nfields = {}}
   end
   local starts, nfields, p = {}, {}, first
-  while p <= #ARGV do
+  while p <= last do
     starts[#starts + 1] = p
     local count = ARGV[p + 3]
     local nf = 0
@@ -77,23 +82,23 @@ local function record_layout(first, step, fields)
     nfields[#starts] = nf
     p = p + step + 2 * nf
   end
-  if p ~= #ARGV + 1 or #starts == 0 then
+  if p ~= last + 1 or #starts == 0 then
     return nil
   end
   return {n = #starts, starts = starts, nfields = nfields}
 end
 -- END record layout
-local layout = record_layout(9, step, format == 'fields')
+local layout = record_layout(10, last_arg, step, format == 'fields')
 if layout == nil then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local starts, nfields = layout.starts, layout.nfields
-if seq == nil or record_ttl == nil or bookkeeping_ttl == nil
+if seq == nil or position_key == nil or record_ttl == nil or bookkeeping_ttl == nil
     or not (format == 'hash' or format == 'fields' or format == 'string') then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
 local function start(i)
-  return starts and starts[i] or 9 + step * (i - 1)
+  return starts and starts[i] or 10 + step * (i - 1)
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
 if seq <= applied then
@@ -256,6 +261,7 @@ if redis.acl_check_cmd then
       and redis.acl_check_cmd('DEL', prefix .. (last + 1))
       and redis.acl_check_cmd('HSET', KEYS[3], 'f', 'v')
       and redis.acl_check_cmd('SET', KEYS[2], '1', 'EX', '1')
+      and (position_key == '' or redis.acl_check_cmd('HSET', position_key, 'position', 'v'))
       and (record_ttl == 0 or redis.acl_check_cmd('EXPIRE', prefix .. (last + 1), '1'))
       and (step == 4 or (redis.acl_check_cmd('PEXPIREAT', prefix .. (last + 1), '1')
         and redis.acl_check_cmd('PERSIST', prefix .. (last + 1))))
@@ -335,6 +341,9 @@ if bookkeeping_ttl > 0 then
   if format ~= 'hash' then
     redis.call('EXPIRE', marker, bookkeeping_ttl)
   end
+end
+if position_key ~= '' then
+  redis.call('HSET', position_key, 'position', ARGV[#ARGV])
 end
 redis.call('SET', KEYS[2], seq, 'EX', ARGV[3])
 return next_id

@@ -341,7 +341,7 @@ mod tests {
         assert!(block.contains("local function hset_fields(key, head, from, nf)"));
         let block = shared_block(&UPSERT_BATCH, "record layout");
         assert_eq!(block, shared_block(&UPSERT_KEYED, "record layout"));
-        assert!(block.contains("local function record_layout(first, step, fields)"));
+        assert!(block.contains("local function record_layout(first, last, step, fields)"));
     }
 
     /// The batch scripts name a staged generation's moments hash as `keys.rs` does.

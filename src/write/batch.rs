@@ -44,6 +44,36 @@ impl Batch {
     }
 }
 
+/// Where a load's input stands after a record: which input, the byte offset after the record in
+/// it (decompressed), and how many records of the load that makes (earlier runs included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InputPosition {
+    /// Index of the input (0 for the first file or stdin).
+    pub input: u32,
+    /// Bytes of that input (decompressed) up to the end of the record.
+    pub offset: u64,
+    /// Records of the load up to and including this one.
+    pub records: u64,
+}
+
+impl InputPosition {
+    /// The text the scripts store: `<input> <offset> <records>`.
+    pub fn text(&self) -> String {
+        format!("{} {} {}", self.input, self.offset, self.records)
+    }
+
+    /// Reads [`Self::text`] back.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ');
+        let position = InputPosition {
+            input: parts.next()?.parse().ok()?,
+            offset: parts.next()?.parse().ok()?,
+            records: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(position)
+    }
+}
+
 /// Times to live the append script sets, in seconds (0: none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expiry {
@@ -107,6 +137,9 @@ pub struct StreamCall {
     /// The hash an upserting stream keeps beside its records: the primary-key index (`record_key:
     /// sequence`) or the tombstones (`record_key: primary_key`).
     pub index: Option<String>,
+    /// A load's position key: every batch of the call ends with the input position after its last
+    /// record, which the script writes there in the same call (see [`InputPosition`]).
+    pub position_key: Option<String>,
 }
 
 impl StreamCall {
@@ -138,16 +171,18 @@ impl StreamCall {
         resp::bulk_int(&mut tail, maxlen.unwrap_or(0) as i64);
         resp::bulk(&mut tail, if expiry.counter > 0 { b"1" } else { b"0" });
         resp::bulk_int(&mut tail, expiry.counter as i64);
+        resp::bulk(&mut tail, b"");
         let head = head(&APPEND_STREAM, &[&keys.counter, &token, &marker]);
         StreamCall {
             head,
             tail,
-            fixed_args: 11,
+            fixed_args: 12,
             format,
             moments: expiry.moments,
             keys,
             token,
             index: None,
+            position_key: None,
         }
     }
 
@@ -175,6 +210,7 @@ impl StreamCall {
         resp::bulk(&mut tail, expiry.moments_flag());
         resp::bulk(&mut tail, format.name().as_bytes());
         resp::bulk(&mut tail, marker.as_bytes());
+        resp::bulk(&mut tail, b"");
         let declared = match format {
             ValueFormat::Hash => vec![keys.counter.as_str(), token.as_str()],
             _ => vec![keys.counter.as_str(), token.as_str(), marker.as_str()],
@@ -183,12 +219,13 @@ impl StreamCall {
         StreamCall {
             head,
             tail,
-            fixed_args: 11 + declared.len(),
+            fixed_args: 12 + declared.len(),
             format,
             moments: expiry.moments,
             keys,
             token,
             index: None,
+            position_key: None,
         }
     }
 
@@ -209,6 +246,7 @@ impl StreamCall {
         resp::bulk(&mut tail, expiry.moments_flag());
         resp::bulk(&mut tail, format.name().as_bytes());
         resp::bulk(&mut tail, marker.as_bytes());
+        resp::bulk(&mut tail, b"");
         let mut declared = vec![keys.counter.as_str(), token.as_str(), index.as_str()];
         if format != ValueFormat::Hash {
             declared.push(&marker);
@@ -217,12 +255,13 @@ impl StreamCall {
         StreamCall {
             head,
             tail,
-            fixed_args: 11 + declared.len(),
+            fixed_args: 12 + declared.len(),
             format,
             moments: expiry.moments,
             keys,
             token,
             index: Some(index),
+            position_key: None,
         }
     }
 
@@ -251,6 +290,7 @@ impl StreamCall {
         resp::bulk(&mut tail, expiry.moments_flag());
         resp::bulk(&mut tail, format.name().as_bytes());
         resp::bulk(&mut tail, marker.as_bytes());
+        resp::bulk(&mut tail, b"");
         let mut declared = vec![token.as_str(), tombstones.as_str(), keys.counter.as_str()];
         if format != ValueFormat::Hash {
             declared.push(&marker);
@@ -259,13 +299,24 @@ impl StreamCall {
         StreamCall {
             head,
             tail,
-            fixed_args: 12 + declared.len(),
+            fixed_args: 13 + declared.len(),
             format,
             moments: expiry.moments,
             keys,
             token,
             index: Some(tombstones),
+            position_key: None,
         }
+    }
+
+    /// The same call, its batches ending with their input position, which the script writes to
+    /// `key` (`HSET key position …`) in the same call as the records: a load's resume point.
+    pub fn positioned(mut self, key: String) -> Self {
+        // The tail ends with the empty position key every constructor puts there.
+        self.tail.truncate(self.tail.len() - EMPTY_BULK.len());
+        resp::bulk(&mut self.tail, key.as_bytes());
+        self.position_key = Some(key);
+        self
     }
 
     /// Appends the whole EVALSHA call of `batch` to `out`.
@@ -277,6 +328,9 @@ impl StreamCall {
         out.extend_from_slice(&batch.body);
     }
 }
+
+/// An empty bulk string, as [`resp::bulk`] encodes it.
+const EMPTY_BULK: &[u8] = b"$0\r\n\r\n";
 
 /// `EVALSHA <sha> <number of keys> <keys…>`, RESP-encoded without the array header.
 fn head(script: &LuaScript, keys: &[&str]) -> Vec<u8> {
@@ -307,7 +361,7 @@ mod tests {
         let mut out = Vec::new();
         call.encode(&batch, &mut out);
         let expected = format!(
-            "*15\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$4\r\nhash\r\n$25\r\n_airbyte_redis:format:n:u\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
+            "*16\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$3\r\nn:u\r\n$28\r\n_airbyte_redis:token:run:n:u\r\n$1\r\n3\r\n$4\r\nn:u:\r\n$6\r\n604800\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$4\r\nhash\r\n$25\r\n_airbyte_redis:format:n:u\r\n$0\r\n\r\n$1\r\n5\r\n$2\r\n{{}}\r\n",
             APPEND_BATCH.sha
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::batch::Batch;
+use super::batch::{Batch, InputPosition};
 use super::collapse::{Collapsed, Upsert};
 use super::resp;
 use crate::config::ValueFormat;
@@ -25,6 +25,8 @@ struct OpenBatch {
     body: Vec<u8>,
     /// An upsert batch's records, one per key (encoded at sealing).
     upserts: Option<Collapsed>,
+    /// A load's input position after the batch's last record (sent as its last argument).
+    position: Option<InputPosition>,
 }
 
 /// One record offered to an append batch.
@@ -48,6 +50,8 @@ pub struct Batcher {
     next_seq: Vec<u64>,
     max_records: usize,
     max_bytes: usize,
+    /// The input position after the record the next push adds (a load's).
+    next_position: Option<InputPosition>,
 }
 
 impl Batcher {
@@ -60,7 +64,14 @@ impl Batcher {
             next_seq: vec![1; streams],
             max_records,
             max_bytes,
+            next_position: None,
         }
+    }
+
+    /// Gives the input position after the record the next push adds: a load's batches end with
+    /// the position of their last record (see [`super::batch::StreamCall::positioned`]).
+    pub fn position_next(&mut self, position: InputPosition) {
+        self.next_position = Some(position);
     }
 
     /// Adds a record to its stream's open batch, encoded as its stream's value format asks (see
@@ -151,8 +162,12 @@ impl Batcher {
             opened_at: now,
             body: Vec::new(),
             upserts: None,
+            position: None,
         });
         write(batch);
+        if let Some(position) = self.next_position.take() {
+            batch.position = Some(position);
+        }
         batch.records += 1;
         batch.data_bytes += bytes;
         if batch.records >= self.max_records || batch.data_bytes >= self.max_bytes {
@@ -198,13 +213,17 @@ impl Batcher {
         if let Some(open) = self.open[stream].take() {
             let seq = self.next_seq[stream];
             self.next_seq[stream] += 1;
-            let (entries, args, body) = match &open.upserts {
+            let (entries, mut args, mut body) = match &open.upserts {
                 Some(upserts) => {
                     let (args, body) = upserts.encode();
                     (upserts.len(), args, body)
                 }
                 None => (open.records - open.passed, open.args, open.body),
             };
+            if let Some(position) = open.position {
+                resp::bulk(&mut body, position.text().as_bytes());
+                args += 1;
+            }
             sealed.push(Batch {
                 stream,
                 seq,

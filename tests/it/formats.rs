@@ -225,6 +225,7 @@ fn formats_are_never_mixed_in_one_stream() {
             "0",
             "fields",
             &marker,
+            "",
             "5",
             "1",
             "a",
@@ -242,7 +243,7 @@ fn formats_are_never_mixed_in_one_stream() {
         .arg(&counter)
         .arg(&token)
         .arg(&marker)
-        .arg(&["1", "60", "0", "0", "0", "5", "{}"])
+        .arg(&["1", "60", "0", "0", "0", "", "5", "{}"])
         .query(&mut con);
     let err = format!("{:?}", stream.unwrap_err());
     assert!(
