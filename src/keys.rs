@@ -132,6 +132,13 @@ impl StreamKeys {
     pub fn tombstones(&self) -> String {
         format!("{RESERVED_PREFIX}:deleted:{}", self.counter)
     }
+
+    /// The record of load `load_id` into this stream: a hash whose `position` each batch's script
+    /// writes with its records, beside what the load is (see `load::record`). In the stream's
+    /// slot. It never expires.
+    pub fn load(&self, load_id: &str) -> String {
+        format!("{RESERVED_PREFIX}:load:{load_id}:{}", self.counter)
+    }
 }
 
 /// The set of stream counter keys whose publish is under way (its members have a publish marker).

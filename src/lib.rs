@@ -19,6 +19,7 @@
 //! | `java_staging` | the Java connector's leftover staging (`tmp:…`) |
 //! | `write`        | the `write` command: reader, batcher, checkpoint, pipelined writer |
 //! | `check`        | the `check` command |
+//! | `load`         | the `load` command: files or stdin through the `write` pipeline, resumable |
 
 pub mod check;
 pub mod classify;
@@ -28,6 +29,7 @@ pub mod connect;
 pub mod error;
 pub mod java_staging;
 pub mod keys;
+pub mod load;
 pub mod protocol;
 pub mod scripts;
 pub mod spec;

@@ -7,12 +7,15 @@ use destination_redis::cli::{Cli, Command};
 use destination_redis::config::Settings;
 use destination_redis::error::Failure;
 use destination_redis::protocol::output::{self, Level, Output};
-use destination_redis::{check, spec, write};
+use destination_redis::{check, load, spec, write};
 
 fn main() -> ExitCode {
     // One crypto provider for rustls, chosen explicitly (redis-rs picks none).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    if let Command::Load(args) = &cli.command {
+        return run_load(args);
+    }
     let out = Output::start(std::io::stdout());
     let code = match cli.command {
         Command::Spec => {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
             out.send(output::connection_status_line(&result.map(|_| ())));
             ExitCode::SUCCESS
         }
+        Command::Load(_) => ExitCode::SUCCESS,
         Command::Write { config, catalog } => {
             let result = Settings::from_file(&config)
                 .map_err(Failure::from)
@@ -55,6 +59,22 @@ fn main() -> ExitCode {
     if out.finish().is_err() {
         return ExitCode::FAILURE;
     }
+    code
+}
+
+/// `load`: messages on stderr, plain; exit 1 on failure, 2 for `--status` of an unknown load.
+fn run_load(args: &destination_redis::cli::LoadArgs) -> ExitCode {
+    let log = Output::plain(std::io::stderr(), args.quiet);
+    let result = load::run(args, &log);
+    let code = match result {
+        Ok(load::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(load::Outcome::UnknownLoad) => ExitCode::from(2),
+        Err(f) => {
+            log.send(format!("error: {}", f.message));
+            ExitCode::FAILURE
+        }
+    };
+    let _ = log.finish();
     code
 }
 

@@ -138,6 +138,11 @@ pub struct Settings {
 impl Settings {
     /// Reads and validates the config file at `path`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_map(&Self::read_map(path)?)
+    }
+
+    /// Reads a config file's JSON object, unvalidated (`load` adds its flags to it).
+    pub fn read_map(path: &Path) -> Result<Map<String, Value>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
@@ -149,7 +154,7 @@ impl Settings {
             reason: e.to_string(),
         })?;
         match value {
-            Value::Object(map) => Self::from_map(&map),
+            Value::Object(map) => Ok(map),
             _ => Err(ConfigError::NotJson {
                 path: path.display().to_string(),
                 reason: "expected an object".into(),

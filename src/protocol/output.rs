@@ -26,6 +26,10 @@ pub enum Level {
 pub struct Output {
     tx: Sender<String>,
     thread: JoinHandle<std::io::Result<()>>,
+    /// LOG messages as plain text lines (`load` on stderr) instead of Airbyte LOG messages.
+    plain: bool,
+    /// Plain INFO messages are dropped (`load --quiet`).
+    quiet: bool,
 }
 
 impl Output {
@@ -40,7 +44,22 @@ impl Output {
             }
             Ok(())
         });
-        Output { tx, thread }
+        Output {
+            tx,
+            thread,
+            plain: false,
+            quiet: false,
+        }
+    }
+
+    /// Starts a printer whose LOG messages are plain lines (`warning: ` before a warning): for
+    /// people, as `load` writes them to stderr; `quiet` drops the INFO ones.
+    pub fn plain<W: Write + Send + 'static>(sink: W, quiet: bool) -> Self {
+        Output {
+            plain: true,
+            quiet,
+            ..Self::start(sink)
+        }
     }
 
     /// Queues one complete message line (without its newline).
@@ -51,7 +70,13 @@ impl Output {
 
     /// Queues a LOG message.
     pub fn log(&self, level: Level, message: impl AsRef<str>) {
-        self.send(log_line(level, message.as_ref()));
+        let message = message.as_ref();
+        match (self.plain, level) {
+            (false, _) => self.send(log_line(level, message)),
+            (true, Level::Warn) => self.send(format!("warning: {message}")),
+            (true, Level::Info) if self.quiet => {}
+            (true, Level::Info) => self.send(message.to_string()),
+        }
     }
 
     /// Waits until every queued line is written. Returns the printer's I/O error, if any.

@@ -45,21 +45,27 @@ impl Batch {
 }
 
 /// Where a load's input stands after a record: which input, the byte offset after the record in
-/// it (decompressed), and how many records of the load that makes (earlier runs included).
+/// it (decompressed) and the lines up to there, and how many records of the load that makes
+/// (earlier runs included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InputPosition {
     /// Index of the input (0 for the first file or stdin).
     pub input: u32,
     /// Bytes of that input (decompressed) up to the end of the record.
     pub offset: u64,
-    /// Records of the load up to and including this one.
+    /// Lines of that input up to the end of the record (for messages after a resume).
+    pub line: u64,
+    /// Records of the load up to and including this one (rejected ones included).
     pub records: u64,
 }
 
 impl InputPosition {
-    /// The text the scripts store: `<input> <offset> <records>`.
+    /// The text the scripts store: `<input> <offset> <line> <records>`.
     pub fn text(&self) -> String {
-        format!("{} {} {}", self.input, self.offset, self.records)
+        format!(
+            "{} {} {} {}",
+            self.input, self.offset, self.line, self.records
+        )
     }
 
     /// Reads [`Self::text`] back.
@@ -68,6 +74,7 @@ impl InputPosition {
         let position = InputPosition {
             input: parts.next()?.parse().ok()?,
             offset: parts.next()?.parse().ok()?,
+            line: parts.next()?.parse().ok()?,
             records: parts.next()?.parse().ok()?,
         };
         parts.next().is_none().then_some(position)

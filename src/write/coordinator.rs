@@ -246,6 +246,7 @@ impl Coordinator {
                     upsert,
                     moment,
                     fields,
+                    position,
                 } => {
                     let data = &chunk.arena[data];
                     if let Err(too_large) = self.limit.admit(data.len() as u64) {
@@ -282,6 +283,9 @@ impl Coordinator {
                         self.streams[stream].positions += 1;
                     }
                     let ordinal = self.checkpoint.record(stream);
+                    if let Some(position) = position {
+                        self.batcher.position_next(position);
+                    }
                     let opened = match upsert {
                         Some(picked) => {
                             let record = Upsert {

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::config::Settings;
 use crate::connect::nodes::Nodes;
@@ -52,7 +52,7 @@ use crate::connect::{self, Context};
 use crate::error::{Failure, FailureType};
 use crate::java_staging;
 use crate::keys;
-use crate::protocol::catalog;
+use crate::protocol::catalog::{self, ConfiguredStream};
 use crate::protocol::output::{self, Level, Output};
 use coordinator::Coordinator;
 use overwrite::OverwriteStream;
@@ -88,12 +88,44 @@ pub fn run<R: Read + Send + 'static>(
     input: R,
     out: &Output,
 ) -> Result<Summary, Failure> {
+    let streams = catalog::load(catalog_path, settings.truncate_refreshes)?;
+    let front = move |streams: Arc<reader::Streams>, tx: Sender<Chunk>| {
+        reader::read_all(BufReader::with_capacity(256 * 1024, input), streams, tx)
+    };
+    run_streams(settings, streams, front, None, out)
+}
+
+/// What `load` adds to a run of its one stream: its batches end with the load's input position,
+/// which the scripts write to `position_key` with the records (see [`batch::InputPosition`]).
+#[derive(Debug, Clone)]
+pub struct LoadRun {
+    /// The load's key (`keys::load_key`), in the stream's slot.
+    pub position_key: String,
+    /// Whether an earlier run of the load committed records: an overwrite keeps what it staged
+    /// (exactly what the position counts), instead of starting the staging over.
+    pub continuing: bool,
+    /// `--dry-run`: connect and check rights, read every record, write nothing.
+    pub dry_run: bool,
+}
+
+/// Runs the pipeline over `streams`: `front` reads the input into chunks (on its own thread), the
+/// coordinator batches and checkpoints, the writer sends. Prints states (and logs) to `out`.
+pub fn run_streams<F>(
+    settings: &Settings,
+    streams: Vec<ConfiguredStream>,
+    front: F,
+    load: Option<LoadRun>,
+    out: &Output,
+) -> Result<Summary, Failure>
+where
+    F: FnOnce(Arc<reader::Streams>, Sender<Chunk>) + Send + 'static,
+{
     let started = Instant::now();
     // From here on SIGTERM never takes the default action (exit 143, no TRACE): before the writer
     // runs it ends the process at once with a TRACE, afterwards the coordinator winds down.
     let setup_done = Arc::new(AtomicBool::new(false));
     let terminate = sigterm_channel(setup_done.clone())?;
-    let streams = catalog::load(catalog_path, settings.truncate_refreshes)?;
+    let dry_run = load.as_ref().is_some_and(|l| l.dry_run);
     let descriptors: Vec<_> = streams.iter().map(|s| s.descriptor.clone()).collect();
     let layout = settings.layout;
     keys::check_catalog(&descriptors, layout)
@@ -106,12 +138,11 @@ pub fn run<R: Read + Send + 'static>(
     let reply_timeout = settings.reply_timeout;
     let ctx = Context::at(settings, &route.entry, "while writing");
     let run_id = new_run_id()?;
-    let plan = Arc::new(Plan::new(
-        &streams,
-        layout,
-        &settings.stream_options,
-        &run_id,
-    )?);
+    let mut plan = Plan::new(&streams, layout, &settings.stream_options, &run_id)?;
+    if let Some(load) = &load {
+        plan.position(&load.position_key, load.continuing);
+    }
+    let plan = Arc::new(plan);
     for warning in settings.stream_options.unmatched(&descriptors) {
         out.log(Level::Warn, warning);
     }
@@ -121,7 +152,11 @@ pub fn run<R: Read + Send + 'static>(
     let mut retry = Retry::new(settings.retry_budget);
     let mut nodes = loop {
         let attempt = Nodes::open(settings, &route.entry, reply_timeout).and_then(|mut nodes| {
-            let recovered = overwrite::recover(&mut nodes)?;
+            // A dry run writes nothing, not even the end of an interrupted publish.
+            let recovered = match dry_run {
+                true => overwrite::Recovery::default(),
+                false => overwrite::recover(&mut nodes)?,
+            };
             let counters: Vec<&str> = live_calls.iter().map(|c| c.keys.counter.as_str()).collect();
             if let Some(f) = recovered.blocking(&counters) {
                 return Err(f);
@@ -151,7 +186,7 @@ pub fn run<R: Read + Send + 'static>(
         }
     };
     let limit = RecordLimit::read(&mut nodes, settings, reply_timeout);
-    if settings.delete_java_staging {
+    if settings.delete_java_staging && !dry_run {
         let started = Instant::now();
         let found = java_staging::sweep(&mut nodes, true, java_staging::DELETE_STEPS)?;
         out.log(
@@ -188,13 +223,10 @@ pub fn run<R: Read + Send + 'static>(
         formats: plan.formats(),
         descriptors,
     });
-    std::thread::spawn(move || {
-        reader::read_all(
-            BufReader::with_capacity(256 * 1024, input),
-            streams,
-            chunk_tx,
-        )
-    });
+    std::thread::spawn(move || front(streams, chunk_tx));
+    if dry_run {
+        return count_records(chunk_rx);
+    }
 
     let (work_tx, work_rx) = bounded::<Work>(settings.max_in_flight.get());
     let (ack_tx, ack_rx) = unbounded::<Ack>();
@@ -229,7 +261,8 @@ pub fn run<R: Read + Send + 'static>(
         }
     }
     let summary = coordinator.into_summary();
-    if result.is_ok() {
+    // (A load prints its own summary.)
+    if result.is_ok() && load.is_none() {
         let secs = started.elapsed().as_secs_f64();
         out.log(
             Level::Info,
@@ -243,6 +276,22 @@ pub fn run<R: Read + Send + 'static>(
         );
     }
     result.map(|()| summary)
+}
+
+/// Reads every chunk and counts its records, writing nothing (a dry run): the first input failure
+/// is returned.
+fn count_records(chunks: Receiver<Chunk>) -> Result<Summary, Failure> {
+    let mut summary = Summary::default();
+    for chunk in chunks {
+        for item in chunk.items {
+            match item {
+                reader::Item::Record { .. } => summary.records += 1,
+                reader::Item::Failed(f) => return Err(f),
+                reader::Item::State { .. } | reader::Item::Status { .. } => {}
+            }
+        }
+    }
+    Ok(summary)
 }
 
 /// A channel that receives one message per SIGTERM once `setup_done` is set (the default action,

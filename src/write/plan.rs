@@ -5,7 +5,7 @@
 use std::ops::Index;
 
 use super::batch::{Expiry, StreamCall};
-use super::overwrite::OverwriteStream;
+use super::overwrite::{LoadStaging, OverwriteStream};
 use crate::config::{RecordKey, StreamOptions, ValueFormat};
 use crate::error::Failure;
 use crate::keys::{Layout, StreamKeys};
@@ -169,6 +169,21 @@ impl Plan {
     /// Every stream's value format, in catalog order.
     pub fn formats(&self) -> Vec<ValueFormat> {
         self.iter().map(|s| s.format).collect()
+    }
+
+    /// Makes every stream's batches record a load's input position at `key` (see
+    /// [`super::LoadRun`]); `continuing`: an overwrite keeps what earlier runs of the load staged.
+    pub fn position(&mut self, key: &str, continuing: bool) {
+        for s in &mut self.streams {
+            s.call = s.call.clone().positioned(key.to_string());
+            if let Mode::Overwrite(ow) = &mut s.mode {
+                ow.load = Some(if continuing {
+                    LoadStaging::KeepAll
+                } else {
+                    LoadStaging::StartOver
+                });
+            }
+        }
     }
 
     /// Every stream's batch call.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use serde_json::value::RawValue;
 
+use super::batch::InputPosition;
 use super::checkpoint::StateScope;
 use super::router::Router;
 use super::shape;
@@ -47,6 +48,8 @@ pub enum Item {
         /// For a stream in the `fields` format: how many name and value pairs `data` holds
         /// (RESP-encoded, see [`super::shape`]); 0 otherwise.
         fields: usize,
+        /// For a `load`: where its input stands after this record (its batch records it).
+        position: Option<InputPosition>,
     },
     /// A state and the records it counts.
     State {
@@ -172,53 +175,16 @@ fn parse_into(
                         r.stream
                     ))
                 })?;
-            // A record this stream cannot store: a config_error naming the line, the stream and why.
-            let refused = |e: &dyn std::fmt::Display, advice: &str| {
-                let why = format!(
-                    "Line {line_no} of the input is a RECORD of stream {} that {e}{advice}",
-                    streams.descriptors[stream]
-                );
-                Failure::config(why, e)
-            };
-            let start = chunk.arena.len();
-            let fields = match streams.formats[stream] {
-                ValueFormat::Fields => shape::fields_into(r.data.get(), &mut chunk.arena)
-                    .map_err(|e| refused(&e, ": the value_format \"fields\" stores each data field as a hash field. Fix the source, or choose another value_format for the stream."))?,
-                _ => {
-                    input::minify_into(r.data.get(), &mut chunk.arena);
-                    0
-                }
-            };
-            let data = start..chunk.arena.len();
-            let mut upsert = match &streams.upserts[stream] {
-                Some(fields) => Some(fields.pick(r.data.get(), &mut chunk.arena).map_err(|e| {
-                    refused(&e, ": an append_dedup stream needs every record's primary key. Fix the source, or choose another primary key or sync mode for the stream.")
-                })?),
-                None => None,
-            };
-            let moment = match &streams.expire_at[stream] {
-                Some(field) => Some(field.moment(r.data.get(), now_ms()).map_err(|e| {
-                    refused(
-                        &e,
-                        ". Fix the source, or choose another ttl_field for the stream.",
-                    )
-                })?),
-                None => None,
-            };
-            // A record that has expired already is not written; an upsert of it deletes its key.
-            if let (Some(Moment::Passed), Some(picked)) = (moment, upsert.as_mut()) {
-                picked.delete = true;
-            }
-            chunk.items.push(Item::Record {
+            let origin = || format!("Line {line_no} of the input is a RECORD");
+            push_record(
+                streams,
                 stream,
-                emitted_at: r.emitted_at,
-                data,
-                line: line_no,
-                upsert,
-                moment,
-                fields,
-            });
-            Ok(())
+                r.data,
+                r.emitted_at,
+                line_no,
+                &origin,
+                chunk,
+            )
         }
         Some(Message::State(raw)) => {
             let scope = state::scope_of(raw)
@@ -231,6 +197,92 @@ fn parse_into(
             Ok(())
         }
     }
+}
+
+/// Adds a record of catalog stream `stream` to `chunk`: its data minified (or split into fields),
+/// its primary key and cursor picked, its moment read, as the stream's plan asks. A record the
+/// stream cannot store is refused with a `config_error` that starts with `origin()` ("Line 7 of
+/// the input is a RECORD") and says why and what to fix; the chunk is then left as it was.
+pub fn push_record(
+    streams: &Streams,
+    stream: usize,
+    data: &RawValue,
+    emitted_at: i64,
+    line: u64,
+    origin: &dyn Fn() -> String,
+    chunk: &mut Chunk,
+) -> Result<(), Failure> {
+    let start = chunk.arena.len();
+    let item = record_item(streams, stream, data, emitted_at, line, origin, chunk);
+    match item {
+        Ok(item) => {
+            chunk.items.push(item);
+            Ok(())
+        }
+        Err(f) => {
+            chunk.arena.truncate(start);
+            Err(f)
+        }
+    }
+}
+
+fn record_item(
+    streams: &Streams,
+    stream: usize,
+    data: &RawValue,
+    emitted_at: i64,
+    line: u64,
+    origin: &dyn Fn() -> String,
+    chunk: &mut Chunk,
+) -> Result<Item, Failure> {
+    // A record this stream cannot store: a config_error naming the line, the stream and why.
+    let refused = |e: &dyn std::fmt::Display, advice: &str| {
+        let why = format!(
+            "{} of stream {} that {e}{advice}",
+            origin(),
+            streams.descriptors[stream]
+        );
+        Failure::config(why, e)
+    };
+    let start = chunk.arena.len();
+    let fields = match streams.formats[stream] {
+        ValueFormat::Fields => shape::fields_into(data.get(), &mut chunk.arena)
+            .map_err(|e| refused(&e, ": the value_format \"fields\" stores each data field as a hash field. Fix the source, or choose another value_format for the stream."))?,
+        _ => {
+            input::minify_into(data.get(), &mut chunk.arena);
+            0
+        }
+    };
+    let range = start..chunk.arena.len();
+    let mut upsert = match &streams.upserts[stream] {
+        Some(fields) => Some(fields.pick(data.get(), &mut chunk.arena).map_err(|e| {
+            refused(&e, ": an append_dedup stream needs every record's primary key. Fix the source, or choose another primary key or sync mode for the stream.")
+        })?),
+        None => None,
+    };
+    let moment = match &streams.expire_at[stream] {
+        Some(field) => Some(field.moment(data.get(), now_ms()).map_err(|e| {
+            refused(
+                &e,
+                ". Fix the source, or choose another ttl_field for the stream.",
+            )
+        })?),
+        None => None,
+    };
+    // A record that has expired already is not written; an upsert of it deletes its key.
+    if let (Some(Moment::Passed), Some(picked)) = (moment, upsert.as_mut()) {
+        picked.delete = true;
+    }
+    Ok(Item::Record {
+        stream,
+        emitted_at,
+        data: range,
+        line,
+        upsert,
+        moment,
+        fields,
+        position: None,
+    })
 }
 
 #[cfg(test)]

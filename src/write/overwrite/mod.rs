@@ -104,6 +104,19 @@ pub struct OverwriteStream {
     /// Whether its records carry the moments they expire (`ttl_field`): staged ones record them
     /// (`keys::StagingKeys::moments`), and the publish gives each record its own.
     pub moments: bool,
+    /// For a `load`: what to keep of the staging of its generation, which the load's committed
+    /// position describes exactly (no content match is needed, or done).
+    pub load: Option<LoadStaging>,
+}
+
+/// What a `load` keeps of a staged generation (its own: the generation is the load's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStaging {
+    /// The load starts: anything staged before is discarded.
+    StartOver,
+    /// The load resumes after its committed position: everything staged is kept (each batch
+    /// wrote the position in the same call as its records, so the two agree).
+    KeepAll,
 }
 
 impl OverwriteStream {
@@ -120,6 +133,7 @@ impl OverwriteStream {
             format: ValueFormat::Hash,
             maxlen: None,
             moments: false,
+            load: None,
         }
     }
 

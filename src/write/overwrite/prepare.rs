@@ -3,7 +3,7 @@
 
 use super::calls::StreamTrim;
 use super::first::{FirstRecord, StoredRecord};
-use super::{calls, delete_range, OverwriteStream, RecordRule, CHUNK};
+use super::{calls, delete_range, LoadStaging, OverwriteStream, RecordRule, CHUNK};
 use crate::config::ValueFormat;
 use crate::connect::{classify, Context};
 use crate::error::Failure;
@@ -302,6 +302,12 @@ fn restart_point(
     unmatched: Unmatched,
     ctx: &Context,
 ) -> Result<u64, Failure> {
+    // A load knows exactly where it stands: its position was written with its last batch.
+    match s.load {
+        Some(LoadStaging::KeepAll) => return Ok(count),
+        Some(LoadStaging::StartOver) => return Ok(0),
+        None => {}
+    }
     let q = |e: redis::RedisError| classify(&e, ctx);
     let mut marks: Vec<u64> = redis::cmd("LRANGE")
         .arg(&s.staging.marks)
