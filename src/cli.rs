@@ -150,4 +150,7 @@ pub struct LoadArgs {
     /// No progress and no summary (errors are still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Milliseconds between plain progress lines (when stderr is not a terminal).
+    #[arg(long, default_value_t = 5000, hide = true)]
+    pub progress_every_ms: u64,
 }

@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 use crate::cli::{LoadArgs, LoadMode};
 use crate::config::Settings;
 use crate::connect::{self, nodes::Nodes};
-use crate::error::Failure;
+use crate::error::{Failure, FailureType};
 use crate::keys::StreamKeys;
 use crate::protocol::catalog;
 use crate::protocol::output::{now_ms, Output};
@@ -38,9 +38,6 @@ use crate::write::{self, LoadRun};
 use front::{Counters, Front, Rejects};
 use progress::{mib, thousands, Progress};
 use record::LoadRecord;
-
-/// How often a plain progress line is printed when stderr is not a terminal.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What `load` ended with, besides a failure.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,6 +51,18 @@ pub enum Outcome {
 /// Runs `load` with `args`: progress, summary and warnings go to `log` (stderr); only `--status`
 /// prints to stdout.
 pub fn run(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
+    run_load(args, log).map_err(|mut f| {
+        // Whatever stopped it, a load goes on from its last committed record when run again.
+        if !args.dry_run && args.status.is_none() && f.failure_type != FailureType::Config {
+            f.message.push_str(
+                " Run the same command again to continue after the last committed record.",
+            );
+        }
+        f
+    })
+}
+
+fn run_load(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let stream = StreamDescriptor {
         name: args.stream.clone(),
@@ -165,7 +174,13 @@ pub fn run(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
         counters: counters.clone(),
     };
     let total = inputs.iter().map(|i| i.size).sum::<Option<u64>>();
-    let progress = (!args.quiet).then(|| Progress::start(counters.clone(), total, PROGRESS_EVERY));
+    let progress = (!args.quiet).then(|| {
+        Progress::start(
+            counters.clone(),
+            total,
+            Duration::from_millis(args.progress_every_ms.max(100)),
+        )
+    });
     let run = LoadRun {
         position_key: key.clone(),
         continuing: begun.position.is_some(),
@@ -182,7 +197,7 @@ pub fn run(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
         p.finish();
     }
     let summary = result.map_err(|mut f| {
-        if !args.dry_run {
+        if !args.dry_run && f.failure_type == FailureType::Config {
             f.message.push_str(" Everything before it is committed: run the same command again to continue after the last committed record.");
         }
         f

@@ -10,6 +10,7 @@ mod faults;
 mod formats;
 #[cfg(feature = "docker-tests")]
 mod image;
+mod load;
 mod overwrite;
 mod overwrite_stops;
 mod properties;
