@@ -289,40 +289,32 @@ impl Rng {
 /// own (at most `kills` kills, then one run to the end); returns how many runs were killed.
 fn load_with_kills(args: &[&str], kills: usize, max_ms: u64, rng: &mut Rng) -> usize {
     let mut killed = 0;
+    let log = tempfile::NamedTempFile::new().expect("stderr file");
     while killed < kills {
         let mut child = Command::new(BIN)
             .arg("load")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log.reopen().expect("stderr file"))
             .spawn()
             .expect("spawn load");
         let at = Instant::now() + Duration::from_millis(100 + rng.below(max_ms));
-        let mut done = None;
-        while Instant::now() < at {
-            if let Some(status) = child.try_wait().expect("wait") {
-                done = Some(status);
-                break;
-            }
+        let mut ended = false;
+        while Instant::now() < at && !ended {
+            ended = matches!(child.try_wait(), Ok(Some(_)));
             std::thread::sleep(Duration::from_millis(2));
         }
-        match done {
-            Some(status) => {
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(
-                    &mut child.stderr.take().expect("stderr"),
-                    &mut err,
-                );
-                assert!(status.success(), "a load run failed: {err}");
-                return killed;
-            }
-            None => {
-                child.kill().expect("kill");
-                let _ = child.wait();
-                killed += 1;
-            }
+        if !ended {
+            let _ = child.kill();
         }
+        let status = child.wait().expect("wait");
+        if ended {
+            let err = std::fs::read_to_string(log.path()).unwrap_or_default();
+            assert!(status.success(), "a load run failed: {err}");
+            return killed;
+        }
+        killed += 1;
     }
     load(args, Vec::new()).ok();
     killed
@@ -447,7 +439,7 @@ fn a_bad_record_stops_the_load_after_everything_before_it_or_is_set_aside() {
     let target = Target::start();
     let f = Files::new(&target.config());
     let data = records(2_000, "bad");
-    let mut lines: Vec<String> = data.iter().cloned().collect();
+    let mut lines: Vec<String> = data.to_vec();
     lines.insert(1_234, "{\"broken\": ".into());
     lines.insert(1_500, "[1, 2]".into());
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
