@@ -859,3 +859,88 @@ fn a_json_array_far_larger_than_memory_allows_is_streamed() {
         .expect("GET");
     assert_eq!(n_stored, n as u64);
 }
+
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Lines,
+    Array,
+    Csv,
+}
+
+#[test]
+fn any_input_batching_and_cuts_give_ids_in_input_order() {
+    // The id-sequencing property of `write`, through `load`: for any records, input format and
+    // compression, batch limits, and runs stopped at any command (a standalone server: a proxy
+    // stops every connection after the k-th command), the stream ends with ids 1..N holding the
+    // input records in order, each once.
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    let target = Target::start();
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let strategy = (
+        0usize..300,
+        prop_oneof![Just(Shape::Lines), Just(Shape::Array), Just(Shape::Csv)],
+        0u8..3,
+        1usize..40,
+        1usize..5,
+        30usize..3000,
+        proptest::collection::vec(2u64..80, 0..3),
+    );
+    let mut config = Config::with_cases(16);
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
+        "proptest-regressions/it-load-sequencing.txt",
+    )));
+    TestRunner::new(config)
+        .run(
+            &strategy,
+            |(n, shape, packing, batch, in_flight, bytes, cuts)| {
+                let stream = format!(
+                    "p{}",
+                    case.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                );
+                let data: Vec<String> = (0..n)
+                    .map(|i| format!("{{\"i\":\"{i}\",\"s\":\"{}\"}}", "é,".repeat(i % 3)))
+                    .collect();
+                let (name, text) = match shape {
+                    Shape::Lines => ("in.jsonl", jsonl(&data)),
+                    Shape::Array => ("in.json", json_array(&data)),
+                    Shape::Csv => {
+                        let rows: String = (0..n)
+                            .map(|i| format!("{i},\"{}\"\n", "é,".repeat(i % 3)))
+                            .collect();
+                        ("in.csv", format!("i,s\n{rows}").into_bytes())
+                    }
+                };
+                let bytes_in = match packing {
+                    0 => text,
+                    1 => gzip(&text),
+                    _ => zstd(&text),
+                };
+                let mut config = target.config();
+                config["batch_size"] = json!(batch);
+                config["max_batches_in_flight"] = json!(in_flight);
+                config["batch_bytes"] = json!(bytes);
+                let f = Files::new(&config);
+                let path = f.write(name, &bytes_in);
+                let args = ["--config", &f.config(), "--stream", &stream, "-q", &path];
+                if let Target::Server(server) = &target {
+                    for k in &cuts {
+                        let cutter = CommandCutter::start(server.port(), *k);
+                        let mut cut = config.clone();
+                        cut["port"] = json!(cutter.port());
+                        cut["retry_budget_ms"] = json!(0);
+                        let cf = Files::new(&cut);
+                        let mut cut_args = args;
+                        let cut_config = cf.config();
+                        cut_args[1] = &cut_config;
+                        let ran = load(&cut_args, Vec::new());
+                        prop_assert!(ran.code == Some(0) || cutter.tripped(), "{}", ran.stderr);
+                    }
+                }
+                load(&args, Vec::new()).ok();
+                prop_assert_eq!(stored(&target, None, &stream), data);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
