@@ -73,7 +73,8 @@ matrix() {
   for m in "${MATRIX[@]}"; do
     tag=$(matrix_tag "$m")
     phase "version matrix: $tag" cargo_test REDIS_IMAGE="$tag" --locked --features docker-tests --test it -- \
-      spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry:: formats::
+      spec_check:: write_append:: overwrite:: properties:: durable:: dedup:: expiry:: formats:: \
+      load::any_input load::every_format
   done
   # Valkey will not move a stream's last id back (XSETID below a deleted id): there a resumed
   # Redis stream is rebuilt, a protocol of its own, stopped here at every one of its commands.
