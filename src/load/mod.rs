@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{LoadArgs, LoadMode};
-use crate::config::Settings;
+use crate::config::{RecordKey, Settings};
 use crate::connect::{self, nodes::Nodes};
 use crate::error::{Failure, FailureType};
 use crate::keys::StreamKeys;
@@ -71,6 +71,15 @@ fn run_load(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
     let inputs = source::inputs(&args.inputs, args.format)
         .map_err(|e| Failure::config(format!("{}.", capitalized(&e.to_string())), &e))?;
     let settings = settings_for(args)?;
+    if args.mode == LoadMode::Overwrite
+        && settings.stream_options.record_key(&stream) == RecordKey::PrimaryKey
+    {
+        // Its staging is resumed by key, which a load's position does not describe yet.
+        return Err(Failure::config(
+            "load --mode overwrite with record_key primary_key is not supported yet: load with --mode append and record_key primary_key (the last write of a key wins), or overwrite with record_key sequence.",
+            "load overwrite keyed",
+        ));
+    }
     let given = args.status.clone().or_else(|| args.load_id.clone());
     let id = match given {
         Some(id) => {

@@ -921,6 +921,7 @@ fn any_input_batching_and_cuts_give_ids_in_input_order() {
         1usize..5,
         30usize..3000,
         proptest::collection::vec(2u64..80, 0..3),
+        any::<bool>(),
     );
     let mut config = Config::with_cases(16);
     config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(
@@ -929,7 +930,7 @@ fn any_input_batching_and_cuts_give_ids_in_input_order() {
     TestRunner::new(config)
         .run(
             &strategy,
-            |(n, shape, packing, batch, in_flight, bytes, cuts)| {
+            |(n, shape, packing, batch, in_flight, bytes, cuts, stdin)| {
                 let stream = format!(
                     "p{}",
                     case.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -958,7 +959,24 @@ fn any_input_batching_and_cuts_give_ids_in_input_order() {
                 config["batch_bytes"] = json!(bytes);
                 let f = Files::new(&config);
                 let path = f.write(name, &bytes_in);
-                let args = ["--config", &f.config(), "--stream", &stream, "-q", &path];
+                // From the file, or from stdin (told its format, named by a load id) fed anew on
+                // every run.
+                let format = match shape {
+                    Shape::Lines => "jsonl",
+                    Shape::Array => "json",
+                    Shape::Csv => "csv",
+                };
+                let source: Vec<&str> = match stdin {
+                    false => vec![&path],
+                    true => vec!["--format", format, "--load-id", &stream, "-"],
+                };
+                let feed = || if stdin { bytes_in.clone() } else { Vec::new() };
+                let config_path = f.config();
+                let args = [
+                    &["--config", &config_path, "--stream", &stream, "-q"][..],
+                    &source,
+                ]
+                .concat();
                 if let Target::Server(server) = &target {
                     for k in &cuts {
                         let cutter = CommandCutter::start(server.port(), *k);
@@ -966,17 +984,60 @@ fn any_input_batching_and_cuts_give_ids_in_input_order() {
                         cut["port"] = json!(cutter.port());
                         cut["retry_budget_ms"] = json!(0);
                         let cf = Files::new(&cut);
-                        let mut cut_args = args;
                         let cut_config = cf.config();
+                        let mut cut_args = args.clone();
                         cut_args[1] = &cut_config;
-                        let ran = load(&cut_args, Vec::new());
+                        let ran = load(&cut_args, feed());
                         prop_assert!(ran.code == Some(0) || cutter.tripped(), "{}", ran.stderr);
                     }
                 }
-                load(&args, Vec::new()).ok();
+                load(&args, feed()).ok();
                 prop_assert_eq!(stored(&target, None, &stream), data);
                 Ok(())
             },
         )
         .unwrap();
+}
+
+#[test]
+fn urls_and_passwords_from_the_environment_connect_and_are_never_printed() {
+    let server = common::RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let f = Files::new(&json!({}));
+    let path = f.write("in.jsonl", &jsonl(&records(10, "env")));
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("load")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.env_remove("REDIS_URL").env_remove("REDIS_PASSWORD");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        wait_output(cmd.spawn().expect("spawn"), RUN_TIMEOUT)
+    };
+    let port = server.port();
+    let wrong = format!("redis://:wrong-pw-123@127.0.0.1:{port}/0");
+    let (code, _, err) = run(&["--url", &wrong, "--stream", "e", &path], &[]);
+    assert_eq!(code, Some(1));
+    assert!(!err.contains("wrong-pw-123"), "{err}");
+    assert!(err.to_lowercase().contains("password"), "{err}");
+    let plain = format!("redis://127.0.0.1:{port}");
+    let (code, _, err) = run(
+        &["--url", &plain, "--stream", "e", &path],
+        &[("REDIS_PASSWORD", "s3cret-pw")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    let with = format!("redis://default:s3cret-pw@127.0.0.1:{port}/0");
+    let (code, _, err) = run(&["--stream", "e2", &path], &[("REDIS_URL", &with)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    let (code, _, err) = run(&["--stream", "e3", &path], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--url"), "{err}");
+    let mut con = server.conn();
+    assert_eq!(common::read_stream(&mut con, None, "e").1.len(), 10);
+    assert_eq!(common::read_stream(&mut con, None, "e2").1.len(), 10);
 }
