@@ -17,7 +17,7 @@ use crate::cli::InputFormat;
 use crate::error::Failure;
 use crate::protocol::output::now_ms;
 use crate::write::batch::InputPosition;
-use crate::write::reader::{self, Chunk, Item, Streams};
+use crate::write::reader::{self, Chunk, Item, NewRecord, Streams};
 
 /// Records per chunk at most.
 const CHUNK_ITEMS: usize = 1024;
@@ -138,8 +138,13 @@ impl Front {
                         let origin =
                             || format!("Record {} of {} (line {line})", records + 1, input.name);
                         let chunk = &mut sender.chunk;
-                        match reader::push_record(streams, 0, data, now_ms(), line, &origin, chunk)
-                        {
+                        let record = NewRecord {
+                            stream: 0,
+                            data,
+                            emitted_at: now_ms(),
+                            line,
+                        };
+                        match reader::push_record(streams, record, &origin, chunk) {
                             Ok(()) => {
                                 records += 1;
                                 if let Some(Item::Record { position, .. }) = chunk.items.last_mut()

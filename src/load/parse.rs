@@ -148,6 +148,32 @@ fn object_check(text: &str) -> Result<(), String> {
     }
 }
 
+/// The piece `bytes` make, ending at offset `end`: a record (`lines` up to its end) when they are
+/// one JSON object, else a bad one (starting on line `first_line`), saying why.
+fn piece(bytes: &[u8], end: u64, first_line: u64, lines: u64) -> Piece<'_> {
+    let bad = |reason: String, text: String| Piece::Bad {
+        reason,
+        text,
+        end,
+        line: first_line,
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text.trim_end(),
+        Err(e) => {
+            let text = String::from_utf8_lossy(bytes).trim_end().to_string();
+            return bad(format!("is not UTF-8 text ({e})"), text);
+        }
+    };
+    match object_check(text) {
+        Ok(()) => Piece::Record {
+            json: text,
+            end,
+            line: lines,
+        },
+        Err(reason) => bad(reason, text.to_string()),
+    }
+}
+
 /// JSON Lines: one object per line; blank lines are skipped.
 pub struct Lines {
     input: Box<dyn BufRead + Send>,
@@ -183,30 +209,7 @@ impl Lines {
             true => self.buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&self.buf),
             false => &self.buf[..],
         };
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => text.trim_end(),
-            Err(e) => {
-                return Ok(Some(Piece::Bad {
-                    reason: format!("is not UTF-8 text ({e})"),
-                    text: String::from_utf8_lossy(bytes).trim_end().to_string(),
-                    end,
-                    line,
-                }))
-            }
-        };
-        Ok(Some(match object_check(text) {
-            Ok(()) => Piece::Record {
-                json: text,
-                end,
-                line,
-            },
-            Err(reason) => Piece::Bad {
-                reason,
-                text: text.to_string(),
-                end,
-                line,
-            },
-        }))
+        Ok(Some(piece(bytes, end, line, line)))
     }
 }
 
@@ -317,31 +320,7 @@ impl Array {
         self.buf.clear();
         self.scan_value()?;
         self.state = ArrayState::AfterElement;
-        let end = self.offset;
-        let text = match std::str::from_utf8(&self.buf) {
-            Ok(text) => text,
-            Err(e) => {
-                return Ok(Some(Piece::Bad {
-                    reason: format!("is not UTF-8 text ({e})"),
-                    text: String::from_utf8_lossy(&self.buf).to_string(),
-                    end,
-                    line,
-                }))
-            }
-        };
-        Ok(Some(match object_check(text) {
-            Ok(()) => Piece::Record {
-                json: text,
-                end,
-                line: self.line,
-            },
-            Err(reason) => Piece::Bad {
-                reason,
-                text: text.to_string(),
-                end,
-                line,
-            },
-        }))
+        Ok(Some(piece(&self.buf, self.offset, line, self.line)))
     }
 
     /// After the `]`: only white space may follow.

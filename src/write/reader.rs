@@ -176,15 +176,13 @@ fn parse_into(
                     ))
                 })?;
             let origin = || format!("Line {line_no} of the input is a RECORD");
-            push_record(
-                streams,
+            let record = NewRecord {
                 stream,
-                r.data,
-                r.emitted_at,
-                line_no,
-                &origin,
-                chunk,
-            )
+                data: r.data,
+                emitted_at: r.emitted_at,
+                line: line_no,
+            };
+            push_record(streams, record, &origin, chunk)
         }
         Some(Message::State(raw)) => {
             let scope = state::scope_of(raw)
@@ -199,21 +197,31 @@ fn parse_into(
     }
 }
 
-/// Adds a record of catalog stream `stream` to `chunk`: its data minified (or split into fields),
+/// A record as it arrives, before [`push_record`] shapes it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    /// Catalog index of its stream.
+    pub stream: usize,
+    /// Its data, as JSON text.
+    pub data: &'a RawValue,
+    /// Epoch milliseconds.
+    pub emitted_at: i64,
+    /// Its line in the input.
+    pub line: u64,
+}
+
+/// Adds a record of catalog stream `record.stream` to `chunk`: its data minified (or split into fields),
 /// its primary key and cursor picked, its moment read, as the stream's plan asks. A record the
 /// stream cannot store is refused with a `config_error` that starts with `origin()` ("Line 7 of
 /// the input is a RECORD") and says why and what to fix; the chunk is then left as it was.
 pub fn push_record(
     streams: &Streams,
-    stream: usize,
-    data: &RawValue,
-    emitted_at: i64,
-    line: u64,
+    record: NewRecord<'_>,
     origin: &dyn Fn() -> String,
     chunk: &mut Chunk,
 ) -> Result<(), Failure> {
     let start = chunk.arena.len();
-    let item = record_item(streams, stream, data, emitted_at, line, origin, chunk);
+    let item = record_item(streams, record, origin, chunk);
     match item {
         Ok(item) => {
             chunk.items.push(item);
@@ -228,13 +236,16 @@ pub fn push_record(
 
 fn record_item(
     streams: &Streams,
-    stream: usize,
-    data: &RawValue,
-    emitted_at: i64,
-    line: u64,
+    record: NewRecord<'_>,
     origin: &dyn Fn() -> String,
     chunk: &mut Chunk,
 ) -> Result<Item, Failure> {
+    let NewRecord {
+        stream,
+        data,
+        emitted_at,
+        line,
+    } = record;
     // A record this stream cannot store: a config_error naming the line, the stream and why.
     let refused = |e: &dyn std::fmt::Display, advice: &str| {
         let why = format!(

@@ -27,57 +27,21 @@ impl Ran {
     }
 }
 
+/// `load` with `args`.
+fn load_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("load").args(args);
+    cmd
+}
+
 /// Runs `load` with `args` and `stdin`, bounded in time.
 fn load(args: &[&str], stdin: Vec<u8>) -> Ran {
-    let mut child = Command::new(BIN)
-        .arg("load")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn load");
-    let mut input = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let (code, stdout, stderr) = wait_output(child, RUN_TIMEOUT);
-    let _ = writer.join();
+    let (code, stdout, stderr) = common::output_fed(load_command(args), stdin, RUN_TIMEOUT);
     Ran {
         code,
         stdout,
         stderr,
     }
-}
-
-fn wait_output(mut child: std::process::Child, timeout: Duration) -> (Option<i32>, String, String) {
-    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = read(child.stdout.take().map(|s| Box::new(s) as _));
-    let err = read(child.stderr.take().map(|s| Box::new(s) as _));
-    let deadline = Instant::now() + timeout;
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("load did not end within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    (
-        code,
-        out.join().expect("stdout"),
-        err.join().expect("stderr"),
-    )
 }
 
 /// A temp dir with the target's config in it.
@@ -291,9 +255,7 @@ fn load_with_kills(args: &[&str], kills: usize, max_ms: u64, rng: &mut Rng) -> u
     let mut killed = 0;
     let log = tempfile::NamedTempFile::new().expect("stderr file");
     while killed < kills {
-        let mut child = Command::new(BIN)
-            .arg("load")
-            .args(args)
+        let mut child = load_command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("stderr file"))
@@ -339,9 +301,7 @@ fn a_million_records_killed_at_random_points_are_loaded_exactly_once_in_order() 
     let mut con = target.conn_for(&counter);
     let mut killed = 0;
     for point in points {
-        let mut child = Command::new(BIN)
-            .arg("load")
-            .args(args)
+        let mut child = load_command(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -669,9 +629,7 @@ fn an_overwrite_load_replaces_the_stream_only_when_done_and_resumes_after_kills(
     ];
     let mut rng = Rng::new();
     // Killed before the end: the old records are still what readers see.
-    let mut child = Command::new(BIN)
-        .arg("load")
-        .args(args)
+    let mut child = load_command(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -745,23 +703,21 @@ fn progress_is_a_line_every_interval_when_stderr_is_not_a_terminal() {
     let target = Target::start();
     let f = Files::new(&target.config());
     // A slow pipe: 40 records, one every 50 ms.
-    let mut child = Command::new(BIN)
-        .args([
-            "load",
-            "--config",
-            &f.config(),
-            "--stream",
-            "slow",
-            "--load-id",
-            "slow",
-            "--progress-every-ms",
-            "300",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = load_command(&[
+        "--config",
+        &f.config(),
+        "--stream",
+        "slow",
+        "--load-id",
+        "slow",
+        "--progress-every-ms",
+        "300",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
     let mut input = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || {
         for i in 0..40 {
@@ -770,7 +726,7 @@ fn progress_is_a_line_every_interval_when_stderr_is_not_a_terminal() {
             std::thread::sleep(Duration::from_millis(50));
         }
     });
-    let (code, stdout, stderr) = wait_output(child, RUN_TIMEOUT);
+    let (code, stdout, stderr) = common::fed_within(child, Vec::new(), RUN_TIMEOUT);
     let _ = writer.join();
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "", "nothing on stdout");
@@ -832,24 +788,22 @@ fn a_json_array_far_larger_than_memory_allows_is_streamed() {
     // 400 MB of JSON array through stdin: the load's resident memory stays under 100 MiB.
     let target = Target::start();
     let f = Files::new(&target.config());
-    let mut child = Command::new(BIN)
-        .args([
-            "load",
-            "--config",
-            &f.config(),
-            "--stream",
-            "huge",
-            "--format",
-            "json",
-            "--load-id",
-            "huge",
-            "-q",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = load_command(&[
+        "--config",
+        &f.config(),
+        "--stream",
+        "huge",
+        "--format",
+        "json",
+        "--load-id",
+        "huge",
+        "-q",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
     let pid = child.id();
     let mut input = child.stdin.take().expect("stdin");
     let n = 400_000;
@@ -1005,17 +959,12 @@ fn urls_and_passwords_from_the_environment_connect_and_are_never_printed() {
     let f = Files::new(&json!({}));
     let path = f.write("in.jsonl", &jsonl(&records(10, "env")));
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("load")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = load_command(args);
         cmd.env_remove("REDIS_URL").env_remove("REDIS_PASSWORD");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        wait_output(cmd.spawn().expect("spawn"), RUN_TIMEOUT)
+        common::output_fed(cmd, Vec::new(), RUN_TIMEOUT)
     };
     let port = server.port();
     let wrong = format!("redis://:wrong-pw-123@127.0.0.1:{port}/0");

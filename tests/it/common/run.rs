@@ -187,16 +187,39 @@ fn spawn_piped(mut cmd: Command) -> Child {
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
-fn run_child(mut child: Child, stdin: Vec<u8>) -> RunOutput {
-    let mut input = child.stdin.take().expect("stdin");
+fn run_child(child: Child, stdin: Vec<u8>) -> RunOutput {
+    let (code, out, err) = fed_within(child, stdin, RUN_TIMEOUT);
+    RunOutput::new(code, out, err)
+}
+
+/// Runs `cmd` with `stdin` written from its own thread while its stdout and stderr are read; its
+/// exit code, stdout and stderr. Past `timeout` it is killed and the test fails.
+pub fn output_fed(
+    cmd: Command,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> (Option<i32>, String, String) {
+    fed_within(spawn_piped(cmd), stdin, timeout)
+}
+
+/// Waits for a child spawned with piped stdout and stderr, writing `stdin` to its piped stdin
+/// (then closing it) from its own thread, unless the caller took its stdin to feed it itself.
+pub fn fed_within(
+    mut child: Child,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> (Option<i32>, String, String) {
+    let input = child.stdin.take();
     let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
+        if let Some(mut input) = input {
+            let _ = input.write_all(&stdin);
+        }
     });
     let out = read_to_string_thread(child.stdout.take().expect("stdout"));
     let err = read_to_string_thread(child.stderr.take().expect("stderr"));
-    let code = wait_bounded(&mut child, RUN_TIMEOUT);
+    let code = wait_bounded(&mut child, timeout);
     let _ = writer.join();
-    RunOutput::new(
+    (
         code,
         out.join().expect("stdout"),
         err.join().expect("stderr"),
