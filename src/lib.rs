@@ -30,6 +30,7 @@ pub mod error;
 pub mod java_staging;
 pub mod keys;
 pub mod load;
+pub mod metrics;
 pub mod protocol;
 pub mod scripts;
 pub mod spec;

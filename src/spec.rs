@@ -137,7 +137,46 @@ fn connection_specification() -> Value {
             "value_format": value_format(27),
             "stream_maxlen": stream_maxlen(28),
             "stream_options": stream_options(),
+            "progress_interval_ms": progress_interval_ms(29),
+            "metrics_file": metrics_file(30),
+            "memory_pause_ratio": memory_pause_ratio(31),
+            "memory_wait_ms": memory_wait_ms(32),
         }
+    })
+}
+
+/// `progress_interval_ms` at `order`.
+fn progress_interval_ms(order: u32) -> Value {
+    json!({
+        "title": "Progress interval (ms)", "type": "integer", "order": order,
+        "minimum": 100, "maximum": 86400000, "default": config::DEFAULT_PROGRESS_INTERVAL_MS,
+        "description": "Time between two progress LOG messages (records and bytes written, rates, batches in flight, states echoed, retries and reconnects, the server's used_memory against maxmemory)."
+    })
+}
+
+/// `memory_pause_ratio` at `order`.
+fn memory_pause_ratio(order: u32) -> Value {
+    json!({
+        "title": "Memory pause ratio", "type": "number", "order": order,
+        "minimum": 0, "maximum": 1, "default": config::DEFAULT_MEMORY_PAUSE_RATIO,
+        "description": "When the server has a maxmemory and its used_memory (plus the batches about to be sent) reaches this fraction of it, the writer stops sending, says so once, checks INFO memory every second and goes on when it falls below (consumers delete data, an operator raises maxmemory). 0 turns it off: a full server then ends the sync with an OOM error."
+    })
+}
+
+/// `memory_wait_ms` at `order`.
+fn memory_wait_ms(order: u32) -> Value {
+    json!({
+        "title": "Memory wait (ms)", "type": "integer", "order": order,
+        "minimum": 1000, "maximum": 86400000, "default": config::DEFAULT_MEMORY_WAIT_MS,
+        "description": "How long the writer waits for memory (see memory_pause_ratio) before the sync fails with a transient error; states are echoed for everything committed."
+    })
+}
+
+/// `metrics_file` at `order`.
+fn metrics_file(order: u32) -> Value {
+    json!({
+        "title": "Metrics file", "type": "string", "order": order,
+        "description": "A path the destination writes its metrics to in the Prometheus text format every few seconds and at the end (atomically: written beside it, then renamed), for a node exporter's textfile collector or a sidecar to scrape. Empty: none."
     })
 }
 

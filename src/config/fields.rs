@@ -123,6 +123,25 @@ pub(crate) fn int_field(map: &Map<String, Value>, name: &str) -> Result<Option<i
     }
 }
 
+/// A fraction from 0 to 1 (a number, or a string holding one).
+pub(crate) fn ratio_field(
+    map: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<f64>, ConfigError> {
+    let bad = || field(name, "must be a number from 0 to 1 (0 turns it off)");
+    let value = match map.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(bad)?,
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.trim().parse().map_err(|_| bad())?,
+        Some(_) => return Err(bad()),
+    };
+    match (0.0..=1.0).contains(&value) {
+        true => Ok(Some(value)),
+        false => Err(bad()),
+    }
+}
+
 /// A boolean field; `"true"`/`"false"` strings are accepted (saved Java configs have them).
 pub(crate) fn bool_field(
     map: &Map<String, Value>,

@@ -20,7 +20,7 @@ pub mod tls;
 pub mod topology;
 pub mod tunnel;
 
-use fields::{bool_field, field, int_field, millis, positive, string_field};
+use fields::{bool_field, field, int_field, millis, positive, ratio_field, string_field};
 pub use fields::{ConfigError, Secret};
 pub use target::Target;
 pub use tunnel::{TunnelAuth, TunnelSettings};
@@ -42,6 +42,12 @@ pub const DEFAULT_BATCH_LINGER_MS: u64 = 100;
 pub const DEFAULT_RETRY_BUDGET_MS: u64 = 60_000;
 /// Default time to wait for one reply during `write` before the connection counts as lost.
 pub const DEFAULT_REPLY_TIMEOUT_MS: u64 = 60_000;
+/// Default fraction of `maxmemory` at which the writer pauses (0: never).
+pub const DEFAULT_MEMORY_PAUSE_RATIO: f64 = 0.9;
+/// Default time a paused writer waits for memory before the sync fails.
+pub const DEFAULT_MEMORY_WAIT_MS: u64 = 600_000;
+/// Default time between two progress LOG messages of `write`.
+pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 30_000;
 /// Default number of batches that may be sent and not yet acknowledged.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
@@ -78,6 +84,10 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "value_format",
     "stream_maxlen",
     "stream_options",
+    "progress_interval_ms",
+    "metrics_file",
+    "memory_pause_ratio",
+    "memory_wait_ms",
 ];
 
 /// Validated settings of one run.
@@ -133,6 +143,14 @@ pub struct Settings {
     pub stream_options: StreamOptions,
     /// Warnings about the config to log (e.g. TLS without verification).
     pub warnings: Vec<String>,
+    /// Time between two progress LOG messages.
+    pub progress_interval: Duration,
+    /// Where the metrics are written in the Prometheus text format, if anywhere.
+    pub metrics_file: Option<std::path::PathBuf>,
+    /// The fraction of the server's `maxmemory` at which the writer stops sending (0: never).
+    pub memory_pause_ratio: f64,
+    /// How long a paused writer waits for memory before the sync fails (transient).
+    pub memory_wait: Duration,
 }
 
 impl Settings {
@@ -304,6 +322,23 @@ impl Settings {
             100..=3_600_000,
         )?;
         let stream_options = StreamOptions::from_config(map)?;
+        let progress_interval = millis(
+            map,
+            "progress_interval_ms",
+            DEFAULT_PROGRESS_INTERVAL_MS,
+            100..=86_400_000,
+        )?;
+        let metrics_file = string_field(map, "metrics_file")?
+            .filter(|p| !p.trim().is_empty())
+            .map(std::path::PathBuf::from);
+        let memory_pause_ratio =
+            ratio_field(map, "memory_pause_ratio")?.unwrap_or(DEFAULT_MEMORY_PAUSE_RATIO);
+        let memory_wait = millis(
+            map,
+            "memory_wait_ms",
+            DEFAULT_MEMORY_WAIT_MS,
+            1_000..=86_400_000,
+        )?;
         let ignored_fields = map
             .keys()
             .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
@@ -334,6 +369,10 @@ impl Settings {
             layout,
             stream_options,
             warnings,
+            progress_interval,
+            metrics_file,
+            memory_pause_ratio,
+            memory_wait,
         })
     }
 

@@ -100,14 +100,23 @@ pub fn connect(
     // A server at its maxclients answers the first command with its refusal and hangs up: that
     // refusal is the one to report, not the lost connection that follows. A server that does not
     // answer at all is reported now (the next command would only wait as long again).
-    if let Err(e) = redis::cmd("CLIENT")
+    let named = redis::cmd("CLIENT")
         .arg("SETNAME")
         .arg("destination-redis")
-        .query::<()>(&mut con)
-    {
+        .query::<()>(&mut con);
+    if let Err(e) = &named {
         if e.to_string().contains("max number of clients") || e.is_timeout() || e.is_io_error() {
-            return Err(classify(&e, &ctx));
+            return Err(classify(e, &ctx));
         }
+    }
+    // A connection holding megabytes of pipelined batches must not be the one the server evicts
+    // when clients use too much memory (Redis 7+); older servers and ACLs refuse: harmless. Only
+    // asked of a server that answered like Redis (the next command reports one that does not).
+    if named.is_ok() {
+        let _ = redis::cmd("CLIENT")
+            .arg("NO-EVICT")
+            .arg("on")
+            .query::<()>(&mut con);
     }
     Ok(Connected { con, warnings })
 }

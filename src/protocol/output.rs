@@ -24,7 +24,7 @@ pub enum Level {
 
 /// The stdout printer: a queue drained by one thread.
 pub struct Output {
-    tx: Sender<String>,
+    tx: Sender<Printed>,
     thread: JoinHandle<std::io::Result<()>>,
     /// LOG messages as plain text lines (`load` on stderr) instead of Airbyte LOG messages.
     plain: bool,
@@ -35,9 +35,12 @@ pub struct Output {
 impl Output {
     /// Starts the printer thread over `sink`.
     pub fn start<W: Write + Send + 'static>(mut sink: W) -> Self {
-        let (tx, rx) = unbounded::<String>();
+        let (tx, rx) = unbounded::<Printed>();
         let thread = std::thread::spawn(move || {
-            for mut line in rx {
+            for printed in rx {
+                let Printed::Line(mut line) = printed else {
+                    break;
+                };
                 line.push('\n');
                 sink.write_all(line.as_bytes())?;
                 sink.flush()?;
@@ -65,26 +68,60 @@ impl Output {
     /// Queues one complete message line (without its newline).
     pub fn send(&self, line: String) {
         // The printer only stops when stdout is gone; then there is no one left to tell.
-        let _ = self.tx.send(line);
+        let _ = self.tx.send(Printed::Line(line));
     }
 
     /// Queues a LOG message.
     pub fn log(&self, level: Level, message: impl AsRef<str>) {
-        let message = message.as_ref();
-        match (self.plain, level) {
-            (false, _) => self.send(log_line(level, message)),
-            (true, Level::Warn) => self.send(format!("warning: {message}")),
-            (true, Level::Info) if self.quiet => {}
-            (true, Level::Info) => self.send(message.to_string()),
+        self.logger().log(level, message);
+    }
+
+    /// A handle that logs through this printer from another thread.
+    pub fn logger(&self) -> Logger {
+        Logger {
+            tx: self.tx.clone(),
+            plain: self.plain,
+            quiet: self.quiet,
         }
     }
 
-    /// Waits until every queued line is written. Returns the printer's I/O error, if any.
+    /// Waits until every line queued so far is written (a [`Logger`] still held by a thread that
+    /// is being abandoned does not hold it up; what it logs later is dropped). Returns the
+    /// printer's I/O error, if any.
     pub fn finish(self) -> std::io::Result<()> {
-        drop(self.tx);
+        let _ = self.tx.send(Printed::End);
         self.thread
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the stdout printer panicked")))
+    }
+}
+
+/// What the printer thread is given: a line, or the end.
+enum Printed {
+    Line(String),
+    End,
+}
+
+/// Logs through an [`Output`] from any thread (the writer, while the coordinator waits on it).
+#[derive(Clone)]
+pub struct Logger {
+    tx: Sender<Printed>,
+    plain: bool,
+    quiet: bool,
+}
+
+impl Logger {
+    /// Queues a LOG message (a plain line for a plain printer; INFO dropped when quiet).
+    pub fn log(&self, level: Level, message: impl AsRef<str>) {
+        let message = message.as_ref();
+        let line = match (self.plain, level) {
+            (false, _) => log_line(level, message),
+            (true, Level::Warn) => format!("warning: {message}"),
+            (true, Level::Info) if self.quiet => return,
+            (true, Level::Info) => message.to_string(),
+        };
+        // The printer only stops when its output is gone; then there is no one left to tell.
+        let _ = self.tx.send(Printed::Line(line));
     }
 }
 

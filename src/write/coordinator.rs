@@ -24,6 +24,7 @@ use super::Summary;
 use crate::config::Settings;
 use crate::config::ValueFormat;
 use crate::error::Failure;
+use crate::metrics::{Metrics, Totals};
 use crate::protocol::expire_at::Moment;
 use crate::protocol::output::{Level, Output};
 use crate::protocol::state::{self, Scope};
@@ -31,6 +32,9 @@ use crate::protocol::state::{self, Scope};
 /// How long after SIGTERM the committing of in-flight batches may take (a platform kills the
 /// process 10 s after SIGTERM; the TRACE and the exit must come before that).
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the metrics file is written (and once at the end).
+const METRICS_EVERY: Duration = Duration::from_secs(5);
 
 /// Where one catalog stream stands in this run.
 #[derive(Debug, Default, Clone)]
@@ -64,11 +68,24 @@ pub(super) struct Coordinator {
     /// The largest record the servers accept (their proto-max-bulk-len).
     limit: RecordLimit,
     summary: Summary,
+    /// The run's counters, shown as progress lines and written to the metrics file.
+    metrics: Arc<Metrics>,
+    /// When the next progress line is due, and the totals of the last one.
+    progress: (Instant, Totals),
+    progress_interval: Duration,
+    /// Where the metrics go, and when they are next written there.
+    metrics_file: Option<(std::path::PathBuf, Instant)>,
 }
 
 impl Coordinator {
     /// A coordinator for the streams of `plan`.
-    pub(super) fn new(settings: &Settings, plan: Arc<Plan>, limit: RecordLimit) -> Self {
+    pub(super) fn new(
+        settings: &Settings,
+        plan: Arc<Plan>,
+        limit: RecordLimit,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let now = Instant::now();
         Coordinator {
             batcher: Batcher::new(
                 plan.formats(),
@@ -88,7 +105,42 @@ impl Coordinator {
             durable: settings.durability.is_on(),
             limit,
             summary: Summary::default(),
+            progress: (now + settings.progress_interval, metrics.totals()),
+            progress_interval: settings.progress_interval,
+            metrics_file: settings
+                .metrics_file
+                .clone()
+                .map(|p| (p, now + METRICS_EVERY)),
+            metrics,
         }
+    }
+
+    /// Logs a progress line when one is due, and writes the metrics file when that is due.
+    fn report(&mut self, out: &Output) {
+        let now = Instant::now();
+        if now >= self.progress.0 {
+            let (line, totals) = self.metrics.progress_line(&self.progress.1);
+            out.log(Level::Info, line);
+            // Never more than one line per interval, however late this turn came.
+            self.progress = (now + self.progress_interval, totals);
+        }
+        if let Some((path, due)) = &mut self.metrics_file {
+            if now >= *due {
+                *due = now + METRICS_EVERY;
+                if let Err(e) = self.metrics.write_file(path) {
+                    out.log(
+                        Level::Warn,
+                        format!("Could not write the metrics file {}: {e}.", path.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// When [`Self::report`] next has something to do.
+    fn next_report(&self) -> Instant {
+        let file = self.metrics_file.as_ref().map(|(_, due)| *due);
+        file.into_iter().fold(self.progress.0, Instant::min)
     }
 
     /// Whether the writer reported a failure (then it must not be waited for).
@@ -129,6 +181,7 @@ impl Coordinator {
                 self.move_sealed();
             }
             self.queue_ready_states(out);
+            self.report(out);
             for item in self.outbox.drain(..) {
                 if work.send(item).is_err() {
                     // The writer stopped: its failure is waiting in `acks`.
@@ -151,6 +204,7 @@ impl Coordinator {
                 .next_linger_deadline(self.linger)
                 .into_iter()
                 .chain(give_up_at)
+                .chain([self.next_report()])
                 .min();
             let timeout = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
@@ -215,10 +269,12 @@ impl Coordinator {
             Ack::Echo(line) => {
                 self.awaiting -= 1;
                 self.summary.states += 1;
+                self.metrics.state_echoed();
                 out.send(line);
             }
             Ack::Published { stream, report } => {
                 self.awaiting -= 1;
+                self.metrics.published(stream);
                 let stream = &self.plan[stream].descriptor;
                 out.log(Level::Info, report.summary(stream));
                 if let Some(warning) = report.warning(stream) {
@@ -418,6 +474,7 @@ impl Coordinator {
                 self.outbox.push(Work::State(state));
             } else {
                 self.summary.states += 1;
+                self.metrics.state_echoed();
                 out.send(state.line);
                 echoed = true;
             }

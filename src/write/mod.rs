@@ -52,6 +52,7 @@ use crate::connect::{self, Context};
 use crate::error::{Failure, FailureType};
 use crate::java_staging;
 use crate::keys;
+use crate::metrics::Metrics;
 use crate::protocol::catalog::{self, ConfiguredStream};
 use crate::protocol::output::{self, Level, Output};
 use coordinator::Coordinator;
@@ -124,7 +125,8 @@ where
     // From here on SIGTERM never takes the default action (exit 143, no TRACE): before the writer
     // runs it ends the process at once with a TRACE, afterwards the coordinator winds down.
     let setup_done = Arc::new(AtomicBool::new(false));
-    let terminate = sigterm_channel(setup_done.clone())?;
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let terminate = sigterm_channel(setup_done.clone(), cancelled.clone())?;
     let dry_run = load.as_ref().is_some_and(|l| l.dry_run);
     let descriptors: Vec<_> = streams.iter().map(|s| s.descriptor.clone()).collect();
     let layout = settings.layout;
@@ -228,6 +230,7 @@ where
         return count_records(chunk_rx);
     }
 
+    let metrics = Arc::new(Metrics::new(&plan.descriptors()));
     let (work_tx, work_rx) = bounded::<Work>(settings.max_in_flight.get());
     let (ack_tx, ack_rx) = unbounded::<Ack>();
     let servers = nodes.servers();
@@ -242,10 +245,14 @@ where
         settings: settings.clone(),
         retained: Retained::default(),
         redirects: Default::default(),
+        metrics: metrics.clone(),
+        memory: writer::MemoryGate::new(settings.memory_pause_ratio, settings.memory_wait),
+        log: out.logger(),
+        cancelled,
     };
     let writer_thread = std::thread::spawn(move || writer.run(work_rx, ack_tx));
 
-    let mut coordinator = Coordinator::new(settings, plan, limit);
+    let mut coordinator = Coordinator::new(settings, plan, limit, metrics.clone());
     let result = coordinator.drive(chunk_rx, &work_tx, &ack_rx, &terminate, out);
     drop(work_tx);
     if result.is_ok() {
@@ -261,6 +268,18 @@ where
         }
     }
     let summary = coordinator.into_summary();
+    // The summary and the metrics file's last state, whatever the outcome.
+    for line in metrics.summary_lines() {
+        out.log(Level::Info, line);
+    }
+    if let Some(path) = &settings.metrics_file {
+        if let Err(e) = metrics.write_file(path) {
+            out.log(
+                Level::Warn,
+                format!("Could not write the metrics file {}: {e}.", path.display()),
+            );
+        }
+    }
     // (A load prints its own summary.)
     if result.is_ok() && load.is_none() {
         let secs = started.elapsed().as_secs_f64();
@@ -295,10 +314,13 @@ fn count_records(chunks: Receiver<Chunk>) -> Result<Summary, Failure> {
 }
 
 /// A channel that receives one message per SIGTERM once `setup_done` is set (the default action,
-/// exiting, is replaced). Before that, nothing of this run is committed and setup may wait on a
+/// exiting, is replaced), which also sets `cancelled` (a writer paused for memory stops waiting). Before that, nothing of this run is committed and setup may wait on a
 /// silent server far longer than a platform's grace period, so SIGTERM prints the TRACE itself and
 /// ends the process with exit code 1.
-fn sigterm_channel(setup_done: Arc<AtomicBool>) -> Result<Receiver<()>, Failure> {
+fn sigterm_channel(
+    setup_done: Arc<AtomicBool>,
+    cancelled: Arc<AtomicBool>,
+) -> Result<Receiver<()>, Failure> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
         .map_err(|e| Failure::system("Could not install the SIGTERM handler.", e))?;
     let (tx, rx) = unbounded();
@@ -315,6 +337,7 @@ fn sigterm_channel(setup_done: Arc<AtomicBool>) -> Result<Receiver<()>, Failure>
                 let _ = stdout.flush();
                 std::process::exit(1);
             }
+            cancelled.store(true, Ordering::SeqCst);
             if tx.send(()).is_err() {
                 break;
             }

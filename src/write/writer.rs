@@ -25,9 +25,12 @@
 
 use std::sync::Arc;
 
+mod memory;
 mod parts;
 mod recovery;
 mod send;
+
+pub use memory::MemoryGate;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -41,6 +44,8 @@ use crate::config::Settings;
 use crate::connect::nodes::Nodes;
 use crate::connect::{classify, Context};
 use crate::error::Failure;
+use crate::metrics::Metrics;
+use crate::protocol::output::Logger;
 
 /// Bytes of calls sent in one socket write, at most (a single larger batch goes alone).
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
@@ -124,6 +129,14 @@ pub struct Writer {
     /// The servers on which the last durable wait succeeded (at first, those of the start): too
     /// few replicas there again is final, since only a moved master is worth waiting for.
     pub durable_on: Vec<String>,
+    /// The run's counters (commits, call times, retries, reconnects, batches in flight).
+    pub metrics: Arc<Metrics>,
+    /// Memory back-pressure.
+    pub memory: MemoryGate,
+    /// Logs straight to the output (the coordinator may be waiting to hand over work).
+    pub log: Logger,
+    /// Set by SIGTERM: a paused writer stops waiting.
+    pub cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where the writer stands with the overwrite streams.
@@ -175,7 +188,10 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let r = self.send_group(&group, &mut buf, &acks);
+                    let bytes = group.iter().map(|b| b.body.len() as u64).sum();
+                    let r = self
+                        .memory_check(bytes)
+                        .and_then(|()| self.send_group(&group, &mut buf, &acks));
                     for b in group.drain(..) {
                         self.retained.push(b);
                     }

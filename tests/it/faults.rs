@@ -286,6 +286,8 @@ fn oom_never_leaves_part_of_a_batch() {
         RedisServer::start_with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
     let mut config = server.config();
     config["batch_size"] = json!(50);
+    // Back-pressure off: a full server is the OOM config_error (with it, the writer pauses).
+    config["memory_pause_ratio"] = json!(0);
     let mut input = String::new();
     for i in 0..40_000 {
         input += &(record(

@@ -11,6 +11,7 @@ mod formats;
 #[cfg(feature = "docker-tests")]
 mod image;
 mod load;
+mod operating;
 mod overwrite;
 mod overwrite_stops;
 mod properties;

@@ -32,6 +32,8 @@ pub struct Round<'a> {
     pub asked: Vec<(u64, String)>,
     /// The connection to a node was lost: reconnect.
     pub lost: Option<Failure>,
+    /// A server refused a batch for lack of memory (OOM) and back-pressure is on: wait for memory.
+    pub full: bool,
 }
 
 impl Round<'_> {

@@ -90,6 +90,7 @@ impl Writer {
             retry.wait(&cause)?;
             match self.nodes.reset().and_then(|()| self.resend_retained()) {
                 Ok(()) => {
+                    self.metrics.reconnected();
                     let _ = acks.send(Ack::Reconnected(format!(
                         "{} Reconnected; unacknowledged work is being resent.",
                         first.message
@@ -110,6 +111,7 @@ impl Writer {
             return Ok(());
         }
         let batches: Vec<&Batch> = self.retained.batches().collect();
+        self.metrics.retried(batches.len());
         let mut buf = Vec::new();
         for (addr, part) in split_by_node(&self.nodes, &self.calls, &batches) {
             buf.clear();

@@ -28,8 +28,24 @@ impl Writer {
         let mut pending: Vec<&Batch> = group.iter().collect();
         // Batches to send to an importing node after ASKING (an ASK reply), by first ordinal.
         let mut asked: Vec<(u64, String)> = Vec::new();
+        let result = self.send_rounds(&mut pending, buf, acks, &mut retry, &mut asked);
+        self.metrics.set_in_flight(0);
+        result
+    }
+
+    /// The rounds of [`Self::send_group`]: send what is pending, judge the replies, recover, and
+    /// again until nothing is pending.
+    fn send_rounds(
+        &mut self,
+        pending: &mut Vec<&Batch>,
+        buf: &mut Vec<u8>,
+        acks: &Sender<Ack>,
+        retry: &mut Retry,
+        asked: &mut Vec<(u64, String)>,
+    ) -> Result<(), Failure> {
         for _ in 0..MAX_RESENDS {
-            let mut parts = split_by_node(&self.nodes, &self.calls, &pending);
+            self.metrics.set_in_flight(pending.len());
+            let mut parts = split_by_node(&self.nodes, &self.calls, pending);
             for (ordinal, target) in asked.drain(..) {
                 move_to(&mut parts, ordinal, target);
             }
@@ -70,9 +86,17 @@ impl Writer {
                 let mut broken = None;
                 match self.nodes.link(&addr) {
                     Ok(link) => {
+                        // A call's time: from the previous reply (the server runs a part's calls
+                        // one after another), or from when this part's replies are awaited.
+                        let mut last = std::time::Instant::now();
                         for _ in &part {
                             match receive(link, ask) {
-                                Ok(v) => replies.push(v),
+                                Ok(v) => {
+                                    let now = std::time::Instant::now();
+                                    self.metrics.call(now - last);
+                                    last = now;
+                                    replies.push(v)
+                                }
                                 Err(f) => {
                                     broken = Some(f);
                                     break;
@@ -97,14 +121,18 @@ impl Writer {
             if round.again.is_empty() {
                 return Ok(());
             }
+            self.metrics.retried(round.again.len());
+            if round.full {
+                self.memory_after_oom()?;
+            }
             if let Some(f) = round.lost {
-                self.reconnect(&mut retry, f, acks)?;
+                self.reconnect(retry, f, acks)?;
             } else if let Some(f) = round.moved {
                 if round.failover {
                     // A master became a replica (a failover): find the new one.
-                    self.reconnect(&mut retry, f, acks)?;
+                    self.reconnect(retry, f, acks)?;
                 } else if let Err(e) = self.nodes.refresh_map() {
-                    self.reconnect(&mut retry, e, acks)?;
+                    self.reconnect(retry, e, acks)?;
                 } else if round
                     .moved_to
                     .iter()
@@ -125,11 +153,11 @@ impl Writer {
                     if f.failure_type != FailureType::Transient {
                         return Err(f);
                     }
-                    self.reconnect(&mut retry, f, acks)?;
+                    self.reconnect(retry, f, acks)?;
                 }
             }
-            asked = round.asked;
-            pending = round.again;
+            *asked = round.asked;
+            *pending = round.again;
         }
         Err(Failure::system(
             format!(
@@ -172,6 +200,8 @@ impl Writer {
     ) -> Result<(), Failure> {
         match verdict::judge(reply) {
             Verdict::Committed => {
+                self.metrics
+                    .committed(batch.stream, batch.records, batch.body.len());
                 let _ = acks.send(Ack::Committed {
                     first_ordinal: batch.first_ordinal,
                     records: batch.records,
@@ -210,6 +240,14 @@ impl Writer {
                         .push((self.calls[batch.stream].keys.counter.clone(), target));
                 }
                 round.moved.get_or_insert(f);
+                round.again.push(batch);
+            }
+            Verdict::Refused(err)
+                if crate::classify::error_code(&err) == "OOM" && self.waits_for_memory() =>
+            {
+                // Memory filled between the last reading and this batch (another writer, a
+                // burst): nothing of it was written; it goes again once there is room.
+                round.full = true;
                 round.again.push(batch);
             }
             Verdict::OutOfOrder(err) | Verdict::Refused(err) => {

@@ -399,6 +399,24 @@ impl Interactive {
         }
     }
 
+    /// Waits until a stdout line containing `text` has been printed; returns it.
+    pub fn wait_for_line(&mut self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!(
+                    "no line with {text:?} after {timeout:?}; stdout so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
     /// Sends SIGTERM (how Airbyte cancels a sync).
     pub fn terminate(&self) {
         let status = Command::new("kill")
