@@ -352,3 +352,37 @@ mod standalone {
         assert!(said[0].contains("back-pressure is off"), "{}", said[0]);
     }
 }
+
+#[test]
+fn the_writers_connections_are_never_evicted_where_the_server_allows_it() {
+    let target = Target::standalone();
+    let server = target.server();
+    let info = server.cli(&["INFO", "server"]);
+    let major: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .unwrap_or(0);
+    let cat = catalog(&[(Some("op"), "kept")]);
+    let mut sync = Interactive::start(&target.config(), &cat);
+    let data = "{\"i\":1}";
+    sync.send(&(record(Some("op"), "kept", data, 1) + "\n"));
+    sync.send(&(stream_state(Some("op"), "kept", "{}") + "\n"));
+    sync.wait_for_states(1, Duration::from_secs(30));
+    let clients = server.cli(&["CLIENT", "LIST"]);
+    let ours: Vec<&str> = clients
+        .lines()
+        .filter(|l| l.contains("name=destination-redis"))
+        .collect();
+    assert!(!ours.is_empty(), "{clients}");
+    for line in &ours {
+        let flags = line
+            .split(' ')
+            .find_map(|f| f.strip_prefix("flags="))
+            .unwrap_or("");
+        // Redis 7 added no-evict (flag `e`); older servers refuse the command, harmlessly.
+        assert_eq!(flags.contains('e'), major >= 7, "{line}");
+    }
+    let out = sync.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+}
