@@ -30,7 +30,10 @@ fn main() -> ExitCode {
                     check::run(&s)
                 });
             match &result {
-                Ok(warnings) => warnings.iter().for_each(|w| out.log(Level::Warn, w)),
+                Ok(report) => {
+                    report.facts.iter().for_each(|f| out.log(Level::Info, f));
+                    report.warnings.iter().for_each(|w| out.log(Level::Warn, w));
+                }
                 Err(f) => out.log(
                     Level::Warn,
                     format!("Check failed: {} ({})", f.message, f.internal),

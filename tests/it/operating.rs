@@ -386,3 +386,28 @@ fn the_writers_connections_are_never_evicted_where_the_server_allows_it() {
     let out = sync.finish();
     assert_eq!(out.code, Some(0), "{}", out.dump());
 }
+
+#[test]
+fn check_says_what_matters_before_a_long_sync() {
+    let target = Target::standalone();
+    let server = target.server();
+    server.cli(&["CONFIG", "SET", "maxmemory", "100mb"]);
+    let mut config = target.config();
+    config["wait_aof"] = json!(true);
+    let out = crate::common::check(&config);
+    out.assert_check_succeeded();
+    let logs = out.logs();
+    let facts = logs
+        .iter()
+        .find(|l| l.contains(": version "))
+        .unwrap_or_else(|| panic!("{}", out.dump()));
+    assert!(facts.contains("maxmemory 104857600 bytes"), "{facts}");
+    assert!(facts.contains("maxmemory-policy noeviction"), "{facts}");
+    assert!(facts.contains("appendonly no"), "{facts}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("wait_aof is on, but") && l.contains("appendonly no")),
+        "{}",
+        out.dump()
+    );
+}
