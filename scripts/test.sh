@@ -107,7 +107,7 @@ phase "tests" cargo_test --locked "${features[@]}" -- --skip image::
 # The core suites again, each test against its own 3-master cluster (tests that need one server's
 # own features live in `standalone` modules).
 phase "core suites against a 3-master cluster" cargo_test REDIS_TOPOLOGY=cluster --locked "${features[@]}" --test it -- properties:: write_append:: overwrite:: dedup:: expiry:: formats:: \
-  load:: --skip ::standalone::
+  load:: operating:: --skip ::standalone::
 if [ "$DOCKER_TESTS" = 1 ]; then
   phase "base and Redis images (made in the background)" await images
   phase "destination image (binary from $IMAGE_BINARY)" destination_image
