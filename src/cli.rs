@@ -150,6 +150,9 @@ pub struct LoadArgs {
     /// No progress and no summary (errors are still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write metrics in the Prometheus text format to this file, every few seconds and at the end.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Milliseconds between plain progress lines (when stderr is not a terminal).
     #[arg(long, default_value_t = 5000, hide = true)]
     pub progress_every_ms: u64,

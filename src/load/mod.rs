@@ -278,6 +278,12 @@ fn settings_for(args: &LoadArgs) -> Result<Settings, Failure> {
     set("record_key", args.record_key.clone().map(Value::from));
     set("stream_maxlen", args.stream_maxlen.map(Value::from));
     set("batch_size", args.batch_size.map(Value::from));
+    set(
+        "metrics_file",
+        args.metrics_file
+            .as_ref()
+            .map(|p| Value::from(p.display().to_string())),
+    );
     Settings::from_map(&map).map_err(Failure::from)
 }
 
