@@ -5,6 +5,8 @@
 # flushed before every run). Prints every run, the medians, and the median of the per-pair ratios
 # A/B (pairs cancel the machine's drift; above 1 means A is slower).
 #   bash scripts/bench-ab.sh A_BINARY B_BINARY [N]      (ROUNDS=7 by default)
+# B_CONFIG='"metrics_file": "/tmp/m.prom", "progress_interval_ms": 1000' adds config fields for B
+# alone (e.g. the cost of progress lines and the metrics file, against a build without them).
 # For example, the binary of an older commit against this one:
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release --bin destination-redis)
 #   bash scripts/bench-ab.sh /tmp/old/target/release/destination-redis target/release/destination-redis
@@ -23,24 +25,25 @@ start_redis
 trap 'if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 append_catalog "$work/catalog.json" users orders events
-echo "{\"host\": \"127.0.0.1\", \"port\": $port}" > "$work/config.json"
+echo "{\"host\": \"127.0.0.1\", \"port\": $port}" > "$work/config_a.json"
+echo "{\"host\": \"127.0.0.1\", \"port\": $port${B_CONFIG:+, $B_CONFIG}}" > "$work/config_b.json"
 target/release/examples/gen_records "$N" --streams 3 --state-every 1000 > "$work/in.jsonl"
 
-# Seconds one run of binary $1 takes (the server flushed first); fails if the run does.
+# Seconds one run of binary $1 takes with config $2 (the server flushed first); fails if the run does.
 one_run() {
   redis-cli -p "$port" FLUSHALL >/dev/null
   local t0 t1
   t0=$(date +%s.%N)
-  "$1" write --config "$work/config.json" --catalog "$work/catalog.json" < "$work/in.jsonl" > "$work/out.jsonl"
+  "$1" write --config "$2" --catalog "$work/catalog.json" < "$work/in.jsonl" > "$work/out.jsonl"
   t1=$(date +%s.%N)
   grep -q '"Wrote '"$N"' records' "$work/out.jsonl" || { tail -3 "$work/out.jsonl"; return 1; }
   echo "$t1 - $t0" | bc -l
 }
 
-one_run "$A" >/dev/null && one_run "$B" >/dev/null   # warm-up, not counted
+one_run "$A" "$work/config_a.json" >/dev/null && one_run "$B" "$work/config_b.json" >/dev/null   # warm-up, not counted
 a_times=(); b_times=()
 for i in $(seq 1 "$ROUNDS"); do
-  a=$(one_run "$A"); b=$(one_run "$B")
+  a=$(one_run "$A" "$work/config_a.json"); b=$(one_run "$B" "$work/config_b.json")
   a_times+=("$a"); b_times+=("$b")
   printf 'round %d: A %.3f s, B %.3f s, A/B %.3f\n' "$i" "$a" "$b" "$(echo "$a / $b" | bc -l)"
 done
