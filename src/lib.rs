@@ -19,6 +19,7 @@
 //! | `java_staging` | the Java connector's leftover staging (`tmp:…`) |
 //! | `write`        | the `write` command: reader, batcher, checkpoint, pipelined writer |
 //! | `check`        | the `check` command |
+//! | `metrics`      | a run's counters: progress lines, the summary, the Prometheus text file |
 //! | `load`         | the `load` command: files or stdin through the `write` pipeline, resumable |
 
 pub mod check;

@@ -216,7 +216,7 @@ mod standalone {
     use super::*;
 
     /// `n` records of about 1 KB each, a state after every 100.
-    fn big_records(stream: &str, n: usize) -> String {
+    pub(super) fn big_records(stream: &str, n: usize) -> String {
         let pad = "m".repeat(1_000);
         let mut input = String::new();
         for i in 0..n {
@@ -410,4 +410,39 @@ fn check_says_what_matters_before_a_long_sync() {
         "{}",
         out.dump()
     );
+}
+
+#[test]
+fn a_cluster_node_that_fills_up_pauses_the_sync_until_memory_is_freed() {
+    use crate::common::{tagged_counter, Cluster};
+    let cluster = Cluster::start(3, 0);
+    let owner = cluster.owner(&tagged_counter(Some("op"), "fullc"));
+    let used: u64 = owner
+        .cli(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    let limit = (used + 6 * 1024 * 1024).to_string();
+    owner.cli(&["CONFIG", "SET", "maxmemory", &limit]);
+    let mut config = cluster.config();
+    config["batch_size"] = json!(50);
+    let cat = catalog(&[(Some("op"), "fullc")]);
+    let mut sync = Interactive::start(&config, &cat);
+    let n = 12_000;
+    sync.send(&standalone::big_records("fullc", n));
+    let paused = sync.wait_for_line("the writer pauses", Duration::from_secs(60));
+    assert!(
+        paused.contains(&owner.port().to_string()),
+        "names the full node: {paused}"
+    );
+    owner.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    let out = sync.finish();
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let (count, records) = crate::common::read_tagged(&cluster, Some("op"), "fullc");
+    assert_eq!(count, Some(n as i64));
+    for (i, r) in records.iter().enumerate() {
+        let data: Value = serde_json::from_str(&r["_airbyte_data"]).expect("data");
+        assert_eq!(data["i"], i, "record {} once, in order", i + 1);
+    }
 }
