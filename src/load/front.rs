@@ -89,6 +89,7 @@ impl Front {
             tx,
             chunk: Chunk::default(),
             since: Instant::now(),
+            closed: false,
         };
         if let Err(f) = self.read_all(&streams, &mut sender) {
             sender.chunk.items.push(Item::Failed(f));
@@ -162,7 +163,15 @@ impl Front {
                             }
                             Err(f) => self.refused(input, line, f, json)?,
                         }
-                        sender.maybe_send();
+                        if sender.due() {
+                            // Rejects before the records after them: a batch that commits a
+                            // position past a reject never leaves that reject unwritten.
+                            self.flush_rejects()?;
+                            sender.flush();
+                            if sender.closed {
+                                return Ok(());
+                            }
+                        }
                     }
                     Piece::Bad {
                         reason, text, line, ..
@@ -171,6 +180,22 @@ impl Front {
             }
         }
         Ok(())
+    }
+
+    /// Writes the rejects set aside so far to their file.
+    fn flush_rejects(&mut self) -> Result<(), Failure> {
+        match &mut self.rejects {
+            Some(rejects) => rejects.out.flush().map_err(|e| {
+                Failure::system(
+                    format!(
+                        "Writing the rejected records to {} failed: {e}.",
+                        rejects.name
+                    ),
+                    &e,
+                )
+            }),
+            None => Ok(()),
+        }
     }
 
     fn parser(&self, input: &Input, offset: u64, line: u64) -> Result<Parser, Failure> {
@@ -251,20 +276,20 @@ struct ChunkSender {
     tx: Sender<Chunk>,
     chunk: Chunk,
     since: Instant,
+    /// The run ended (the channel is closed): reading on is moot.
+    closed: bool,
 }
 
 impl ChunkSender {
-    fn maybe_send(&mut self) {
+    /// Whether the chunk is due: full, or waiting long enough.
+    fn due(&self) -> bool {
         let full = self.chunk.items.len() >= CHUNK_ITEMS || self.chunk.arena.len() >= CHUNK_BYTES;
-        if full || self.since.elapsed() >= CHUNK_WAIT {
-            self.flush();
-        }
+        full || self.since.elapsed() >= CHUNK_WAIT
     }
 
     fn flush(&mut self) {
-        if !self.chunk.items.is_empty() {
-            // A closed channel: the run ended (failed); the front's work is moot.
-            let _ = self.tx.send(std::mem::take(&mut self.chunk));
+        if !self.chunk.items.is_empty() && self.tx.send(std::mem::take(&mut self.chunk)).is_err() {
+            self.closed = true;
         }
         self.since = Instant::now();
     }

@@ -139,6 +139,15 @@ fn run_load(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
         (false, _) => LoadRecord::begin(&mut link.con, &key, &inputs, now, &link.ctx)?,
     };
     drop(nodes);
+    let names = record::identity(&inputs);
+    if let (Some(_), Some(before)) = (begun.position, &begun.inputs) {
+        if *before != names {
+            return Err(Failure::config(
+                format!("Load {id} was started with the inputs {before}, and these are {names}: it resumes at a byte offset of its own inputs only. Give the same inputs in the same order, or another --load-id (or --again) to load these anew."),
+                "load inputs differ",
+            ));
+        }
+    }
     let from = begun.position.unwrap_or_default();
     if from.input as usize >= inputs.len() {
         return Err(Failure::config(

@@ -67,8 +67,7 @@ impl LoadRecord {
         now: i64,
         ctx: &Context,
     ) -> Result<LoadRecord, Failure> {
-        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-        let names = serde_json::to_string(&names).unwrap_or_default();
+        let names = identity(inputs);
         redis::pipe()
             .cmd("HSETNX")
             .arg(key)
@@ -136,6 +135,22 @@ impl LoadRecord {
             }
         }
     }
+}
+
+/// The inputs as the load's record keeps them: their absolute paths (`stdin` for stdin), as a
+/// JSON list; a resumed load must be given the same.
+pub fn identity(inputs: &[Input]) -> String {
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|i| match &i.path {
+            Some(path) => std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.clone())
+                .display()
+                .to_string(),
+            None => i.name.clone(),
+        })
+        .collect();
+    serde_json::to_string(&names).unwrap_or_default()
 }
 
 /// Checks a load id given on the command line.

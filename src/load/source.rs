@@ -188,6 +188,13 @@ pub fn open(
                 Compression::None => offset,
                 _ => 0,
             };
+            let len = file.metadata().map_err(io_err)?.len();
+            if start > len {
+                return Err(io_err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("it is shorter ({len} bytes) than where the load stopped ({offset} bytes): it changed since; give another --load-id to load it anew"),
+                )));
+            }
             file.seek(SeekFrom::Start(start)).map_err(io_err)?;
             raw.fetch_add(start, Ordering::Relaxed);
             let reader = counted(Box::new(file));

@@ -55,7 +55,7 @@ pub struct InputPosition {
     pub offset: u64,
     /// Lines of that input up to the end of the record (for messages after a resume).
     pub line: u64,
-    /// Records of the load up to and including this one (rejected ones included).
+    /// Records of the load loaded up to and including this one (rejected ones not counted).
     pub records: u64,
 }
 

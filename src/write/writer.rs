@@ -189,8 +189,9 @@ impl Writer {
                         }
                     }
                     let bytes = group.iter().map(|b| b.body.len() as u64).sum();
+                    let step = group.iter().map(|b| b.body.len() as u64).max();
                     let r = self
-                        .memory_check(bytes)
+                        .memory_check(bytes, step.unwrap_or(0))
                         .and_then(|()| self.send_group(&group, &mut buf, &acks));
                     for b in group.drain(..) {
                         self.retained.push(b);

@@ -990,3 +990,109 @@ fn urls_and_passwords_from_the_environment_connect_and_are_never_printed() {
     assert_eq!(common::read_stream(&mut con, None, "e").1.len(), 10);
     assert_eq!(common::read_stream(&mut con, None, "e2").1.len(), 10);
 }
+
+/// Runs `load` with `args` and kills it (SIGKILL) once the position of load `id` in Redis counts
+/// at least `records` records (or it ends).
+fn kill_after(args: &[&str], id: &str, con: &mut redis::Connection, records: u64) {
+    let mut child = load_command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn load");
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("_airbyte_redis:load:{id}:*"))
+            .query(con)
+            .expect("KEYS");
+        let at = keys.iter().any(|k| {
+            let position: Option<String> = redis::cmd("HGET")
+                .arg(k)
+                .arg("position")
+                .query(con)
+                .ok()
+                .flatten();
+            position
+                .and_then(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
+                .is_some_and(|n| n >= records)
+        });
+        if at {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_load_resumes_only_with_its_own_inputs_and_its_own_staging() {
+    // A load killed once its position counts 1,000 records; what it resumes from must still be
+    // there.
+    let server = common::RedisServer::start();
+    let f = Files::new(&server.config());
+    let data = records(20_000, "own");
+    let first = f.write("a.jsonl", &jsonl(&data));
+    let other = f.write("b.jsonl", &jsonl(&data[..10]));
+    let config = f.config();
+    let mut con = server.conn();
+    let base = [
+        "--config",
+        config.as_str(),
+        "--batch-size",
+        "100",
+        "--load-id",
+    ];
+    // Other inputs under the same id are refused.
+    let args = [&base[..], &["own-1", "--stream", "own", &first]].concat();
+    kill_after(&args, "own-1", &mut con, 1_000);
+    let ran = load(
+        &[&base[..], &["own-1", "--stream", "own", &other]].concat(),
+        Vec::new(),
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("was started with the inputs"),
+        "{}",
+        ran.stderr
+    );
+    // A plain file cut shorter than where the load stopped is refused.
+    let keep = std::fs::read(&first).expect("read");
+    std::fs::write(&first, &keep[..100]).expect("truncate");
+    let ran = load(
+        &[&base[..], &["own-1", "--stream", "own", &first]].concat(),
+        Vec::new(),
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("it changed since"), "{}", ran.stderr);
+    std::fs::write(&first, &keep).expect("restore");
+    load(
+        &[&base[..], &["own-1", "--stream", "own", &first]].concat(),
+        Vec::new(),
+    )
+    .ok();
+    assert_eq!(
+        common::read_stream(&mut con, None, "own").1.len(),
+        data.len()
+    );
+    // An overwrite load whose staging vanished (expired) is refused, and --again loads anew.
+    let args = [
+        &base[..],
+        &["ow-1", "--stream", "ow", "--mode", "overwrite", &first],
+    ]
+    .concat();
+    kill_after(&args, "ow-1", &mut con, 1_000);
+    let staged: Vec<String> = redis::cmd("KEYS")
+        .arg("_airbyte_redis:staging*")
+        .query(&mut con)
+        .expect("KEYS");
+    assert!(!staged.is_empty());
+    let _: () = redis::cmd("DEL").arg(&staged).query(&mut con).expect("DEL");
+    let ran = load(&args, Vec::new());
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--again"), "{}", ran.stderr);
+    load(&[&args[..], &["--again"]].concat(), Vec::new()).ok();
+    let (_, ow) = common::read_stream(&mut con, None, "ow");
+    assert_eq!(ow.len(), data.len());
+}

@@ -79,6 +79,14 @@ pub fn prepare(
     // Staging in another value format (the stream's options changed between attempts) is
     // discarded: formats are never mixed in one stream.
     let same = generation == Some(s.generation) && s.resumable && staged.is_in(s.format);
+    if s.load == Some(LoadStaging::KeepAll) && !same {
+        // The position says records are staged; without them the load would publish only the
+        // rest of its input.
+        return Err(Failure::config(
+            format!("The records that earlier runs of this load staged for stream key {:?} are gone (expired after a week, or staged in another value format): give --again to load every input anew.", s.live.counter),
+            "load staging gone",
+        ));
+    }
     let (keep, live) = match (same, published) {
         (false, _) => (0, 0),
         // Generation 0 carries no identity (the platform sends it to connectors without refresh

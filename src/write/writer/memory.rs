@@ -48,6 +48,10 @@ struct Reading {
     addr: String,
     used: u64,
     max: u64,
+    /// Whether the server refuses writes when full: every policy but `allkeys-*` (a `volatile-*`
+    /// policy refuses once no key with a TTL is left); a server that evicts any key to make room
+    /// sits near its limit by design, and is never waited for.
+    refuses: bool,
 }
 
 impl MemoryGate {
@@ -67,6 +71,7 @@ impl MemoryGate {
     /// Whether `reading`, with `bytes` more sent (weighed by the growth), is at or above the ratio.
     fn over(&self, reading: &Reading, bytes: u64) -> bool {
         self.ratio > 0.0
+            && reading.refuses
             && reading.max > 0
             && reading.used as f64 + self.growth * bytes as f64 >= self.ratio * reading.max as f64
     }
@@ -84,20 +89,28 @@ impl MemoryGate {
     }
 }
 
-/// `used_memory` and `maxmemory` from the text of `INFO memory`.
-fn parse_info(text: &str) -> Option<(u64, u64)> {
+/// `used_memory`, `maxmemory` and whether the server refuses writes when full (its policy is
+/// not `allkeys-*`; also when the reply does not say), from the text of `INFO memory`.
+fn parse_info(text: &str) -> Option<(u64, u64, bool)> {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(str::trim)
     };
-    Some((field("used_memory")?, field("maxmemory").unwrap_or(0)))
+    let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+    let refuses = field("maxmemory_policy").is_none_or(|p| !p.starts_with("allkeys"));
+    Some((
+        number("used_memory")?,
+        number("maxmemory").unwrap_or(0),
+        refuses,
+    ))
 }
 
 impl Writer {
-    /// Before a group of `bytes` bytes is sent: reads the servers' memory when due, and waits while
-    /// one of them is at or above the ratio (see the module).
-    pub(super) fn memory_check(&mut self, bytes: u64) -> Result<(), Failure> {
+    /// Before a group of `bytes` bytes (its largest batch `step` bytes) is sent: reads the
+    /// servers' memory when due, and waits while one of them is at or above the ratio (see the
+    /// module).
+    pub(super) fn memory_check(&mut self, bytes: u64, step: u64) -> Result<(), Failure> {
         if self.memory.denied {
             return Ok(());
         }
@@ -123,7 +136,9 @@ impl Writer {
                 .find(|r| self.memory.over(r, bytes))
                 .cloned()
             {
-                self.memory_pause(full, bytes)?;
+                // Once paused, room for the group's largest batch lets it go on: a group larger
+                // than the room there ever is would otherwise wait forever.
+                self.memory_pause(full, step)?;
             }
         }
         self.memory.sent_since += bytes;
@@ -189,22 +204,15 @@ impl Writer {
         self.memory.ratio > 0.0 && !self.memory.denied
     }
 
-    /// After an OOM refusal with back-pressure on: waits for memory as a pause would.
-    pub(super) fn memory_after_oom(&mut self) -> Result<(), Failure> {
+    /// After an OOM refusal (`oom`, its failure) with back-pressure on: waits for memory as a
+    /// pause would, when a server is at or above the ratio; otherwise (a server that is full far
+    /// below it, by its own accounting) the refusal stands.
+    pub(super) fn memory_after_oom(&mut self, oom: Failure) -> Result<(), Failure> {
         let readings = self.read_memory().unwrap_or_default();
-        let full = readings
-            .iter()
-            .max_by(|a, b| {
-                let fill = |r: &Reading| r.used as f64 / r.max.max(1) as f64;
-                fill(a).total_cmp(&fill(b))
-            })
-            .cloned()
-            .unwrap_or(Reading {
-                addr: self.ctx.address.clone(),
-                used: 0,
-                max: 0,
-            });
-        self.memory_pause(full, 0)
+        match readings.iter().find(|r| self.memory.over(r, 0)).cloned() {
+            Some(full) => self.memory_pause(full, 0),
+            None => Err(oom),
+        }
     }
 
     /// Every open connection's server memory (and the metrics' gauges); `None` when `INFO` is
@@ -218,10 +226,11 @@ impl Writer {
             let info: Result<String, _> = redis::cmd("INFO").arg("memory").query(&mut link.con);
             let parsed = info.as_deref().ok().and_then(parse_info);
             match (info, parsed) {
-                (_, Some((used, max))) => readings.push(Reading {
+                (_, Some((used, max, refuses))) => readings.push(Reading {
                     addr: link.ctx.address.clone(),
                     used,
                     max,
+                    refuses,
                 }),
                 (Err(e), None) if e.is_io_error() || e.is_timeout() => {
                     // The connection is in trouble: the sending finds out and recovers.
@@ -259,8 +268,12 @@ mod tests {
     #[test]
     fn info_memory_gives_used_and_max() {
         let text = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:2097152\r\nmaxmemory_human:2.00M\r\n";
-        assert_eq!(parse_info(text), Some((1_048_576, 2_097_152)));
-        assert_eq!(parse_info("used_memory:5\r\n"), Some((5, 0)));
+        assert_eq!(parse_info(text), Some((1_048_576, 2_097_152, true)));
+        assert_eq!(parse_info("used_memory:5\r\n"), Some((5, 0, true)));
+        let lru = "used_memory:5\r\nmaxmemory:9\r\nmaxmemory_policy:allkeys-lru\r\n";
+        assert_eq!(parse_info(lru), Some((5, 9, false)));
+        let volatile = "used_memory:5\r\nmaxmemory:9\r\nmaxmemory_policy:volatile-lru\r\n";
+        assert_eq!(parse_info(volatile), Some((5, 9, true)));
         assert_eq!(parse_info("# Memory\r\n"), None);
     }
 
@@ -271,11 +284,20 @@ mod tests {
             addr: "a".into(),
             used,
             max,
+            refuses: true,
         };
         assert!(!gate.over(&at(80, 100), 0));
         assert!(gate.over(&at(80, 100), 10));
         assert!(gate.over(&at(95, 100), 0));
         assert!(!gate.over(&at(1_000, 0), 0), "no maxmemory: never full");
+        let evicting = Reading {
+            refuses: false,
+            ..at(95, 100)
+        };
+        assert!(
+            !gate.over(&evicting, 0),
+            "a server that evicts is never waited for"
+        );
         let off = MemoryGate::new(0.0, Duration::from_secs(1));
         assert!(!off.over(&at(100, 100), 0));
     }

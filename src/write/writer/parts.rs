@@ -32,8 +32,9 @@ pub struct Round<'a> {
     pub asked: Vec<(u64, String)>,
     /// The connection to a node was lost: reconnect.
     pub lost: Option<Failure>,
-    /// A server refused a batch for lack of memory (OOM) and back-pressure is on: wait for memory.
-    pub full: bool,
+    /// A server refused a batch for lack of memory (OOM) and back-pressure is on: wait for
+    /// memory (the refusal, should no server be near its limit).
+    pub full: Option<Failure>,
 }
 
 impl Round<'_> {

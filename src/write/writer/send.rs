@@ -122,8 +122,8 @@ impl Writer {
                 return Ok(());
             }
             self.metrics.retried(round.again.len());
-            if round.full {
-                self.memory_after_oom()?;
+            if let Some(oom) = round.full.take() {
+                self.memory_after_oom(oom)?;
             }
             if let Some(f) = round.lost {
                 self.reconnect(retry, f, acks)?;
@@ -247,7 +247,8 @@ impl Writer {
             {
                 // Memory filled between the last reading and this batch (another writer, a
                 // burst): nothing of it was written; it goes again once there is room.
-                round.full = true;
+                let f = batch_error(&self.calls, batch, err, self.nodes.link(addr)?);
+                round.full.get_or_insert(f);
                 round.again.push(batch);
             }
             Verdict::OutOfOrder(err) | Verdict::Refused(err) => {
