@@ -10,6 +10,7 @@
 //! |----------------|-----|
 //! | `error`, `cli` | [`error::Failure`] and Airbyte's failure types; the command line |
 //! | `protocol`     | Airbyte messages: input lines, catalog, state echo, stdout |
+//! | `metrics`      | a run's counters: progress lines, the summary, the Prometheus text file |
 //! | `keys`         | the key layout in Redis |
 //! | `config`       | the connector config → validated [`config::Settings`]: fields, TLS, tunnel, topology |
 //! | `spec`         | the SPEC document (tested against the config's field list) |
@@ -19,7 +20,6 @@
 //! | `java_staging` | the Java connector's leftover staging (`tmp:…`) |
 //! | `write`        | the `write` command: reader, batcher, checkpoint, pipelined writer |
 //! | `check`        | the `check` command |
-//! | `metrics`      | a run's counters: progress lines, the summary, the Prometheus text file |
 //! | `load`         | the `load` command: files or stdin through the `write` pipeline, resumable |
 
 pub mod check;
