@@ -163,10 +163,16 @@ impl Writer {
             into_live: vec![false; self.plan.len()],
         };
         let mut held: Option<Work> = None;
+        // Batches of a group that memory had no room for yet: they go first, in order.
+        let mut carried: std::collections::VecDeque<Batch> = Default::default();
         loop {
-            let next = match held.take() {
-                Some(w) => w,
-                None => match work.recv() {
+            let next = match (carried.pop_front(), held.take()) {
+                (Some(b), h) => {
+                    held = h;
+                    Work::Batch(b)
+                }
+                (None, Some(w)) => w,
+                (None, None) => match work.recv() {
                     Ok(w) => w,
                     Err(_) => break,
                 },
@@ -176,6 +182,15 @@ impl Writer {
                     let mut bytes = first.body.len();
                     group.push(first);
                     while group.len() < self.max_group && bytes < GROUP_BYTES {
+                        if let Some(b) = carried.pop_front() {
+                            bytes += b.body.len();
+                            group.push(b);
+                            continue;
+                        }
+                        if held.is_some() {
+                            // What follows the held work waits for it.
+                            break;
+                        }
                         match work.try_recv() {
                             Ok(Work::Batch(b)) => {
                                 bytes += b.body.len();
@@ -188,11 +203,14 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let bytes = group.iter().map(|b| b.body.len() as u64).sum();
-                    let step = group.iter().map(|b| b.body.len() as u64).max();
-                    let r = self
-                        .memory_check(bytes, step.unwrap_or(0))
-                        .and_then(|()| self.send_group(&group, &mut buf, &acks));
+                    let sizes: Vec<u64> = group.iter().map(|b| b.body.len() as u64).collect();
+                    let r = self.memory_room(&sizes).and_then(|room| {
+                        // The rest of the group waits for the next one, ahead of anything else.
+                        for b in group.drain(room..).rev() {
+                            carried.push_front(b);
+                        }
+                        self.send_group(&group, &mut buf, &acks)
+                    });
                     for b in group.drain(..) {
                         self.retained.push(b);
                     }

@@ -107,16 +107,17 @@ fn parse_info(text: &str) -> Option<(u64, u64, bool)> {
 }
 
 impl Writer {
-    /// Before a group of `bytes` bytes (its largest batch `step` bytes) is sent: reads the
-    /// servers' memory when due, and waits while one of them is at or above the ratio (see the
-    /// module).
-    pub(super) fn memory_check(&mut self, bytes: u64, step: u64) -> Result<(), Failure> {
-        if self.memory.denied {
-            return Ok(());
+    /// Before a group of batches of these sizes is sent: how many of its first batches memory has
+    /// room for (at least one, all when back-pressure is off). Reads the servers' memory when due,
+    /// and while not even the first batch fits below the ratio, waits (see the module).
+    pub(super) fn memory_room(&mut self, sizes: &[u64]) -> Result<usize, Failure> {
+        if self.memory.denied || sizes.is_empty() {
+            return Ok(sizes.len());
         }
+        let total: u64 = sizes.iter().sum();
         // Between readings, the last ones plus what was sent since: a fresh reading when that
         // comes near the ratio, or when one is due.
-        let pending = self.memory.sent_since + bytes;
+        let pending = self.memory.sent_since + total;
         let near = self
             .memory
             .last
@@ -129,20 +130,28 @@ impl Writer {
             };
             self.memory.next_read = Instant::now() + every;
             let Some(readings) = self.read_memory() else {
-                return Ok(());
+                return Ok(sizes.len());
             };
             if let Some(full) = readings
                 .iter()
-                .find(|r| self.memory.over(r, bytes))
+                .find(|r| self.memory.over(r, sizes[0]))
                 .cloned()
             {
-                // Once paused, room for the group's largest batch lets it go on: a group larger
-                // than the room there ever is would otherwise wait forever.
-                self.memory_pause(full, step)?;
+                self.memory_pause(full, sizes[0])?;
             }
         }
-        self.memory.sent_since += bytes;
-        Ok(())
+        // As many batches as fit (never none: the first fits now, or was waited for).
+        let mut room = 0;
+        let mut bytes = self.memory.sent_since;
+        for size in sizes {
+            bytes += size;
+            if room > 0 && self.memory.last.iter().any(|r| self.memory.over(r, bytes)) {
+                break;
+            }
+            room += 1;
+        }
+        self.memory.sent_since += sizes[..room].iter().sum::<u64>();
+        Ok(room)
     }
 
     /// Waits until no server is at or above the ratio, reading every second; fails after
