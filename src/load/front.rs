@@ -124,6 +124,14 @@ impl Front {
                 _ => 0,
             };
             loop {
+                if parser.drained() && !sender.chunk.items.is_empty() {
+                    // The next read may wait: what was read goes first.
+                    self.flush_rejects()?;
+                    sender.flush();
+                    if sender.closed {
+                        return Ok(());
+                    }
+                }
                 let piece = parser.next_piece().map_err(|e| fatal(input, e))?;
                 let Some(piece) = piece else { break };
                 match piece {

@@ -8,6 +8,7 @@
 
 use std::io::{self, BufRead};
 
+use super::source::Opened;
 use crate::cli::InputFormat;
 
 /// The next thing an input holds.
@@ -72,7 +73,7 @@ impl Parser {
     /// takes the header row it was given (`header`, read from the input's start).
     pub fn new(
         format: InputFormat,
-        input: Box<dyn BufRead + Send>,
+        input: Box<dyn Opened>,
         offset: u64,
         line: u64,
         header: Option<csv::StringRecord>,
@@ -111,6 +112,15 @@ impl Parser {
         }
     }
 
+    /// Whether the next read may have to wait for input (see [`Opened::drained`]).
+    pub fn drained(&self) -> bool {
+        match self {
+            Parser::Lines(p) => p.input.drained(),
+            Parser::Array(p) => p.input.drained(),
+            Parser::Csv(p) => p.reader.get_ref().drained(),
+        }
+    }
+
     /// The next piece, or `None` at the end of the input.
     pub fn next_piece(&mut self) -> Result<Option<Piece<'_>>, Fatal> {
         match self {
@@ -122,7 +132,7 @@ impl Parser {
 }
 
 /// Reads the header row of a CSV input.
-pub fn csv_header(input: Box<dyn BufRead + Send>) -> Result<Option<csv::StringRecord>, Fatal> {
+pub fn csv_header(input: Box<dyn Opened>) -> Result<Option<csv::StringRecord>, Fatal> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .from_reader(input);
@@ -176,7 +186,7 @@ fn piece(bytes: &[u8], end: u64, first_line: u64, lines: u64) -> Piece<'_> {
 
 /// JSON Lines: one object per line; blank lines are skipped.
 pub struct Lines {
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Opened>,
     buf: Vec<u8>,
     offset: u64,
     line: u64,
@@ -227,7 +237,7 @@ enum ArrayState {
 
 /// One JSON array of objects, read element by element: memory holds one element at a time.
 pub struct Array {
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Opened>,
     buf: Vec<u8>,
     offset: u64,
     line: u64,
@@ -414,7 +424,7 @@ impl Array {
 
 /// CSV with a header row: each row becomes an object of the header's names.
 pub struct Csv {
-    reader: csv::Reader<Box<dyn BufRead + Send>>,
+    reader: csv::Reader<Box<dyn Opened>>,
     header: Option<csv::StringRecord>,
     record: csv::StringRecord,
     json: String,
@@ -538,8 +548,9 @@ mod tests {
     use super::*;
 
     fn all(format: InputFormat, text: &str, offset: u64) -> Vec<(String, u64, u64)> {
-        let input: Box<dyn BufRead + Send> =
-            Box::new(io::Cursor::new(text.as_bytes()[offset as usize..].to_vec()));
+        let input: Box<dyn Opened> = Box::new(io::BufReader::new(io::Cursor::new(
+            text.as_bytes()[offset as usize..].to_vec(),
+        )));
         let mut p = Parser::new(format, input, offset, 0, None, true);
         let mut out = Vec::new();
         while let Some(piece) = p.next_piece().unwrap() {
@@ -596,8 +607,9 @@ mod tests {
             "[{\"a\":1} {\"b\":2}]",
             "",
         ] {
-            let input: Box<dyn BufRead + Send> =
-                Box::new(io::Cursor::new(text.as_bytes().to_vec()));
+            let input: Box<dyn Opened> = Box::new(io::BufReader::new(io::Cursor::new(
+                text.as_bytes().to_vec(),
+            )));
             let mut p = Parser::new(InputFormat::Json, input, 0, 0, None, false);
             let mut result = Ok(());
             for _ in 0..10 {

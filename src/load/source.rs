@@ -117,6 +117,21 @@ pub fn format_by_name(name: &str) -> Option<InputFormat> {
     }
 }
 
+/// An opened input: its bytes, and whether a read would have to wait for more (nothing is
+/// buffered at the top), so that records read so far are handed over first (a slow pipe's
+/// records never wait for the next ones). A compressed input may say so while its decoder still
+/// holds data: the records then go a little sooner, never later.
+pub trait Opened: BufRead + Send {
+    /// Whether nothing is buffered.
+    fn drained(&self) -> bool;
+}
+
+impl<R: Read + Send> Opened for BufReader<R> {
+    fn drained(&self) -> bool {
+        self.buffer().is_empty()
+    }
+}
+
 /// Counts the bytes read through it into a shared counter (the progress bar's input bytes).
 struct Counted<R> {
     inner: R,
@@ -157,7 +172,7 @@ pub fn open(
     input: &Input,
     offset: u64,
     raw: Arc<AtomicU64>,
-) -> Result<Box<dyn BufRead + Send>, SourceError> {
+) -> Result<Box<dyn Opened>, SourceError> {
     let io_err = |source| SourceError::Io {
         name: input.name.clone(),
         source,
@@ -205,7 +220,7 @@ pub fn open(
         }
     };
     let compression = sniff(reader.fill_buf().map_err(io_err)?);
-    let mut decoded: Box<dyn BufRead + Send> = match compression {
+    let mut decoded: Box<dyn Opened> = match compression {
         Compression::Gzip => Box::new(BufReader::with_capacity(
             BUFFER,
             flate2::bufread::MultiGzDecoder::new(reader),

@@ -1096,3 +1096,47 @@ fn a_load_resumes_only_with_its_own_inputs_and_its_own_staging() {
     let (_, ow) = common::read_stream(&mut con, None, "ow");
     assert_eq!(ow.len(), data.len());
 }
+
+#[test]
+fn a_slow_pipes_records_are_loaded_while_it_is_still_open() {
+    // Five records, then nothing for a while, stdin still open: they are committed without
+    // waiting for more input or the end.
+    let target = Target::start();
+    let f = Files::new(&target.config());
+    let mut child = load_command(&[
+        "--config",
+        &f.config(),
+        "--stream",
+        "pipe",
+        "--load-id",
+        "pipe",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    for i in 0..5 {
+        writeln!(input, "{{\"i\":{i}}}").expect("write");
+    }
+    input.flush().expect("flush");
+    let counter = target.counter_key(None, "pipe");
+    let mut con = target.conn_for(&counter);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while Instant::now() < deadline && seen < 5 {
+        seen = redis::cmd("GET")
+            .arg(&counter)
+            .query::<Option<u64>>(&mut con)
+            .expect("GET")
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(seen, 5, "committed while the pipe is open and quiet");
+    writeln!(input, "{{\"i\":5}}").expect("write");
+    drop(input);
+    let (code, _, stderr) = common::fed_within(child, Vec::new(), RUN_TIMEOUT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stored(&target, None, "pipe").len(), 6);
+}
