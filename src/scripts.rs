@@ -214,20 +214,35 @@ pub fn all() -> [&'static LuaScript; 17] {
     ]
 }
 
-/// Loads every script with SCRIPT LOAD and checks that the server's SHA1 matches ours.
+/// Loads every script with SCRIPT LOAD (one pipeline: one round trip) and checks that the
+/// server's SHA1 of each matches ours.
 pub fn load_all(con: &mut redis::Connection, ctx: &Context) -> Result<(), Failure> {
-    for script in all() {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(script.body)
-            .query(con)
-            .map_err(|e| {
-                let ctx = Context {
-                    during: format!("loading the script {}", script.name),
-                    ..ctx.clone()
-                };
-                classify(&e, &ctx)
-            })?;
+    let scripts = all();
+    let mut pipe = redis::pipe();
+    for script in scripts {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script.body);
+    }
+    let loading = |name: &str| Context {
+        during: format!("loading the script {name}"),
+        ..ctx.clone()
+    };
+    let shas: Vec<redis::RedisResult<String>> = pipe
+        .ignore_errors()
+        .query(con)
+        .map_err(|e| classify(&e, &loading("scripts")))?;
+    if shas.len() != scripts.len() {
+        return Err(Failure::system(
+            format!(
+                "Redis at {} answered {} of {} SCRIPT LOAD calls.",
+                ctx.address,
+                shas.len(),
+                scripts.len()
+            ),
+            "short pipeline reply",
+        ));
+    }
+    for (script, sha) in scripts.iter().zip(shas) {
+        let sha = sha.map_err(|e| classify(&e, &loading(script.name)))?;
         if sha != script.sha {
             return Err(Failure::system(
                 format!(

@@ -14,34 +14,54 @@ use crate::connect::nodes::Nodes;
 use crate::error::Failure;
 
 /// Fails with a `config_error` naming the first stream whose records are in another format than
-/// its call writes.
+/// its call writes. One round trip per node: every stream's marker and counter type in one
+/// pipeline.
 pub fn check_formats(nodes: &mut Nodes, calls: &[StreamCall]) -> Result<(), Failure> {
-    for call in calls {
-        let marker = call.keys.format_marker();
-        let counter = &call.keys.counter;
-        let link = nodes.link_for(counter)?;
+    let split = crate::write::writer::split_by_node(
+        nodes,
+        calls,
+        &(0..calls.len()).collect::<Vec<_>>(),
+        |i| i,
+    );
+    for (addr, streams) in split {
+        let link = nodes.link(&addr)?;
         let ctx = Context {
             during: "while checking the streams' value formats".into(),
             ..link.ctx.clone()
         };
-        let (marked, kind): (Option<String>, Value) = redis::pipe()
-            .cmd("GET")
-            .arg(&marker)
-            .cmd("TYPE")
-            .arg(counter)
-            .query(&mut link.con)
-            .map_err(|e| classify(&e, &ctx))?;
-        let stored = match (marked, type_name(&kind)) {
-            (Some(name), _) => Some(name),
-            (None, "string") => Some(ValueFormat::Hash.name().to_string()),
-            (None, "stream") => Some(ValueFormat::Stream.name().to_string()),
-            _ => None,
-        };
-        if let Some(stored) = stored {
-            let wanted = call.format.name();
-            if stored != wanted {
-                let message = format_mismatch(counter, &stored, wanted, &ctx.during);
-                return Err(Failure::config(message.clone(), message));
+        let mut pipe = redis::pipe();
+        for &i in &streams {
+            pipe.cmd("GET")
+                .arg(calls[i].keys.format_marker())
+                .cmd("TYPE")
+                .arg(&calls[i].keys.counter);
+        }
+        let replies: Vec<(Option<String>, Value)> = pipe
+            .query::<Vec<Value>>(&mut link.con)
+            .map_err(|e| classify(&e, &ctx))?
+            .chunks(2)
+            .map(|pair| {
+                let marked = match &pair[0] {
+                    Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                };
+                (marked, pair.get(1).cloned().unwrap_or(Value::Nil))
+            })
+            .collect();
+        for (&i, (marked, kind)) in streams.iter().zip(replies) {
+            let counter = &calls[i].keys.counter;
+            let stored = match (marked, type_name(&kind)) {
+                (Some(name), _) => Some(name),
+                (None, "string") => Some(ValueFormat::Hash.name().to_string()),
+                (None, "stream") => Some(ValueFormat::Stream.name().to_string()),
+                _ => None,
+            };
+            if let Some(stored) = stored {
+                let wanted = calls[i].format.name();
+                if stored != wanted {
+                    let message = format_mismatch(counter, &stored, wanted, &ctx.during);
+                    return Err(Failure::config(message.clone(), message));
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Memory back-pressure: the writer reads the servers' `used_memory` and `maxmemory` (`INFO
 //! memory`) before it sends a group of batches (every 50 ms at most, or sooner when the bytes sent
-//! since the last reading, weighed by how much memory a byte has taken so far, bring it near),
+//! since the last reading, weighed by how much memory a byte has taken so far, bring it near; every
+//! second when no server has a `maxmemory` it refuses writes at),
 //! and when a server's used memory plus the group's reaches `memory_pause_ratio` of its
 //! `maxmemory` it sends nothing
 //! (no batch is ever sent in part), says so once, reads again every second, and goes on when the
@@ -124,7 +125,12 @@ impl Writer {
             .iter()
             .any(|r| self.memory.over(r, pending));
         if near || Instant::now() >= self.memory.next_read {
-            let every = match self.memory.ratio > 0.0 {
+            // Servers with nothing to wait for (no maxmemory, or one that evicts) are read
+            // seldom: a reading costs a round trip, and a limit set meanwhile is seen within a
+            // second (or at the first OOM refusal, which reads at once).
+            let watched = self.memory.last.is_empty()
+                || self.memory.last.iter().any(|r| r.refuses && r.max > 0);
+            let every = match self.memory.ratio > 0.0 && watched {
                 true => READ_EVERY,
                 false => READ_EVERY_OFF,
             };
@@ -152,6 +158,23 @@ impl Writer {
         }
         self.memory.sent_since += sizes[..room].iter().sum::<u64>();
         Ok(room)
+    }
+
+    /// Whether one more batch of `size` bytes may be sent while replies are still on their way
+    /// (when no reading can be taken): back-pressure is off, or no reading is due and the last
+    /// ones, with the bytes sent since, leave room for it.
+    pub(super) fn memory_fits_unread(&mut self, size: u64) -> bool {
+        if self.memory.denied || self.memory.ratio <= 0.0 {
+            return true;
+        }
+        let bytes = self.memory.sent_since + size;
+        if Instant::now() >= self.memory.next_read
+            || self.memory.last.iter().any(|r| self.memory.over(r, bytes))
+        {
+            return false;
+        }
+        self.memory.sent_since = bytes;
+        true
     }
 
     /// Waits until no server is at or above the ratio, reading every second; fails after

@@ -15,9 +15,9 @@ pub const ASK_MARK: &str = "ASK ";
 
 /// What one round of a group's replies calls for.
 #[derive(Default)]
-pub struct Round<'a> {
-    /// Batches to send again, in order.
-    pub again: Vec<&'a Batch>,
+pub struct Round {
+    /// Batches to send again (by their place in the group), in order.
+    pub again: Vec<usize>,
     /// Nodes whose scripts must be loaded again (NOSCRIPT).
     pub reload: Vec<String>,
     /// A temporary refusal (LOADING, BUSY, TRYAGAIN, a migrating slot): wait, then resend.
@@ -37,7 +37,7 @@ pub struct Round<'a> {
     pub full: Option<Failure>,
 }
 
-impl Round<'_> {
+impl Round {
     /// Notes a lost connection; a failure that is not transient ends the sync.
     pub fn lost(&mut self, f: Failure) -> Result<(), Failure> {
         if f.failure_type != FailureType::Transient {
@@ -48,15 +48,17 @@ impl Round<'_> {
     }
 }
 
-/// Splits `batches` by the node that serves each one's stream, keeping their order per node.
-pub fn split_by_node<'a>(
+/// Splits `batches` (anything that names a batch's stream: `stream_of`) by the node that serves
+/// each one's stream, keeping their order per node.
+pub fn split_by_node<T: Copy>(
     nodes: &Nodes,
     calls: &[StreamCall],
-    batches: &[&'a Batch],
-) -> Vec<(String, Vec<&'a Batch>)> {
-    let mut parts: Vec<(String, Vec<&'a Batch>)> = Vec::new();
-    for b in batches {
-        let addr = nodes.addr_for(&calls[b.stream].keys.counter);
+    batches: &[T],
+    stream_of: impl Fn(T) -> usize,
+) -> Vec<(String, Vec<T>)> {
+    let mut parts: Vec<(String, Vec<T>)> = Vec::new();
+    for &b in batches {
+        let addr = nodes.addr_for(&calls[stream_of(b)].keys.counter);
         match parts.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, part)) => part.push(b),
             None => parts.push((addr, vec![b])),
@@ -65,12 +67,18 @@ pub fn split_by_node<'a>(
     parts
 }
 
-/// Moves the batch with `ordinal` (and the later batches of its stream, which must follow it) to a
-/// part that is sent to `target` after ASKING.
-pub fn move_to(parts: &mut Vec<(String, Vec<&Batch>)>, ordinal: u64, target: String) {
+/// Moves the batch of `group` with `ordinal` (and the later batches of its stream, which must
+/// follow it) to a part that is sent to `target` after ASKING. Parts hold places in `group`.
+pub fn move_to(
+    parts: &mut Vec<(String, Vec<usize>)>,
+    group: &[Batch],
+    ordinal: u64,
+    target: String,
+) {
     let Some((stream, seq)) = parts
         .iter()
         .flat_map(|(_, p)| p.iter())
+        .map(|&i| &group[i])
         .find(|b| b.first_ordinal == ordinal)
         .map(|b| (b.stream, b.seq))
     else {
@@ -78,16 +86,16 @@ pub fn move_to(parts: &mut Vec<(String, Vec<&Batch>)>, ordinal: u64, target: Str
     };
     let mut moved = Vec::new();
     for (_, part) in parts.iter_mut() {
-        part.retain(|b| {
-            let go = b.stream == stream && b.seq >= seq;
+        part.retain(|&i| {
+            let go = group[i].stream == stream && group[i].seq >= seq;
             if go {
-                moved.push(*b);
+                moved.push(i);
             }
             !go
         });
     }
     parts.retain(|(_, p)| !p.is_empty());
-    moved.sort_by_key(|b| b.seq);
+    moved.sort_by_key(|&i| group[i].seq);
     let name = format!("{ASK_MARK}{target}");
     match parts.iter_mut().find(|(a, _)| *a == name) {
         Some((_, part)) => part.extend(moved),

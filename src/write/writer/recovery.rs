@@ -113,7 +113,7 @@ impl Writer {
         let batches: Vec<&Batch> = self.retained.batches().collect();
         self.metrics.retried(batches.len());
         let mut buf = Vec::new();
-        for (addr, part) in split_by_node(&self.nodes, &self.calls, &batches) {
+        for (addr, part) in split_by_node(&self.nodes, &self.calls, &batches, |b| b.stream) {
             buf.clear();
             for b in &part {
                 self.calls[b.stream].encode(b, &mut buf);

@@ -3,10 +3,10 @@
 //! follow MOVED / ASK, wait, reconnect, or fail.
 
 use crossbeam_channel::Sender;
-use redis::{RedisError, Value};
+use redis::RedisError;
 
 use super::parts::{move_to, receive, split_by_node, Round, ASK_MARK};
-use super::{Ack, Writer, MAX_RESENDS};
+use super::{Ack, Feed, Writer, GROUP_BYTES, MAX_RESENDS};
 use crate::connect::nodes::Link;
 use crate::connect::{classify, Context};
 use crate::error::{Failure, FailureType};
@@ -18,154 +18,246 @@ use crate::write::verdict::{self, Verdict};
 
 impl Writer {
     /// Sends `group`, acknowledging each batch as its reply arrives; resends what was not applied.
+    ///
+    /// The window: while the replies of the group's last part are read in its first round, the
+    /// batches that become ready for the same node are sent too (and join the group), keeping up
+    /// to `max_group` calls in flight, so a round trip is paid once per group rather than once per
+    /// handful of batches. The group grows until nothing is ready, work other than a batch comes,
+    /// a batch is for another node, memory must be read again, a reply is not a commit, or
+    /// [`GROUP_BYTES`] are reached.
     pub(super) fn send_group(
         &mut self,
-        group: &[Batch],
+        group: &mut Vec<Batch>,
+        feed: &mut Feed,
         buf: &mut Vec<u8>,
         acks: &Sender<Ack>,
     ) -> Result<(), Failure> {
         let mut retry = Retry::new(self.settings.retry_budget);
-        let mut pending: Vec<&Batch> = group.iter().collect();
+        let mut pending: Vec<usize> = (0..group.len()).collect();
         // Batches to send to an importing node after ASKING (an ASK reply), by first ordinal.
         let mut asked: Vec<(u64, String)> = Vec::new();
-        let result = self.send_rounds(&mut pending, buf, acks, &mut retry, &mut asked);
-        self.metrics.set_in_flight(0);
-        result
-    }
-
-    /// The rounds of [`Self::send_group`]: send what is pending, judge the replies, recover, and
-    /// again until nothing is pending.
-    fn send_rounds(
-        &mut self,
-        pending: &mut Vec<&Batch>,
-        buf: &mut Vec<u8>,
-        acks: &Sender<Ack>,
-        retry: &mut Retry,
-        asked: &mut Vec<(u64, String)>,
-    ) -> Result<(), Failure> {
-        for _ in 0..MAX_RESENDS {
-            self.metrics.set_in_flight(pending.len());
-            let mut parts = split_by_node(&self.nodes, &self.calls, pending);
-            for (ordinal, target) in asked.drain(..) {
-                move_to(&mut parts, ordinal, target);
-            }
-            // Every node's calls go out before any reply is read: the masters work in parallel.
-            let mut sent: Vec<(String, Vec<&Batch>, Result<(), Failure>)> = Vec::new();
-            for (addr, part) in parts {
-                buf.clear();
-                let ask = addr.starts_with(ASK_MARK);
-                for b in &part {
-                    if ask {
-                        buf.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
-                    }
-                    self.calls[b.stream].encode(b, buf);
-                }
-                let sent_ok = self
-                    .nodes
-                    .link(addr.trim_start_matches(ASK_MARK))
-                    .and_then(|l| {
-                        l.con
-                            .send_packed_command(buf)
-                            .map_err(|e| classify(&e, &l.ctx))
-                    });
-                sent.push((addr, part, sent_ok));
-            }
-            let mut round = Round::default();
-            for (addr, part, sent_ok) in sent {
-                let ask = addr.starts_with(ASK_MARK);
-                let addr = addr.trim_start_matches(ASK_MARK).to_string();
-                if let Err(f) = sent_ok {
-                    round.lost(f)?;
-                    round.again.extend(part);
-                    self.nodes.forget(&addr);
-                    continue;
-                }
-                // Every reply of the part is read before any is judged: judging may send a
-                // command (CONFIG GET after OOM), which must not meet a reply still on its way.
-                let mut replies = Vec::with_capacity(part.len());
-                let mut broken = None;
-                match self.nodes.link(&addr) {
-                    Ok(link) => {
-                        // A call's time: from the previous reply (the server runs a part's calls
-                        // one after another), or from when this part's replies are awaited.
-                        let mut last = std::time::Instant::now();
-                        for _ in &part {
-                            match receive(link, ask) {
-                                Ok(v) => {
-                                    let now = std::time::Instant::now();
-                                    self.metrics.call(now - last);
-                                    last = now;
-                                    replies.push(v)
-                                }
-                                Err(f) => {
-                                    broken = Some(f);
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Err(f) => broken = Some(f),
-                }
-                let answered = replies.len();
-                for (batch, v) in part.iter().zip(replies) {
-                    self.judge(batch, v, &addr, &mut round, acks)?;
-                }
-                if let Some(f) = broken {
-                    // Which of the rest landed is unknown: reconnect and resend them all; the
-                    // tokens sort it out.
-                    round.lost(f)?;
-                    round.again.extend(&part[answered..]);
-                    self.nodes.forget(&addr);
-                }
-            }
-            if round.again.is_empty() {
-                return Ok(());
-            }
-            self.metrics.retried(round.again.len());
-            if let Some(oom) = round.full.take() {
-                self.memory_after_oom(oom)?;
-            }
-            if let Some(f) = round.lost {
-                self.reconnect(retry, f, acks)?;
-            } else if let Some(f) = round.moved {
-                if round.failover {
-                    // A master became a replica (a failover): find the new one.
-                    self.reconnect(retry, f, acks)?;
-                } else if let Err(e) = self.nodes.refresh_map() {
-                    self.reconnect(retry, e, acks)?;
-                } else if round
-                    .moved_to
-                    .iter()
-                    .any(|(key, target)| self.nodes.addr_for(key) != *target)
-                {
-                    // The node we asked has not heard of the move yet.
-                    retry.wait(&f)?;
-                }
-            } else if let Some(f) = &round.busy {
-                retry.wait(f)?;
-            }
-            for addr in round.reload {
-                let reloaded = self
-                    .nodes
-                    .link(&addr)
-                    .and_then(|l| scripts::load_all(&mut l.con, &l.ctx));
-                if let Err(f) = reloaded {
-                    if f.failure_type != FailureType::Transient {
-                        return Err(f);
-                    }
-                    self.reconnect(retry, f, acks)?;
-                }
-            }
-            *asked = round.asked;
-            *pending = round.again;
-        }
-        Err(Failure::system(
+        let mut window = Some(feed);
+        let mut result = Err(Failure::system(
             format!(
                 "Redis at {} kept refusing a group of batches after {MAX_RESENDS} resends.",
                 self.ctx.address
             ),
             "resend limit",
-        ))
+        ));
+        for _ in 0..MAX_RESENDS {
+            let round = self.send_round(group, &pending, window.take(), buf, acks, &mut asked);
+            let again = round.and_then(|mut round| {
+                // The batches that answered ASK go to their importing node in the next round.
+                asked = std::mem::take(&mut round.asked);
+                self.recover(round, &mut retry, acks)
+            });
+            match again {
+                Ok(again) if again.is_empty() => {
+                    result = Ok(());
+                    break;
+                }
+                Ok(again) => pending = again,
+                Err(f) => {
+                    result = Err(f);
+                    break;
+                }
+            }
+        }
+        self.metrics.set_in_flight(0);
+        result
+    }
+
+    /// One round: sends the `pending` batches of `group` (one part per node, every part written
+    /// before any reply is read: the masters work in parallel), reads and judges every reply, and
+    /// with a `window` grows the last part as batches become ready (see [`Self::send_group`]).
+    fn send_round(
+        &mut self,
+        group: &mut Vec<Batch>,
+        pending: &[usize],
+        mut window: Option<&mut Feed>,
+        buf: &mut Vec<u8>,
+        acks: &Sender<Ack>,
+        asked: &mut Vec<(u64, String)>,
+    ) -> Result<Round, Failure> {
+        self.metrics.set_in_flight(pending.len());
+        let mut parts = split_by_node(&self.nodes, &self.calls, pending, |i| group[i].stream);
+        for (ordinal, target) in asked.drain(..) {
+            move_to(&mut parts, group, ordinal, target);
+        }
+        let mut sent: Vec<(String, Vec<usize>, Result<(), Failure>)> = Vec::new();
+        for (addr, part) in parts {
+            buf.clear();
+            let ask = addr.starts_with(ASK_MARK);
+            for &i in &part {
+                if ask {
+                    buf.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+                }
+                self.calls[group[i].stream].encode(&group[i], buf);
+            }
+            let sent_ok = self.send_to(addr.trim_start_matches(ASK_MARK), buf);
+            sent.push((addr, part, sent_ok));
+        }
+        let mut group_bytes: usize = group.iter().map(|b| b.body.len()).sum();
+        let last = sent.len();
+        let mut round = Round::default();
+        for (k, (addr, mut part, sent_ok)) in sent.into_iter().enumerate() {
+            let ask = addr.starts_with(ASK_MARK);
+            let addr = addr.trim_start_matches(ASK_MARK).to_string();
+            if let Err(f) = sent_ok {
+                round.lost(f)?;
+                round.again.extend(part);
+                self.nodes.forget(&addr);
+                continue;
+            }
+            let mut feed = match k + 1 == last && !ask {
+                true => window.take(),
+                false => None,
+            };
+            // Replies that are not commits are judged once the part is read: judging may send a
+            // command (CONFIG GET after OOM), which must not meet a reply still on its way.
+            let mut later: Vec<(usize, Verdict)> = Vec::new();
+            let mut answered = 0;
+            let mut broken = None;
+            // A call's time: from the previous reply (the server runs a part's calls one after
+            // another), or from when this part's replies are awaited.
+            let mut last_reply = std::time::Instant::now();
+            while answered < part.len() {
+                let reply = self.nodes.link(&addr).and_then(|l| receive(l, ask));
+                let v = match reply {
+                    Ok(v) => v,
+                    Err(f) => {
+                        broken = Some(f);
+                        break;
+                    }
+                };
+                let now = std::time::Instant::now();
+                self.metrics.call(now - last_reply);
+                last_reply = now;
+                let i = part[answered];
+                answered += 1;
+                match verdict::judge(v) {
+                    Verdict::Committed if later.is_empty() => self.committed(&group[i], acks),
+                    other => {
+                        // Something to recover from: the window closes.
+                        feed = None;
+                        later.push((i, other));
+                    }
+                }
+                let Some(f) = feed.as_deref_mut() else {
+                    continue;
+                };
+                let mut closed = false;
+                while part.len() - answered < self.max_group && group_bytes < GROUP_BYTES {
+                    let Some(b) = f.ready_batch(&mut self.retained) else {
+                        break;
+                    };
+                    let size = b.body.len() as u64;
+                    if self.nodes.addr_for(&self.calls[b.stream].keys.counter) != addr
+                        || !self.memory_fits_unread(size)
+                    {
+                        f.carried.push_front(b);
+                        closed = true;
+                        break;
+                    }
+                    buf.clear();
+                    self.calls[b.stream].encode(&b, buf);
+                    group_bytes += b.body.len();
+                    group.push(b);
+                    part.push(group.len() - 1);
+                    if let Err(e) = self.send_to(&addr, buf) {
+                        // What was sent and not read is resent after the reconnect.
+                        broken = Some(e);
+                        break;
+                    }
+                }
+                if closed {
+                    feed = None;
+                }
+                if broken.is_some() {
+                    break;
+                }
+                self.metrics.set_in_flight(part.len() - answered);
+            }
+            for (i, v) in later {
+                self.judge(i, &group[i], v, &addr, &mut round, acks)?;
+            }
+            if let Some(f) = broken {
+                // Which of the rest landed is unknown: reconnect and resend them all; the
+                // tokens sort it out.
+                round.lost(f)?;
+                round.again.extend(&part[answered..]);
+                self.nodes.forget(&addr);
+            }
+        }
+        Ok(round)
+    }
+
+    /// Writes `buf` to the connection to `addr`.
+    fn send_to(&mut self, addr: &str, buf: &[u8]) -> Result<(), Failure> {
+        self.nodes.link(addr).and_then(|l| {
+            l.con
+                .send_packed_command(buf)
+                .map_err(|e| classify(&e, &l.ctx))
+        })
+    }
+
+    /// After a round: waits, reconnects, re-reads the slot map or reloads scripts as its replies
+    /// call for, and returns the batches to send again.
+    fn recover(
+        &mut self,
+        mut round: Round,
+        retry: &mut Retry,
+        acks: &Sender<Ack>,
+    ) -> Result<Vec<usize>, Failure> {
+        if round.again.is_empty() {
+            return Ok(round.again);
+        }
+        self.metrics.retried(round.again.len());
+        if let Some(oom) = round.full.take() {
+            self.memory_after_oom(oom)?;
+        }
+        if let Some(f) = round.lost {
+            self.reconnect(retry, f, acks)?;
+        } else if let Some(f) = round.moved {
+            if round.failover {
+                // A master became a replica (a failover): find the new one.
+                self.reconnect(retry, f, acks)?;
+            } else if let Err(e) = self.nodes.refresh_map() {
+                self.reconnect(retry, e, acks)?;
+            } else if round
+                .moved_to
+                .iter()
+                .any(|(key, target)| self.nodes.addr_for(key) != *target)
+            {
+                // The node we asked has not heard of the move yet.
+                retry.wait(&f)?;
+            }
+        } else if let Some(f) = &round.busy {
+            retry.wait(f)?;
+        }
+        for addr in round.reload {
+            let reloaded = self
+                .nodes
+                .link(&addr)
+                .and_then(|l| scripts::load_all(&mut l.con, &l.ctx));
+            if let Err(f) = reloaded {
+                if f.failure_type != FailureType::Transient {
+                    return Err(f);
+                }
+                self.reconnect(retry, f, acks)?;
+            }
+        }
+        Ok(round.again)
+    }
+
+    /// Counts a committed batch and acknowledges it.
+    fn committed(&mut self, batch: &Batch, acks: &Sender<Ack>) {
+        self.metrics
+            .committed(batch.stream, batch.records, batch.body.len());
+        let _ = acks.send(Ack::Committed {
+            first_ordinal: batch.first_ordinal,
+            records: batch.records,
+        });
     }
 
     /// Reports the first redirection of each kind of a stream to a node.
@@ -189,39 +281,34 @@ impl Writer {
         }
     }
 
-    /// Takes a batch's reply: acknowledges it, or notes in `round` why and how it goes again.
-    pub(super) fn judge<'a>(
+    /// Takes the verdict on batch `i` of the group (`batch`): acknowledges it, or notes in `round`
+    /// why and how it goes again.
+    fn judge(
         &mut self,
-        batch: &'a Batch,
-        reply: Value,
+        i: usize,
+        batch: &Batch,
+        verdict: Verdict,
         addr: &str,
-        round: &mut Round<'a>,
+        round: &mut Round,
         acks: &Sender<Ack>,
     ) -> Result<(), Failure> {
-        match verdict::judge(reply) {
-            Verdict::Committed => {
-                self.metrics
-                    .committed(batch.stream, batch.records, batch.body.len());
-                let _ = acks.send(Ack::Committed {
-                    first_ordinal: batch.first_ordinal,
-                    records: batch.records,
-                });
-            }
+        match verdict {
+            Verdict::Committed => self.committed(batch, acks),
             Verdict::ReloadScripts(_) => {
                 if !round.reload.iter().any(|a| a == addr) {
                     round.reload.push(addr.to_string());
                 }
-                round.again.push(batch);
+                round.again.push(i);
             }
             // Refused because an earlier batch of the group was: it goes again after it.
-            Verdict::OutOfOrder(_) if !round.again.is_empty() => round.again.push(batch),
+            Verdict::OutOfOrder(_) if !round.again.is_empty() => round.again.push(i),
             Verdict::Ask { target, err } => {
                 self.tell(batch.stream, "ASK", &target, acks);
                 round.asked.push((batch.first_ordinal, target));
                 round.busy.get_or_insert_with(|| {
                     Failure::transient("A slot is being migrated (ASK).", err.to_string())
                 });
-                round.again.push(batch);
+                round.again.push(i);
             }
             Verdict::Moved {
                 target,
@@ -240,7 +327,7 @@ impl Writer {
                         .push((self.calls[batch.stream].keys.counter.clone(), target));
                 }
                 round.moved.get_or_insert(f);
-                round.again.push(batch);
+                round.again.push(i);
             }
             Verdict::Refused(err)
                 if crate::classify::error_code(&err) == "OOM" && self.waits_for_memory() =>
@@ -249,7 +336,7 @@ impl Writer {
                 // burst): nothing of it was written; it goes again once there is room.
                 let f = batch_error(&self.calls, batch, err, self.nodes.link(addr)?);
                 round.full.get_or_insert(f);
-                round.again.push(batch);
+                round.again.push(i);
             }
             Verdict::OutOfOrder(err) | Verdict::Refused(err) => {
                 let f = batch_error(&self.calls, batch, err, self.nodes.link(addr)?);
@@ -257,7 +344,7 @@ impl Writer {
                     return Err(f);
                 }
                 round.busy.get_or_insert(f);
-                round.again.push(batch);
+                round.again.push(i);
             }
             Verdict::Unexpected(text) => {
                 return Err(Failure::system(
