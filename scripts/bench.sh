@@ -10,11 +10,15 @@
 #   5. the Java connector's access pattern (INCR+HSET per record, then KEYS + INCR+RENAME), N_JAVA records
 #   6. write (state every 1,000) over TLS and through an SSH tunnel (a local sshd), as ratios to 1
 # Each is run ROUNDS times (default 3), interleaved; medians are reported with the ratios 1/3, 1/4, 2/1,
-# 1/5 and the destination's peak RSS. CURVE="100 250 500 1000 2000" adds write's batch-size curve.
+# 1/5 and the destination's peak RSS. CURVE="100 250 500 1000 2000" adds write's batch-size curve,
+# each size with the EVALSHA pipe of its own batches beside it.
 # RTT_MS="0 0.2 1" adds network round-trip time as a dimension: at each RTT (milliseconds; a
 # userspace delay line on loopback, `bench_tools delay-line`, holds each chunk RTT/2 each way, and
 # the RTT it really gives is measured with PINGs), write, the EVALSHA pipe of the same batches and
 # the Java connector's pattern (N_JAVA_RTT records, default 1,000) all go through the same line.
+# MAIN=0 skips measurements 1-6 (for a run of the curve or the RTT table alone).
+# With CURVE or RTT_MS, the plots (SVG, gnuplot) of records/s against batch size and against RTT go
+# to PLOTS (default docs/bench) as batch-size.svg and rtt.svg, their data beside them (.dat).
 #   bash scripts/bench.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +31,13 @@ BATCH=${BATCH:-500}
 CURVE=${CURVE:-}
 RTT_MS=${RTT_MS:-}
 N_JAVA_RTT=${N_JAVA_RTT:-1000}
+MAIN=${MAIN:-1}
+PLOTS=${PLOTS:-docs/bench}
 
 install_missing
+if [ -n "$CURVE$RTT_MS" ] && ! command -v gnuplot >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
+fi
 cargo build --release --locked --bin destination-redis --example gen_records --example bench_tools 2>&1 | tail -1
 
 setup_work
@@ -112,7 +121,9 @@ run_pipe() { # name file [script]
   grep -q "errors: 0" "$work/pipe.txt" || { echo "$1: $(cat "$work/pipe.txt")"; exit 1; }
   echo "$1 $(echo "$t1 - $t0" | bc) 0" >> "$results"
 }
-for round in $(seq 1 "$ROUNDS"); do
+main_rounds=$ROUNDS
+[ "$MAIN" = 0 ] && main_rounds=0
+for round in $(seq 1 "$main_rounds"); do
   echo "=== round $round of $ROUNDS"
   run_write write_state1000 "$work/in1000.jsonl" "$work/config.json"
   run_write write_state100 "$work/in100.jsonl" "$work/config.json"
@@ -167,15 +178,24 @@ done
 if [ -n "$CURVE" ]; then
   for b in $CURVE; do
     echo "{\"host\": \"127.0.0.1\", \"port\": $port, \"batch_size\": $b}" > "$work/config_$b.json"
-    for round in $(seq 1 "$ROUNDS"); do run_write "curve_batch_$b" "$work/in1000.jsonl" "$work/config_$b.json"; done
+    target/release/examples/bench_tools resp-evalsha "$work/in1000.jsonl" "$work/evalsha_$b.resp" "$b"
+  done
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "=== batch-size curve, round $round of $ROUNDS"
+    for b in $CURVE; do
+      run_write "curve_${b}_write" "$work/in1000.jsonl" "$work/config_$b.json"
+      run_pipe "curve_${b}_evalsha" "$work/evalsha_$b.resp"
+    done
   done
 fi
 
 touch "$work/rtt.txt"
-python3 - "$results" "$N" "$N_JAVA" "$bytes" "$N_JAVA_RTT" "$work/rtt.txt" <<'PY'
+mkdir -p "$PLOTS"
+python3 - "$results" "$N" "$N_JAVA" "$bytes" "$N_JAVA_RTT" "$work/rtt.txt" "$PLOTS" "$BATCH" <<'PY'
 import statistics, sys
 path, n, n_java, size, n_java_rtt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 measured = dict(line.split()[0::2][:2] for line in open(sys.argv[6]))
+plots, batch = sys.argv[7], int(sys.argv[8])
 runs = {}
 for line in open(path):
     name, secs, rss = line.split()
@@ -194,32 +214,81 @@ labels = {
     "write_tls": "6a write over TLS (verify-full)",
     "write_ssh": "6b write through an SSH tunnel",
 }
-print(f"{'measurement':44} {'median s':>9} {'records/s':>11} {'MB/s':>7} {'runs':>5}")
-for k in list(labels) + sorted((k for k in med if k.startswith("curve_")), key=lambda k: int(k.rsplit("_", 1)[1])):
-    if k not in med:
-        continue
-    records = records_of(k)
-    mbs = size * records / n / med[k] / 1e6
-    print(f"{labels.get(k, k):44} {med[k]:9.3f} {rate[k]:11,.0f} {mbs:7.1f} {len(runs[k]):5}")
-def ratio(a, b):
-    return rate[a] / rate[b]
-print()
-print(f"ratio 1/3 (write / plain HSET pipe):       {ratio('write_state1000', 'hset_pipe'):.2f}")
-print(f"ratio 1/4 (write / EVALSHA pipe):          {ratio('write_state1000', 'evalsha_pipe'):.2f}")
-print(f"ratio 1/4b (write / ends-only EVALSHA pipe): {ratio('write_state1000', 'evalsha_ends_pipe'):.2f}")
-print(f"ratio 4/4b (all-keys / ends-only check):   {ratio('evalsha_pipe', 'evalsha_ends_pipe'):.2f}")
-print(f"ratio 2/1 (state every 100 / every 1,000): {ratio('write_state100', 'write_state1000'):.2f}")
-print(f"ratio 1/5 (write / Java pattern, per rec): {ratio('write_state1000', 'java_pattern'):.0f}")
-print(f"ratio 6a/1 (TLS / plain):                  {ratio('write_tls', 'write_state1000'):.2f}")
-print(f"ratio 6b/1 (SSH tunnel / plain):           {ratio('write_ssh', 'write_state1000'):.2f}")
+if any(k in med for k in labels):
+    print(f"{'measurement':44} {'median s':>9} {'records/s':>11} {'MB/s':>7} {'runs':>5}")
+    for k in labels:
+        if k not in med:
+            continue
+        records = records_of(k)
+        mbs = size * records / n / med[k] / 1e6
+        print(f"{labels[k]:44} {med[k]:9.3f} {rate[k]:11,.0f} {mbs:7.1f} {len(runs[k]):5}")
+    def ratio(a, b):
+        return rate[a] / rate[b]
+    print()
+    print(f"ratio 1/3 (write / plain HSET pipe):       {ratio('write_state1000', 'hset_pipe'):.2f}")
+    print(f"ratio 1/4 (write / EVALSHA pipe):          {ratio('write_state1000', 'evalsha_pipe'):.2f}")
+    print(f"ratio 1/4b (write / ends-only EVALSHA pipe): {ratio('write_state1000', 'evalsha_ends_pipe'):.2f}")
+    print(f"ratio 4/4b (all-keys / ends-only check):   {ratio('evalsha_pipe', 'evalsha_ends_pipe'):.2f}")
+    print(f"ratio 2/1 (state every 100 / every 1,000): {ratio('write_state100', 'write_state1000'):.2f}")
+    print(f"ratio 1/5 (write / Java pattern, per rec): {ratio('write_state1000', 'java_pattern'):.0f}")
+    print(f"ratio 6a/1 (TLS / plain):                  {ratio('write_tls', 'write_state1000'):.2f}")
+    print(f"ratio 6b/1 (SSH tunnel / plain):           {ratio('write_ssh', 'write_state1000'):.2f}")
+    rss = [r for k in ("write_state1000", "write_state100", "write_tls", "write_ssh") for _, r in runs[k]]
+    print(f"peak RSS of destination-redis write: {max(rss) / 1024:.1f} MiB (max over runs)")
+sizes = sorted({int(k.split("_")[1]) for k in med if k.startswith("curve_")})
+if sizes:
+    print()
+    print(f"{'batch size':>10} {'write rec/s':>12} {'EVALSHA pipe':>13} {'write/pipe':>11}")
+    with open(f"{plots}/batch-size.dat", "w") as dat:
+        dat.write(f"# batch_size write_records_per_s evalsha_pipe_records_per_s ({n} records, medians of {len(runs[f'curve_{sizes[0]}_write'])} runs)\n")
+        for b in sizes:
+            w, p = rate[f"curve_{b}_write"], rate[f"curve_{b}_evalsha"]
+            print(f"{b:>10} {w:12,.0f} {p:13,.0f} {w / p:11.2f}")
+            dat.write(f"{b} {w:.0f} {p:.0f}\n")
 rtts = sorted({k.split("_")[1] for k in med if k.startswith("rtt_")}, key=float)
 if rtts:
     print()
     print(f"{'RTT ms (measured)':20} {'write rec/s':>12} {'EVALSHA pipe':>13} {'Java pattern':>13} {'write/pipe':>11} {'write/Java':>11}")
-    for r in rtts:
-        w, p, j = (rate[f"rtt_{r}_{x}"] for x in ("write", "evalsha", "java"))
-        got = measured.get(f"rtt_{r}", "?")
-        print(f"{r + ' (' + got + ')':20} {w:12,.0f} {p:13,.0f} {j:13,.0f} {w / p:11.2f} {w / j:11.0f}")
-rss = [r for k in ("write_state1000", "write_state100", "write_tls", "write_ssh") for _, r in runs[k]]
-print(f"peak RSS of destination-redis write: {max(rss) / 1024:.1f} MiB (max over runs)")
+    with open(f"{plots}/rtt.dat", "w") as dat:
+        dat.write(f"# rtt_ms measured_rtt_ms write evalsha_pipe java_pattern (records/s; batches of {batch}; medians of {len(runs[f'rtt_{rtts[0]}_write'])} runs)\n")
+        for r in rtts:
+            w, p, j = (rate[f"rtt_{r}_{x}"] for x in ("write", "evalsha", "java"))
+            got = measured.get(f"rtt_{r}", "?")
+            print(f"{r + ' (' + got + ')':20} {w:12,.0f} {p:13,.0f} {j:13,.0f} {w / p:11.2f} {w / j:11.0f}")
+            dat.write(f"{r} {got} {w:.0f} {p:.0f} {j:.0f}\n")
 PY
+stamp="$(date -u +%F), $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -n "$CURVE" ]; then
+  gnuplot <<GP
+set terminal svg size 720,420 font "sans,12" background "white"
+set output "$PLOTS/batch-size.svg"
+set title "records/s against batch size ($N records, loopback; $stamp)"
+set xlabel "records per batch (batch_size)"
+set ylabel "records/s"
+set logscale x
+set format y "%.0s%c"
+set grid
+set key bottom right
+set yrange [0:*]
+plot "$PLOTS/batch-size.dat" using 1:3 with linespoints lw 2 title "redis-cli --pipe of the same EVALSHA batches", \
+     "" using 1:2 with linespoints lw 2 title "destination-redis write"
+GP
+  echo "plot: $PLOTS/batch-size.svg"
+fi
+if [ -n "$RTT_MS" ]; then
+  gnuplot <<GP
+set terminal svg size 720,420 font "sans,12" background "white"
+set output "$PLOTS/rtt.svg"
+set title "records/s against round-trip time (batches of $BATCH; $stamp)"
+set xlabel "round-trip time, ms (delay line on loopback, measured)"
+set ylabel "records/s (log scale)"
+set logscale y
+set format y "10^{%T}"
+set grid
+set key center right
+plot "$PLOTS/rtt.dat" using 2:4 with linespoints lw 2 title "redis-cli --pipe of the same EVALSHA batches", \
+     "" using 2:3 with linespoints lw 2 title "destination-redis write", \
+     "" using 2:5 with linespoints lw 2 title "the Java connector's pattern"
+GP
+  echo "plot: $PLOTS/rtt.svg"
+fi
