@@ -18,7 +18,8 @@
 # the Java connector's pattern (N_JAVA_RTT records, default 1,000) all go through the same line.
 # MAIN=0 skips measurements 1-6 (for a run of the curve or the RTT table alone).
 # With CURVE or RTT_MS, the plots (SVG, gnuplot) of records/s against batch size and against RTT go
-# to PLOTS (default docs/bench) as batch-size.svg and rtt.svg, their data beside them (.dat).
+# to PLOTS (default docs/bench) as batch-size.svg and rtt.svg, their data beside them (.dat;
+# `bash scripts/plot-bench.sh DIR` draws them again from the data).
 #   bash scripts/bench.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,9 +36,6 @@ MAIN=${MAIN:-1}
 PLOTS=${PLOTS:-docs/bench}
 
 install_missing
-if [ -n "$CURVE$RTT_MS" ] && ! command -v gnuplot >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
-fi
 cargo build --release --locked --bin destination-redis --example gen_records --example bench_tools 2>&1 | tail -1
 
 setup_work
@@ -191,11 +189,12 @@ fi
 
 touch "$work/rtt.txt"
 mkdir -p "$PLOTS"
-python3 - "$results" "$N" "$N_JAVA" "$bytes" "$N_JAVA_RTT" "$work/rtt.txt" "$PLOTS" "$BATCH" <<'PY'
+stamp="$(date -u +%F), $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src lua 2>/dev/null || echo ' + local changes')"
+python3 - "$results" "$N" "$N_JAVA" "$bytes" "$N_JAVA_RTT" "$work/rtt.txt" "$PLOTS" "$BATCH" "$stamp" <<'PY'
 import statistics, sys
 path, n, n_java, size, n_java_rtt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 measured = dict(line.split()[0::2][:2] for line in open(sys.argv[6]))
-plots, batch = sys.argv[7], int(sys.argv[8])
+plots, batch, stamp = sys.argv[7], int(sys.argv[8]), sys.argv[9]
 runs = {}
 for line in open(path):
     name, secs, rss = line.split()
@@ -240,7 +239,8 @@ if sizes:
     print()
     print(f"{'batch size':>10} {'write rec/s':>12} {'EVALSHA pipe':>13} {'write/pipe':>11}")
     with open(f"{plots}/batch-size.dat", "w") as dat:
-        dat.write(f"# batch_size write_records_per_s evalsha_pipe_records_per_s ({n} records, medians of {len(runs[f'curve_{sizes[0]}_write'])} runs)\n")
+        dat.write(f"# title: records/s against batch size ({n:,} records, loopback; {stamp})\n")
+        dat.write(f"# batch_size write_records_per_s evalsha_pipe_records_per_s (medians of {len(runs[f'curve_{sizes[0]}_write'])} runs)\n")
         for b in sizes:
             w, p = rate[f"curve_{b}_write"], rate[f"curve_{b}_evalsha"]
             print(f"{b:>10} {w:12,.0f} {p:13,.0f} {w / p:11.2f}")
@@ -250,45 +250,12 @@ if rtts:
     print()
     print(f"{'RTT ms (measured)':20} {'write rec/s':>12} {'EVALSHA pipe':>13} {'Java pattern':>13} {'write/pipe':>11} {'write/Java':>11}")
     with open(f"{plots}/rtt.dat", "w") as dat:
-        dat.write(f"# rtt_ms measured_rtt_ms write evalsha_pipe java_pattern (records/s; batches of {batch}; medians of {len(runs[f'rtt_{rtts[0]}_write'])} runs)\n")
+        dat.write(f"# title: records/s against round-trip time ({n:,} records in batches of {batch}; {stamp})\n")
+        dat.write(f"# rtt_ms measured_rtt_ms write evalsha_pipe java_pattern (records/s; medians of {len(runs[f'rtt_{rtts[0]}_write'])} runs)\n")
         for r in rtts:
             w, p, j = (rate[f"rtt_{r}_{x}"] for x in ("write", "evalsha", "java"))
             got = measured.get(f"rtt_{r}", "?")
             print(f"{r + ' (' + got + ')':20} {w:12,.0f} {p:13,.0f} {j:13,.0f} {w / p:11.2f} {w / j:11.0f}")
             dat.write(f"{r} {got} {w:.0f} {p:.0f} {j:.0f}\n")
 PY
-stamp="$(date -u +%F), $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-if [ -n "$CURVE" ]; then
-  gnuplot <<GP
-set terminal svg size 720,420 font "sans,12" background "white"
-set output "$PLOTS/batch-size.svg"
-set title "records/s against batch size ($N records, loopback; $stamp)"
-set xlabel "records per batch (batch_size)"
-set ylabel "records/s"
-set logscale x
-set format y "%.0s%c"
-set grid
-set key bottom right
-set yrange [0:*]
-plot "$PLOTS/batch-size.dat" using 1:3 with linespoints lw 2 title "redis-cli --pipe of the same EVALSHA batches", \
-     "" using 1:2 with linespoints lw 2 title "destination-redis write"
-GP
-  echo "plot: $PLOTS/batch-size.svg"
-fi
-if [ -n "$RTT_MS" ]; then
-  gnuplot <<GP
-set terminal svg size 720,420 font "sans,12" background "white"
-set output "$PLOTS/rtt.svg"
-set title "records/s against round-trip time (batches of $BATCH; $stamp)"
-set xlabel "round-trip time, ms (delay line on loopback, measured)"
-set ylabel "records/s (log scale)"
-set logscale y
-set format y "10^{%T}"
-set grid
-set key center right
-plot "$PLOTS/rtt.dat" using 2:4 with linespoints lw 2 title "redis-cli --pipe of the same EVALSHA batches", \
-     "" using 2:3 with linespoints lw 2 title "destination-redis write", \
-     "" using 2:5 with linespoints lw 2 title "the Java connector's pattern"
-GP
-  echo "plot: $PLOTS/rtt.svg"
-fi
+if [ -n "$CURVE$RTT_MS" ]; then bash scripts/plot-bench.sh "$PLOTS"; fi
