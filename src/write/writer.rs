@@ -241,9 +241,6 @@ impl Writer {
                         }
                         self.send_group(&mut group, &mut feed, &mut buf, &acks)
                     });
-                    for b in group.drain(..) {
-                        self.retained.push(b);
-                    }
                     r
                 }
                 other => self.do_work(other, &mut progress, &acks),

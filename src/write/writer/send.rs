@@ -34,8 +34,10 @@ impl Writer {
     ) -> Result<(), Failure> {
         let mut retry = Retry::new(self.settings.retry_budget);
         let mut pending: Vec<usize> = (0..group.len()).collect();
-        // Batches to send to an importing node after ASKING (an ASK reply), by first ordinal.
-        let mut asked: Vec<(u64, String)> = Vec::new();
+        let mut track = Tracked {
+            asked: Vec::new(),
+            kept: vec![false; group.len()],
+        };
         let mut window = Some(feed);
         let mut result = Err(Failure::system(
             format!(
@@ -45,10 +47,10 @@ impl Writer {
             "resend limit",
         ));
         for _ in 0..MAX_RESENDS {
-            let round = self.send_round(group, &pending, window.take(), buf, acks, &mut asked);
+            let round = self.send_round(group, &mut track, &pending, window.take(), buf, acks);
             let again = round.and_then(|mut round| {
                 // The batches that answered ASK go to their importing node in the next round.
-                asked = std::mem::take(&mut round.asked);
+                track.asked = std::mem::take(&mut round.asked);
                 self.recover(round, &mut retry, acks)
             });
             match again {
@@ -64,6 +66,11 @@ impl Writer {
             }
         }
         self.metrics.set_in_flight(0);
+        for (b, kept) in group.drain(..).zip(track.kept) {
+            if !kept {
+                self.retained.push(b);
+            }
+        }
         result
     }
 
@@ -73,15 +80,15 @@ impl Writer {
     fn send_round(
         &mut self,
         group: &mut Vec<Batch>,
+        track: &mut Tracked,
         pending: &[usize],
         mut window: Option<&mut Feed>,
         buf: &mut Vec<u8>,
         acks: &Sender<Ack>,
-        asked: &mut Vec<(u64, String)>,
     ) -> Result<Round, Failure> {
         self.metrics.set_in_flight(pending.len());
         let mut parts = split_by_node(&self.nodes, &self.calls, pending, |i| group[i].stream);
-        for (ordinal, target) in asked.drain(..) {
+        for (ordinal, target) in track.asked.drain(..) {
             move_to(&mut parts, group, ordinal, target);
         }
         let mut sent: Vec<(String, Vec<usize>, Result<(), Failure>)> = Vec::new();
@@ -97,7 +104,9 @@ impl Writer {
             let sent_ok = self.send_to(addr.trim_start_matches(ASK_MARK), buf);
             sent.push((addr, part, sent_ok));
         }
-        let mut group_bytes: usize = group.iter().map(|b| b.body.len()).sum();
+        // What this round sends (a committed batch's call has left the group): it grows to
+        // GROUP_BYTES at most.
+        let mut group_bytes: usize = pending.iter().map(|&i| group[i].body.len()).sum();
         let last = sent.len();
         let mut round = Round::default();
         for (k, (addr, mut part, sent_ok)) in sent.into_iter().enumerate() {
@@ -136,7 +145,13 @@ impl Writer {
                 let i = part[answered];
                 answered += 1;
                 match verdict::judge(v) {
-                    Verdict::Committed if later.is_empty() => self.committed(&group[i], acks),
+                    Verdict::Committed if later.is_empty() => {
+                        self.committed(&group[i], acks);
+                        // Kept for a resend after a reconnect from now on (within the retained
+                        // bytes): the group holds only what is in flight, however long it grows.
+                        self.retained.push(moved_out(&mut group[i]));
+                        track.kept[i] = true;
+                    }
                     other => {
                         // Something to recover from: the window closes.
                         feed = None;
@@ -163,6 +178,7 @@ impl Writer {
                     self.calls[b.stream].encode(&b, buf);
                     group_bytes += b.body.len();
                     group.push(b);
+                    track.kept.push(false);
                     part.push(group.len() - 1);
                     if let Err(e) = self.send_to(&addr, buf) {
                         // What was sent and not read is resent after the reconnect.
@@ -354,6 +370,22 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+/// What [`Writer::send_group`] keeps track of from one round to the next.
+struct Tracked {
+    /// Batches to send to an importing node after ASKING (an ASK reply), by first ordinal.
+    asked: Vec<(u64, String)>,
+    /// Per batch of the group, whether it was moved to `retained` when it was committed.
+    kept: Vec<bool>,
+}
+
+/// `batch` itself, its call moved out (an empty call is left behind with its numbers).
+fn moved_out(batch: &mut Batch) -> Batch {
+    Batch {
+        body: std::mem::take(&mut batch.body),
+        ..*batch
     }
 }
 
