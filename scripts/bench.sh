@@ -234,28 +234,31 @@ if any(k in med for k in labels):
     print(f"ratio 6b/1 (SSH tunnel / plain):           {ratio('write_ssh', 'write_state1000'):.2f}")
     rss = [r for k in ("write_state1000", "write_state100", "write_tls", "write_ssh") for _, r in runs[k]]
     print(f"peak RSS of destination-redis write: {max(rss) / 1024:.1f} MiB (max over runs)")
+def curve(file, title, columns, rows):
+    """Prints `rows` under `columns` and writes them to PLOTS/file, the title and columns first
+    (rates are floats: shown with thousands separators, written whole)."""
+    print()
+    print(" ".join(f"{c:>13}" for c in columns))
+    with open(f"{plots}/{file}", "w") as dat:
+        dat.write(f"# title: {title}\n# {' '.join(columns)}\n")
+        for row in rows:
+            print(" ".join(f"{v:>13,.0f}" if isinstance(v, float) else f"{v:>13}" for v in row))
+            dat.write(" ".join(f"{v:.0f}" if isinstance(v, float) else str(v) for v in row) + "\n")
 sizes = sorted({int(k.split("_")[1]) for k in med if k.startswith("curve_")})
 if sizes:
-    print()
-    print(f"{'batch size':>10} {'write rec/s':>12} {'EVALSHA pipe':>13} {'write/pipe':>11}")
-    with open(f"{plots}/batch-size.dat", "w") as dat:
-        dat.write(f"# title: records/s against batch size ({n:,} records, loopback; {stamp})\n")
-        dat.write(f"# batch_size write_records_per_s evalsha_pipe_records_per_s (medians of {len(runs[f'curve_{sizes[0]}_write'])} runs)\n")
-        for b in sizes:
-            w, p = rate[f"curve_{b}_write"], rate[f"curve_{b}_evalsha"]
-            print(f"{b:>10} {w:12,.0f} {p:13,.0f} {w / p:11.2f}")
-            dat.write(f"{b} {w:.0f} {p:.0f}\n")
+    curve("batch-size.dat", f"records/s against batch size ({n:,} records, loopback; {stamp})",
+          ["batch_size", "write", "evalsha_pipe", "write/pipe"],
+          [[b, rate[f"curve_{b}_write"], rate[f"curve_{b}_evalsha"],
+            f"{rate[f'curve_{b}_write'] / rate[f'curve_{b}_evalsha']:.2f}"] for b in sizes])
 rtts = sorted({k.split("_")[1] for k in med if k.startswith("rtt_")}, key=float)
 if rtts:
-    print()
-    print(f"{'RTT ms (measured)':20} {'write rec/s':>12} {'EVALSHA pipe':>13} {'Java pattern':>13} {'write/pipe':>11} {'write/Java':>11}")
-    with open(f"{plots}/rtt.dat", "w") as dat:
-        dat.write(f"# title: records/s against round-trip time ({n:,} records in batches of {batch}; {stamp})\n")
-        dat.write(f"# rtt_ms measured_rtt_ms write evalsha_pipe java_pattern (records/s; medians of {len(runs[f'rtt_{rtts[0]}_write'])} runs)\n")
-        for r in rtts:
-            w, p, j = (rate[f"rtt_{r}_{x}"] for x in ("write", "evalsha", "java"))
-            got = measured.get(f"rtt_{r}", "?")
-            print(f"{r + ' (' + got + ')':20} {w:12,.0f} {p:13,.0f} {j:13,.0f} {w / p:11.2f} {w / j:11.0f}")
-            dat.write(f"{r} {got} {w:.0f} {p:.0f} {j:.0f}\n")
+    rows = []
+    for r in rtts:
+        w, p, j = (rate[f"rtt_{r}_{x}"] for x in ("write", "evalsha", "java"))
+        rows.append([r, measured.get(f"rtt_{r}", "?"), w, p, j, f"{w / p:.2f}", f"{w / j:.0f}"])
+    curve("rtt.dat", f"records/s against round-trip time ({n:,} records in batches of {batch}; {stamp})",
+          ["rtt_ms", "measured_ms", "write", "evalsha_pipe", "java_pattern", "write/pipe", "write/java"],
+          rows)
+print(f"(records/s: medians of the interleaved rounds; the data and plots are in {plots})")
 PY
 if [ -n "$CURVE$RTT_MS" ]; then bash scripts/plot-bench.sh "$PLOTS"; fi
