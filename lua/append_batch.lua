@@ -34,6 +34,7 @@
 -- had been applied before (a resend after a lost reply). Errors, all raised before the first write
 -- so that a batch is never applied in part:
 --   ABSEQ      the sequence number is not the next one (a batch overtook another)
+--   ABSUPERSEDED another run of the load took it over (the position key's `run`)
 --   ABCOUNTER  the counter key does not hold an integer
 --   ABEXISTS   a key of the new id range already exists (a record whose counter was lost or reset,
 --              another stream's key in the Java layout, another tool's key): nothing is written
@@ -79,6 +80,16 @@ end
 if seq == nil or record_ttl == nil or counter_ttl == nil or position_key == nil or n < 0 or n ~= math.floor(n)
     or not (format == 'hash' or format == 'fields' or format == 'string') then
   return redis.error_reply('ABARGS malformed batch arguments')
+end
+-- A load's batch is applied only while its run owns the load: the load's record names the run
+-- that began last (`run`, see src/load/record.rs), and this run's token key holds its run id
+-- (`_airbyte_redis:token:<run>:…`). A killed run's last batches, still in the server's input
+-- when another run resumed the load, would write again what that run writes.
+if position_key ~= '' then
+  local owner = redis.call('HGET', position_key, 'run')
+  if owner and not string.find(KEYS[2], ':token:' .. owner .. ':', 1, true) then
+    return redis.error_reply('ABSUPERSEDED ' .. position_key .. ' ' .. owner)
+  end
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
 if seq <= applied then

@@ -20,6 +20,7 @@
 -- added, or -1 when this batch had been applied before (a resend after a lost reply: nothing is
 -- added twice). Errors, all raised before the first write:
 --   ABSEQ      the sequence number is not the next one (a batch overtook another)
+--   ABSUPERSEDED another run of the load took it over (the position key's `run`)
 --   ABFORMAT   the stream's records are in another value format (KEYS[3]; without it, KEYS[1]
 --              holding a counter means records in the default `hash` format)
 --   ABEXISTS   KEYS[1] holds a value that is neither a counter nor a Redis stream
@@ -33,6 +34,16 @@ local position_key = ARGV[6]
 local nargs = #ARGV - 6 - ((position_key ~= nil and position_key ~= '') and 1 or 0)
 if seq == nil or maxlen == nil or ttl == nil or position_key == nil or nargs < 0 or nargs % 2 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
+end
+-- A load's batch is applied only while its run owns the load: the load's record names the run
+-- that began last (`run`, see src/load/record.rs), and this run's token key holds its run id
+-- (`_airbyte_redis:token:<run>:…`). A killed run's last batches, still in the server's input
+-- when another run resumed the load, would write again what that run writes.
+if position_key ~= '' then
+  local owner = redis.call('HGET', position_key, 'run')
+  if owner and not string.find(KEYS[2], ':token:' .. owner .. ':', 1, true) then
+    return redis.error_reply('ABSUPERSEDED ' .. position_key .. ' ' .. owner)
+  end
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
 if seq <= applied then

@@ -33,6 +33,7 @@
 -- after a lost reply: it never re-applies an older version over a later batch). Errors, all
 -- raised before the first write so that a batch is never applied in part:
 --   ABSEQ      the sequence number is not the next one (a batch overtook another)
+--   ABSUPERSEDED another run of the load took it over (the position key's `run`)
 --   ABCOUNTER  the counter key does not hold an integer
 --   ABUNINDEXED the stream has records (its counter is above 0) but no index: they were written by
 --              append or overwrite, and deduplicating against them is not possible
@@ -99,6 +100,16 @@ if seq == nil or position_key == nil or record_ttl == nil or bookkeeping_ttl == 
 end
 local function start(i)
   return starts and starts[i] or 10 + step * (i - 1)
+end
+-- A load's batch is applied only while its run owns the load: the load's record names the run
+-- that began last (`run`, see src/load/record.rs), and this run's token key holds its run id
+-- (`_airbyte_redis:token:<run>:…`). A killed run's last batches, still in the server's input
+-- when another run resumed the load, would write again what that run writes.
+if position_key ~= '' then
+  local owner = redis.call('HGET', position_key, 'run')
+  if owner and not string.find(KEYS[2], ':token:' .. owner .. ':', 1, true) then
+    return redis.error_reply('ABSUPERSEDED ' .. position_key .. ' ' .. owner)
+  end
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
 if seq <= applied then

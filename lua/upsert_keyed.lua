@@ -34,6 +34,7 @@
 -- this batch had been applied before (a resend after a lost reply). Errors, all raised before the
 -- first write so that a batch is never applied in part:
 --   ABSEQ        the sequence number is not the next one (a batch overtook another)
+--   ABSUPERSEDED another run of the load took it over (the position key's `run`)
 --   ABUNINDEXED  the stream has records in the sequence layout (KEYS[3] exists)
 --   ABEXISTS     a record key exists but is not this stream's record of that key (another tool's
 --                key, or another stream's record in the Java layout)
@@ -99,6 +100,16 @@ if seq == nil or position_key == nil or record_ttl == nil or tombstone_ttl == ni
 end
 local function start(i)
   return starts and starts[i] or 11 + step * (i - 1)
+end
+-- A load's batch is applied only while its run owns the load: the load's record names the run
+-- that began last (`run`, see src/load/record.rs), and this run's token key holds its run id
+-- (`_airbyte_redis:token:<run>:…`). A killed run's last batches, still in the server's input
+-- when another run resumed the load, would write again what that run writes.
+if position_key ~= '' then
+  local owner = redis.call('HGET', position_key, 'run')
+  if owner and not string.find(KEYS[1], ':token:' .. owner .. ':', 1, true) then
+    return redis.error_reply('ABSUPERSEDED ' .. position_key .. ' ' .. owner)
+  end
 end
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seq <= applied then

@@ -158,6 +158,14 @@ fn script_failure(script: ScriptCode, err: &RedisError, ctx: &Context, raw: Stri
             );
             Failure::config(format_mismatch(key, stored, wanted, during), raw)
         }
+        ScriptCode::Superseded => {
+            let detail = err.detail().unwrap_or(keys);
+            let (key, run) = detail.rsplit_once(' ').unwrap_or((detail, "another run"));
+            Failure::config(
+                format!("Another run ({run}) of the same load began while this one was writing and took the load over ({key}), so this run stopped {during}; nothing of its refused batch was written, and the other run loads from the last committed record. Run one load of a load id at a time."),
+                raw,
+            )
+        }
         ScriptCode::OutOfOrder | ScriptCode::NoMarker | ScriptCode::BadArguments => Failure::system(format!("Redis at {at} answered with an unexpected error {during}: {}", first_line(&raw)), raw),
     }
 }
@@ -189,11 +197,14 @@ pub enum ScriptCode {
     /// `ABFORMAT <stream key> <stored format> <format of the batch>`: the stream's records are
     /// stored in another value format.
     Format,
+    /// `ABSUPERSEDED <load key> <run>`: another run of the same load began after this one (it
+    /// owns the load now), so this run's batches are refused.
+    Superseded,
 }
 
 impl ScriptCode {
     /// Every code.
-    pub const ALL: [ScriptCode; 11] = [
+    pub const ALL: [ScriptCode; 12] = [
         ScriptCode::OutOfOrder,
         ScriptCode::KeyExists,
         ScriptCode::BadCounter,
@@ -205,6 +216,7 @@ impl ScriptCode {
         ScriptCode::BadIndex,
         ScriptCode::Unindexed,
         ScriptCode::Format,
+        ScriptCode::Superseded,
     ];
 
     /// The code as the scripts spell it.
@@ -221,6 +233,7 @@ impl ScriptCode {
             ScriptCode::BadIndex => "ABINDEX",
             ScriptCode::Unindexed => "ABUNINDEXED",
             ScriptCode::Format => "ABFORMAT",
+            ScriptCode::Superseded => "ABSUPERSEDED",
         }
     }
 

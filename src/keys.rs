@@ -109,7 +109,8 @@ impl StreamKeys {
         format!("{}{id}", self.record_prefix)
     }
 
-    /// The batch token key of this stream in run `run_id`.
+    /// The batch token key of this stream in run `run_id`. The scripts find the run in it (`:token:<run
+    /// id>:`) to tell a load's own batches from another run's (see `load::record::LoadRecord`).
     pub fn token(&self, run_id: &str) -> String {
         format!("{RESERVED_PREFIX}:token:{run_id}:{}", self.counter)
     }

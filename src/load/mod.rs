@@ -130,13 +130,19 @@ fn run_load(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
             return Ok(Outcome::Done);
         }
     }
-    if args.again && known.is_some() && !args.dry_run {
-        LoadRecord::forget(&mut link.con, &key, &link.ctx)?;
-    }
     let now = now_ms();
-    let begun = match (args.dry_run, args.again) {
-        (true, _) => LoadRecord::default(),
-        (false, _) => LoadRecord::begin(&mut link.con, &key, &inputs, now, &link.ctx)?,
+    let run_id = write::new_run_id()?;
+    let begun = match args.dry_run {
+        true => LoadRecord::default(),
+        false => LoadRecord::begin(
+            &mut link.con,
+            &key,
+            &inputs,
+            &run_id,
+            now,
+            args.again && known.is_some(),
+            &link.ctx,
+        )?,
     };
     drop(nodes);
     let names = record::identity(&inputs);
@@ -200,6 +206,7 @@ fn run_load(args: &LoadArgs, log: &Output) -> Result<Outcome, Failure> {
         )
     });
     let run = LoadRun {
+        run_id,
         position_key: key.clone(),
         continuing: begun.position.is_some(),
         dry_run: args.dry_run,

@@ -3,6 +3,7 @@
 //! | field      | written by | value |
 //! |------------|------------|-------|
 //! | `position` | each batch's script, with its records | `<input> <offset> <line> <records>` after the batch's last record |
+//! | `run`      | each run, as it begins | the run id that owns the load: the scripts refuse the batches of any other run (`ABSUPERSEDED`) |
 //! | `started`  | the load's first run | epoch ms (an overwrite's generation) |
 //! | `inputs`   | the load's first run | the inputs' names, as a JSON list |
 //! | `finished` | the run that loaded the last record | epoch ms |
@@ -46,30 +47,41 @@ impl LoadRecord {
             .arg(key)
             .query(con)
             .map_err(|e| classify(&e, ctx))?;
-        if map.is_empty() {
-            return Ok(None);
-        }
+        Ok((!map.is_empty()).then(|| Self::from_fields(&map)))
+    }
+
+    fn from_fields(map: &HashMap<String, String>) -> Self {
         let get = |f: &str| map.get(f).cloned();
-        Ok(Some(LoadRecord {
+        LoadRecord {
             position: get("position").and_then(|p| InputPosition::parse(&p)),
             started: get("started").and_then(|v| v.parse().ok()),
             inputs: get("inputs"),
             finished: get("finished").and_then(|v| v.parse().ok()),
             records: get("records").and_then(|v| v.parse().ok()),
-        }))
+        }
     }
 
-    /// Starts the record of a load's first run (kept as it is when a run began it before).
+    /// Begins run `run_id` of a load: starts the record when this is the load's first run (kept
+    /// as it is when a run began it before; deleted first with `again`), makes `run_id` its owner
+    /// and reads it back, all in one MULTI/EXEC. Atomic, so the position read is final: a batch of
+    /// an earlier run that the server runs after this (a killed run's last batches may still be in
+    /// its input) is refused by the scripts, and one it ran before is in the position.
     pub fn begin(
         con: &mut Connection,
         key: &str,
         inputs: &[Input],
+        run_id: &str,
         now: i64,
+        again: bool,
         ctx: &Context,
     ) -> Result<LoadRecord, Failure> {
         let names = identity(inputs);
-        redis::pipe()
-            .cmd("HSETNX")
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if again {
+            pipe.cmd("DEL").arg(key).ignore();
+        }
+        pipe.cmd("HSETNX")
             .arg(key)
             .arg("started")
             .arg(now)
@@ -79,9 +91,15 @@ impl LoadRecord {
             .arg("inputs")
             .arg(names)
             .ignore()
-            .query::<()>(con)
-            .map_err(|e| classify(&e, ctx))?;
-        Ok(Self::read(con, key, ctx)?.unwrap_or_default())
+            .cmd("HSET")
+            .arg(key)
+            .arg("run")
+            .arg(run_id)
+            .ignore()
+            .cmd("HGETALL")
+            .arg(key);
+        let (map,): (HashMap<String, String>,) = pipe.query(con).map_err(|e| classify(&e, ctx))?;
+        Ok(Self::from_fields(&map))
     }
 
     /// Records that the load finished with `records` records in all.
@@ -98,14 +116,6 @@ impl LoadRecord {
             .arg(now)
             .arg("records")
             .arg(records)
-            .query::<()>(con)
-            .map_err(|e| classify(&e, ctx))
-    }
-
-    /// Forgets the load (`--again`): the next run starts over.
-    pub fn forget(con: &mut Connection, key: &str, ctx: &Context) -> Result<(), Failure> {
-        redis::cmd("DEL")
-            .arg(key)
             .query::<()>(con)
             .map_err(|e| classify(&e, ctx))
     }

@@ -100,6 +100,9 @@ pub fn run<R: Read + Send + 'static>(
 /// which the scripts write to `position_key` with the records (see [`batch::InputPosition`]).
 #[derive(Debug, Clone)]
 pub struct LoadRun {
+    /// The run's id ([`new_run_id`]), which the load's record names as its owner: the scripts
+    /// refuse the batches of any other run (see `load::record::LoadRecord::begin`).
+    pub run_id: String,
     /// The load's key (`keys::load_key`), in the stream's slot.
     pub position_key: String,
     /// Whether an earlier run of the load committed records: an overwrite keeps what it staged
@@ -139,7 +142,10 @@ where
     }
     let reply_timeout = settings.reply_timeout;
     let ctx = Context::at(settings, &route.entry, "while writing");
-    let run_id = new_run_id()?;
+    let run_id = match &load {
+        Some(load) => load.run_id.clone(),
+        None => new_run_id()?,
+    };
     let mut plan = Plan::new(&streams, layout, &settings.stream_options, &run_id)?;
     if let Some(load) = &load {
         plan.position(&load.position_key, load.continuing);
@@ -346,8 +352,8 @@ fn sigterm_channel(
     Ok(rx)
 }
 
-/// A random id for this run's batch tokens (never derived from the input).
-fn new_run_id() -> Result<String, Failure> {
+/// A new random id for a run's batch tokens (never derived from the input): 16 hex digits.
+pub fn new_run_id() -> Result<String, Failure> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| Failure::system("No randomness for the run id.", e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

@@ -1002,28 +1002,56 @@ fn kill_after(args: &[&str], id: &str, con: &mut redis::Connection, records: u64
         .expect("spawn load");
     let deadline = Instant::now() + RUN_TIMEOUT;
     while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("_airbyte_redis:load:{id}:*"))
-            .query(con)
-            .expect("KEYS");
-        let at = keys.iter().any(|k| {
-            let position: Option<String> = redis::cmd("HGET")
-                .arg(k)
-                .arg("position")
-                .query(con)
-                .ok()
-                .flatten();
-            position
-                .and_then(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
-                .is_some_and(|n| n >= records)
-        });
-        if at {
+        if committed(con, id) >= records {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     let _ = child.kill();
     let _ = child.wait();
+    until_disconnected(con);
+}
+
+/// How many records the position of load `id` counts (0: none yet), read on the server behind
+/// `con` (the stream's node).
+fn committed(con: &mut redis::Connection, id: &str) -> u64 {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("_airbyte_redis:load:{id}:*"))
+        .query(con)
+        .expect("KEYS");
+    keys.iter()
+        .filter_map(|k| {
+            let position: Option<String> = redis::cmd("HGET")
+                .arg(k)
+                .arg("position")
+                .query(con)
+                .ok()
+                .flatten();
+            position?.rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until the server behind `con` has closed every connection of a killed destination
+/// process (named `destination-redis`): it runs what the process had sent before it died (a
+/// window of batches) first, so only then does the database hold everything that process wrote.
+fn until_disconnected(con: &mut redis::Connection) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(con)
+            .expect("CLIENT LIST");
+        if !clients.contains("name=destination-redis") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed process's connections are still open:\n{clients}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -1139,4 +1167,163 @@ fn a_slow_pipes_records_are_loaded_while_it_is_still_open() {
     let (code, _, stderr) = common::fed_within(child, Vec::new(), RUN_TIMEOUT);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stored(&target, None, "pipe").len(), 6);
+}
+
+#[test]
+fn a_killed_runs_late_batch_is_refused_once_another_run_took_the_load_over() {
+    // A killed run's last batches may still be in the server's input when the load is run again:
+    // once the new run has begun (and read the position), they must not write anything.
+    let target = Target::start();
+    let f = Files::new(&target.config());
+    let data = records(20_000, "late");
+    let path = f.write("late.jsonl", &jsonl(&data));
+    let counter = target.counter_key(None, "late");
+    let mut con = target.conn_for(&counter);
+    let args = [
+        "--config",
+        &f.config(),
+        "--batch-size",
+        "100",
+        "--load-id",
+        "late-1",
+        "--stream",
+        "late",
+        &path,
+    ];
+    kill_after(&args, "late-1", &mut con, 1_000);
+    let key = target
+        .keys("_airbyte_redis:load:late-1:*")
+        .pop()
+        .expect("load key");
+    let hget = |con: &mut redis::Connection, field: &str| -> String {
+        redis::cmd("HGET")
+            .arg(&key)
+            .arg(field)
+            .query(con)
+            .expect("HGET")
+    };
+    let killed_run = hget(&mut con, "run");
+    let token = format!("_airbyte_redis:token:{killed_run}:{counter}");
+    let applied: u64 = redis::cmd("GET")
+        .arg(&token)
+        .query(&mut con)
+        .expect("GET token");
+    let ran = load(&args, Vec::new());
+    ran.ok();
+    assert!(
+        ran.stderr.contains("resuming after record"),
+        "{}",
+        ran.stderr
+    );
+    assert_ne!(
+        hget(&mut con, "run"),
+        killed_run,
+        "the new run owns the load"
+    );
+    let position = hget(&mut con, "position");
+    // The killed run's next batch, as the server would run it now.
+    let late = |con: &mut redis::Connection| -> redis::RedisResult<i64> {
+        redis::cmd("EVALSHA")
+            .arg(&destination_redis::scripts::APPEND_BATCH.sha)
+            .arg(2)
+            .arg(&counter)
+            .arg(&token)
+            .arg((applied + 1).to_string())
+            .arg(format!("{counter}:"))
+            .arg("600")
+            .arg("0")
+            .arg("0")
+            .arg("0")
+            .arg("hash")
+            .arg(format!("_airbyte_redis:format:{counter}"))
+            .arg(&key)
+            .arg("1700000000000")
+            .arg(r#"{"late":true}"#)
+            .arg("0 1 1 1")
+            .query(con)
+    };
+    let err = late(&mut con).expect_err("refused");
+    assert_eq!(err.code(), Some("ABSUPERSEDED"), "{err:?}");
+    assert_eq!(
+        stored(&target, None, "late"),
+        data,
+        "every record once, in order"
+    );
+    assert_eq!(hget(&mut con, "position"), position, "position untouched");
+    // The same batch is applied when its run owns the load: the refusal above is the owner's.
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("run")
+        .arg(&killed_run)
+        .query(&mut con)
+        .expect("HSET");
+    assert_eq!(late(&mut con).expect("applied"), data.len() as i64 + 1);
+}
+
+#[test]
+fn of_two_runs_of_one_load_the_later_takes_it_over_and_the_earlier_stops() {
+    // In every shape whose script writes the position: hash records, a Redis stream, upserts by
+    // id and records keyed by primary key.
+    let target = Target::start();
+    let f = Files::new(&target.config());
+    let shapes: [(&str, &[&str]); 4] = [
+        ("two", &[]),
+        ("two-stream", &["--value-format", "stream"]),
+        (
+            "two-dedup",
+            &["--mode", "dedup", "--primary-key", "i", "--cursor", "i"],
+        ),
+        (
+            "two-keyed",
+            &["--record-key", "primary_key", "--primary-key", "i"],
+        ),
+    ];
+    for (stream, extra) in shapes {
+        let config = f.config();
+        let base = ["--config", &config, "--stream", stream, "--load-id", stream];
+        let args = [&base[..], extra].concat();
+        let lines: Vec<String> = (0..10).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        let mut first = load_command(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut input = first.stdin.take().expect("stdin");
+        input
+            .write_all(lines[..5].concat().as_bytes())
+            .expect("write");
+        input.flush().expect("flush");
+        let mut con = target.conn_for(&target.counter_key(None, stream));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && committed(&mut con, stream) < 5 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            committed(&mut con, stream),
+            5,
+            "{stream}: the first run committed five"
+        );
+        // The second run (the same stdin so far, then five more) resumes after them, finishes.
+        let second = load(&args, lines.concat().into_bytes());
+        second.ok();
+        assert!(
+            second.stderr.contains("resuming after record 5"),
+            "{stream}: {}",
+            second.stderr
+        );
+        assert_eq!(committed(&mut con, stream), 10, "{stream}");
+        // The first run's next batch is refused: it stops, with a sentence that says why.
+        input.write_all(b"{\"i\":99}\n").expect("write");
+        drop(input);
+        let (code, _, stderr) = common::fed_within(first, Vec::new(), RUN_TIMEOUT);
+        assert_eq!(code, Some(1), "{stream}: {stderr}");
+        assert!(
+            stderr.contains("Another run") && stderr.contains("took the load over"),
+            "{stream}: {stderr}"
+        );
+        assert_eq!(committed(&mut con, stream), 10, "{stream}: nothing more");
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("{{\"i\":{i}}}")).collect();
+    assert_eq!(stored(&target, None, "two"), expected);
 }
