@@ -35,16 +35,19 @@ local nargs = #ARGV - 6 - ((position_key ~= nil and position_key ~= '') and 1 or
 if seq == nil or maxlen == nil or ttl == nil or position_key == nil or nargs < 0 or nargs % 2 ~= 0 then
   return redis.error_reply('ABARGS malformed batch arguments')
 end
+local token_key = KEYS[2]
+-- BEGIN load owner
 -- A load's batch is applied only while its run owns the load: the load's record names the run
 -- that began last (`run`, see src/load/record.rs), and this run's token key holds its run id
 -- (`_airbyte_redis:token:<run>:…`). A killed run's last batches, still in the server's input
 -- when another run resumed the load, would write again what that run writes.
 if position_key ~= '' then
   local owner = redis.call('HGET', position_key, 'run')
-  if owner and not string.find(KEYS[2], ':token:' .. owner .. ':', 1, true) then
+  if owner and not string.find(token_key, ':token:' .. owner .. ':', 1, true) then
     return redis.error_reply('ABSUPERSEDED ' .. position_key .. ' ' .. owner)
   end
 end
+-- END load owner
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
 if seq <= applied then
   return -1

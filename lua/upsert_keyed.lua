@@ -101,16 +101,19 @@ end
 local function start(i)
   return starts and starts[i] or 11 + step * (i - 1)
 end
+local token_key = KEYS[1]
+-- BEGIN load owner
 -- A load's batch is applied only while its run owns the load: the load's record names the run
 -- that began last (`run`, see src/load/record.rs), and this run's token key holds its run id
 -- (`_airbyte_redis:token:<run>:…`). A killed run's last batches, still in the server's input
 -- when another run resumed the load, would write again what that run writes.
 if position_key ~= '' then
   local owner = redis.call('HGET', position_key, 'run')
-  if owner and not string.find(KEYS[1], ':token:' .. owner .. ':', 1, true) then
+  if owner and not string.find(token_key, ':token:' .. owner .. ':', 1, true) then
     return redis.error_reply('ABSUPERSEDED ' .. position_key .. ' ' .. owner)
   end
 end
+-- END load owner
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seq <= applied then
   return -1

@@ -359,6 +359,22 @@ mod tests {
         assert!(block.contains("local function record_layout(first, last, step, fields)"));
     }
 
+    /// Every batch script that writes a load's position checks that its run owns the load with
+    /// the same code, and finds the run in its token key where `keys.rs` puts it.
+    #[test]
+    fn the_batch_scripts_check_the_loads_owner_alike_in_rust_and_lua() {
+        let block = shared_block(&APPEND_BATCH, "load owner");
+        for script in [&APPEND_STREAM, &UPSERT_BATCH, &UPSERT_KEYED] {
+            assert_eq!(block, shared_block(script, "load owner"), "{}", script.name);
+        }
+        assert!(block.contains("string.find(token_key, ':token:' .. owner .. ':', 1, true)"));
+        let keys = crate::keys::StreamKeys::new(&crate::protocol::StreamDescriptor {
+            name: "s".into(),
+            namespace: Some("n".into()),
+        });
+        assert!(keys.token("0123abcd").contains(":token:0123abcd:"));
+    }
+
     /// The batch scripts name a staged generation's moments hash as `keys.rs` does.
     #[test]
     fn the_moments_hash_is_named_alike_in_rust_and_lua() {
